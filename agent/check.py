@@ -1,0 +1,62 @@
+"""``distillsync check``: the config is valid, every source answers its queries with the
+columns the config names, and the relay accepts our connection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from agent.config import Config
+from agent.errors import DistillSyncError
+from agent.publisher import RelayLink
+from agent.service import link_settings, source_password
+from agent.sources.sql import SqlReader
+
+Say = Callable[[str], object]
+
+
+async def check_sources(config: Config, say: Say) -> list[str]:
+    problems: list[str] = []
+    for i, source in enumerate(config.sources):
+        try:
+            reader = SqlReader(source, source_password(source, i))
+        except DistillSyncError as error:
+            problems.append(str(error))
+            continue
+        try:
+            for j, entity in enumerate(source.entities):
+                path = f"sources[{i}].entities[{j}]"
+                try:
+                    columns = await reader.probe(entity)
+                except DistillSyncError as error:
+                    problems.append(f"{path}.query: {error}")
+                    continue
+                wanted = [*entity.key, *([entity.cursor] if entity.cursor else [])]
+                missing = [c for c in wanted if c not in columns]
+                if missing:
+                    problems.append(f"{path}: column {', '.join(missing)} not in the query's "
+                                    f"result ({', '.join(columns)})")
+                else:
+                    say(f"ok   source {source.name} / {entity.feed}: {', '.join(columns)}")
+        finally:
+            await reader.close()
+    return problems
+
+
+async def check_relay(config: Config, say: Say) -> list[str]:
+    try:
+        async with asyncio.timeout(15), RelayLink(link_settings(config)) as link:
+            say(f"ok   relay {config.relay.url}: connected as {config.client_id} "
+                f"(receive maximum {link.receive_maximum}, "
+                f"max packet {link.max_packet_size} bytes)")
+    except TimeoutError:
+        return [f"relay.url: no answer from {config.relay.url} within 15s"]
+    except DistillSyncError as error:
+        return [f"relay.url: {error}"]
+    return []
+
+
+async def check_all(config: Config, say: Say) -> list[str]:
+    say(f"ok   config: agent {config.agent.tenant}/{config.agent.id}, "
+        f"{len(config.sources)} source(s)")
+    return await check_sources(config, say) + await check_relay(config, say)

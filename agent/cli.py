@@ -1,0 +1,134 @@
+"""``distillsync``: the command line. Errors are printed here, at the edge, never deeper."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from agent import __version__
+from agent.config import Config, load_config
+from agent.errors import ConfigError, DistillSyncError
+
+EX_OK, EX_FAILURE, EX_USAGE, EX_CONFIG = 0, 1, 64, 78
+log = logging.getLogger("distillsync")
+
+
+def setup_logging(level: str) -> None:
+    """One line per record on stderr; under systemd the journal adds its own timestamp."""
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if "JOURNAL_STREAM" not in os.environ:
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+    logging.getLogger("aiomqtt").setLevel(logging.WARNING)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(Path(args.config))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.service import run_until_signalled
+
+    config = _config(args)
+    setup_logging(config.agent.log_level)
+    asyncio.run(run_until_signalled(config))
+    return EX_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from agent.check import check_all
+
+    config = _config(args)
+    problems = asyncio.run(check_all(config, print))
+    if problems:
+        print(f"\n{len(problems)} problem(s):", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EX_CONFIG
+    print("\nall good")
+    return EX_OK
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from agent import operate
+
+    config = _config(args)
+    return asyncio.run(operate.outbox_command(config, args.action, args.id, args.state,
+                                              args.limit))
+
+
+def cmd_resync(args: argparse.Namespace) -> int:
+    from agent import operate
+
+    config = _config(args)
+    return asyncio.run(operate.resync(config, args.entity))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    setup_logging("warning")
+    return asyncio.run(run_demo(seconds=args.seconds, products=args.products))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distillsync", description="Keep an ERP and its online shops in sync.")
+    parser.add_argument("--version", action="version", version=f"distillsync {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("-c", "--config", required=True, metavar="FILE",
+                       help="agent TOML file (production: /etc/distillsync/agent.toml)")
+        return p
+
+    with_config("run", "run the daemon in the foreground").set_defaults(func=cmd_run)
+    with_config("check", "validate the config and reach every source and the relay") \
+        .set_defaults(func=cmd_check)
+    outbox = with_config("outbox", "inspect and act on pending and dead-letter events")
+    outbox.add_argument("action", choices=["list", "retry", "discard", "stats"])
+    outbox.add_argument("id", nargs="?", type=int, help="dead letter id (retry, discard)")
+    outbox.add_argument("--state", choices=["pending", "dead"], default="dead")
+    outbox.add_argument("--limit", type=int, default=50)
+    outbox.set_defaults(func=cmd_outbox)
+    resync = with_config("resync", "re-read an entity fully and publish what differs")
+    resync.add_argument("entity", help="entity or feed name, e.g. stock, or SOURCE/FEED")
+    resync.set_defaults(func=cmd_resync)
+    demo = sub.add_parser("demo", help="demo ERP, local broker, agent and a subscriber")
+    demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
+    demo.add_argument("--products", type=int, default=300)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as error:
+        print(f"configuration problems in {getattr(args, 'config', '?')}:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EX_CONFIG
+    except DistillSyncError as error:
+        print(f"distillsync: {error}", file=sys.stderr)
+        return EX_FAILURE
+    except KeyboardInterrupt:
+        return EX_FAILURE
+    return code
+
+
+def dumps(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""The agent's TOML configuration: typed, frozen and strict.
+
+Unknown keys are errors, and a bad file reports every problem at once, each by its
+TOML key path (``sources[0].entities[1].cursor: required in timestamp mode``).
+Secrets never live in the file: ``*_file`` keys name a file that holds them and
+``*_env`` keys name an environment variable; :func:`read_secret` resolves both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from agent.errors import ConfigError
+
+ENTITIES = ("product", "price", "stock", "promotion", "order_status", "invoice", "customer")
+Entity = Literal["product", "price", "stock", "promotion", "order_status", "invoice", "customer"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SLUG = r"^[a-z0-9-]+$"
+# SQLAlchemy dialects whose driver is asyncio-native; anything else would block the loop.
+ASYNC_DRIVERS = {
+    "postgresql+asyncpg",
+    "mysql+aiomysql",
+    "mysql+asyncmy",
+    "mariadb+aiomysql",
+    "mariadb+asyncmy",
+    "sqlite+aiosqlite",
+    "mssql+aioodbc",
+}
+
+
+def parse_duration(value: Any) -> float:
+    """``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"``, ``"1d"`` -> seconds."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError('a duration is a string such as "250ms", "5s", "2m", "1h" or "1d"')
+    match = _DURATION.match(value)
+    if match is None:
+        raise ValueError(f'{value!r} is not a duration such as "250ms", "5s", "2m", "1h" or "1d"')
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+Slug = Annotated[str, Field(pattern=_SLUG, min_length=1, max_length=64)]
+# Paths come from TOML as strings, so they are the one place strict mode must convert.
+FilePath = Annotated[Path, Field(strict=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class AgentSection(_Strict):
+    id: Slug
+    """Unique per tenant; part of every topic and of the MQTT client id."""
+    tenant: Slug
+    state_dir: FilePath = Path("/var/lib/distillsync")
+    """Where ``outbox.db`` lives."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout: PositiveDuration = 10.0
+    """How long a graceful stop waits for in-flight PUBACKs."""
+
+
+class OutboxSection(_Strict):
+    synchronous: Literal["full", "normal"] = "full"
+    """``full`` survives power loss; ``normal`` only survives a process crash."""
+    delivered_retention: Duration = 3600.0
+    """How long delivered events stay for inspection before they are pruned."""
+
+
+class RelaySection(_Strict):
+    url: str
+    """``mqtt://host[:port]`` or ``mqtts://host[:port]``."""
+    username: str | None = None
+    password_file: FilePath | None = None
+    password_env: str | None = None
+    topic_prefix: str = Field(default="distillsync", pattern=r"^[^/+#$][^/+#]*$")
+    client_id: str | None = None
+    """Fixed MQTT client id; defaults to ``distillsync-{tenant}-{agent}``."""
+    session_expiry: Duration = 86400.0
+    keepalive: PositiveDuration = 30.0
+    max_inflight: int = Field(default=100, ge=1, le=4096)
+    """Sliding window of unacknowledged publishes, capped by the broker's Receive Maximum."""
+    ack_timeout: PositiveDuration = 60.0
+    """A publish with no PUBACK for this long makes the link reconnect and re-send it."""
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+    allow_insecure: bool = False
+    """Allow ``mqtt://`` (no TLS) to a host other than loopback."""
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+        return url
+
+    @model_validator(mode="after")
+    def _tls_or_loopback(self) -> RelaySection:
+        host = urlsplit(self.url).hostname or ""
+        loopback = host in ("localhost", "::1") or host.startswith("127.")
+        if urlsplit(self.url).scheme == "mqtt" and not loopback and not self.allow_insecure:
+            raise ValueError(
+                f"url: mqtt:// sends data unencrypted to {host}; use mqtts:// "
+                "or set relay.allow_insecure = true"
+            )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file: goes together with key_file for a client certificate")
+        return self
+
+
+class ApiSection(_Strict):
+    socket: FilePath = Path("/run/distillsync/agent.sock")
+
+
+class EntityConfig(_Strict):
+    entity: Entity
+    name: str | None = Field(default=None, pattern=r"^[a-z0-9_-]+$")
+    """Distinguishes two feeds of the same entity in one source; defaults to ``entity``."""
+    query: str = Field(min_length=1)
+    key: list[str] = Field(min_length=1)
+    mode: Literal["timestamp", "incrementing", "snapshot"] = "timestamp"
+    cursor: str | None = Field(default=None, validate_default=True)
+    lookback: Duration = 30.0
+    conflate: bool = False
+    """Keep only the newest pending event per key."""
+
+    @field_validator("query")
+    @classmethod
+    def _is_select(cls, query: str) -> str:
+        head = query.lstrip().split(None, 1)[0].lower() if query.strip() else ""
+        if head not in ("select", "with"):
+            raise ValueError("must be a SELECT (or WITH ... SELECT) statement")
+        if query.rstrip().endswith(";"):
+            raise ValueError("must not end with ';': the agent wraps it as a subquery")
+        return query
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor_fits_mode(cls, cursor: str | None, info: ValidationInfo) -> str | None:
+        mode = info.data.get("mode")
+        if mode in ("timestamp", "incrementing") and not cursor:
+            raise ValueError(f"required in {mode} mode")
+        if mode == "snapshot" and cursor:
+            raise ValueError("not used in snapshot mode; remove it")
+        if cursor and cursor in info.data.get("key", []):
+            raise ValueError("the cursor column cannot also be a key column")
+        return cursor
+
+    @property
+    def feed(self) -> str:
+        return self.name or self.entity
+
+
+class SourceConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    type: Literal["sql"] = "sql"
+    url: str
+    """Any SQLAlchemy async URL; keep the password out of it (``password_file``)."""
+    password_file: FilePath | None = None
+    password_env: str | None = None
+    poll_interval: PositiveDuration = 5.0
+    page_size: int = Field(default=1000, ge=1, le=100_000)
+    timezone: str = "UTC"
+    """Zone of naive datetimes the ERP stores; events always carry UTC."""
+    entities: list[EntityConfig] = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        if scheme not in ASYNC_DRIVERS:
+            known = ", ".join(sorted(ASYNC_DRIVERS))
+            raise ValueError(
+                f"{scheme or url!r} is not an async SQLAlchemy driver; use one of {known}"
+            )
+        return url
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {zone!r}") from None
+        return zone
+
+    @field_validator("entities")
+    @classmethod
+    def _unique_feeds(cls, entities: list[EntityConfig]) -> list[EntityConfig]:
+        feeds = [e.feed for e in entities]
+        dupes = sorted({f for f in feeds if feeds.count(f) > 1})
+        if dupes:
+            raise ValueError(f"{', '.join(dupes)} appears twice; give each a distinct name")
+        return entities
+
+
+class Config(_Strict):
+    agent: AgentSection
+    relay: RelaySection
+    api: ApiSection = ApiSection()
+    outbox: OutboxSection = OutboxSection()
+    sources: list[SourceConfig] = Field(min_length=1)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[SourceConfig]) -> list[SourceConfig]:
+        names = [s.name for s in sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source name {', '.join(dupes)} is used twice")
+        return sources
+
+    @property
+    def client_id(self) -> str:
+        return self.relay.client_id or f"distillsync-{self.agent.tenant}-{self.agent.id}"
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """``('sources', 0, 'entities', 1, 'cursor')`` -> ``sources[0].entities[1].cursor``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(error: Any) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "string_pattern_mismatch":
+        return f"{error['input']!r} does not match {error['ctx']['pattern']}"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+_KEY_PREFIX = re.compile(r"^([a-z_]+): (.*)$", re.DOTALL)
+
+
+def problems_of(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        # pydantic appends the validator's own name to union/function locations; drop it.
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        message = _describe(item)
+        # Cross-field checks run on the whole table; they name their key as "key: ...".
+        named = _KEY_PREFIX.match(message)
+        if named and item["type"] == "value_error":
+            loc, message = (*loc, named.group(1)), named.group(2)
+        problems.append(f"{key_path(loc)}: {message}")
+    return problems
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(problems_of(error)) from None
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a TOML file; :class:`ConfigError` lists every problem found."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read ({error.strerror})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{path}: not valid TOML: {error}"]) from None
+    return parse_config(raw)
+
+
+def read_secret(file: Path | None, env: str | None, what: str) -> str | None:
+    """Resolve a secret from its ``*_file`` or ``*_env`` key; the value is never logged."""
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError([f"{what}_file: cannot read {file} ({error.strerror})"]) from None
+    if env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError([f"{what}_env: environment variable {env} is not set"])
+        return value
+    return None

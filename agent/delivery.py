@@ -1,0 +1,235 @@
+"""Delivery: moves pending outbox events through a relay link, as a sliding window.
+
+The outbox is the source of truth. After every (re)connect delivery starts again from
+the oldest pending event, so everything not acknowledged is re-sent in sequence order
+with its original id; a row becomes delivered only once its PUBACK arrived. Results are
+recorded in batches by one task, so the socket never waits for SQLite.
+
+The window slides: a new publish goes out as soon as one is acknowledged, never
+batch-and-wait (a client that pauses for PUBACKs stalls on delayed ACKs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from agent import __version__
+from agent.envelope import (
+    CONTENT_TYPE,
+    envelope,
+    event_topic,
+    now_rfc3339,
+    sequence_text,
+)
+from agent.errors import RelayError
+from agent.model import Outcome, PendingEvent, PublishResult
+from agent.outbox import Outbox
+from agent.publisher import Ack, RelayLink, message_properties
+
+log = logging.getLogger("distillsync.delivery")
+
+FETCH_BATCH = 1000
+IDLE_WAKEUP = 1.0  # seconds; also bounds how late a stop or a dead link is noticed
+
+
+@dataclass(slots=True)
+class RelayStats:
+    state: str = "connecting"
+    since: float = field(default_factory=time.time)
+    reconnects: int = 0
+    published: int = 0
+    nacked: int = 0
+    in_flight: int = 0
+    last_error: str | None = None
+    last_publish: float | None = None
+
+    def become(self, state: str) -> None:
+        if state != self.state:
+            self.state, self.since = state, time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    topic_base: str
+    source: str
+    max_inflight: int
+    ack_timeout: float
+    shutdown_timeout: float
+    backoff_base: float = 0.5
+    backoff_cap: float = 60.0
+
+
+def status_payload(state: str, started_at: str) -> bytes:
+    return orjson.dumps({"state": state, "version": __version__, "started_at": started_at,
+                         "time": now_rfc3339()})
+
+
+class Delivery:
+    def __init__(self, outbox: Outbox, make_link: Callable[[], RelayLink],
+                 settings: DeliverySettings, stop: asyncio.Event, started_at: str) -> None:
+        self.outbox = outbox
+        self.make_link = make_link
+        self.settings = settings
+        self.stop = stop
+        self.started_at = started_at
+        self.stats = RelayStats()
+        self._results: list[PublishResult] = []
+        self._results_ready = asyncio.Event()
+
+    async def run(self) -> None:
+        """Connect, pump, reconnect with jittered exponential backoff, until stopped."""
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                async with self.make_link() as link:
+                    failures = 0
+                    await self._connected(link)
+                    if self.stop.is_set():
+                        await self._say_offline(link)
+            except RelayError as error:
+                failures += 1
+                self.stats.last_error = str(error)
+                delay = min(self.settings.backoff_cap,
+                            self.settings.backoff_base * 2 ** min(failures, 16))
+                delay *= random.uniform(0.5, 1.0)
+                log.warning("relay unreachable (attempt %d): %s; retrying in %.1fs",
+                            failures, error, delay)
+            else:
+                delay = self.settings.backoff_base * random.uniform(0.5, 1.0)
+            self.stats.become("disconnected" if not self.stop.is_set() else "stopped")
+            if not self.stop.is_set():
+                self.stats.reconnects += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), delay)
+
+    async def _connected(self, link: RelayLink) -> None:
+        window = max(1, min(self.settings.max_inflight, link.receive_maximum))
+        log.info("relay connected (window %d, max packet %d bytes)", window,
+                 link.max_packet_size)
+        self.stats.become("connected")
+        online = link.send(self._status_topic(), status_payload("online", self.started_at),
+                           None, retain=True)
+        finished = asyncio.Event()
+        recorder = asyncio.create_task(self._record_results(finished), name="delivery-recorder")
+        watchdog = asyncio.create_task(self._watch_acks(link), name="delivery-ack-watchdog")
+        try:
+            await self._pump(link, asyncio.Semaphore(window))
+            await self._drain(link)
+        finally:
+            watchdog.cancel()
+            # Let the recorder finish its batch rather than cancel it mid-transaction.
+            finished.set()
+            self._results_ready.set()
+            await recorder
+        if not online.done():
+            online.cancel()
+
+    async def _pump(self, link: RelayLink, slots: asyncio.Semaphore) -> None:
+        after = 0
+        while not self.stop.is_set() and not link.closed.done():
+            self.outbox.new_events.clear()
+            events = await self.outbox.fetch_pending(after, FETCH_BATCH)
+            if not events:
+                await self._idle(link)
+                continue
+            for event in events:
+                if not await self._take_slot(slots, link):
+                    return
+                self._publish(link, event, slots)
+                after = event.sequence
+
+    async def _take_slot(self, slots: asyncio.Semaphore, link: RelayLink) -> bool:
+        if not slots.locked():
+            await slots.acquire()
+            return True
+        acquire: asyncio.Future[Any] = asyncio.ensure_future(slots.acquire())
+        await asyncio.wait([acquire, link.closed], return_when=asyncio.FIRST_COMPLETED)
+        if acquire.done() and not link.closed.done():
+            return True
+        if acquire.done():
+            slots.release()
+        else:
+            acquire.cancel()
+        return False
+
+    def _publish(self, link: RelayLink, event: PendingEvent, slots: asyncio.Semaphore) -> None:
+        sequence = sequence_text(event.sequence)
+        props = message_properties(
+            [("id", event.event_id), ("type", f"distillsync.{event.entity}.{event.op}"),
+             ("source", self.settings.source), ("sequence", sequence)],
+            CONTENT_TYPE,
+        )
+        payload = envelope(event, self.settings.source)
+        future = link.send(event_topic(self.settings.topic_base, event), payload, props)
+        self.stats.in_flight += 1
+
+        def done(f: asyncio.Future[Ack]) -> None:
+            slots.release()
+            self.stats.in_flight -= 1
+            ack = f.result() if not f.cancelled() else Ack(Outcome.UNKNOWN, "cancelled")
+            self._note(PublishResult(event.sequence, ack.outcome, ack.reason))
+
+        future.add_done_callback(done)
+
+    def _note(self, result: PublishResult) -> None:
+        if result.outcome is Outcome.ACKED:
+            self.stats.published += 1
+            self.stats.last_publish = time.time()
+        elif result.outcome is Outcome.NACKED:
+            self.stats.nacked += 1
+            log.error("event %d refused: %s", result.sequence, result.reason)
+        else:
+            return  # unknown: stays pending, re-sent after the reconnect
+        self._results.append(result)
+        self._results_ready.set()
+
+    async def _idle(self, link: RelayLink) -> None:
+        waiters: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self.outbox.new_events.wait()),
+            asyncio.ensure_future(self.stop.wait()),
+        ]
+        await asyncio.wait([*waiters, link.closed], timeout=IDLE_WAKEUP,
+                           return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+
+    async def _drain(self, link: RelayLink) -> None:
+        """On stop: give in-flight publishes until the deadline to be acknowledged."""
+        await link.settle(self.settings.shutdown_timeout)
+
+    async def _watch_acks(self, link: RelayLink) -> None:
+        while not link.closed.done():
+            await asyncio.sleep(min(1.0, self.settings.ack_timeout / 4))
+            if link.oldest_unacked_age() > self.settings.ack_timeout:
+                link.abort(f"no PUBACK for {self.settings.ack_timeout:.0f}s")
+
+    async def _record_results(self, finished: asyncio.Event) -> None:
+        while True:
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            await self._flush_results()
+            if finished.is_set():
+                return
+
+    async def _flush_results(self) -> None:
+        batch, self._results = self._results, []
+        if batch:
+            await self.outbox.record_results(batch)
+
+    def _status_topic(self) -> str:
+        return f"{self.settings.topic_base}/status"
+
+    async def _say_offline(self, link: RelayLink) -> None:
+        future = link.send(self._status_topic(), status_payload("offline", self.started_at),
+                           None, retain=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(future), 2.0)

@@ -1,0 +1,242 @@
+"""The MQTT link to the relay: the only module that imports aiomqtt (and paho beneath it).
+
+aiomqtt 2.5 owns the connection (CONNECT with Will, TLS, its socket callbacks on our
+event loop). Publishing goes one level down, because aiomqtt's ``publish`` cannot
+report what we must know: it ignores the PUBACK reason code (an MQTT 5 negative ack
+looks like success) and scans its pending calls on every publish. So :class:`RelayLink`
+hooks paho's ``on_publish``/``on_connect``/``on_disconnect`` in :func:`_install_hooks`,
+the one place that touches aiomqtt's private ``_client``; ``tests/test_publisher.py``
+fails loudly if aiomqtt changes underneath. Moving to aiomqtt 3 replaces this file.
+
+A link reports an outcome per message (acked, nacked with the reason, or unknown when
+the link died first); it never decides what that means for the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.errors import RelayError
+from agent.model import Outcome
+
+log = logging.getLogger("distillsync.relay")
+
+# Only loud failures of the broker's side are refusals; 0x10 "no matching subscribers" is
+# a success, and the event is delivered as far as the relay is concerned.
+_FIRST_FAILURE_CODE = 0x80
+_DEFAULT_MAX_PACKET = 268_435_455  # MQTT's own ceiling when the broker names none
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    host: str
+    port: int
+    tls: ssl.SSLContext | None
+    client_id: str
+    username: str | None
+    password: str | None
+    keepalive: int
+    session_expiry: int
+    will_topic: str
+    will_payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    outcome: Outcome
+    reason: str = ""
+
+
+class LinkLost(RelayError):
+    """The connection dropped; every unacknowledged publish is of unknown fate."""
+
+
+def tls_context(ca_file: Path | None, cert_file: Path | None,
+                key_file: Path | None) -> ssl.SSLContext:
+    """Verify the relay's certificate and hostname; optionally present a client cert."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if cert_file is not None and key_file is not None:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    return context
+
+
+def parse_relay_url(url: str) -> tuple[str, int, bool]:
+    parts = urlsplit(url)
+    secure = parts.scheme == "mqtts"
+    return parts.hostname or "", parts.port or (8883 if secure else 1883), secure
+
+
+def message_properties(user: list[tuple[str, str]], content_type: str) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = content_type
+    props.UserProperty = user
+    return props
+
+
+def _reason_text(code: ReasonCode) -> str:
+    return f"{code.getName()} (0x{code.value:02x})"
+
+
+class RelayLink:
+    """One MQTT 5 connection with a persistent session; use as an async context manager."""
+
+    def __init__(self, settings: LinkSettings) -> None:
+        self.settings = settings
+        self.receive_maximum = 65535
+        self.max_packet_size = _DEFAULT_MAX_PACKET
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending: dict[int, tuple[asyncio.Future[Ack], float]] = {}
+        self._client = self._make_client()
+        self._paho = _install_hooks(self._client, self)
+
+    def _make_client(self) -> aiomqtt.Client:
+        s = self.settings
+        connect_props = Properties(PacketTypes.CONNECT)
+        connect_props.SessionExpiryInterval = s.session_expiry
+        will = aiomqtt.Will(s.will_topic, s.will_payload, qos=1, retain=True)
+        return aiomqtt.Client(
+            s.host, s.port, identifier=s.client_id, username=s.username, password=s.password,
+            protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=connect_props,
+            will=will, keepalive=s.keepalive, tls_context=s.tls, timeout=30,
+            # The sliding window is ours; paho must not hold messages back in its own queue.
+            max_inflight_messages=0,
+        )
+
+    async def __aenter__(self) -> RelayLink:
+        try:
+            await self._client.__aenter__()
+        except aiomqtt.MqttError as error:
+            raise RelayError(f"cannot connect to {self.settings.host}:{self.settings.port}: "
+                             f"{error}") from None
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._fail_pending("link closed")
+        with contextlib.suppress(aiomqtt.MqttError, OSError, asyncio.TimeoutError):
+            await self._client.__aexit__(exc_type, exc, tb)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # --- publishing ----------------------------------------------------------------------
+
+    def send(self, topic: str, payload: bytes, properties: Properties | None,
+             retain: bool = False) -> asyncio.Future[Ack]:
+        """Hand one QoS 1 message to the socket; the future resolves on its PUBACK."""
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        size = self.packet_size(topic, payload, properties)
+        if size > self.max_packet_size:
+            future.set_result(Ack(Outcome.NACKED, f"message of {size} bytes exceeds the "
+                                                  f"broker's maximum packet size "
+                                                  f"{self.max_packet_size}"))
+            return future
+        info = self._paho.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            future.set_result(Ack(Outcome.UNKNOWN, paho.error_string(info.rc)))
+            return future
+        self._pending[info.mid] = (future, time.monotonic())
+        return future
+
+    @staticmethod
+    def packet_size(topic: str, payload: bytes, properties: Properties | None) -> int:
+        props = len(properties.pack()) if properties is not None else 1
+        # fixed header (up to 5) + topic length prefix + topic + packet id + properties
+        return 5 + 2 + len(topic.encode("utf-8")) + 2 + props + len(payload)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def settle(self, deadline: float) -> None:
+        """Wait until every publish sent so far has its answer, or ``deadline`` seconds."""
+        futures = [future for future, _ in self._pending.values()]
+        if futures:
+            await asyncio.wait(futures, timeout=deadline)
+
+    def oldest_unacked_age(self) -> float:
+        if not self._pending:
+            return 0.0
+        oldest = min(sent for _, sent in self._pending.values())
+        return time.monotonic() - oldest
+
+    def abort(self, why: str) -> None:
+        """Give up on this connection (e.g. PUBACKs stopped coming): fail what is pending."""
+        log.warning("relay link aborted: %s", why)
+        self._fail_pending(why)
+        with contextlib.suppress(Exception):
+            self._paho.disconnect()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # --- paho callbacks (run on the event loop thread) -----------------------------------
+
+    def on_connack(self, properties: Properties | None) -> None:
+        if properties is None:
+            return
+        self.receive_maximum = int(getattr(properties, "ReceiveMaximum", 65535))
+        self.max_packet_size = int(getattr(properties, "MaximumPacketSize", _DEFAULT_MAX_PACKET))
+
+    def on_puback(self, mid: int, code: ReasonCode) -> None:
+        entry = self._pending.pop(mid, None)
+        if entry is None or entry[0].done():
+            return
+        if code.value >= _FIRST_FAILURE_CODE:
+            entry[0].set_result(Ack(Outcome.NACKED, f"broker refused: {_reason_text(code)}"))
+        else:
+            entry[0].set_result(Ack(Outcome.ACKED))
+
+    def on_disconnect(self, code: Any) -> None:
+        self._fail_pending(f"connection lost ({code})")
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _fail_pending(self, why: str) -> None:
+        pending, self._pending = self._pending, {}
+        for future, _ in pending.values():
+            if not future.done():
+                future.set_result(Ack(Outcome.UNKNOWN, why))
+
+
+def _install_hooks(client: aiomqtt.Client, link: RelayLink) -> paho.Client:
+    """Chain our handlers in front of aiomqtt's on the underlying paho client."""
+    inner = client._client  # aiomqtt 2.5 keeps its paho client here
+    if not isinstance(inner, paho.Client):
+        raise RuntimeError("aiomqtt no longer exposes its paho client; update publisher.py")
+    originals: dict[str, Callable[..., Any]] = {
+        name: getattr(inner, name) for name in ("on_connect", "on_publish", "on_disconnect")
+    }
+    if any(callback is None for callback in originals.values()):
+        raise RuntimeError("aiomqtt no longer sets paho callbacks; update publisher.py")
+
+    def on_connect(c: Any, userdata: Any, flags: Any, code: Any, props: Any = None) -> None:
+        link.on_connack(props)
+        originals["on_connect"](c, userdata, flags, code, props)
+
+    def on_publish(c: Any, userdata: Any, mid: int, code: ReasonCode, props: Any) -> None:
+        link.on_puback(mid, code)
+        originals["on_publish"](c, userdata, mid, code, props)
+
+    def on_disconnect(c: Any, userdata: Any, flags: Any, code: Any, props: Any = None) -> None:
+        link.on_disconnect(code)
+        originals["on_disconnect"](c, userdata, flags, code, props)
+
+    inner.on_connect = on_connect
+    inner.on_publish = on_publish
+    inner.on_disconnect = on_disconnect
+    return inner

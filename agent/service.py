@@ -1,0 +1,217 @@
+"""The composition root: builds every part from the config and runs them in one TaskGroup.
+
+Lifecycle, in one place: open the outbox, start one task per source and the delivery
+task, tell systemd READY once the outbox is open and every source finished its first
+poll attempt (a source that is down shows in STATUS rather than holding the service
+in "activating" until systemd kills it), then run until SIGTERM/SIGINT. Signals only set
+the stop event; each task finishes its current step (a poll page, in-flight PUBACKs up
+to ``agent.shutdown_timeout``), the retained status goes offline, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
+from agent.config import Config, SourceConfig, read_secret
+from agent.delivery import Delivery, DeliverySettings, status_payload
+from agent.envelope import now_rfc3339, source_urn, topic_base
+from agent.errors import SourceError
+from agent.notify import Notifier
+from agent.outbox import Outbox
+from agent.poller import FeedPoller
+from agent.publisher import LinkSettings, RelayLink, parse_relay_url, tls_context
+from agent.sources.sql import SqlReader
+
+log = logging.getLogger("distillsync.service")
+
+PRUNE_EVERY = 60.0
+STATUS_EVERY = 5.0
+
+
+def link_settings(config: Config) -> LinkSettings:
+    relay = config.relay
+    host, port, secure = parse_relay_url(relay.url)
+    base = topic_base(relay.topic_prefix, config.agent.tenant, config.agent.id)
+    return LinkSettings(
+        host=host, port=port,
+        tls=tls_context(relay.ca_file, relay.cert_file, relay.key_file) if secure else None,
+        client_id=config.client_id, username=relay.username,
+        password=read_secret(relay.password_file, relay.password_env, "relay.password"),
+        keepalive=int(relay.keepalive), session_expiry=int(relay.session_expiry),
+        will_topic=f"{base}/status", will_payload=status_payload("offline", now_rfc3339()),
+    )
+
+
+def delivery_settings(config: Config) -> DeliverySettings:
+    return DeliverySettings(
+        topic_base=topic_base(config.relay.topic_prefix, config.agent.tenant, config.agent.id),
+        source=source_urn(config.agent.tenant, config.agent.id),
+        max_inflight=config.relay.max_inflight,
+        ack_timeout=config.relay.ack_timeout,
+        shutdown_timeout=config.agent.shutdown_timeout,
+    )
+
+
+def source_password(source: SourceConfig, index: int) -> str | None:
+    return read_secret(source.password_file, source.password_env, f"sources[{index}].password")
+
+
+@dataclass
+class SourceRunner:
+    """Polls one source's feeds every ``poll_interval``; a failing source backs off alone."""
+
+    config: SourceConfig
+    pollers: list[FeedPoller]
+    stop: asyncio.Event
+    first_attempt: asyncio.Event = field(default_factory=asyncio.Event)
+    paused: bool = False
+
+    async def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                await self._cycle_with_backoff()
+                self.first_attempt.set()
+                await _sleep_unless(self.stop, self.config.poll_interval)
+        finally:
+            self.first_attempt.set()
+
+    async def _cycle_with_backoff(self) -> None:
+        interval = self.config.poll_interval
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(SourceError),
+            wait=wait_exponential_jitter(initial=interval, max=max(300.0, interval)),
+            stop=lambda _state: self.stop.is_set(),
+            sleep=lambda seconds: _sleep_unless(self.stop, seconds),
+            before_sleep=self._log_failure,
+            reraise=False,
+            retry_error_callback=lambda _state: None,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self.cycle()
+
+    async def cycle(self) -> None:
+        for poller in self.pollers:
+            if self.stop.is_set() or self.paused:
+                return
+            try:
+                totals = await poller.poll()
+            except SourceError as error:
+                poller.stats.errors += 1
+                poller.stats.last_error = str(error)
+                poller.stats.last_poll_end = time.time()
+                raise
+            if totals.enqueued or totals.dead:
+                log.info("%s/%s: %d rows read, %d changes, %d dead letters",
+                         self.config.name, poller.feed.feed, totals.rows, totals.enqueued,
+                         totals.dead)
+
+    def _log_failure(self, state: RetryCallState) -> None:
+        self.first_attempt.set()
+        error = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning("%s (attempt %d); retrying in %.1fs", error, state.attempt_number, delay)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+class Agent:
+    """Everything one ``distillsync run`` owns."""
+
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.stop = asyncio.Event()
+        self.started_at = now_rfc3339()
+
+    async def run(self) -> None:
+        cfg = self.config
+        state_file = cfg.agent.state_dir / "outbox.db"
+        async with Outbox.open(state_file, cfg.outbox.synchronous,
+                               cfg.outbox.delivered_retention) as outbox:
+            readers = [SqlReader(s, source_password(s, i)) for i, s in enumerate(cfg.sources)]
+            try:
+                await self._run_parts(outbox, readers)
+            finally:
+                for reader in readers:
+                    await reader.close()
+        log.info("stopped")
+
+    async def _run_parts(self, outbox: Outbox, readers: list[SqlReader]) -> None:
+        runners = [
+            SourceRunner(reader.config,
+                         [FeedPoller(reader.config, e, reader, outbox, self.stop)
+                          for e in reader.config.entities],
+                         self.stop)
+            for reader in readers
+        ]
+        settings = link_settings(self.config)
+        delivery = Delivery(outbox, lambda: RelayLink(settings), delivery_settings(self.config),
+                            self.stop, self.started_at)
+        self.outbox, self.delivery, self.runners = outbox, delivery, runners
+        log.info("agent %s/%s started, outbox %s", self.config.agent.tenant,
+                 self.config.agent.id, self.config.agent.state_dir / "outbox.db")
+        async with asyncio.TaskGroup() as group:
+            group.create_task(delivery.run(), name="delivery")
+            for runner in runners:
+                group.create_task(runner.run(), name=f"source-{runner.config.name}")
+            group.create_task(self._announce_ready(runners), name="ready")
+            group.create_task(self._every(PRUNE_EVERY, outbox.prune_delivered), name="prune")
+            group.create_task(self._every(STATUS_EVERY, self._report), name="status")
+            if self.notifier.watchdog_interval:
+                group.create_task(self._every(self.notifier.watchdog_interval, self._ping),
+                                  name="watchdog")
+            await self.stop.wait()
+            log.info("stopping: finishing the current poll page and in-flight publishes")
+            self.notifier.stopping()
+
+    async def _announce_ready(self, runners: list[SourceRunner]) -> None:
+        for runner in runners:
+            await runner.first_attempt.wait()
+        if not self.stop.is_set():
+            self.notifier.ready(await self._status_line())
+            log.info("ready")
+
+    async def _every(self, seconds: float, action: Callable[[], Awaitable[object]]) -> None:
+        while not self.stop.is_set():
+            await _sleep_unless(self.stop, seconds)
+            if not self.stop.is_set():
+                await action()
+
+    async def _ping(self) -> None:
+        self.notifier.watchdog()
+
+    async def _report(self) -> None:
+        self.notifier.status(await self._status_line())
+
+    async def _status_line(self) -> str:
+        pending = await self.outbox.pending_count()
+        return f"relay {self.delivery.stats.state}, {pending} pending, " \
+               f"{self.delivery.stats.published} published"
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+
+async def run_until_signalled(config: Config) -> None:
+    agent = Agent(config)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, agent.request_stop)
+    await agent.run()
