@@ -1,0 +1,42 @@
+# The README's quick start: `make demo` and `make test`. CI runs `make test` via .ci/run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test check lint typecheck pytest demo bench clean mosquitto
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Tests start their own Mosquitto on free loopback ports; install the binary when missing.
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+		echo "installing mosquitto"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto) \
+		|| { echo "cannot install mosquitto (need root and the Debian mirror)"; exit 1; }; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check agent tui relay tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy agent
+
+check: lint typecheck
+
+pytest: $(STAMP) mosquitto
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: check pytest
+
+demo: $(STAMP) mosquitto
+	$(BIN)/distillsync demo
+
+bench: $(STAMP) mosquitto
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

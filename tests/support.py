@@ -1,0 +1,216 @@
+"""Real parts for tests: a Mosquitto we can stop, a subscriber, the agent as a process.
+
+Nothing here mocks the broker or the databases; every helper cleans up what it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
+                                         if Path("/usr/sbin/mosquitto").exists() else None)
+    if found is None:
+        raise RuntimeError("mosquitto is not installed: run `make test`, which installs it")
+    return found
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               every: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+class Mosquitto:
+    """A private broker on a free loopback port; ``stop()``/``start()`` keep the port."""
+
+    def __init__(self, workdir: Path, extra: str = "") -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                        f"max_inflight_messages 100\n{self.extra}\n")
+        with (self.workdir / "mosquitto.log").open("ab") as log:
+            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log,
+                                         stderr=subprocess.STDOUT)
+        wait_until(self._listening, 10, f"mosquitto on port {self.port}")
+
+    def _listening(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited: see {self.workdir / 'mosquitto.log'}")
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@dataclass
+class Received:
+    topic: str
+    event: dict[str, Any]
+    user_properties: dict[str, str]
+    content_type: str | None
+
+
+@dataclass
+class Collector:
+    """A QoS 1 subscriber on its own thread: the relay side of end-to-end tests."""
+
+    port: int
+    topic: str = "distillsync/#"
+    messages: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
+                                  client_id=f"collector-{os.getpid()}-{id(self)}")
+        self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_connect = lambda c, *a: c.subscribe(self.topic, qos=1)
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        user = dict(getattr(props, "UserProperty", []) or [])
+        content_type = getattr(props, "ContentType", None)
+        try:
+            event = orjson.loads(msg.payload)
+        except orjson.JSONDecodeError:
+            event = {"raw": msg.payload.decode(errors="replace")}
+        with self.lock:
+            self.messages.append(Received(msg.topic, event, user, content_type))
+
+    def __enter__(self) -> Collector:
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+        if not self.subscribed.wait(10):
+            raise RuntimeError("collector could not subscribe")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def events(self) -> list[Received]:
+        with self.lock:
+            return [m for m in self.messages if "/out/" in m.topic]
+
+    def latest_by_subject(self, entity: str) -> dict[str, dict[str, Any]]:
+        """What a sequence-gated subscriber would hold: the newest event per key."""
+        latest: dict[str, dict[str, Any]] = {}
+        for m in self.events():
+            e = m.event
+            if e["type"].split(".")[1] != entity:
+                continue
+            old = latest.get(e["subject"])
+            if old is None or e["sequence"] > old["sequence"]:
+                latest[e["subject"]] = e
+        return latest
+
+    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float,
+                 what: str) -> None:
+        wait_until(lambda: predicate(self.events()), timeout, what)
+
+
+def agent_toml(state_dir: Path, relay_url: str, sources: str, *, agent_id: str = "erp-1",
+               extra: str = "") -> str:
+    return (
+        f'[agent]\nid = "{agent_id}"\ntenant = "acme"\nstate_dir = "{state_dir}"\n'
+        f'shutdown_timeout = "5s"\n\n'
+        f'[relay]\nurl = "{relay_url}"\nkeepalive = "5s"\nack_timeout = "10s"\n{extra}\n'
+        f'[api]\nsocket = "{state_dir}/agent.sock"\n\n{sources}'
+    )
+
+
+class AgentProcess:
+    """``distillsync run`` as a real child process, so tests can SIGKILL it."""
+
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.log = log
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "run", "-c", str(self.config)],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=REPO,
+            )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def __enter__(self) -> AgentProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.kill()
+
+
+@contextlib.contextmanager
+def running_agent(config: Path, log: Path) -> Iterator[AgentProcess]:
+    with AgentProcess(config, log) as agent:
+        yield agent
