@@ -202,6 +202,14 @@ class SourceConfig(_Strict):
             )
         return url
 
+    @model_validator(mode="after")
+    def _password_has_a_use(self) -> SourceConfig:
+        secret = self.password_file is not None or self.password_env is not None
+        if secret and self.url.startswith("sqlite"):
+            key = "password_file" if self.password_file is not None else "password_env"
+            raise ValueError(f"{key}: SQLite files have no password; remove it")
+        return self
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, zone: str) -> str:

@@ -95,6 +95,9 @@ BAD = [
      "sources[0].entities[0].cursor: the cursor column cannot also be a key column"),
     ('  lookback = "30s"', '  lookback = "30s"\n  lookahead = "1s"',
      "sources[0].entities[0].lookahead: unknown key"),
+    ('url = "postgresql+asyncpg://sync@127.0.0.1/erp"',
+     'url = "sqlite+aiosqlite:////srv/erp.db"\npassword_env = "X"',
+     "sources[0].password_env: SQLite files have no password; remove it"),
     ('poll_interval = "5s"', 'poll_interval = "5s"\ntimezone = "Mars/Olympus"',
      "sources[0].timezone: unknown time zone 'Mars/Olympus'"),
 ]

@@ -1,0 +1,106 @@
+"""The daemon as systemd sees it: notify protocol, signals, exit codes, logs."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import time
+from pathlib import Path
+
+from agent.notify import Notifier
+from tests.support import AgentProcess, Collector, Mosquitto, agent_toml, wait_until
+
+SOURCE = """[[sources]]
+name = "erp"
+url = "sqlite+aiosqlite:///{db}"
+poll_interval = "200ms"
+  [[sources.entities]]
+  entity = "stock"
+  query = "SELECT sku, warehouse, on_hand, tms FROM stock_levels"
+  key = ["sku", "warehouse"]
+  cursor = "tms"
+"""
+
+
+def make_erp(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, tms TEXT)")
+        db.execute("INSERT INTO stock_levels VALUES ('A', 'W', 1, '2026-01-01 00:00:00')")
+
+
+class NotifySocket:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                return self.messages
+
+    def seen(self, field: str) -> bool:
+        return any(field in m.split("\n") for m in self.drain())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_notify_ready_status_watchdog_stopping_and_clean_exit(broker: Mosquitto,
+                                                             tmp_path: Path) -> None:
+    make_erp(tmp_path / "erp.db")
+    config = tmp_path / "agent.toml"
+    config.write_text(agent_toml(tmp_path / "state", broker.url,
+                                 SOURCE.format(db=tmp_path / "erp.db"), agent_id="notify",
+                                 extra='username = "notify"\npassword_env = "RELAY_SECRET"\n'))
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000",
+           "RELAY_SECRET": "hunter2-very-secret"}
+    agent = AgentProcess(config, tmp_path / "agent.log", env)
+    try:
+        with Collector(broker.port, "distillsync/acme/notify/#") as sub, agent:
+            wait_until(lambda: notify.seen("READY=1"), 30, "READY=1")
+            ready = next(m for m in notify.messages if "READY=1" in m)
+            assert "STATUS=relay" in ready
+            # READY comes only after the first poll: its event is already in the outbox.
+            sub.wait_for(lambda ev: len(ev) == 1, 30, "the first event")
+            wait_until(lambda: sum("WATCHDOG=1" in m for m in notify.drain()) >= 2, 10,
+                       "two watchdog pings (every 0.5 s)")
+            assert agent.terminate() == 0
+            assert notify.seen("STOPPING=1")
+        statuses = [m for m in sub.messages if m.topic.endswith("/status")]
+        assert statuses[-1].event["state"] == "offline"
+    finally:
+        notify.close()
+    log = agent.output()
+    assert "hunter2" not in log
+    assert all(line[:4].isdigit() for line in log.splitlines() if line.strip()), \
+        "every log record is one line"
+
+
+def test_notifier_is_silent_without_systemd() -> None:
+    notifier = Notifier({})
+    assert not notifier.enabled and notifier.watchdog_interval is None
+    notifier.ready("x")  # no socket, no error
+
+
+def test_notifier_abstract_socket_and_watchdog_pid() -> None:
+    assert Notifier({"NOTIFY_SOCKET": "@sd", "WATCHDOG_USEC": "30000000",
+                     "WATCHDOG_PID": "1"}).watchdog_interval is None
+    assert Notifier({"WATCHDOG_USEC": "30000000"}).watchdog_interval == 15.0
+
+
+def test_sigterm_while_the_relay_is_down_still_exits_zero(tmp_path: Path) -> None:
+    make_erp(tmp_path / "erp.db")
+    config = tmp_path / "agent.toml"
+    config.write_text(agent_toml(tmp_path / "state", "mqtt://127.0.0.1:9",
+                                 SOURCE.format(db=tmp_path / "erp.db"), agent_id="nobroker"))
+    with AgentProcess(config, tmp_path / "agent.log") as agent:
+        wait_until(lambda: "relay unreachable" in agent.output(), 30, "a failed connect")
+        time.sleep(0.5)
+        assert agent.terminate() == 0
+    assert "Traceback" not in agent.output()
