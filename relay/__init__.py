@@ -1,0 +1,1 @@
+"""Relay kit: relay-side subscribers that apply DistillSync events to shops."""

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,21 +20,9 @@ from typing import Any
 import orjson
 import paho.mqtt.client as paho
 
+from agent.localbroker import LocalBroker, free_port, mosquitto_binary  # noqa: F401 (re-export)
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
-                                         if Path("/usr/sbin/mosquitto").exists() else None)
-    if found is None:
-        raise RuntimeError("mosquitto is not installed: run `make test`, which installs it")
-    return found
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
@@ -48,44 +34,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
         time.sleep(every)
 
 
-class Mosquitto:
-    """A private broker on a free loopback port; ``stop()``/``start()`` keep the port."""
-
-    def __init__(self, workdir: Path, extra: str = "") -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-        workdir.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                        f"max_inflight_messages 100\n{self.extra}\n")
-        with (self.workdir / "mosquitto.log").open("ab") as log:
-            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log,
-                                         stderr=subprocess.STDOUT)
-        wait_until(self._listening, 10, f"mosquitto on port {self.port}")
-
-    def _listening(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited: see {self.workdir / 'mosquitto.log'}")
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+class Mosquitto(LocalBroker):
+    """The same private broker the demo uses; failures surface as test errors."""
 
 
 @dataclass
