@@ -3,13 +3,25 @@
 One :class:`FeedPoller` per entity feed. Every page it reads is committed together
 with the cursor that page reached, so a crash between pages re-reads at most a page
 (plus the lookback), and the stored hashes drop what was already enqueued.
+
+The lookback is what catches late commits, in both cursor modes:
+
+* ``timestamp``: each poll reads from ``stored - lookback`` (in the cursor's own type).
+* ``incrementing``: ids (sequences, ``AUTO_INCREMENT``) are handed out when a row is
+  written, not when it commits, so id 4 can commit after id 5 was read. The stored cursor
+  is therefore the highest id the agent had *already seen ``lookback`` ago*, not the
+  highest id read: ids below what was read stay re-readable for ``lookback`` (rows re-read
+  are dropped by hash). ``lookback = "0s"`` is the strict ``id > last``. The very first
+  load of a feed settles at once: it does not wait for transactions open before it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +74,9 @@ class FeedPoller:
         self.outbox = outbox
         self.mapper = Mapper(entity.entity, entity.key, entity.cursor, ZoneInfo(source.timezone))
         self.stats = FeedStats(mode=entity.mode)
+        # incrementing mode: (monotonic time, highest cursor read by then), oldest first
+        self._seen: deque[tuple[float, Any]] = deque()
+        self._highest: Any = None
 
     async def poll(self) -> PollTotals:
         """Read everything new once; raises :class:`SourceError` when the ERP fails."""
@@ -92,23 +107,56 @@ class FeedPoller:
     async def _by_cursor(self) -> PollTotals:
         stored_text, _ = await self.outbox.feed_state(self.feed)
         stored = decode_cursor(stored_text) if stored_text is not None else None
-        lookback = self.entity.lookback if self.entity.mode == "timestamp" else 0.0
-        low = shift_back(stored, lookback) if stored is not None else None
+        timestamp = self.entity.mode == "timestamp"
+        if timestamp:
+            low = shift_back(stored, self.entity.lookback) if stored is not None else None
+        else:
+            low = stored  # already held back by the lookback: see _settle
+        first_load = stored is None
+        if first_load:  # also after a resync forgot the cursor: start the window afresh
+            self._seen.clear()
+            self._highest = None
         totals, after = PollTotals(), None
         while True:
             rows = await self.reader.cursor_page(self.entity, low, after)
             if not rows:
-                return totals
-            last = rows[-1]
-            after = self._position(last, with_cursor=True)
-            highest = _newer(stored, after.cursor)
+                break
+            after = self._position(rows[-1], with_cursor=True)
+            if timestamp:
+                advanced = _newer(stored, after.cursor)
+            else:
+                self._note_highest(after.cursor)
+                advanced = self._settle(stored, first_load)
             changes, dead = self._map(rows)
-            page = CapturedPage(self.feed, changes, dead, cursor=encode_cursor(highest),
+            page = CapturedPage(self.feed, changes, dead, cursor=_encoded(advanced),
                                 conflate=self.entity.conflate)
             totals += await self._commit(page, len(rows))
-            stored = highest
-            if len(rows) < self.reader.config.page_size or self.stop.is_set():
+            stored = advanced
+            if self.stop.is_set():
                 return totals
+            if len(rows) < self.reader.config.page_size:
+                break
+        if not timestamp:
+            # the window may settle further on a poll that read nothing new
+            settled = self._settle(stored, first_load)
+            if settled is not None and settled != stored:
+                await self._commit(CapturedPage(self.feed, cursor=_encoded(settled)), 0)
+        return totals
+
+    def _note_highest(self, cursor: Any) -> None:
+        highest = _newer(self._highest, cursor)
+        if highest is not None and (not self._seen or self._seen[-1][1] != highest):
+            self._seen.append((time.monotonic(), highest))
+        self._highest = highest
+
+    def _settle(self, stored: Any, first_load: bool) -> Any:
+        """Incrementing mode: the highest cursor read at least ``lookback`` ago. Any id
+        below it whose transaction was still open then has had ``lookback`` to commit."""
+        cutoff = math.inf if first_load else time.monotonic() - self.entity.lookback
+        settled = stored
+        while self._seen and self._seen[0][0] <= cutoff:
+            settled = _newer(settled, self._seen.popleft()[1])
+        return settled
 
     async def _snapshot(self) -> PollTotals:
         _, generation = await self.outbox.feed_state(self.feed)
@@ -144,6 +192,10 @@ class FeedPoller:
         keys = tuple(row.get(k) for k in self.entity.key)
         cursor = row.get(self.entity.cursor) if with_cursor and self.entity.cursor else None
         return Position(cursor=cursor, keys=keys)
+
+
+def _encoded(cursor: Any) -> str | None:
+    return encode_cursor(cursor) if cursor is not None else None
 
 
 def _newer(stored: Any, candidate: Any) -> Any:

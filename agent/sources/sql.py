@@ -5,9 +5,10 @@ subquery ``q`` and adds only the cursor filter, the keyset paging and the order:
 
 * ``timestamp``:    ``WHERE q.c >= :low`` (``low`` = stored cursor - lookback), then
   ``ORDER BY q.c, q.k1, ...`` in pages continued by keyset, never by OFFSET;
-* ``incrementing``: ``WHERE q.c > :last ORDER BY q.c``; for SQL Server ``rowversion``,
-  put ``WHERE rv < MIN_ACTIVE_ROWVERSION()`` in the query itself so rows of open
-  transactions are read only once they commit;
+* ``incrementing``: ``WHERE q.c > :last ORDER BY q.c``, where ``last`` is held back by
+  the lookback (see :mod:`agent.poller`: ids are allocated before they commit); for SQL
+  Server ``rowversion``, put ``WHERE rv < MIN_ACTIVE_ROWVERSION()`` in the query itself
+  so rows of open transactions are read only once they commit;
 * ``snapshot``:     every row in key order (keyset pages), then keys not seen are deletes.
 
 Rows whose cursor is NULL are never selected by a cursor mode (document the column as
