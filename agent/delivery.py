@@ -3,10 +3,17 @@
 The outbox is the source of truth. After every (re)connect delivery starts again from
 the oldest pending event, so everything not acknowledged is re-sent in sequence order
 with its original id; a row becomes delivered only once its PUBACK arrived. Results are
-recorded in batches by one task, so the socket never waits for SQLite.
+recorded in batches by one task, so the socket waits for SQLite only when ``max_inflight``
+events are all acknowledged but not yet recorded (see the second bound below).
 
-The window slides: a new publish goes out as soon as one is acknowledged, never
-batch-and-wait (a client that pauses for PUBACKs stalls on delayed ACKs).
+The window slides: a new publish goes out as soon as a slot frees, never batch-and-wait
+(a client that pauses for PUBACKs stalls on delayed ACKs). Two bounds hold at once:
+
+* unacknowledged publishes <= min(``max_inflight``, the broker's Receive Maximum); the
+  retained status counts too, since Receive Maximum counts every QoS 1 message;
+* events sent but whose outcome is not yet committed to the outbox <= ``max_inflight``,
+  so a crash re-sends at most that many (an acked event that was not yet recorded as
+  delivered is re-sent, just like an unacked one).
 """
 
 from __future__ import annotations
@@ -68,6 +75,14 @@ class DeliverySettings:
     backoff_cap: float = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Slots:
+    acks: asyncio.Semaphore
+    """Unacknowledged publishes: min(max_inflight, the broker's Receive Maximum)."""
+    settle: asyncio.Semaphore
+    """Events sent whose outcome is not committed yet: max_inflight."""
+
+
 def status_payload(state: str, started_at: str) -> bytes:
     return orjson.dumps({"state": state, "version": __version__, "started_at": started_at,
                          "time": now_rfc3339()})
@@ -82,7 +97,8 @@ class Delivery:
         self.stop = stop
         self.started_at = started_at
         self.stats = RelayStats()
-        self._results: list[PublishResult] = []
+        self._results: list[tuple[PublishResult, asyncio.Semaphore]] = []
+        """Outcomes waiting to be committed, each with the settle slot it frees then."""
         self._results_ready = asyncio.Event()
 
     async def run(self) -> None:
@@ -116,13 +132,16 @@ class Delivery:
         log.info("relay connected (window %d, max packet %d bytes)", window,
                  link.max_packet_size)
         self.stats.become("connected")
+        slots = _Slots(asyncio.Semaphore(window), asyncio.Semaphore(self.settings.max_inflight))
+        await slots.acks.acquire()  # the retained status counts against Receive Maximum too
         online = link.send(self._status_topic(), status_payload("online", self.started_at),
                            None, retain=True)
+        online.add_done_callback(lambda _: slots.acks.release())
         finished = asyncio.Event()
         recorder = asyncio.create_task(self._record_results(finished), name="delivery-recorder")
         watchdog = asyncio.create_task(self._watch_acks(link), name="delivery-ack-watchdog")
         try:
-            await self._pump(link, asyncio.Semaphore(window))
+            await self._pump(link, slots)
             await self._drain(link)
         finally:
             watchdog.cancel()
@@ -133,7 +152,7 @@ class Delivery:
         if not online.done():
             online.cancel()
 
-    async def _pump(self, link: RelayLink, slots: asyncio.Semaphore) -> None:
+    async def _pump(self, link: RelayLink, slots: _Slots) -> None:
         after = 0
         while not self.stop.is_set() and not link.closed.done():
             self.outbox.new_events.clear()
@@ -142,7 +161,10 @@ class Delivery:
                 await self._idle(link)
                 continue
             for event in events:
-                if not await self._take_slot(slots, link):
+                if not await self._take_slot(slots.settle, link):
+                    return
+                if not await self._take_slot(slots.acks, link):
+                    slots.settle.release()
                     return
                 self._publish(link, event, slots)
                 after = event.sequence
@@ -161,7 +183,7 @@ class Delivery:
             acquire.cancel()
         return False
 
-    def _publish(self, link: RelayLink, event: PendingEvent, slots: asyncio.Semaphore) -> None:
+    def _publish(self, link: RelayLink, event: PendingEvent, slots: _Slots) -> None:
         sequence = sequence_text(event.sequence)
         props = message_properties(
             [("id", event.event_id), ("type", f"distillsync.{event.entity}.{event.op}"),
@@ -173,14 +195,15 @@ class Delivery:
         self.stats.in_flight += 1
 
         def done(f: asyncio.Future[Ack]) -> None:
-            slots.release()
+            slots.acks.release()
             self.stats.in_flight -= 1
             ack = f.result() if not f.cancelled() else Ack(Outcome.UNKNOWN, "cancelled")
-            self._note(PublishResult(event.sequence, ack.outcome, ack.reason))
+            self._note(PublishResult(event.sequence, ack.outcome, ack.reason), slots.settle)
 
         future.add_done_callback(done)
 
-    def _note(self, result: PublishResult) -> None:
+    def _note(self, result: PublishResult, settle: asyncio.Semaphore) -> None:
+        """Queue an outcome for the recorder, which frees its slot once it is committed."""
         if result.outcome is Outcome.ACKED:
             self.stats.published += 1
             self.stats.last_publish = time.time()
@@ -188,8 +211,9 @@ class Delivery:
             self.stats.nacked += 1
             log.error("event %d refused: %s", result.sequence, result.reason)
         else:
-            return  # unknown: stays pending, re-sent after the reconnect
-        self._results.append(result)
+            settle.release()  # unknown: stays pending, re-sent after the reconnect
+            return
+        self._results.append((result, settle))
         self._results_ready.set()
 
     async def _idle(self, link: RelayLink) -> None:
@@ -223,7 +247,9 @@ class Delivery:
     async def _flush_results(self) -> None:
         batch, self._results = self._results, []
         if batch:
-            await self.outbox.record_results(batch)
+            await self.outbox.record_results([result for result, _ in batch])
+            for _, slot in batch:
+                slot.release()
 
     def _status_topic(self) -> str:
         return f"{self.settings.topic_base}/status"
@@ -232,4 +258,6 @@ class Delivery:
         future = link.send(self._status_topic(), status_payload("offline", self.started_at),
                            None, retain=True)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(future), 2.0)
+            ack = await asyncio.wait_for(asyncio.shield(future), 2.0)
+            if ack.outcome is Outcome.ACKED:
+                link.leave_will = False  # said it ourselves; the Will would only repeat it

@@ -338,6 +338,9 @@ class Outbox:
         if not acked and not nacked:
             return
         now = time.time()
+        if not nacked and len(acked) <= _CHUNK:
+            await self._record_acked(acked, now)
+            return
         async with self._transaction() as db:
             if self._retention <= 0:
                 await db.executemany("DELETE FROM events WHERE id = ?", [(s,) for s in acked])
@@ -348,6 +351,21 @@ class Outbox:
                 )
             for result in nacked:
                 await self._dead_event(db, result, now)
+
+    async def _record_acked(self, acked: list[int], now: float) -> None:
+        """The hot path in one statement, so one thread hop instead of three (delivery
+        holds a window slot until this commits). One statement is its own transaction:
+        as atomic and durable as the batch in :meth:`record_results`."""
+        marks = ",".join("?" * len(acked))
+        params: tuple[float, ...]
+        if self._retention <= 0:
+            statement, params = f"DELETE FROM events WHERE id IN ({marks})", (*acked,)
+        else:
+            statement = (f"UPDATE events SET state = 1, changed_at = ? "
+                         f"WHERE state = 0 AND id IN ({marks})")
+            params = (now, *acked)
+        async with self._lock, self._writer.execute(statement, params):
+            pass
 
     @staticmethod
     async def _dead_event(db: aiosqlite.Connection, result: PublishResult, now: float) -> None:

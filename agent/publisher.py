@@ -41,6 +41,7 @@ log = logging.getLogger("distillsync.relay")
 # a success, and the event is delivered as far as the relay is concerned.
 _FIRST_FAILURE_CODE = 0x80
 _DEFAULT_MAX_PACKET = 268_435_455  # MQTT's own ceiling when the broker names none
+_DISCONNECT_WITH_WILL = 0x04  # MQTT 5: "close, and publish my Will Message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,8 @@ class RelayLink:
         self.receive_maximum = 65535
         self.max_packet_size = _DEFAULT_MAX_PACKET
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.leave_will = True
+        """Close with the Will (status offline) unless we said "offline" ourselves."""
         self._pending: dict[int, tuple[asyncio.Future[Ack], float]] = {}
         self._client = self._make_client()
         self._paho = _install_hooks(self._client, self)
@@ -129,10 +132,21 @@ class RelayLink:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         self._fail_pending("link closed")
+        if self.leave_will and not self.closed.done():
+            # Leaving on an error or a cancellation: a plain DISCONNECT would discard the
+            # Will and leave the retained status "online" for an agent that is gone.
+            self._disconnect_with_will()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.closed), 5.0)
         with contextlib.suppress(aiomqtt.MqttError, OSError, asyncio.TimeoutError):
             await self._client.__aexit__(exc_type, exc, tb)
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def _disconnect_with_will(self) -> None:
+        code = ReasonCode(PacketTypes.DISCONNECT, identifier=_DISCONNECT_WITH_WILL)
+        with contextlib.suppress(Exception):
+            self._paho.disconnect(reasoncode=code)
 
     # --- publishing ----------------------------------------------------------------------
 
@@ -148,16 +162,23 @@ class RelayLink:
             return future
         info = self._paho.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if info.rc != paho.MQTT_ERR_SUCCESS:
+            # Not sent (no connection): unknown, and delivery must start over from the
+            # oldest pending event on a new connection rather than carry on past it.
             future.set_result(Ack(Outcome.UNKNOWN, paho.error_string(info.rc)))
+            self.abort(f"publish not sent: {paho.error_string(info.rc)}")
             return future
         self._pending[info.mid] = (future, time.monotonic())
         return future
 
     @staticmethod
     def packet_size(topic: str, payload: bytes, properties: Properties | None) -> int:
+        """The whole QoS 1 PUBLISH packet, as MQTT 5's Maximum Packet Size counts it."""
         props = len(properties.pack()) if properties is not None else 1
-        # fixed header (up to 5) + topic length prefix + topic + packet id + properties
-        return 5 + 2 + len(topic.encode("utf-8")) + 2 + props + len(payload)
+        # topic length prefix + topic + packet id + properties (with their length) + payload
+        remaining = 2 + len(topic.encode("utf-8")) + 2 + props + len(payload)
+        # fixed header: one type byte, then the remaining length as a variable byte integer
+        length_bytes = 1 + sum(remaining >= limit for limit in (128, 16_384, 2_097_152))
+        return 1 + length_bytes + remaining
 
     @property
     def in_flight(self) -> int:
@@ -176,11 +197,13 @@ class RelayLink:
         return time.monotonic() - oldest
 
     def abort(self, why: str) -> None:
-        """Give up on this connection (e.g. PUBACKs stopped coming): fail what is pending."""
+        """Give up on this connection (e.g. PUBACKs stopped coming): fail what is pending.
+
+        The Will goes out, so the fleet sees this agent offline until it reconnects.
+        """
         log.warning("relay link aborted: %s", why)
         self._fail_pending(why)
-        with contextlib.suppress(Exception):
-            self._paho.disconnect()
+        self._disconnect_with_will()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -235,6 +258,13 @@ def _install_hooks(client: aiomqtt.Client, link: RelayLink) -> paho.Client:
     def on_disconnect(c: Any, userdata: Any, flags: Any, code: Any, props: Any = None) -> None:
         link.on_disconnect(code)
         originals["on_disconnect"](c, userdata, flags, code, props)
+        # aiomqtt keeps an unexpected disconnection as an exception on a future that only
+        # its message iterator reads; we report the loss ourselves, so mark it retrieved
+        # rather than have asyncio log "Future exception was never retrieved" each time.
+        disconnected = getattr(client, "_disconnected", None)
+        if isinstance(disconnected, asyncio.Future) and disconnected.done() \
+                and not disconnected.cancelled():
+            disconnected.exception()
 
     inner.on_connect = on_connect
     inner.on_publish = on_publish
