@@ -52,6 +52,7 @@ class Subscriber:
     port: int
     topic: str
     session: bool = False
+    keep_payloads: bool = True
     events: list[Seen] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -73,16 +74,18 @@ class Subscriber:
         event = orjson.loads(msg.payload)
         user = dict(getattr(msg.properties, "UserProperty", []) or [])
         seen = Seen(msg.topic, event["id"], event["subject"], int(event["sequence"]),
-                    event["data"].get("on_hand"), bytes(msg.payload), user.get("id"))
+                    event["data"].get("on_hand"),
+                    bytes(msg.payload) if self.keep_payloads else b"", user.get("id"))
         with self.lock:
             self.events.append(seen)
 
     def __enter__(self) -> Subscriber:
-        props = None
+        props, clean_start = None, paho.MQTT_CLEAN_START_FIRST_ONLY
         if self.session:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", self.port, properties=props)
+            clean_start = False
+        self.client.connect("127.0.0.1", self.port, clean_start=clean_start, properties=props)
         self.client.loop_start()
         if not self.subscribed.wait(10):
             raise RuntimeError("subscriber could not subscribe")
