@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--agent-patch", default="", metavar="PATCH[,PATCH]",
                         help="run the agents with a proposed change applied in memory "
                              "(see bench/patched.py): packed-properties")
+    parser.add_argument("--broker-conf", action="append", default=[], metavar="LINE",
+                        help='an extra mosquitto.conf line, e.g. "set_tcp_nodelay true"')
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     return parser.parse_args(argv)
 
@@ -75,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="distillsync-bench-"))
     started, load = time.monotonic(), MachineLoad()
-    results = Results(opts=opts, raw=[], patches=args.agent_patch)
-    broker = Broker(workdir / "mosquitto", max_inflight=args.window)
+    results = Results(opts=opts, raw=[], patches=args.agent_patch, broker_conf=args.broker_conf)
+    broker = Broker(workdir / "mosquitto", max_inflight=args.window, extra=args.broker_conf)
     broker.start()
     try:
         with Subscriber(broker.port) as sub:

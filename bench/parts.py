@@ -113,10 +113,11 @@ class Broker:
     subscriber's session (and its queue) across the outage scenario's restart.
     """
 
-    def __init__(self, workdir: Path, max_inflight: int) -> None:
+    def __init__(self, workdir: Path, max_inflight: int, extra: list[str] | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.max_inflight = max_inflight
+        self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None
         workdir.mkdir(parents=True, exist_ok=True)
@@ -135,6 +136,7 @@ class Broker:
             f"max_inflight_messages {self.max_inflight}\nmax_queued_messages 0\n"
             f"persistence true\npersistence_location {self.workdir}/\n"
             f"log_dest file {self.workdir}/mosquitto.log\n"
+            + "".join(f"{line}\n" for line in self.extra)
         )
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -28,6 +28,7 @@ class Results:
     other_load: float = 0.0
     """Average cores other processes on the machine used during the run."""
     patches: str = ""
+    broker_conf: list[str] = field(default_factory=list)
 
     def raw_limit(self) -> float | None:
         """Subscriber-side rate of the agent's own publishing method, the median of its
@@ -101,7 +102,8 @@ def render(res: Results) -> str:
     payload = next((r.payload_bytes for r in res.raw), 0.0)
     add(f"window {window} = min(relay.max_inflight {opts.window}, broker Receive Maximum "
         f"{recv_max}) · CloudEvents payload ~{payload:.0f} B + MQTT 5 user properties · "
-        "one QoS 1 subscriber")
+        "one QoS 1 subscriber"
+        + (f" · broker: {'; '.join(res.broker_conf)}" if res.broker_conf else ""))
     add(f"agent: poll_interval {opts.poll_interval} · lookback {opts.lookback} · "
         f"page_size {opts.page_size} · outbox synchronous={opts.synchronous}"
         + (f" · patched in memory: {res.patches}" if res.patches else ""))
@@ -145,6 +147,9 @@ def render(res: Results) -> str:
         row(f"3 latency ERP commit → subscriber at {lat.rate}/s, poll {opts.poll_interval}",
             f"p50 {ms(lat.p50)} · p99 {ms(lat.p99)}", "",
             "p99 < poll_interval + 100 ms")
+        row("    split p50/p99: commit → outbox · outbox → subscriber",
+            f"{lat.capture_p50 * 1000:.0f}/{lat.capture_p99 * 1000:.0f} · "
+            f"{lat.delivery_p50 * 1000:.0f}/{lat.delivery_p99 * 1000:.0f} ms")
         row(f"    max · changes ({lat.seconds:.0f} s at {lat.achieved_rate:.0f}/s achieved)",
             f"{ms(lat.max)} · {lat.changes:,}")
         row("    agent CPU during the steady run, share of one core",

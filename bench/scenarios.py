@@ -7,6 +7,8 @@ exiting), since then no figure would mean anything.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import statistics
 import subprocess
 import sys
@@ -170,6 +172,12 @@ class LatencyResult:
     p50: float
     p99: float
     max: float
+    capture_p50: float
+    capture_p99: float
+    """ERP commit .. the event's enqueue time in the outbox."""
+    delivery_p50: float
+    delivery_p99: float
+    """enqueue time .. subscriber receipt."""
     agent_cpu_steady: float
     idle_cpu: float
     """CPU share of one core, no changes, few rows inside the lookback window."""
@@ -242,14 +250,38 @@ def latency(ctx: Context, keys: int, rate: int, seconds: float,
         ctx.say(f"idle CPU over {idle_seconds:.0f}s, right after the steady run")
         idle_after = _idle(agent, idle_seconds)
     erp.close()
-    lags = [at - commits[event["data"]["batch"]]
-            for at, event in ctx.sub.distinct().values() if event["data"]["batch"] in commits]
+    # The event's "time" is when the agent enqueued it (wall clock): it splits each lag
+    # into capture (commit .. in the outbox) and delivery (outbox .. subscriber).
+    to_wall = time.time() - time.monotonic()
+    lags, captures, deliveries = [], [], []
+    for at, event in ctx.sub.distinct().values():
+        committed = commits.get(event["data"]["batch"])
+        if committed is None:
+            continue
+        enqueued = dt.datetime.fromisoformat(event["time"]).timestamp() - to_wall
+        lags.append(at - committed)
+        captures.append(enqueued - committed)
+        deliveries.append(at - enqueued)
+    ctx.say(f"latency histogram, commit → outbox: {_histogram(captures)}")
+    ctx.say(f"latency histogram, outbox → subscriber: {_histogram(deliveries)}")
     return LatencyResult(
         rate=rate, seconds=seconds, changes=written, achieved_rate=written / elapsed,
         p50=statistics.median(lags), p99=_percentile(lags, 0.99), max=max(lags),
+        capture_p50=statistics.median(captures), capture_p99=_percentile(captures, 0.99),
+        delivery_p50=statistics.median(deliveries),
+        delivery_p99=_percentile(deliveries, 0.99),
         agent_cpu_steady=steady_cpu, idle_cpu=idle_cpu, idle_cpu_after=idle_after,
         idle_rss=idle_rss, steady_rss=steady_rss, idle_seconds=idle_seconds,
     )
+
+
+def _histogram(values: list[float]) -> str:
+    edges = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, math.inf]
+    counts = [0] * len(edges)
+    for value in values:
+        counts[next(i for i, edge in enumerate(edges) if value < edge)] += 1
+    names = ["<10ms", "<50ms", "<100ms", "<250ms", "<500ms", "<1s", "≥1s"]
+    return " ".join(f"{n}:{c}" for n, c in zip(names, counts, strict=True) if c)
 
 
 def _idle(agent: Agent, seconds: float) -> float:
