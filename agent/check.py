@@ -19,7 +19,7 @@ async def check_sources(config: Config, say: Say) -> list[str]:
     problems: list[str] = []
     for i, source in enumerate(config.sources):
         try:
-            reader = SqlReader(source, source_password(source, i))
+            reader = SqlReader(source, source_password(source, i), f"sources[{i}]")
         except DistillSyncError as error:
             problems.append(str(error))
             continue

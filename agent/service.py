@@ -145,7 +145,8 @@ class Agent:
         state_file = cfg.agent.state_dir / "outbox.db"
         async with Outbox.open(state_file, cfg.outbox.synchronous,
                                cfg.outbox.delivered_retention) as outbox:
-            readers = [SqlReader(s, source_password(s, i)) for i, s in enumerate(cfg.sources)]
+            readers = [SqlReader(s, source_password(s, i), f"sources[{i}]")
+                       for i, s in enumerate(cfg.sources)]
             try:
                 await self._run_parts(outbox, readers)
             finally:

@@ -122,6 +122,16 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert paths == ["agent.tenant", "sources[0].poll_interval", "sources[0].entities[0].cursor"]
 
 
+def test_a_url_sqlalchemy_cannot_parse_is_a_config_error(tmp_path: Path) -> None:
+    text = GOOD.replace("postgresql+asyncpg://sync@127.0.0.1/erp",
+                        "postgresql+asyncpg://sync@127.0.0.1:notaport/erp")
+    path = write(tmp_path, text.replace("/tmp/distillsync-test", str(tmp_path / "state")))
+    result = subprocess.run([sys.executable, "-m", "agent.cli", "run", "-c", str(path)],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 78
+    assert "sources[0].url: " in result.stderr and "Traceback" not in result.stderr
+
+
 def test_toml_syntax_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(write(tmp_path, "[agent\nid = 1"))

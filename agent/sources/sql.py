@@ -25,11 +25,11 @@ from typing import Any
 
 from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agent.config import EntityConfig, SourceConfig
-from agent.errors import SourceError
+from agent.errors import ConfigError, SourceError
 
 log = logging.getLogger("distillsync.source")
 
@@ -61,10 +61,16 @@ def _keep_broken_text(dbapi_connection: Any, _record: Any) -> None:
     raw.text_factory = lambda data: data.decode("utf-8", "surrogateescape")
 
 
-def create_engine(config: SourceConfig, password: str | None) -> AsyncEngine:
-    url = source_url(config, password)
-    engine = create_async_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2) \
-        if url.get_backend_name() != "sqlite" else create_async_engine(url)
+def create_engine(config: SourceConfig, password: str | None, path: str) -> AsyncEngine:
+    """The source's engine; a URL SQLAlchemy cannot use is a config error at ``path``."""
+    try:
+        url = source_url(config, password)
+        if url.get_backend_name() == "sqlite":
+            engine = create_async_engine(url)
+        else:
+            engine = create_async_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as error:
+        raise ConfigError([f"{path}.url: {_short(error)}"]) from None
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _keep_broken_text)
     return engine
@@ -125,9 +131,10 @@ class QueryBuilder:
 class SqlReader:
     """Reads pages of one source's entity feeds; knows SQL, nothing of the outbox."""
 
-    def __init__(self, config: SourceConfig, password: str | None) -> None:
+    def __init__(self, config: SourceConfig, password: str | None,
+                 path: str = "sources[?]") -> None:
         self.config = config
-        self.engine = create_engine(config, password)
+        self.engine = create_engine(config, password, path)
         preparer = self.engine.dialect.identifier_preparer
         self._builders = {
             e.feed: QueryBuilder(e, self.engine.dialect.name, preparer.quote)
