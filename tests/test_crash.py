@@ -177,8 +177,8 @@ def test_sigkill_at_five_moments_loses_nothing_and_resends_at_most_the_window(
     # The same state is never enqueued twice for a key, crash or not (each change wrote
     # a new value, so two consecutive events of a key always differ).
     per_key: dict[str, list[float | None]] = {}
-    for s in sorted({(s.sequence, s.subject, s.on_hand) for s in seen}):
-        per_key.setdefault(s[1], []).append(s[2])
+    for _, subject, on_hand in sorted({(s.sequence, s.subject, s.on_hand) for s in seen}):
+        per_key.setdefault(subject, []).append(on_hand)
     repeated = {k: v for k, v in per_key.items() if any(a == b for a, b in itertools.pairwise(v))}
     assert repeated == {}
 

@@ -136,7 +136,7 @@ async def delivering(config: Config,
 
 
 async def until(predicate: Callable[[], bool | Awaitable[bool]], what: str,
-                within: float = TIMEOUT) -> None:
+                within: float = TIMEOUT, detail: Callable[[], object] = lambda: "") -> None:
     """Wait for a condition without blocking the loop (delivery runs on it)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
@@ -147,7 +147,7 @@ async def until(predicate: Callable[[], bool | Awaitable[bool]], what: str,
         if result:
             return
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what} {detail()}")
         await asyncio.sleep(0.02)
 
 
@@ -302,7 +302,8 @@ async def test_an_event_over_the_brokers_maximum_packet_size_is_a_dead_letter(
             assert h.delivery.stats.reconnects == 0
     assert [(d.event_seq, d.reason) for d in dead] == [
         (too_big, "message of 2001 bytes exceeds the broker's maximum packet size 2000")]
-    await until(lambda: len(sub.seen()) >= 7, "the events that fit")
+    await until(lambda: len(sub.seen()) >= 7, "the events that fit",
+                detail=lambda: (sorted(s.sequence for s in sub.seen()), sub.client.is_connected()))
     assert sorted(s.sequence for s in sub.seen()) == [*small, fits, *later]
 
 
