@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tenacity import (
     AsyncRetrying,
@@ -28,7 +31,7 @@ from tenacity import (
 from agent.config import Config, SourceConfig, read_secret
 from agent.delivery import Delivery, DeliverySettings, status_payload
 from agent.envelope import now_rfc3339, source_urn, topic_base
-from agent.errors import SourceError
+from agent.errors import OutboxError, SourceError
 from agent.notify import Notifier
 from agent.outbox import Outbox
 from agent.poller import FeedPoller
@@ -41,7 +44,27 @@ PRUNE_EVERY = 60.0
 STATUS_EVERY = 5.0
 
 
-def link_settings(config: Config) -> LinkSettings:
+@contextlib.contextmanager
+def single_instance(state_dir: Path) -> Iterator[None]:
+    """One daemon per state directory: two would share the outbox, send everything twice
+    and steal the MQTT session from each other. The lock dies with the process."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / "agent.lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            raise OutboxError(f"another agent (pid {holder}) is already running on "
+                              f"{state_dir}") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
+
+
+def link_settings(config: Config, started_at: str | None = None) -> LinkSettings:
     relay = config.relay
     host, port, secure = parse_relay_url(relay.url)
     base = topic_base(relay.topic_prefix, config.agent.tenant, config.agent.id)
@@ -51,7 +74,8 @@ def link_settings(config: Config) -> LinkSettings:
         client_id=config.client_id, username=relay.username,
         password=read_secret(relay.password_file, relay.password_env, "relay.password"),
         keepalive=int(relay.keepalive), session_expiry=int(relay.session_expiry),
-        will_topic=f"{base}/status", will_payload=status_payload("offline", now_rfc3339()),
+        will_topic=f"{base}/status",
+        will_payload=status_payload("offline", started_at or now_rfc3339()),
     )
 
 
@@ -143,6 +167,12 @@ class Agent:
     async def run(self) -> None:
         cfg = self.config
         state_file = cfg.agent.state_dir / "outbox.db"
+        with single_instance(cfg.agent.state_dir):
+            await self._run_with_outbox(state_file)
+        log.info("stopped")
+
+    async def _run_with_outbox(self, state_file: Path) -> None:
+        cfg = self.config
         async with Outbox.open(state_file, cfg.outbox.synchronous,
                                cfg.outbox.delivered_retention) as outbox:
             readers = [SqlReader(s, source_password(s, i), f"sources[{i}]")
@@ -152,7 +182,6 @@ class Agent:
             finally:
                 for reader in readers:
                     await reader.close()
-        log.info("stopped")
 
     async def _run_parts(self, outbox: Outbox, readers: list[SqlReader]) -> None:
         runners = [
@@ -162,7 +191,7 @@ class Agent:
                          self.stop)
             for reader in readers
         ]
-        settings = link_settings(self.config)
+        settings = link_settings(self.config, self.started_at)
         delivery = Delivery(outbox, lambda: RelayLink(settings), delivery_settings(self.config),
                             self.stop, self.started_at)
         self.outbox, self.delivery, self.runners = outbox, delivery, runners

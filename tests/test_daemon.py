@@ -104,3 +104,19 @@ def test_sigterm_while_the_relay_is_down_still_exits_zero(tmp_path: Path) -> Non
         time.sleep(0.5)
         assert agent.terminate() == 0
     assert "Traceback" not in agent.output()
+
+
+def test_a_second_agent_on_the_same_state_dir_refuses_to_start(broker: Mosquitto,
+                                                               tmp_path: Path) -> None:
+    make_erp(tmp_path / "erp.db")
+    config = tmp_path / "agent.toml"
+    config.write_text(agent_toml(tmp_path / "state", broker.url,
+                                 SOURCE.format(db=tmp_path / "erp.db"), agent_id="twice"))
+    with AgentProcess(config, tmp_path / "first.log") as first:
+        wait_until(lambda: "ready" in first.output(), 30, "the first agent")
+        second = AgentProcess(config, tmp_path / "second.log")
+        second.start()
+        assert second.proc is not None and second.proc.wait(30) == 1
+        assert f"already running on {tmp_path / 'state'}" in second.output()
+        assert str(first.pid) in second.output()
+        assert first.terminate() == 0
