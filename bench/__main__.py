@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.parts import AgentOptions, Broker, MachineLoad, Subscriber
+from bench.parts import SUBSCRIBERS, AgentOptions, Broker, MachineLoad
 from bench.report import Results, render
 from bench.scenarios import Context, end_to_end, latency, outage, raw
 
@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(see bench/patched.py): packed-properties")
     parser.add_argument("--broker-conf", action="append", default=[], metavar="LINE",
                         help='an extra mosquitto.conf line, e.g. "set_tcp_nodelay true"')
+    parser.add_argument("--subscriber", choices=sorted(SUBSCRIBERS), default="lean",
+                        help="the QoS 1 subscriber: a lean socket one (default) or paho")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     return parser.parse_args(argv)
 
@@ -77,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="distillsync-bench-"))
     started, load = time.monotonic(), MachineLoad()
-    results = Results(opts=opts, raw=[], patches=args.agent_patch, broker_conf=args.broker_conf)
+    results = Results(opts=opts, raw=[], patches=args.agent_patch, broker_conf=args.broker_conf,
+                      subscriber=args.subscriber)
     broker = Broker(workdir / "mosquitto", max_inflight=args.window, extra=args.broker_conf)
     broker.start()
     try:
-        with Subscriber(broker.port) as sub:
+        with SUBSCRIBERS[args.subscriber](broker.port) as sub:
             ctx = Context(workdir, broker, sub, opts,
                           args.profile.resolve() if args.profile else None, args.agent_patch)
             if "raw" in only:

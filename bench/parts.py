@@ -163,48 +163,14 @@ class Broker:
         self.proc = self.ps = None
 
 
-class Subscriber:
-    """One QoS 1 subscriber (paho, on its own thread), like a relay-side consumer.
+class Received:
+    """What both subscribers share: the kept messages and how to wait for them."""
 
-    It only timestamps and keeps the raw payload; parsing happens after a phase, so the
-    subscriber's own cost stays small and equal for the raw and the agent cases. Its
-    session is persistent, so it misses nothing while the broker restarts.
-    """
-
-    def __init__(self, port: int, topic: str = f"{PREFIX}/#") -> None:
-        self.port = port
-        self.topic = topic
+    def __init__(self) -> None:
         self.received: list[tuple[float, bytes]] = []
         self.only = f"{PREFIX}/{TENANT}/"
         self.connected_at = 0.0
         self.subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
-                                  client_id=f"bench-sub-{os.getpid()}")
-        self.client.on_message = self._on_message
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
-        self.client.reconnect_delay_set(1, 1)
-
-    def _on_connect(self, client: paho.Client, *_: Any) -> None:
-        self.connected_at = time.monotonic()
-        client.subscribe(self.topic, qos=1)
-
-    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        if msg.topic.startswith(self.only):
-            self.received.append((time.monotonic(), bytes(msg.payload)))
-
-    def __enter__(self) -> Subscriber:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", self.port, clean_start=False, properties=props)
-        self.client.loop_start()
-        if not self.subscribed.wait(10):
-            raise RuntimeError("the bench subscriber could not subscribe")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
     def expect(self, agent_id: str) -> None:
         """Forget what arrived so far; from now on keep only ``agent_id``'s events."""
@@ -234,6 +200,188 @@ class Subscriber:
     def payload_size(self) -> float:
         sample = self.received[:1000]
         return sum(len(p) for _, p in sample) / max(1, len(sample))
+
+    def __enter__(self) -> Received:
+        raise NotImplementedError
+
+    def __exit__(self, *exc: object) -> None:
+        raise NotImplementedError
+
+
+class PahoSubscriber(Received):
+    """A QoS 1 subscriber on paho's own thread, as a relay-kit consumer would be. On two
+    cores it costs about as much CPU per message as the publisher, so it is the
+    ``--subscriber paho`` option rather than the default."""
+
+    name = "paho"
+
+    def __init__(self, port: int, topic: str = f"{PREFIX}/#") -> None:
+        super().__init__()
+        self.port = port
+        self.topic = topic
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
+                                  client_id=f"bench-sub-{os.getpid()}")
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.reconnect_delay_set(1, 1)
+
+    def _on_connect(self, client: paho.Client, *_: Any) -> None:
+        self.connected_at = time.monotonic()
+        client.subscribe(self.topic, qos=1)
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        if msg.topic.startswith(self.only):
+            self.received.append((time.monotonic(), bytes(msg.payload)))
+
+    def __enter__(self) -> PahoSubscriber:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", self.port, clean_start=False, properties=props)
+        self.client.loop_start()
+        if not self.subscribed.wait(10):
+            raise RuntimeError("the bench subscriber could not subscribe")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _mqtt_string(text: str) -> bytes:
+    raw = text.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def _mqtt_packet(first: int, body: bytes) -> bytes:
+    length, size = bytearray(), len(body)
+    while True:
+        size, digit = size >> 7, size & 0x7F
+        length.append(digit | (0x80 if size else 0))
+        if not size:
+            return bytes([first]) + bytes(length) + body
+
+
+class LeanSubscriber(Received):
+    """A QoS 1 MQTT 5 subscriber that speaks just enough of the protocol (CONNECT with a
+    persistent session, SUBSCRIBE, PUBLISH in, PUBACK out) on a plain socket, on a thread.
+
+    It answers every PUBLISH with its PUBACK as it parses it (one ``sendall`` per
+    received chunk) and costs a fraction of paho's CPU per message, so on a two-core
+    machine the bench measures the publisher rather than its own subscriber.
+    """
+
+    name = "lean"
+
+    def __init__(self, port: int, topic: str = f"{PREFIX}/#") -> None:
+        super().__init__()
+        self.port = port
+        self.topic = topic
+        self.client_id = f"bench-lean-{os.getpid()}"
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="lean-sub")
+
+    def __enter__(self) -> LeanSubscriber:
+        self._thread.start()
+        if not self.subscribed.wait(10):
+            raise RuntimeError("the bench subscriber could not subscribe")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.sendall(b"\xe0\x00")  # DISCONNECT
+                self._sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self._session()
+            if not self._stop.is_set():
+                time.sleep(0.2)  # the broker is down (the outage scenario): try again
+
+    def _session(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock = sock
+            # CONNECT: MQTT 5, clean start off, keepalive 0, Session Expiry 3600 s.
+            props = b"\x11" + (3600).to_bytes(4, "big")
+            variable = (_mqtt_string("MQTT") + b"\x05\x00\x00\x00"
+                        + bytes([len(props)]) + props)
+            sock.sendall(_mqtt_packet(0x10, variable + _mqtt_string(self.client_id)))
+            # SUBSCRIBE packet id 1, no properties, QoS 1.
+            sock.sendall(_mqtt_packet(0x82, b"\x00\x01\x00" + _mqtt_string(self.topic)
+                                      + b"\x01"))
+            self._read(sock)
+
+    def _read(self, sock: socket.socket) -> None:
+        buffer = bytearray()
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                return
+            now = time.monotonic()
+            buffer += chunk
+            acks: list[bytes] = []
+            pos = 0
+            while True:
+                start = pos
+                if len(buffer) - pos < 2:
+                    break
+                first, size, shift, pos = buffer[pos], 0, 0, pos + 1
+                while pos < len(buffer):
+                    digit = buffer[pos]
+                    pos += 1
+                    size |= (digit & 0x7F) << shift
+                    shift += 7
+                    if not digit & 0x80:
+                        break
+                else:
+                    pos = start
+                    break
+                if len(buffer) - pos < size:
+                    pos = start
+                    break
+                body = bytes(buffer[pos:pos + size])
+                pos += size
+                kind = first >> 4
+                if kind == 3:
+                    self._publish(first, body, now, acks)
+                elif kind == 2:  # CONNACK
+                    if len(body) < 2 or body[1] != 0:
+                        raise OSError(f"CONNACK refused: {body!r}")
+                    self.connected_at = now
+                elif kind == 9:  # SUBACK
+                    self.subscribed.set()
+                elif kind == 14:  # DISCONNECT from the broker
+                    return
+            del buffer[:pos]
+            if acks:
+                sock.sendall(b"".join(acks))
+
+    def _publish(self, first: int, body: bytes, now: float, acks: list[bytes]) -> None:
+        topic_end = 2 + int.from_bytes(body[:2], "big")
+        pos = topic_end
+        if first & 0x06:  # QoS 1
+            acks.append(b"\x40\x02" + body[pos:pos + 2])
+            pos += 2
+        size, shift = 0, 0
+        while True:  # the properties' length, a variable byte integer
+            digit = body[pos]
+            pos += 1
+            size |= (digit & 0x7F) << shift
+            shift += 7
+            if not digit & 0x80:
+                break
+        if body[2:topic_end].decode().startswith(self.only):
+            self.received.append((now, body[pos + size:]))
+
+
+SUBSCRIBERS: dict[str, Callable[[int], Received]] = {"lean": LeanSubscriber, "paho": PahoSubscriber}
 
 
 # --- the ERP ----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ class Results:
     """Average cores other processes on the machine used during the run."""
     patches: str = ""
     broker_conf: list[str] = field(default_factory=list)
+    subscriber: str = "lean"
 
     def raw_limit(self) -> float | None:
         """Subscriber-side rate of the agent's own publishing method, the median of its
@@ -102,7 +103,7 @@ def render(res: Results) -> str:
     payload = next((r.payload_bytes for r in res.raw), 0.0)
     add(f"window {window} = min(relay.max_inflight {opts.window}, broker Receive Maximum "
         f"{recv_max}) · CloudEvents payload ~{payload:.0f} B + MQTT 5 user properties · "
-        "one QoS 1 subscriber"
+        f"one QoS 1 subscriber ({res.subscriber})"
         + (f" · broker: {'; '.join(res.broker_conf)}" if res.broker_conf else ""))
     add(f"agent: poll_interval {opts.poll_interval} · lookback {opts.lookback} · "
         f"page_size {opts.page_size} · outbox synchronous={opts.synchronous}"

@@ -25,7 +25,7 @@ from bench.parts import (
     Agent,
     AgentOptions,
     Broker,
-    Subscriber,
+    Received,
     insert_stock,
     make_erp,
     running_agent,
@@ -40,7 +40,7 @@ WAREHOUSES = 2
 class Context:
     workdir: Path
     broker: Broker
-    sub: Subscriber
+    sub: Received
     opts: AgentOptions
     profile_dir: Path | None = None
     patches: str = ""

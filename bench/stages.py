@@ -135,11 +135,11 @@ async def delivery_stages(outbox: Outbox, rows: int, topic_base: str,
     return out
 
 
-async def run(rows: int, synchronous: str, workdir: Path) -> list[str]:
+async def run(rows: int, synchronous: str, page_size: int, workdir: Path) -> list[str]:
     products = rows // 2
     erp = make_erp(workdir, products)
     insert_stock(erp, range(1, products + 1), 2, batch=1)
-    opts = AgentOptions(poll_interval="1s", page_size=1000, lookback="30s", window=100,
+    opts = AgentOptions(poll_interval="1s", page_size=page_size, lookback="30s", window=100,
                         synchronous=synchronous)
     config_file = workdir / "agent.toml"
     config_file.write_text(agent_toml(workdir / "state", "mqtt://127.0.0.1:1", erp.url,
@@ -147,7 +147,8 @@ async def run(rows: int, synchronous: str, workdir: Path) -> list[str]:
     config = load_config(config_file)
     src = config.sources[0]
     reader = SqlReader(src, None)
-    out = [f"{rows:,} stock rows, SQLite ERP, outbox synchronous={synchronous}"]
+    out = [f"{rows:,} stock rows, SQLite ERP, page_size {page_size}, "
+           f"outbox synchronous={synchronous}"]
     try:
         async with Outbox.open(workdir / "state" / "outbox.db", synchronous) as outbox:
             poller = FeedPoller(src, src.entities[0], reader, outbox)
@@ -166,10 +167,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__)
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
+    parser.add_argument("--page-size", type=int, default=1000)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="distillsync-stages-"))
     try:
-        print("\n".join(asyncio.run(run(args.rows, args.synchronous, workdir))))
+        print("\n".join(asyncio.run(run(args.rows, args.synchronous, args.page_size,
+                                         workdir))))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
