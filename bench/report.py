@@ -57,9 +57,9 @@ def agent_revision() -> str:
                               check=False)
         return done.stdout.strip()
 
-    head = git("rev-parse", "--short", "HEAD") or "?"
-    dirty = " + uncommitted edits in agent/" if git("status", "--porcelain", "agent") else ""
-    return f"agent at {head}{dirty}"
+    last = git("log", "-1", "--format=%h", "--", "agent") or "?"
+    dirty = " + uncommitted edits" if git("status", "--porcelain", "agent") else ""
+    return f"agent/ as of {last}{dirty}"
 
 
 def environment() -> str:
