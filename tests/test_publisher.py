@@ -25,6 +25,7 @@ import aiomqtt
 import orjson
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import agent
@@ -62,12 +63,12 @@ class RecordingLink(RelayLink):
         self.sent: list[Sent] = []
         made.append(self)
 
-    def send(self, topic: str, payload: bytes, properties: Properties | None,
+    def send(self, topic: str, payload: bytes, properties: Any,
              retain: bool = False) -> asyncio.Future[Ack]:
         future = super().send(topic, payload, properties, retain)
-        user = dict(properties.UserProperty) if properties is not None else {}
-        sequence = int(user["sequence"]) if "sequence" in user else None
-        self.sent.append(Sent(topic, user.get("id"), sequence, self.in_flight))
+        event = orjson.loads(payload) if "/out/" in topic else {}
+        sequence = int(event["sequence"]) if "sequence" in event else None
+        self.sent.append(Sent(topic, event.get("id"), sequence, self.in_flight))
         return future
 
     def event_sends(self) -> list[Sent]:
@@ -451,3 +452,17 @@ def test_the_retained_status_is_online_then_offline_and_the_will_covers_sigkill(
     assert will["version"] == agent.__version__
     assert retained(broker.port, topic) == will
     assert again["state"] == "online"
+
+
+@pytest.mark.parametrize("user", [
+    [("id", "0193a8c0-0000-7000-8000-000000000000"), ("type", "distillsync.stock.upsert"),
+     ("source", "urn:distillsync:acme:erp-1"), ("sequence", "00000000000000001234")],
+    [],
+    [("clé", "valeur ☕"), ("long", "x" * 300)],  # multi-byte text; a length over 127
+])
+def test_packed_properties_are_byte_identical_to_paho(user: list[tuple[str, str]]) -> None:
+    theirs = Properties(PacketTypes.PUBLISH)
+    theirs.ContentType = CONTENT_TYPE
+    if user:
+        theirs.UserProperty = user
+    assert message_properties(user, CONTENT_TYPE).pack() == theirs.pack()
