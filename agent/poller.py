@@ -6,7 +6,9 @@ with the cursor that page reached, so a crash between pages re-reads at most a p
 
 The lookback is what catches late commits, in both cursor modes:
 
-* ``timestamp``: each poll reads from ``stored - lookback`` (in the cursor's own type).
+* ``timestamp``: a sweep every few seconds re-reads from ``cursor - lookback`` (in the
+  cursor's own type); polls in between read only past the last row read
+  (:meth:`FeedPoller._timestamp_window`).
 * ``incrementing``: ids (sequences, ``AUTO_INCREMENT``) are handed out when a row is
   written, not when it commits, so id 4 can commit after id 5 was read. The stored cursor
   is therefore the highest id the agent had *already seen ``lookback`` ago*, not the
@@ -36,6 +38,8 @@ from agent.sources.cursor import decode_cursor, encode_cursor, shift_back
 from agent.sources.sql import Position, Row, SqlReader
 
 log = logging.getLogger("distillsync.capture")
+
+MAP_SLICE = 200  # rows mapped between yields to the event loop (~2 ms of CPU)
 
 
 @dataclass(slots=True)
@@ -77,6 +81,11 @@ class FeedPoller:
         # incrementing mode: (monotonic time, highest cursor read by then), oldest first
         self._seen: deque[tuple[float, Any]] = deque()
         self._highest: Any = None
+        # timestamp mode: see _timestamp_window
+        self._head: Position | None = None
+        self._sweep_base: Any = None
+        self._next_sweep = 0.0
+        self._sweep_every = min(entity.lookback / 3, max(5.0, 5 * source.poll_interval))
 
     async def poll(self) -> PollTotals:
         """Read everything new once; raises :class:`SourceError` when the ERP fails."""
@@ -92,12 +101,17 @@ class FeedPoller:
         self.stats.dead_letters += totals.dead
         return totals
 
-    def _map(self, rows: list[Row]) -> tuple[list[Change], list[DeadRow]]:
+    async def _map(self, rows: list[Row]) -> tuple[list[Change], list[DeadRow]]:
         changes: list[Change] = []
         dead: list[DeadRow] = []
-        for row in rows:
+        for n, row in enumerate(rows, start=1):
             mapped = self.mapper.upsert(row)
-            (changes if isinstance(mapped, Change) else dead).append(mapped)  # type: ignore[arg-type]
+            if isinstance(mapped, Change):
+                changes.append(mapped)
+            else:
+                dead.append(mapped)
+            if n % MAP_SLICE == 0:
+                await asyncio.sleep(0)  # let delivery keep its window full meanwhile
         return changes, dead
 
     async def _commit(self, page: CapturedPage, rows: int) -> PollTotals:
@@ -108,15 +122,16 @@ class FeedPoller:
         stored_text, _ = await self.outbox.feed_state(self.feed)
         stored = decode_cursor(stored_text) if stored_text is not None else None
         timestamp = self.entity.mode == "timestamp"
+        sweeping = False
         if timestamp:
-            low = shift_back(stored, self.entity.lookback) if stored is not None else None
+            low, after, sweeping = self._timestamp_window(stored)
         else:
-            low = stored  # already held back by the lookback: see _settle
+            low, after = stored, None  # already held back by the lookback: see _settle
         first_load = stored is None
         if first_load:  # also after a resync forgot the cursor: start the window afresh
             self._seen.clear()
             self._highest = None
-        totals, after = PollTotals(), None
+        totals, started_from = PollTotals(), stored
         while True:
             rows = await self.reader.cursor_page(self.entity, low, after)
             if not rows:
@@ -127,21 +142,49 @@ class FeedPoller:
             else:
                 self._note_highest(after.cursor)
                 advanced = self._settle(stored, first_load)
-            changes, dead = self._map(rows)
+            changes, dead = await self._map(rows)
             page = CapturedPage(self.feed, changes, dead, cursor=_encoded(advanced),
                                 conflate=self.entity.conflate)
             totals += await self._commit(page, len(rows))
             stored = advanced
+            if timestamp:
+                self._head = after
             if self.stop.is_set():
                 return totals
             if len(rows) < self.reader.config.page_size:
                 break
+        if sweeping:
+            self._sweep_base = started_from if started_from is not None else stored
+            self._next_sweep = time.monotonic() + self._sweep_every
         if not timestamp:
             # the window may settle further on a poll that read nothing new
             settled = self._settle(stored, first_load)
             if settled is not None and settled != stored:
                 await self._commit(CapturedPage(self.feed, cursor=_encoded(settled)), 0)
         return totals
+
+    def _timestamp_window(self, stored: Any) -> tuple[Any, Position | None, bool]:
+        """Where a timestamp poll reads from: ``(low, after, is_sweep)``.
+
+        Between sweeps a poll reads only what follows the last row it read (keyset on
+        cursor then key), so an unchanged window, even 100,000 rows stamped in one second,
+        is not re-read and re-mapped every ``poll_interval``. Every ``_sweep_every`` a
+        sweep re-reads from ``base - lookback``, ``base`` being the cursor when the
+        previous sweep began: a row stamped ``T`` that committed at ``C <= T + lookback``
+        is visible to the first sweep that begins after ``C``, whose predecessor began
+        before ``C``, when the cursor (at most the ERP's clock) was below ``T + lookback``.
+        Late commits therefore wait at most one sweep interval, and none is missed.
+        After a restart the first poll sweeps from the stored cursor, as it always did.
+        """
+        if stored is None:  # first load, or after a resync: read it all
+            self._head, self._sweep_base = None, None
+            return None, None, True
+        if self.entity.lookback <= 0:  # strict: only the cursor's own tick is re-read
+            return stored, None, True
+        if self._head is None or time.monotonic() >= self._next_sweep:
+            base = self._sweep_base if self._sweep_base is not None else stored
+            return shift_back(base, self.entity.lookback), None, True
+        return stored, self._head, False
 
     def _note_highest(self, cursor: Any) -> None:
         highest = _newer(self._highest, cursor)
@@ -166,7 +209,7 @@ class FeedPoller:
             rows = await self.reader.snapshot_page(self.entity, after)
             if rows:
                 after = self._position(rows[-1], with_cursor=False)
-                changes, dead = self._map(rows)
+                changes, dead = await self._map(rows)
                 page = CapturedPage(self.feed, changes, dead, seen_generation=generation,
                                     conflate=self.entity.conflate)
                 totals += await self._commit(page, len(rows))

@@ -106,9 +106,12 @@ class SourceRunner:
     async def run(self) -> None:
         try:
             while not self.stop.is_set():
+                started = time.monotonic()
                 await self._cycle_with_backoff()
                 self.first_attempt.set()
-                await _sleep_unless(self.stop, self.config.poll_interval)
+                # A fixed rate: a slow poll must not add its own length to the next wait.
+                elapsed = time.monotonic() - started
+                await _sleep_unless(self.stop, max(0.0, self.config.poll_interval - elapsed))
         finally:
             self.first_attempt.set()
 
