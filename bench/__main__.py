@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.parts import SUBSCRIBERS, AgentOptions, Broker, MachineLoad
+from bench.parts import REPO, SUBSCRIBERS, AgentOptions, Broker, MachineLoad
 from bench.report import Results, render
 from bench.scenarios import Context, end_to_end, latency, outage, raw
 
@@ -53,13 +53,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="run the agents under cProfile and leave NAME.prof files in DIR "
                              "(the figures are then distorted by the profiler)")
-    parser.add_argument("--agent-patch", default="", metavar="PATCH[,PATCH]",
-                        help="run the agents with a proposed change applied in memory "
-                             "(see bench/patched.py): packed-properties")
     parser.add_argument("--broker-conf", action="append", default=[], metavar="LINE",
                         help='an extra mosquitto.conf line, e.g. "set_tcp_nodelay true"')
     parser.add_argument("--subscriber", choices=sorted(SUBSCRIBERS), default="lean",
                         help="the QoS 1 subscriber: a lean socket one (default) or paho")
+    parser.add_argument("--agent-tree", type=Path, metavar="DIR",
+                        help="run the agent/ package found in DIR instead of this "
+                             "checkout's, e.g. an older revision: mkdir DIR && git archive "
+                             "REV agent | tar -x -C DIR")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     return parser.parse_args(argv)
 
@@ -79,17 +80,19 @@ def main(argv: list[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="distillsync-bench-"))
     started, load = time.monotonic(), MachineLoad()
-    results = Results(opts=opts, raw=[], patches=args.agent_patch, broker_conf=args.broker_conf,
-                      subscriber=args.subscriber)
+    results = Results(opts=opts, raw=[], broker_conf=args.broker_conf,
+                      subscriber=args.subscriber,
+                      agent_tree=args.agent_tree.resolve() if args.agent_tree else None)
     broker = Broker(workdir / "mosquitto", max_inflight=args.window, extra=args.broker_conf)
     broker.start()
     try:
         with SUBSCRIBERS[args.subscriber](broker.port) as sub:
             ctx = Context(workdir, broker, sub, opts,
-                          args.profile.resolve() if args.profile else None, args.agent_patch)
+                          args.profile.resolve() if args.profile else None,
+                          args.agent_tree.resolve() if args.agent_tree else REPO)
             if "raw" in only:
                 results.raw.append(raw(ctx, "paho-window", sizes.raw, 1))
-                results.raw.append(raw(ctx, "paho-window-packed", sizes.raw_refs, 2))
+                results.raw.append(raw(ctx, "paho-window-properties", sizes.raw_refs, 2))
                 results.raw.append(raw(ctx, "aiomqtt-window", sizes.raw_refs, 3))
                 results.raw.append(raw(ctx, "serial", sizes.serial, 4))
             if "e2e" in only:

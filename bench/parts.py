@@ -496,10 +496,10 @@ class Agent:
     """``python -m agent.cli run -c FILE`` as a child process (optionally under cProfile)."""
 
     def __init__(self, workdir: Path, config: Path, profile: Path | None = None,
-                 patches: str = "") -> None:
+                 tree: Path = REPO) -> None:
         self.workdir = workdir
         self.config = config
-        self.patches = patches
+        self.tree = tree
         self.log = workdir / "agent.log"
         self.outbox = workdir / "state" / "outbox.db"
         self.profile = profile
@@ -509,11 +509,10 @@ class Agent:
 
     def start(self) -> None:
         runner = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
-        module = ["-m", "bench.patched", self.patches] if self.patches else ["-m", "agent.cli"]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, *runner, *module, "run", "-c", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                [sys.executable, *runner, "-m", "agent.cli", "run", "-c", str(self.config)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.tree,
             )
         self.ps = psutil.Process(self.proc.pid)
         self.rss = RssSampler(self.ps).start()
@@ -583,8 +582,10 @@ class Agent:
 
 @contextlib.contextmanager
 def running_agent(workdir: Path, config: Path, profile: Path | None = None,
-                  patches: str = "") -> Iterator[Agent]:
-    agent = Agent(workdir, config, profile, patches)
+                  tree: Path = REPO) -> Iterator[Agent]:
+    """``tree`` is the directory whose ``agent/`` package runs (``-m`` looks in the
+    working directory first), e.g. an older revision exported with ``git archive``."""
+    agent = Agent(workdir, config, profile, tree)
     agent.start()
     try:
         yield agent

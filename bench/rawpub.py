@@ -4,21 +4,22 @@
 It runs as a separate process, as the agent does, so that it competes with the bench's
 subscriber and the broker for the two cores exactly as the agent would.
 
+Every mode sends the same bytes: the agent's topics, CloudEvents payloads built
+beforehand with the agent's own ``envelope()`` (~334 bytes), and per message, inside the
+timed loop, the MQTT 5 content type and four user properties, encoded as bytes by
+:func:`packed_properties` (byte for byte paho's ``Properties.pack()``), as
+``agent/publisher.py`` does since it stopped using paho's ``Properties`` class.
+
 Modes:
 
 * ``paho-window``: what ``agent/publisher.py`` does: aiomqtt owns the connection, each
   message goes straight to paho's ``publish`` and a hooked ``on_publish`` resolves it,
   with a sliding window of unacknowledged publishes (``min(W, Receive Maximum)``).
+* ``paho-window-properties``: the same, with a paho ``Properties`` object built per
+  message (how the agent published before): what that class costs.
 * ``aiomqtt-window``: aiomqtt's public ``await client.publish(qos=1)`` in tasks behind
   the same sliding window (``pending_calls_threshold`` raised, no timeout).
 * ``serial``: ``await client.publish(qos=1)`` one at a time.
-* ``paho-window-packed``: as ``paho-window``, but the MQTT 5 properties are encoded by
-  :func:`packed_properties` (a few bytes joins) instead of paho's ``Properties`` class:
-  what the agent would gain by doing the same.
-
-Payloads are built beforehand with the agent's own envelope code (same fields, same size,
-~340 bytes); the MQTT 5 properties (content type and four user properties) are built per
-message inside the timed loop, as the agent must.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ from agent.envelope import (
     uuid7,
 )
 from agent.model import PendingEvent
-from agent.publisher import message_properties
 
 AGENT_ID = "raw"
 SOURCE = source_urn("acme", AGENT_ID)
@@ -95,7 +95,7 @@ def hook(client: aiomqtt.Client, name: str,
 
 
 async def paho_window(client: aiomqtt.Client, batch: list[Message], window: int,
-                      packed: bool = False) -> None:
+                      packed: bool = True) -> None:
     inner: paho.Client = client._client
     slots = asyncio.Semaphore(window)
     done = asyncio.get_running_loop().create_future()
@@ -118,7 +118,7 @@ async def paho_window(client: aiomqtt.Client, batch: list[Message], window: int,
     for i, (topic, payload, user) in enumerate(batch):
         await slots.acquire()
         props: Any = (packed_properties(user, CONTENT_TYPE) if packed
-                      else message_properties(user, CONTENT_TYPE))
+                      else paho_properties(user, CONTENT_TYPE))
         info = inner.publish(topic, payload, qos=1, properties=props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise RuntimeError(f"publish failed: {paho.error_string(info.rc)}")
@@ -126,6 +126,14 @@ async def paho_window(client: aiomqtt.Client, batch: list[Message], window: int,
     await done
     if refused:
         raise RuntimeError(f"{len(refused)} negative PUBACKs, e.g. {refused[0]}")
+
+
+def paho_properties(user: list[tuple[str, str]], content_type: str) -> Properties:
+    """The same properties through paho's own class (what it costs is the point)."""
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ContentType = content_type
+    props.UserProperty = user
+    return props
 
 
 def _utf8(text: str) -> bytes:
@@ -161,9 +169,9 @@ def packed_properties(user: list[tuple[str, str]], content_type: str) -> PackedP
     return PackedProperties(_varint(len(body)) + body)
 
 
-async def paho_window_packed(client: aiomqtt.Client, batch: list[Message],
-                             window: int) -> None:
-    await paho_window(client, batch, window, packed=True)
+async def paho_window_properties(client: aiomqtt.Client, batch: list[Message],
+                                 window: int) -> None:
+    await paho_window(client, batch, window, packed=False)
 
 
 async def aiomqtt_window(client: aiomqtt.Client, batch: list[Message], window: int) -> None:
@@ -172,9 +180,9 @@ async def aiomqtt_window(client: aiomqtt.Client, batch: list[Message], window: i
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(topic: str, payload: bytes, user: list[tuple[str, str]]) -> None:
+        props: Any = packed_properties(user, CONTENT_TYPE)
         try:
-            await client.publish(topic, payload, qos=1, timeout=math.inf,
-                                 properties=message_properties(user, CONTENT_TYPE))
+            await client.publish(topic, payload, qos=1, timeout=math.inf, properties=props)
         finally:
             slots.release()
 
@@ -188,11 +196,11 @@ async def aiomqtt_window(client: aiomqtt.Client, batch: list[Message], window: i
 
 async def serial(client: aiomqtt.Client, batch: list[Message], _window: int) -> None:
     for topic, payload, user in batch:
-        await client.publish(topic, payload, qos=1,
-                             properties=message_properties(user, CONTENT_TYPE))
+        props: Any = packed_properties(user, CONTENT_TYPE)
+        await client.publish(topic, payload, qos=1, properties=props)
 
 
-MODES = {"paho-window": paho_window, "paho-window-packed": paho_window_packed,
+MODES = {"paho-window": paho_window, "paho-window-properties": paho_window_properties,
          "aiomqtt-window": aiomqtt_window, "serial": serial}
 
 

@@ -8,6 +8,7 @@ import statistics
 import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 
 from bench.parts import AgentOptions
 from bench.scenarios import E2EResult, LatencyResult, OutageResult, RawResult
@@ -27,9 +28,10 @@ class Results:
     seconds: float = 0.0
     other_load: float = 0.0
     """Average cores other processes on the machine used during the run."""
-    patches: str = ""
     broker_conf: list[str] = field(default_factory=list)
     subscriber: str = "lean"
+    agent_tree: Path | None = None
+    """Where the agent/ package came from, when not this checkout."""
 
     def raw_limit(self) -> float | None:
         """Subscriber-side rate of the agent's own publishing method, the median of its
@@ -70,7 +72,7 @@ def environment() -> str:
 
 RAW_LABELS = {
     "paho-window": "raw: paho publish under aiomqtt (as the agent), window {w}",
-    "paho-window-packed": "raw: same, MQTT 5 properties pre-packed",
+    "paho-window-properties": "raw: same, with paho's Properties class per message",
     "aiomqtt-window": "raw: aiomqtt publish() in tasks, window {w}",
     "serial": "raw: aiomqtt publish() awaited one at a time",
 }
@@ -97,17 +99,17 @@ def render(res: Results) -> str:
     base = res.raw_limit()
     lines: list[str] = []
     add = lines.append
-    add(f"DistillSync bench · {environment()} · {agent_revision()}")
+    origin = f"agent/ from {res.agent_tree}" if res.agent_tree else agent_revision()
+    add(f"DistillSync bench · {environment()} · {origin}")
     window = next((r.window for r in res.raw), opts.window)
     recv_max = next((r.receive_maximum for r in res.raw), None)
     payload = next((r.payload_bytes for r in res.raw), 0.0)
     add(f"window {window} = min(relay.max_inflight {opts.window}, broker Receive Maximum "
-        f"{recv_max}) · CloudEvents payload ~{payload:.0f} B + MQTT 5 user properties · "
+        f"{recv_max}) · CloudEvents payload ~{payload:.0f} B + MQTT 5 properties as bytes · "
         f"one QoS 1 subscriber ({res.subscriber})"
         + (f" · broker: {'; '.join(res.broker_conf)}" if res.broker_conf else ""))
     add(f"agent: poll_interval {opts.poll_interval} · lookback {opts.lookback} · "
-        f"page_size {opts.page_size} · outbox synchronous={opts.synchronous}"
-        + (f" · patched in memory: {res.patches}" if res.patches else ""))
+        f"page_size {opts.page_size} · outbox synchronous={opts.synchronous}")
     add(f"run took {res.seconds:.0f} s; other processes on the machine used "
         f"{res.other_load:.2f} cores on average meanwhile (noise: compare runs at ~0)")
     add("")

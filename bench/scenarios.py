@@ -43,7 +43,7 @@ class Context:
     sub: Received
     opts: AgentOptions
     profile_dir: Path | None = None
-    patches: str = ""
+    agent_tree: Path = REPO
     notes: list[str] = field(default_factory=list)
 
     def say(self, text: str) -> None:
@@ -134,7 +134,7 @@ def end_to_end(ctx: Context, rows: int) -> E2EResult:
     config = write_agent_config(workdir, "bench-e2e", ctx.broker, erp, ctx.opts)
     ctx.sub.expect("bench-e2e")
     with running_agent(workdir, config, ctx.profile("e2e"),
-                       ctx.patches) as agent:
+                       ctx.agent_tree) as agent:
         agent.wait_log("ready")
         ctx.say(f"end to end: committing {rows:,} stock rows in one ERP transaction")
         assert agent.rss is not None
@@ -229,7 +229,7 @@ def latency(ctx: Context, keys: int, rate: int, seconds: float,
     config = write_agent_config(workdir, "bench-lat", ctx.broker, erp, ctx.opts)
     ctx.sub.expect("bench-lat")
     with running_agent(workdir, config, ctx.profile("latency"),
-                       ctx.patches) as agent:
+                       ctx.agent_tree) as agent:
         ctx.say(f"latency: initial sync of {keys:,} keys")
         ctx.sub.wait_for(keys, 300, "the initial sync")
         time.sleep(1.0)
@@ -327,7 +327,7 @@ def outage(ctx: Context, small: int, large: int) -> OutageResult:
     erp = make_erp(workdir, products, WAREHOUSES)
     config = write_agent_config(workdir, "bench-outage", ctx.broker, erp, ctx.opts)
     with running_agent(workdir, config, ctx.profile("outage"),
-                       ctx.patches) as agent:
+                       ctx.agent_tree) as agent:
         agent.wait_log("ready")
         first = range(1, small // WAREHOUSES + 1)
         stages = [_stage(ctx, agent, erp, first, batch=1)]
