@@ -105,6 +105,8 @@ class RelaySection(_Strict):
     keepalive: PositiveDuration = 30.0
     max_inflight: int = Field(default=100, ge=1, le=4096)
     """Sliding window of unacknowledged publishes, capped by the broker's Receive Maximum."""
+    reconnect_max: PositiveDuration = 10.0
+    """Cap of the jittered exponential backoff between reconnect attempts."""
     ack_timeout: PositiveDuration = 60.0
     """A publish with no PUBACK for this long makes the link reconnect and re-send it."""
     ca_file: FilePath | None = None

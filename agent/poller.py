@@ -82,7 +82,7 @@ class FeedPoller:
         self._seen: deque[tuple[float, Any]] = deque()
         self._highest: Any = None
         # timestamp mode: see _timestamp_window
-        self._head: Position | None = None
+        self._swept_once = False
         self._sweep_base: Any = None
         self._next_sweep = 0.0
         self._sweep_every = min(entity.lookback / 3, max(5.0, 5 * source.poll_interval))
@@ -147,13 +147,12 @@ class FeedPoller:
                                 conflate=self.entity.conflate)
             totals += await self._commit(page, len(rows))
             stored = advanced
-            if timestamp:
-                self._head = after
             if self.stop.is_set():
                 return totals
             if len(rows) < self.reader.config.page_size:
                 break
         if sweeping:
+            self._swept_once = True
             self._sweep_base = started_from if started_from is not None else stored
             self._next_sweep = time.monotonic() + self._sweep_every
         if not timestamp:
@@ -166,9 +165,9 @@ class FeedPoller:
     def _timestamp_window(self, stored: Any) -> tuple[Any, Position | None, bool]:
         """Where a timestamp poll reads from: ``(low, after, is_sweep)``.
 
-        Between sweeps a poll reads only what follows the last row it read (keyset on
-        cursor then key), so an unchanged window, even 100,000 rows stamped in one second,
-        is not re-read and re-mapped every ``poll_interval``. Every ``_sweep_every`` a
+        Between sweeps a poll reads only from the cursor's own tick on (``>= cursor``: with
+        one-second timestamps, later commits share the tick), so an unchanged lookback
+        window is not re-read and re-mapped every ``poll_interval``. Every ``_sweep_every`` a
         sweep re-reads from ``base - lookback``, ``base`` being the cursor when the
         previous sweep began: a row stamped ``T`` that committed at ``C <= T + lookback``
         is visible to the first sweep that begins after ``C``, whose predecessor began
@@ -177,14 +176,14 @@ class FeedPoller:
         After a restart the first poll sweeps from the stored cursor, as it always did.
         """
         if stored is None:  # first load, or after a resync: read it all
-            self._head, self._sweep_base = None, None
+            self._swept_once, self._sweep_base = False, None
             return None, None, True
         if self.entity.lookback <= 0:  # strict: only the cursor's own tick is re-read
             return stored, None, True
-        if self._head is None or time.monotonic() >= self._next_sweep:
-            base = self._sweep_base if self._sweep_base is not None else stored
-            return shift_back(base, self.entity.lookback), None, True
-        return stored, self._head, False
+        if self._swept_once and time.monotonic() < self._next_sweep:
+            return stored, None, False
+        base = self._sweep_base if self._sweep_base is not None else stored
+        return shift_back(base, self.entity.lookback), None, True
 
     def _note_highest(self, cursor: Any) -> None:
         highest = _newer(self._highest, cursor)

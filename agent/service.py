@@ -86,6 +86,7 @@ def delivery_settings(config: Config) -> DeliverySettings:
         max_inflight=config.relay.max_inflight,
         ack_timeout=config.relay.ack_timeout,
         shutdown_timeout=config.agent.shutdown_timeout,
+        backoff_cap=config.relay.reconnect_max,
     )
 
 
