@@ -139,6 +139,9 @@ class RelayLink:
         self._pending: dict[int, tuple[asyncio.Future[Ack], float]] = {}
         self._client = self._make_client()
         self._paho = _install_hooks(self._client, self)
+        # paho logs every PUBLISH and PUBACK at debug level: ~4 µs a message even when the
+        # level filters them out. Our own log says what matters about the link.
+        self._paho.disable_logger()
 
     def _make_client(self) -> aiomqtt.Client:
         s = self.settings
