@@ -49,6 +49,7 @@ from agent.envelope import (
     uuid7,
 )
 from agent.model import PendingEvent
+from agent.publisher import message_properties
 
 AGENT_ID = "raw"
 SOURCE = source_urn("acme", AGENT_ID)
@@ -136,37 +137,9 @@ def paho_properties(user: list[tuple[str, str]], content_type: str) -> Propertie
     return props
 
 
-def _utf8(text: str) -> bytes:
-    raw = text.encode("utf-8")
-    return len(raw).to_bytes(2, "big") + raw
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        value, digit = value >> 7, value & 0x7F
-        out.append(digit | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-class PackedProperties:
-    """Stands in for paho's ``Properties`` on PUBLISH: paho only calls ``pack()`` on it."""
-
-    __slots__ = ("packed",)
-
-    def __init__(self, packed: bytes) -> None:
-        self.packed = packed
-
-    def pack(self) -> bytes:
-        return self.packed
-
-
-def packed_properties(user: list[tuple[str, str]], content_type: str) -> PackedProperties:
-    """Content Type (0x03) and User Properties (0x26), length-prefixed, per MQTT 5 2.2.2."""
-    body = b"\x03" + _utf8(content_type) + b"".join(
-        b"\x26" + _utf8(k) + _utf8(v) for k, v in user)
-    return PackedProperties(_varint(len(body)) + body)
+def packed_properties(user: list[tuple[str, str]], content_type: str) -> Any:
+    """The agent's own encoder: the raw limit must pay exactly what the agent pays."""
+    return message_properties(user, content_type)
 
 
 async def paho_window_properties(client: aiomqtt.Client, batch: list[Message],

@@ -106,6 +106,29 @@ class Collector:
         wait_until(lambda: predicate(self.events()), timeout, what)
 
 
+STOCK_LEVELS_SOURCE = """[[sources]]
+name = "erp"
+url = "sqlite+aiosqlite:///{db}"
+poll_interval = "200ms"
+  [[sources.entities]]
+  entity = "stock"
+  query = "SELECT sku, warehouse, on_hand, tms FROM stock_levels"
+  key = ["sku", "warehouse"]
+  cursor = "{cursor}"
+"""
+
+
+def stock_levels_source(db: Path, cursor: str = "tms") -> str:
+    """A source on a plain SQLite ``stock_levels(sku, warehouse, on_hand, tms)`` table."""
+    return STOCK_LEVELS_SOURCE.format(db=db, cursor=cursor)
+
+
+def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``distillsync ARGS -c CONFIG`` as a real process."""
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args, "-c", str(config)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+
+
 def agent_toml(state_dir: Path, relay_url: str, sources: str, *, agent_id: str = "erp-1",
                extra: str = "") -> str:
     return (

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.support import REPO, AgentProcess, Collector, Mosquitto, agent_toml
-
-ENTITY = """[[sources]]
-name = "erp"
-url = "sqlite+aiosqlite:///{db}"
-poll_interval = "200ms"
-  [[sources.entities]]
-  entity = "stock"
-  query = "SELECT sku, warehouse, on_hand, tms FROM stock_levels"
-  key = ["sku", "warehouse"]
-  cursor = "tms"
-"""
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args, "-c", str(config)],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+from tests.support import (
+    AgentProcess,
+    Collector,
+    Mosquitto,
+    agent_toml,
+    run_cli,
+    stock_levels_source,
+)
 
 
 def test_unmappable_rows_are_dead_letters_and_the_rest_flows(broker: Mosquitto,
@@ -41,13 +30,13 @@ def test_unmappable_rows_are_dead_letters_and_the_rest_flows(broker: Mosquitto,
     """)
     config = tmp_path / "agent.toml"
     config.write_text(agent_toml(tmp_path / "state", broker.url,
-                                 ENTITY.format(db=db_path), agent_id="bad-input"))
+                                 stock_levels_source(db_path), agent_id="bad-input"))
     with Collector(broker.port, "distillsync/acme/bad-input/#") as sub, \
             AgentProcess(config, tmp_path / "agent.log") as agent:
         sub.wait_for(lambda ev: len(ev) >= 2, 30, "the two good rows")
         db.execute("INSERT INTO stock_levels VALUES ('OK-3', 'WH1', 9, '2026-11-23 10:00:05')")
         sub.wait_for(lambda ev: len(ev) >= 3, 30, "a good row after the bad ones")
-        listing = cli(config, "outbox", "list", "--state", "dead")
+        listing = run_cli(config, "outbox", "list", "--state", "dead")
         assert agent.terminate() == 0
     assert sorted(m.event["subject"] for m in sub.events()) == ["OK-1/WH1", "OK-2/WH1",
                                                                  "OK-3/WH1"]
@@ -55,7 +44,7 @@ def test_unmappable_rows_are_dead_letters_and_the_rest_flows(broker: Mosquitto,
     assert "key column sku is NULL" in listing.stdout
     assert "TXT/WH1: schema: data.on_hand must be number" in listing.stdout
     assert "column sku: invalid UTF-8" in listing.stdout
-    stats = cli(config, "outbox", "stats")
+    stats = run_cli(config, "outbox", "stats")
     assert '"dead_letters": 3' in stats.stdout
     db.close()
 
@@ -71,7 +60,7 @@ def test_an_oversize_event_is_a_dead_letter_with_its_reason(make_broker: object,
                ("x" * 5000,))
     db.execute("INSERT INTO stock_levels VALUES ('SMALL', 'WH1', 1, 'ok', '2026-01-01 00:00:01')")
     config = tmp_path / "agent.toml"
-    source = ENTITY.format(db=db_path).replace("on_hand, tms", "on_hand, note, tms")
+    source = stock_levels_source(db_path).replace("on_hand, tms", "on_hand, note, tms")
     config.write_text(agent_toml(tmp_path / "state", small.url, source, agent_id="oversize"))
     with Collector(small.port, "distillsync/acme/oversize/#") as sub, \
             AgentProcess(config, tmp_path / "agent.log") as agent:
@@ -80,7 +69,7 @@ def test_an_oversize_event_is_a_dead_letter_with_its_reason(make_broker: object,
                    "'2026-01-01 00:00:02')")
         sub.wait_for(lambda ev: len(ev) >= 2, 30, "an event after the oversize one")
         assert agent.terminate() == 0
-    listing = cli(config, "outbox", "list", "--state", "dead")
+    listing = run_cli(config, "outbox", "list", "--state", "dead")
     assert "exceeds the broker's maximum packet size 1000" in listing.stdout
     assert sorted(m.event["subject"] for m in sub.events()) == ["AFTER/WH1", "SMALL/WH1"]
     db.close()

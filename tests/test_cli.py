@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.support import REPO, AgentProcess, Collector, Mosquitto, agent_toml
-
-SOURCE = """[[sources]]
-name = "erp"
-url = "sqlite+aiosqlite:///{db}"
-poll_interval = "200ms"
-  [[sources.entities]]
-  entity = "stock"
-  query = "SELECT sku, warehouse, on_hand, tms FROM stock_levels"
-  key = ["sku", "warehouse"]
-  cursor = "{cursor}"
-"""
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args, "-c", str(config)],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+from tests.support import (
+    AgentProcess,
+    Collector,
+    Mosquitto,
+    agent_toml,
+    run_cli,
+    stock_levels_source,
+)
 
 
 def erp_file(path: Path) -> Path:
@@ -37,13 +26,13 @@ def erp_file(path: Path) -> Path:
 
 def write_config(tmp_path: Path, relay: str, cursor: str = "tms", agent_id: str = "cli") -> Path:
     config = tmp_path / "agent.toml"
-    source = SOURCE.format(db=erp_file(tmp_path / "erp.db"), cursor=cursor)
+    source = stock_levels_source(erp_file(tmp_path / "erp.db"), cursor)
     config.write_text(agent_toml(tmp_path / "state", relay, source, agent_id=agent_id))
     return config
 
 
 def test_check_reports_what_it_reached(broker: Mosquitto, tmp_path: Path) -> None:
-    result = cli(write_config(tmp_path, broker.url), "check")
+    result = run_cli(write_config(tmp_path, broker.url), "check")
     assert result.returncode == 0, result.stderr
     assert "ok   source erp / stock: sku, warehouse, on_hand, tms" in result.stdout
     assert f"ok   relay {broker.url}: connected as distillsync-acme-cli" in result.stdout
@@ -51,7 +40,7 @@ def test_check_reports_what_it_reached(broker: Mosquitto, tmp_path: Path) -> Non
 
 def test_check_names_each_problem_by_key_path_and_exits_78(tmp_path: Path) -> None:
     config = write_config(tmp_path, "mqtt://127.0.0.1:9", cursor="updated_at")
-    result = cli(config, "check")
+    result = run_cli(config, "check")
     assert result.returncode == 78
     assert "sources[0].entities[0]: column updated_at not in the query's result" in result.stderr
     assert "relay.url: cannot connect to 127.0.0.1:9" in result.stderr
@@ -60,7 +49,7 @@ def test_check_names_each_problem_by_key_path_and_exits_78(tmp_path: Path) -> No
 def test_check_reports_a_failing_query(tmp_path: Path, broker: Mosquitto) -> None:
     config = write_config(tmp_path, broker.url)
     config.write_text(config.read_text().replace("FROM stock_levels", "FROM no_such_table"))
-    result = cli(config, "check")
+    result = run_cli(config, "check")
     assert result.returncode == 78
     assert "sources[0].entities[0].query: no such table: no_such_table" in result.stderr
 
@@ -74,7 +63,7 @@ def test_resync_republishes_only_what_differs(broker: Mosquitto, tmp_path: Path)
         # An edit that does not move the cursor: only a full re-read can see it.
         with sqlite3.connect(tmp_path / "erp.db") as db:
             db.execute("UPDATE stock_levels SET on_hand = 42 WHERE sku = 'S3'")
-        result = cli(config, "resync", "stock")
+        result = run_cli(config, "resync", "stock")
         assert result.returncode == 0, result.stderr
         assert "erp/stock: cursor cleared" in result.stdout
 
@@ -82,10 +71,10 @@ def test_resync_republishes_only_what_differs(broker: Mosquitto, tmp_path: Path)
             sub.wait_for(lambda ev: len(ev) == 6, 30, "the one changed row")
             assert agent.terminate() == 0
     assert sub.events()[-1].event["data"]["on_hand"] == 42
-    assert cli(config, "resync", "nothing").returncode == 64
+    assert run_cli(config, "resync", "nothing").returncode == 64
 
 
 def test_outbox_commands_without_an_outbox(tmp_path: Path) -> None:
-    result = cli(write_config(tmp_path, "mqtt://127.0.0.1:9"), "outbox", "stats")
+    result = run_cli(write_config(tmp_path, "mqtt://127.0.0.1:9"), "outbox", "stats")
     assert result.returncode == 1
     assert "no outbox" in result.stderr

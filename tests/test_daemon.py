@@ -8,18 +8,14 @@ import time
 from pathlib import Path
 
 from agent.notify import Notifier
-from tests.support import AgentProcess, Collector, Mosquitto, agent_toml, wait_until
-
-SOURCE = """[[sources]]
-name = "erp"
-url = "sqlite+aiosqlite:///{db}"
-poll_interval = "200ms"
-  [[sources.entities]]
-  entity = "stock"
-  query = "SELECT sku, warehouse, on_hand, tms FROM stock_levels"
-  key = ["sku", "warehouse"]
-  cursor = "tms"
-"""
+from tests.support import (
+    AgentProcess,
+    Collector,
+    Mosquitto,
+    agent_toml,
+    stock_levels_source,
+    wait_until,
+)
 
 
 def make_erp(path: Path) -> None:
@@ -55,7 +51,7 @@ def test_notify_ready_status_watchdog_stopping_and_clean_exit(broker: Mosquitto,
     make_erp(tmp_path / "erp.db")
     config = tmp_path / "agent.toml"
     config.write_text(agent_toml(tmp_path / "state", broker.url,
-                                 SOURCE.format(db=tmp_path / "erp.db"), agent_id="notify",
+                                 stock_levels_source(tmp_path / "erp.db"), agent_id="notify",
                                  extra='username = "notify"\npassword_env = "RELAY_SECRET"\n'))
     notify = NotifySocket(tmp_path / "notify.sock")
     env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000",
@@ -98,7 +94,7 @@ def test_sigterm_while_the_relay_is_down_still_exits_zero(tmp_path: Path) -> Non
     make_erp(tmp_path / "erp.db")
     config = tmp_path / "agent.toml"
     config.write_text(agent_toml(tmp_path / "state", "mqtt://127.0.0.1:9",
-                                 SOURCE.format(db=tmp_path / "erp.db"), agent_id="nobroker"))
+                                 stock_levels_source(tmp_path / "erp.db"), agent_id="nobroker"))
     with AgentProcess(config, tmp_path / "agent.log") as agent:
         wait_until(lambda: "relay unreachable" in agent.output(), 30, "a failed connect")
         time.sleep(0.5)
@@ -111,7 +107,7 @@ def test_a_second_agent_on_the_same_state_dir_refuses_to_start(broker: Mosquitto
     make_erp(tmp_path / "erp.db")
     config = tmp_path / "agent.toml"
     config.write_text(agent_toml(tmp_path / "state", broker.url,
-                                 SOURCE.format(db=tmp_path / "erp.db"), agent_id="twice"))
+                                 stock_levels_source(tmp_path / "erp.db"), agent_id="twice"))
     with AgentProcess(config, tmp_path / "first.log") as first:
         wait_until(lambda: "ready" in first.output(), 30, "the first agent")
         second = AgentProcess(config, tmp_path / "second.log")
