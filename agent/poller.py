@@ -40,6 +40,7 @@ from agent.sources.sql import Position, Row, SqlReader
 log = logging.getLogger("distillsync.capture")
 
 MAP_SLICE = 200  # rows mapped between yields to the event loop (~2 ms of CPU)
+TICK_SETTLE = 2.0  # seconds the cursor must stay put before its tick counts as closed
 
 
 @dataclass(slots=True)
@@ -86,6 +87,9 @@ class FeedPoller:
         self._sweep_base: Any = None
         self._next_sweep = 0.0
         self._sweep_every = min(entity.lookback / 3, max(5.0, 5 * source.poll_interval))
+        self._head: Position | None = None  # the last (cursor, key) read
+        self._tick: Any = None
+        self._tick_since = 0.0  # when the cursor last moved (monotonic)
 
     async def poll(self) -> PollTotals:
         """Read everything new once; raises :class:`SourceError` when the ERP fails."""
@@ -131,7 +135,7 @@ class FeedPoller:
         if first_load:  # also after a resync forgot the cursor: start the window afresh
             self._seen.clear()
             self._highest = None
-        totals, started_from = PollTotals(), stored
+        totals, started_from, began = PollTotals(), stored, time.monotonic()
         while True:
             rows = await self.reader.cursor_page(self.entity, low, after)
             if not rows:
@@ -147,14 +151,13 @@ class FeedPoller:
                                 conflate=self.entity.conflate)
             totals += await self._commit(page, len(rows))
             stored = advanced
+            self._head = after
             if self.stop.is_set():
                 return totals
             if len(rows) < self.reader.config.page_size:
                 break
-        if sweeping:
-            self._swept_once = True
-            self._sweep_base = started_from if started_from is not None else stored
-            self._next_sweep = time.monotonic() + self._sweep_every
+        if timestamp:
+            self._after_timestamp_poll(stored, started_from, began if sweeping else None)
         if not timestamp:
             # the window may settle further on a poll that read nothing new
             settled = self._settle(stored, first_load)
@@ -167,7 +170,12 @@ class FeedPoller:
 
         Between sweeps a poll reads only from the cursor's own tick on (``>= cursor``: with
         one-second timestamps, later commits share the tick), so an unchanged lookback
-        window is not re-read and re-mapped every ``poll_interval``. Every ``_sweep_every`` a
+        window is not re-read and re-mapped every ``poll_interval``. Once the cursor has not
+        moved for ``TICK_SETTLE`` seconds, the ERP's clock has left that tick, so a new row
+        in it can only be a late commit (the sweep's job): polls then continue strictly
+        after the last ``(cursor, key)`` read, and a bulk change of 100,000 rows stamped in
+        one second is not re-read every poll either. Every ``_sweep_every`` (or ten times
+        the last sweep's duration, if longer) a
         sweep re-reads from ``base - lookback``, ``base`` being the cursor when the
         previous sweep began: a row stamped ``T`` that committed at ``C <= T + lookback``
         is visible to the first sweep that begins after ``C``, whose predecessor began
@@ -176,14 +184,31 @@ class FeedPoller:
         After a restart the first poll sweeps from the stored cursor, as it always did.
         """
         if stored is None:  # first load, or after a resync: read it all
-            self._swept_once, self._sweep_base = False, None
+            self._swept_once, self._sweep_base, self._head = False, None, None
             return None, None, True
         if self.entity.lookback <= 0:  # strict: only the cursor's own tick is re-read
             return stored, None, True
-        if self._swept_once and time.monotonic() < self._next_sweep:
+        now = time.monotonic()
+        if self._swept_once and now < self._next_sweep:
+            head = self._head
+            settled = now - self._tick_since >= TICK_SETTLE
+            if settled and head is not None and head.cursor == stored:
+                return stored, head, False
             return stored, None, False
         base = self._sweep_base if self._sweep_base is not None else stored
         return shift_back(base, self.entity.lookback), None, True
+
+    def _after_timestamp_poll(self, stored: Any, started_from: Any,
+                              sweep_began: float | None) -> None:
+        now = time.monotonic()
+        if stored != self._tick:
+            self._tick, self._tick_since = stored, now
+        if sweep_began is None:
+            return
+        self._swept_once = True
+        self._sweep_base = started_from if started_from is not None else stored
+        # A sweep costs its window's size: never spend more than a tenth of the time on it.
+        self._next_sweep = now + max(self._sweep_every, 10 * (now - sweep_began))
 
     def _note_highest(self, cursor: Any) -> None:
         highest = _newer(self._highest, cursor)
