@@ -152,6 +152,8 @@ class FeedPoller:
             totals += await self._commit(page, len(rows))
             stored = advanced
             self._head = after
+            if timestamp and stored != self._tick:  # when this tick was first seen
+                self._tick, self._tick_since = stored, time.monotonic()
             if self.stop.is_set():
                 return totals
             if len(rows) < self.reader.config.page_size:
@@ -201,8 +203,6 @@ class FeedPoller:
     def _after_timestamp_poll(self, stored: Any, started_from: Any,
                               sweep_began: float | None) -> None:
         now = time.monotonic()
-        if stored != self._tick:
-            self._tick, self._tick_since = stored, now
         if sweep_began is None:
             return
         self._swept_once = True
