@@ -88,6 +88,9 @@ class FeedPoller:
         self._next_sweep = 0.0
         self._sweep_every = min(entity.lookback / 3, max(5.0, 5 * source.poll_interval))
         self._head: Position | None = None  # the last (cursor, key) read
+        # Fingerprints of committed raw rows by key, this sweep's and the previous one's.
+        self._recent: dict[tuple[Any, ...], int] = {}
+        self._older: dict[tuple[Any, ...], int] = {}
         self._tick: Any = None
         self._tick_since = 0.0  # when the cursor last moved (monotonic)
 
@@ -146,10 +149,12 @@ class FeedPoller:
             else:
                 self._note_highest(after.cursor)
                 advanced = self._settle(stored, first_load)
-            changes, dead = await self._map(rows)
+            fresh, seen = self._drop_known(rows) if timestamp else (rows, [])
+            changes, dead = await self._map(fresh)
             page = CapturedPage(self.feed, changes, dead, cursor=_encoded(advanced),
                                 conflate=self.entity.conflate)
             totals += await self._commit(page, len(rows))
+            self._recent.update(seen)  # only once committed
             stored = advanced
             self._head = after
             if timestamp and stored != self._tick:  # when this tick was first seen
@@ -187,8 +192,10 @@ class FeedPoller:
         """
         if stored is None:  # first load, or after a resync: read it all
             self._swept_once, self._sweep_base, self._head = False, None, None
+            self._recent, self._older = {}, {}
             return None, None, True
         if self.entity.lookback <= 0:  # strict: only the cursor's own tick is re-read
+            self._older, self._recent = self._recent, {}
             return stored, None, True
         now = time.monotonic()
         if self._swept_once and now < self._next_sweep:
@@ -198,7 +205,33 @@ class FeedPoller:
                 return stored, head, False
             return stored, None, False
         base = self._sweep_base if self._sweep_base is not None else stored
+        # Keys last read before the previous sweep are outside any window still re-read.
+        self._older, self._recent = self._recent, {}
         return shift_back(base, self.entity.lookback), None, True
+
+    def _drop_known(self, rows: list[Row]) -> tuple[list[Row], list[tuple[Any, int]]]:
+        """Rows re-read exactly as they were committed (same values, cursor aside) would map
+        to the stored hash and enqueue nothing: skip mapping them. Sweeps re-read their
+        whole window, so this is most of a sweep's cost (bench/README.md, P3). The
+        fingerprint is Python's 64-bit hash of the raw values; a new state that collided
+        with the old one would wait for its next change (odds ~1e-19 per re-read row)."""
+        fresh: list[Row] = []
+        seen: list[tuple[Any, int]] = []
+        for row in rows:
+            try:
+                key = tuple(row.get(k) for k in self.entity.key)
+                fingerprint = hash(tuple(v for c, v in row.items() if c != self.entity.cursor))
+            except TypeError:  # an unhashable driver value: map it as usual
+                fresh.append(row)
+                continue
+            if self._recent.get(key) == fingerprint:
+                continue
+            if self._older.get(key) == fingerprint:
+                self._recent[key] = fingerprint
+                continue
+            fresh.append(row)
+            seen.append((key, fingerprint))
+        return fresh, seen
 
     def _after_timestamp_poll(self, stored: Any, started_from: Any,
                               sweep_began: float | None) -> None:

@@ -52,3 +52,40 @@ async def test_a_late_row_in_a_settled_tick_is_left_to_the_sweep_which_finds_it(
         db.close()
     assert sorted(e.subject for e in pending) == ["S1/W", "S2/W", *(f"S{i}/W" for i in
                                                                     range(5, 10))]
+
+
+async def test_rows_re_read_unchanged_are_not_mapped_again_but_changes_are(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = sqlite3.connect(tmp_path / "erp.db", isolation_level=None)
+    db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, tms TEXT)")
+    db.executemany("INSERT INTO stock_levels VALUES (?, 'W', 1, '2026-01-01 10:00:00')",
+                   [(f"S{i}",) for i in range(6)])
+    config = source(tmp_path / "erp.db")
+    reader = SqlReader(config, None)
+    mapped: list[str] = []
+    try:
+        async with Outbox.open(tmp_path / "outbox.db") as outbox:
+            poller = FeedPoller(config, config.entities[0], reader, outbox)
+            original = poller.mapper.upsert
+
+            def counting(row: dict[str, object]) -> object:
+                mapped.append(str(row["sku"]))
+                return original(row)
+
+            monkeypatch.setattr(poller.mapper, "upsert", counting)
+            assert (await poller.poll()).enqueued == 6
+            # Touched only (tms moves), and one real change, both inside the window:
+            db.execute("UPDATE stock_levels SET tms = '2026-01-01 10:00:05' WHERE sku = 'S1'")
+            db.execute("UPDATE stock_levels SET on_hand = 9 WHERE sku = 'S2'")
+            mapped.clear()
+            poller._next_sweep = 0.0
+            sweep = await poller.poll()
+            assert (sweep.rows, sweep.enqueued) == (6, 1)
+            assert mapped == ["S2"]  # the five unchanged rows were never mapped again
+            mapped.clear()
+            poller._next_sweep = 0.0
+            assert (await poller.poll()).enqueued == 0
+            assert mapped == []
+    finally:
+        await reader.close()
+        db.close()
