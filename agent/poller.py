@@ -41,6 +41,7 @@ log = logging.getLogger("distillsync.capture")
 
 MAP_SLICE = 200  # rows mapped between yields to the event loop (~2 ms of CPU)
 TICK_SETTLE = 2.0  # seconds the cursor must stay put before its tick counts as closed
+MAX_FINGERPRINTS = 200_000  # raw-row fingerprints kept per feed (see _drop_known)
 
 
 @dataclass(slots=True)
@@ -88,9 +89,9 @@ class FeedPoller:
         self._next_sweep = 0.0
         self._sweep_every = min(entity.lookback / 3, max(5.0, 5 * source.poll_interval))
         self._head: Position | None = None  # the last (cursor, key) read
-        # Fingerprints of committed raw rows by key, this sweep's and the previous one's.
-        self._recent: dict[tuple[Any, ...], int] = {}
-        self._older: dict[tuple[Any, ...], int] = {}
+        # Fingerprints of committed raw rows by key hash, this sweep's and the previous one's.
+        self._recent: dict[int, int] = {}
+        self._older: dict[int, int] = {}
         self._tick: Any = None
         self._tick_since = 0.0  # when the cursor last moved (monotonic)
 
@@ -209,17 +210,20 @@ class FeedPoller:
         self._older, self._recent = self._recent, {}
         return shift_back(base, self.entity.lookback), None, True
 
-    def _drop_known(self, rows: list[Row]) -> tuple[list[Row], list[tuple[Any, int]]]:
+    def _drop_known(self, rows: list[Row]) -> tuple[list[Row], list[tuple[int, int]]]:
         """Rows re-read exactly as they were committed (same values, cursor aside) would map
         to the stored hash and enqueue nothing: skip mapping them. Sweeps re-read their
         whole window, so this is most of a sweep's cost (bench/README.md, P3). The
-        fingerprint is Python's 64-bit hash of the raw values; a new state that collided
-        with the old one would wait for its next change (odds ~1e-19 per re-read row)."""
+        fingerprint is Python's 64-bit hash of the raw values, filed under the hash of the
+        key; a new state that collided with the old one would wait for its next change
+        (odds ~1e-19 per re-read row). At most ``MAX_FINGERPRINTS`` are kept (~10 MB):
+        past that, rows are simply mapped."""
         fresh: list[Row] = []
-        seen: list[tuple[Any, int]] = []
+        seen: list[tuple[int, int]] = []
+        room = MAX_FINGERPRINTS - len(self._recent)
         for row in rows:
             try:
-                key = tuple(row.get(k) for k in self.entity.key)
+                key = hash(tuple(row.get(k) for k in self.entity.key))
                 fingerprint = hash(tuple(v for c, v in row.items() if c != self.entity.cursor))
             except TypeError:  # an unhashable driver value: map it as usual
                 fresh.append(row)
@@ -230,7 +234,8 @@ class FeedPoller:
                 self._recent[key] = fingerprint
                 continue
             fresh.append(row)
-            seen.append((key, fingerprint))
+            if len(seen) < room:
+                seen.append((key, fingerprint))
         return fresh, seen
 
     def _after_timestamp_poll(self, stored: Any, started_from: Any,
