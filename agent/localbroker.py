@@ -47,11 +47,14 @@ class LocalBroker:
     def log_file(self) -> Path:
         return self.workdir / "mosquitto.log"
 
+    def config_text(self) -> str:
+        # A Receive Maximum of 100 lets the agent keep a useful window in flight.
+        return (f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                f"max_inflight_messages 100\n{self.extra}\n")
+
     def start(self, timeout: float = 10.0) -> None:
         conf = self.workdir / "mosquitto.conf"
-        # A Receive Maximum of 100 lets the agent keep a useful window in flight.
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                        f"max_inflight_messages 100\n{self.extra}\n")
+        conf.write_text(self.config_text())
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log,
                                          stderr=subprocess.STDOUT)

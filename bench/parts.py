@@ -11,7 +11,6 @@ import contextlib
 import getpass
 import os
 import re
-import shutil
 import signal
 import socket
 import sqlite3
@@ -31,6 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.localbroker import LocalBroker
 from tests.erp import ErpDb
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,20 +45,6 @@ STOCK_QUERY = (
     "JOIN llx_entrepot e ON e.rowid = s.fk_entrepot"
 )
 QUIET_EPOCH = 1_577_836_800  # 2020-01-01: setup rows are stamped in the past, a minute apart
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
-                                         if Path("/usr/sbin/mosquitto").exists() else None)
-    if found is None:
-        raise RuntimeError("mosquitto is not installed: `make bench` installs it")
-    return found
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
@@ -104,8 +90,8 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-class Broker:
-    """A private Mosquitto on a free loopback port, restartable on the same port.
+class Broker(LocalBroker):
+    """The demo's private Mosquitto, configured for measuring.
 
     ``max_inflight_messages`` is also the Receive Maximum Mosquitto 2 announces to
     MQTT 5 clients, so it caps the publisher's window; ``max_queued_messages 0`` lets a
@@ -114,53 +100,28 @@ class Broker:
     """
 
     def __init__(self, workdir: Path, max_inflight: int, extra: list[str] | None = None) -> None:
-        self.workdir = workdir
-        self.port = free_port()
+        super().__init__(workdir)
         self.max_inflight = max_inflight
-        self.extra = extra or []
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ps: psutil.Process | None = None
-        workdir.mkdir(parents=True, exist_ok=True)
+        self.lines = extra or []
 
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
+    def config_text(self) -> str:
         # Run as whoever runs the bench: started as root, Mosquitto would otherwise switch
         # to the "mosquitto" user, which cannot write its persistence file in our temp dir.
-        conf.write_text(
+        return (
             f"user {getpass.getuser()}\n"
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"max_inflight_messages {self.max_inflight}\nmax_queued_messages 0\n"
             f"persistence true\npersistence_location {self.workdir}/\n"
-            f"log_dest file {self.workdir}/mosquitto.log\n"
-            + "".join(f"{line}\n" for line in self.extra)
+            + "".join(f"{line}\n" for line in self.lines)
         )
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.ps = psutil.Process(self.proc.pid)
-        wait_until(self._listening, 10, f"mosquitto on port {self.port}")
-
-    def _listening(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited: see {self.workdir / 'mosquitto.log'}")
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
     def cpu(self) -> float:
-        return cpu_seconds(self.ps) if self.ps is not None else 0.0
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = self.ps = None
+        if self.proc is None:
+            return 0.0
+        try:
+            return cpu_seconds(psutil.Process(self.proc.pid))
+        except psutil.NoSuchProcess:
+            return 0.0
 
 
 class Received:
