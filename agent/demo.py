@@ -156,10 +156,10 @@ async def _summaries(agent: Agent, shop: DemoShop, sim: Simulator, stop: asyncio
         if stop.is_set():
             return
         stats = await agent.outbox.stats()
-        print(f"-- shop: {len(shop.stock)} stock keys, {len(shop.prices)} prices, "
-              f"{shop.received} events received; agent: relay {agent.delivery.stats.state}, "
-              f"{stats.pending} pending, {stats.dead_letters} dead letters "
-              f"({sim.bad_rows} bad rows written)", flush=True)
+        print(f"-- shop {len(shop.stock)} stock, {len(shop.prices)} prices, "
+              f"{shop.received} events | relay {agent.delivery.stats.state}, "
+              f"{stats.pending} pending, {stats.dead_letters}/{sim.bad_rows} bad rows dead",
+              flush=True)
 
 
 async def run_demo(seconds: float = 0, products: int = 300) -> int:
