@@ -10,13 +10,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import orjson
-
 from agent import __version__
 from agent.config import Config, load_config
-from agent.errors import ConfigError, DistillSyncError
+from agent.errors import EX_CONFIG, EX_FAILURE, EX_OK, ConfigError, DistillSyncError
 
-EX_OK, EX_FAILURE, EX_USAGE, EX_CONFIG = 0, 1, 64, 78
 log = logging.getLogger("distillsync")
 
 
@@ -124,10 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EX_FAILURE
     return code
-
-
-def dumps(value: object) -> str:
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ loops that catch them decide between backing off and giving up without guessing.
 
 from __future__ import annotations
 
+# Process exit codes (BSD sysexits): systemd's RestartPreventExitStatus=78 keeps a broken
+# configuration from restart-looping.
+EX_OK, EX_FAILURE, EX_USAGE, EX_CONFIG = 0, 1, 64, 78
+
 
 class DistillSyncError(Exception):
     """Root of every error the agent raises on purpose."""

@@ -11,10 +11,9 @@ import sys
 import orjson
 
 from agent.config import Config
+from agent.errors import EX_FAILURE, EX_OK, EX_USAGE
 from agent.model import FeedId
 from agent.outbox import Outbox
-
-EX_OK, EX_FAILURE, EX_USAGE = 0, 1, 64
 
 
 async def outbox_command(config: Config, action: str, dead_id: int | None, state: str,
