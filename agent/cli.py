@@ -10,9 +10,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
+
 from agent import __version__
 from agent.config import Config, load_config
-from agent.errors import EX_CONFIG, EX_FAILURE, EX_OK, ConfigError, DistillSyncError
+from agent.errors import (
+    EX_CONFIG,
+    EX_FAILURE,
+    EX_OK,
+    EX_UNAVAILABLE,
+    ConfigError,
+    DistillSyncError,
+)
 
 log = logging.getLogger("distillsync")
 
@@ -53,6 +62,49 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.apiclient import DEFAULT_SOCKET, ApiClient
+
+    socket = Path(args.socket) if args.socket else (
+        _config(args).api.socket if args.config else DEFAULT_SOCKET)
+    client = ApiClient(socket)
+    try:
+        code, status = asyncio.run(client.get("/v1/status"))
+        health_code, health = asyncio.run(client.get("/v1/health"))
+    except OSError as error:
+        print(f"distillsync: {error}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    if args.json:
+        print(orjson.dumps({"health": health, "status": status},
+                           option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(summary(status, health))
+    return EX_OK if code == 200 and health_code == 200 else EX_FAILURE
+
+
+def summary(status: dict[str, object], health: dict[str, object]) -> str:
+    """The human one-screen view of ``/v1/status``."""
+    agent: dict[str, object] = status["agent"]  # type: ignore[assignment]
+    relay: dict[str, object] = status["relay"]  # type: ignore[assignment]
+    outbox: dict[str, object] = status["outbox"]  # type: ignore[assignment]
+    lines = [
+        f"agent   {agent['tenant']}/{agent['id']} {agent['version']}, "
+        f"up {agent['uptime_seconds']}s, {'healthy' if health['healthy'] else 'UNHEALTHY'}",
+        f"relay   {relay['url']}: {relay['state']}, {relay['published']} published, "
+        f"{relay['refused']} refused, {relay['reconnects']} reconnects",
+        f"outbox  {outbox['pending']} pending (oldest {outbox['oldest_pending_time'] or '-'}), "
+        f"{outbox['dead_letters']} dead letters, last sequence {outbox['last_sequence']}",
+    ]
+    for source in status["sources"]:  # type: ignore[attr-defined]
+        paused = " (paused)" if source["paused"] else ""
+        for feed in source["feeds"]:
+            error = f", last error: {feed['last_error']}" if feed["last_error"] else ""
+            lines.append(f"source  {source['name']}/{feed['feed']}{paused} [{feed['mode']}]: "
+                         f"{feed['rows_read']} rows read, {feed['changes_emitted']} changes, "
+                         f"{feed['dead_letters']} dead, {feed['errors']} errors{error}")
+    return "\n".join(lines)
+
+
 def cmd_outbox(args: argparse.Namespace) -> int:
     from agent import operate
 
@@ -90,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     with_config("run", "run the daemon in the foreground").set_defaults(func=cmd_run)
     with_config("check", "validate the config and reach every source and the relay") \
         .set_defaults(func=cmd_check)
+    status = sub.add_parser("status", help="one-shot status of a running agent "
+                            "(exit 0 healthy, 1 unhealthy, 69 unreachable)")
+    status.add_argument("--socket", help="the agent's API socket "
+                        "(default: [api] socket of -c FILE, else /run/distillsync/agent.sock)")
+    status.add_argument("-c", "--config", metavar="FILE", help="agent TOML file")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
     outbox = with_config("outbox", "inspect and act on pending and dead-letter events")
     outbox.add_argument("action", choices=["list", "retry", "discard", "stats"])
     outbox.add_argument("id", nargs="?", type=int, help="dead letter id (retry, discard)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # Process exit codes (BSD sysexits): systemd's RestartPreventExitStatus=78 keeps a broken
 # configuration from restart-looping.
-EX_OK, EX_FAILURE, EX_USAGE, EX_CONFIG = 0, 1, 64, 78
+EX_OK, EX_FAILURE, EX_USAGE, EX_UNAVAILABLE, EX_CONFIG = 0, 1, 64, 69, 78
 
 
 class DistillSyncError(Exception):

@@ -28,6 +28,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from agent.api import serve_unix
 from agent.config import Config, SourceConfig, read_secret
 from agent.delivery import Delivery, DeliverySettings, status_payload
 from agent.envelope import now_rfc3339, source_urn, topic_base
@@ -167,6 +168,7 @@ class Agent:
         self.notifier = notifier or Notifier()
         self.stop = asyncio.Event()
         self.started_at = now_rfc3339()
+        self.started_monotonic = time.monotonic()
 
     async def run(self) -> None:
         cfg = self.config
@@ -199,9 +201,10 @@ class Agent:
         delivery = Delivery(outbox, lambda: RelayLink(settings), delivery_settings(self.config),
                             self.stop, self.started_at)
         self.outbox, self.delivery, self.runners = outbox, delivery, runners
-        log.info("agent %s/%s started, outbox %s", self.config.agent.tenant,
-                 self.config.agent.id, self.config.agent.state_dir / "outbox.db")
-        async with asyncio.TaskGroup() as group:
+        log.info("agent %s/%s started, outbox %s, status API %s", self.config.agent.tenant,
+                 self.config.agent.id, self.config.agent.state_dir / "outbox.db",
+                 self.config.api.socket)
+        async with serve_unix(self, self.config.api.socket), asyncio.TaskGroup() as group:
             group.create_task(delivery.run(), name="delivery")
             for runner in runners:
                 group.create_task(runner.run(), name=f"source-{runner.config.name}")
