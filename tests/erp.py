@@ -68,19 +68,24 @@ class ErpDb:
 
     # --- connection plumbing ---------------------------------------------------------
 
-    def _create_database(self) -> None:
+    def _admin(self, postgres: str, mariadb: str) -> None:
+        """Run one statement on the server itself (SQLite files need none)."""
         if self.backend == "postgres":
             import psycopg
 
             with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-                admin.execute(f"CREATE DATABASE {self.name}")
+                admin.execute(postgres)  # type: ignore[arg-type]  # our own generated name
         elif self.backend == "mariadb":
             import pymysql
 
-            admin = pymysql.connect(**MARIADB, autocommit=True)
-            with admin.cursor() as cur:
-                cur.execute(f"CREATE DATABASE {self.name} CHARACTER SET utf8mb4")
-            admin.close()
+            conn = pymysql.connect(**MARIADB, autocommit=True)
+            with conn.cursor() as cur:
+                cur.execute(mariadb)
+            conn.close()
+
+    def _create_database(self) -> None:
+        self._admin(f"CREATE DATABASE {self.name}",
+                    f"CREATE DATABASE {self.name} CHARACTER SET utf8mb4")
 
     def _connect(self) -> Any:
         if self.backend == "sqlite":
@@ -137,18 +142,8 @@ class ErpDb:
 
     def close(self) -> None:
         self.conn.close()
-        if self.backend == "postgres":
-            import psycopg
-
-            with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-                admin.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
-        elif self.backend == "mariadb":
-            import pymysql
-
-            admin = pymysql.connect(**MARIADB, autocommit=True)
-            with admin.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {self.name}")
-            admin.close()
+        self._admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)",
+                    f"DROP DATABASE IF EXISTS {self.name}")
 
     # --- what the ERP's users do -------------------------------------------------------
 

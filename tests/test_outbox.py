@@ -146,3 +146,16 @@ async def test_schema_is_versioned_and_a_newer_file_is_refused(tmp_path: Path) -
     with pytest.raises(OutboxError, match="newer than this agent knows"):
         async with Outbox.open(path):
             pass
+
+
+async def test_durable_by_default_wal_and_synchronous_full(tmp_path: Path) -> None:
+    """Guarantee 5: a committed page survives power loss unless the operator opts out."""
+    async with Outbox.open(tmp_path / "o.db") as outbox:
+        for connection in (outbox._writer, outbox._reader):
+            async with connection.execute("PRAGMA synchronous") as cursor:
+                assert (await cursor.fetchone()) == (2,)  # FULL
+            async with connection.execute("PRAGMA journal_mode") as cursor:
+                assert (await cursor.fetchone()) == ("wal",)
+    async with Outbox.open(tmp_path / "n.db", synchronous="normal") as outbox, \
+            outbox._writer.execute("PRAGMA synchronous") as cursor:
+        assert (await cursor.fetchone()) == (1,)  # NORMAL, when configured
