@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import aiomqtt
 import orjson
 
+MQTT5, MQTT311 = "5", "3.1.1"
+
 
 @dataclass(frozen=True, slots=True)
 class ReceivedEvent:
@@ -58,20 +60,33 @@ class VersionGate:
         return True
 
 
-async def subscribe(url: str, topic: str, client_id: str) -> AsyncIterator[ReceivedEvent]:
-    """Yield every parseable event on ``topic`` (QoS 1) until the caller stops iterating."""
+def _client(url: str, client_id: str, protocol: str) -> aiomqtt.Client:
     parts = urlsplit(url)
-    async with aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883,
-                              identifier=client_id,
-                              protocol=aiomqtt.ProtocolVersion.V5) as client:
+    version = (aiomqtt.ProtocolVersion.V311 if protocol == MQTT311
+               else aiomqtt.ProtocolVersion.V5)
+    return aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883,
+                          identifier=client_id, protocol=version)
+
+
+async def watch(url: str, topic: str, client_id: str,
+                protocol: str = MQTT5) -> AsyncIterator[tuple[str, bytes]]:
+    """Every message on ``topic`` as ``(topic, payload)``, retained ones first; an empty
+    payload is a cleared retained message. What the TUI's fleet view reads."""
+    async with _client(url, client_id, protocol) as client:
         await client.subscribe(topic, qos=1)
         async for message in client.messages:
             payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                continue
-            try:
-                event = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(event, dict) and "type" in event:
-                yield ReceivedEvent(str(message.topic), event)
+            if isinstance(payload, bytes | bytearray):
+                yield str(message.topic), bytes(payload)
+
+
+async def subscribe(url: str, topic: str, client_id: str,
+                    protocol: str = MQTT5) -> AsyncIterator[ReceivedEvent]:
+    """Yield every parseable event on ``topic`` (QoS 1) until the caller stops iterating."""
+    async for topic_name, payload in watch(url, topic, client_id, protocol):
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and "type" in event:
+            yield ReceivedEvent(topic_name, event)
