@@ -1,31 +1,50 @@
-"""The status API (aiohttp, on a unix socket): the only way the TUI and scripts see the agent.
+"""The status API (aiohttp): the only way the TUI and scripts see the agent.
 
-Endpoints so far: ``GET /v1/health``, ``GET /v1/status``, ``GET /v1/outbox?state=pending|dead``
-(paged with ``after`` and ``limit``), ``POST /v1/outbox/{id}/retry|discard`` (dead letters),
+Endpoints: ``GET /v1/health``, ``GET /v1/status``, ``GET /v1/metrics`` (Prometheus text),
+``GET /v1/stream`` (newline-delimited JSON updates, see :func:`stream`),
+``GET /v1/outbox?state=pending|dead`` (paged with ``after`` and ``limit``),
+``POST /v1/outbox/{id}/retry|discard`` (dead letters) and
 ``POST /v1/sources/{name}/pause|resume|resync``. Errors are JSON: ``{"error": "..."}``.
-The socket is created with mode 0660, so the agent's group can read it.
+
+It is always served on the unix socket ``[api] socket``, created with mode 0660 so the
+agent's group can read it and file permissions are the access control. ``[api] listen``
+adds a loopback TCP listener, where every request must carry the bearer token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hmac
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from agent import __version__
+from agent import __version__, metrics
+from agent.config import ApiSection, read_secret
+from agent.delivery import TailEntry
+from agent.errors import ConfigError
+from agent.outbox import OutboxStats
 
 if TYPE_CHECKING:
-    from agent.service import Agent
+    from agent.service import Agent, SourceRunner
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_PAGE = 1000
 RELAY_GRACE = 300.0  # seconds a relay may be reconnecting before the agent is unhealthy
+OUTBOX_STATS_TTL = 1.0  # counting a large backlog costs; streams share one count a second
+RATE_WINDOW = 10.0  # seconds the delivered-per-second rate is averaged over
+STREAM_TICK = 0.25  # at most 4 updates a second
+STREAM_HEARTBEAT = 2.0  # and at least one every 2 s, so clients can tell a dead agent
+TAIL_ON_CONNECT = 100
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -44,51 +63,149 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return _error(error.status, error.reason or "error")
 
 
-async def status_of(agent: Agent) -> dict[str, Any]:
-    stats = await agent.outbox.stats()
-    relay = agent.delivery.stats
-    return {
-        "agent": {"id": agent.config.agent.id, "tenant": agent.config.agent.tenant,
-                  "version": __version__, "started_at": agent.started_at,
-                  "uptime_seconds": round(time.monotonic() - agent.started_monotonic, 1)},
-        "relay": {"url": agent.config.relay.url, "state": relay.state, "since": relay.since,
-                  "reconnects": relay.reconnects, "published": relay.published,
-                  "refused": relay.nacked, "in_flight": relay.in_flight,
-                  "last_publish": relay.last_publish, "last_error": relay.last_error},
-        "sources": [
-            {"name": runner.config.name, "paused": runner.paused,
-             "feeds": [{"feed": p.feed.feed, "entity": p.feed.entity, "mode": p.stats.mode,
-                        "last_poll_start": p.stats.last_poll_start,
-                        "last_poll_end": p.stats.last_poll_end,
-                        "last_success": p.stats.last_success, "rows_read": p.stats.rows_read,
-                        "changes_emitted": p.stats.changes_emitted,
-                        "dead_letters": p.stats.dead_letters, "errors": p.stats.errors,
-                        "last_error": p.stats.last_error} for p in runner.pollers]}
-            for runner in agent.runners
-        ],
-        "outbox": {"pending": stats.pending, "delivered_kept": stats.delivered,
-                   "dead_letters": stats.dead_letters,
-                   "oldest_pending_time": stats.oldest_pending_time,
-                   "last_sequence": stats.last_sequence},
-    }
+class StatusBoard:
+    """Builds ``/v1/status`` snapshots; the outbox counts are shared for a second."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._outbox: OutboxStats | None = None
+        self._outbox_at = 0.0
+        self._published: deque[tuple[float, int]] = deque()
+
+    async def _outbox_stats(self) -> OutboxStats:
+        now = time.monotonic()
+        if self._outbox is None or now - self._outbox_at > OUTBOX_STATS_TTL:
+            self._outbox, self._outbox_at = await self.agent.outbox.stats(), now
+        return self._outbox
+
+    def _delivery_rate(self) -> float:
+        now, published = time.monotonic(), self.agent.delivery.stats.published
+        samples = self._published
+        samples.append((now, published))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
+            samples.popleft()
+        first_at, first = samples[0]
+        return round((published - first) / (now - first_at), 1) if now > first_at else 0.0
+
+    def health(self) -> dict[str, Any]:
+        relay = self.agent.delivery.stats
+        down_for = time.time() - relay.since
+        healthy = relay.state == "connected" or (
+            relay.state in ("connecting", "disconnected") and down_for < RELAY_GRACE)
+        return {"healthy": healthy, "relay": relay.state, "relay_since": relay.since}
+
+    async def snapshot(self) -> dict[str, Any]:
+        agent, stats = self.agent, await self._outbox_stats()
+        relay = agent.delivery.stats
+        return {
+            "agent": {"id": agent.config.agent.id, "tenant": agent.config.agent.tenant,
+                      "version": __version__, "started_at": agent.started_at,
+                      "uptime_seconds": round(time.monotonic() - agent.started_monotonic, 1)},
+            "relay": {"url": agent.config.relay.url, "state": relay.state,
+                      "since": relay.since, "reconnects": relay.reconnects,
+                      "published": relay.published, "refused": relay.nacked,
+                      "in_flight": relay.in_flight, "last_publish": relay.last_publish,
+                      "last_error": relay.last_error,
+                      "published_by_entity": dict(relay.published_by_entity),
+                      "failures": dict(relay.failures)},
+            "sources": [_source_status(runner) for runner in agent.runners],
+            "outbox": {"pending": stats.pending, "in_flight": relay.in_flight,
+                       "delivered_per_second": self._delivery_rate(),
+                       "oldest_pending_time": stats.oldest_pending_time,
+                       "oldest_pending_age_seconds": _age(stats.oldest_pending_time),
+                       "dead_letters": stats.dead_letters, "delivered_kept": stats.delivered,
+                       "last_sequence": stats.last_sequence},
+        }
 
 
-def build_app(agent: Agent) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
+def _source_status(runner: SourceRunner) -> dict[str, Any]:
+    return {"name": runner.config.name, "paused": runner.paused,
+            "feeds": [{"feed": p.feed.feed, "entity": p.feed.entity, "mode": p.stats.mode,
+                       "last_poll_start": p.stats.last_poll_start,
+                       "last_poll_end": p.stats.last_poll_end,
+                       "last_success": p.stats.last_success, "rows_read": p.stats.rows_read,
+                       "changes_emitted": p.stats.changes_emitted,
+                       "dead_letters": p.stats.dead_letters, "errors": p.stats.errors,
+                       "last_error": p.stats.last_error} for p in runner.pollers]}
+
+
+def _age(rfc3339: str | None) -> float | None:
+    if rfc3339 is None:
+        return None
+    return round(max(0.0, time.time() - datetime.fromisoformat(rfc3339).timestamp()), 1)
+
+
+def _tail_item(entry: TailEntry) -> dict[str, Any]:
+    return {"sequence": entry.sequence, "id": entry.event_id, "entity": entry.entity,
+            "op": entry.op, "subject": entry.subject, "outcome": entry.outcome,
+            "reason": entry.reason, "at": entry.at}
+
+
+async def stream(board: StatusBoard, request: web.Request) -> web.StreamResponse:
+    """``/v1/stream``: one JSON object per line, ``{"status", "health", "events"}``.
+
+    The first update carries the last ``TAIL_ON_CONNECT`` settled publishes, later ones
+    only what settled since. An update goes out when something changed, at most every
+    ``STREAM_TICK`` and at least every ``STREAM_HEARTBEAT``; the stream ends with the agent.
+    """
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    relay, agent = board.agent.delivery.stats, board.agent
+    seen, last_sent, last_body = max(0, relay.tail_total - TAIL_ON_CONNECT), 0.0, b""
+    with contextlib.suppress(ConnectionError):
+        while not agent.stop.is_set():
+            events = relay.new_tail(seen)
+            seen = relay.tail_total
+            status = await board.snapshot()
+            body = orjson.dumps({k: v for k, v in status.items() if k != "agent"})
+            now = time.monotonic()
+            if events or body != last_body or now - last_sent >= STREAM_HEARTBEAT:
+                update = {"status": status, "health": board.health(),
+                          "events": [_tail_item(e) for e in events]}
+                await response.write(orjson.dumps(update) + b"\n")
+                last_sent, last_body = now, body
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(agent.stop.wait(), STREAM_TICK)
+    return response
+
+
+def bearer_auth(token: str) -> Middleware:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return _error(401, "a bearer token is required (Authorization: Bearer ...)")
+        return await handler(request)
+
+    return check
+
+
+def build_app(agent: Agent, board: StatusBoard, token: str | None = None) -> web.Application:
+    middlewares: list[Middleware] = [json_errors]
+    if token is not None:
+        middlewares.append(bearer_auth(token))
+    app = web.Application(middlewares=middlewares)
     routes = web.RouteTableDef()
 
     @routes.get("/v1/health")
     async def health(_: web.Request) -> web.Response:
-        relay = agent.delivery.stats
-        down_for = time.time() - relay.since
-        healthy = relay.state == "connected" or (
-            relay.state in ("connecting", "disconnected") and down_for < RELAY_GRACE)
-        return _json({"healthy": healthy, "relay": relay.state,
-                      "relay_since": relay.since}, 200 if healthy else 503)
+        body = board.health()
+        return _json(body, 200 if body["healthy"] else 503)
 
     @routes.get("/v1/status")
     async def status(_: web.Request) -> web.Response:
-        return _json(await status_of(agent))
+        return _json(await board.snapshot())
+
+    @routes.get("/v1/metrics")
+    async def metrics_text(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(await board.snapshot()),
+                            headers={"Content-Type": metrics.CONTENT_TYPE})
+
+    @routes.get("/v1/stream")
+    async def live(request: web.Request) -> web.StreamResponse:
+        return await stream(board, request)
 
     @routes.get("/v1/outbox")
     async def outbox(request: web.Request) -> web.Response:
@@ -134,6 +251,7 @@ def build_app(agent: Agent) -> web.Application:
                 await agent.outbox.forget_cursor(poller.feed)
         else:
             runner.paused = action == "pause"
+        agent.delivery.announce_now.set()
         return _json({"source": name, "done": action, "paused": runner.paused})
 
     app.add_routes(routes)
@@ -151,18 +269,30 @@ def _prepare_socket_path(path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve_unix(agent: Agent, path: Path) -> AsyncIterator[None]:
-    """Serve the API on ``path`` (mode 0660) for as long as the context is open."""
-    _prepare_socket_path(path)
-    runner = web.AppRunner(build_app(agent), access_log=None)
-    await runner.setup()
-    old_umask = os.umask(0o117)
+async def serve(agent: Agent, api: ApiSection) -> AsyncIterator[None]:
+    """Serve the API on ``api.socket`` (mode 0660), and on ``api.listen`` with the bearer
+    token when configured, for as long as the context is open."""
+    board = StatusBoard(agent)
+    runners = [web.AppRunner(build_app(agent, board), access_log=None,
+                             shutdown_timeout=1.0)]
+    _prepare_socket_path(api.socket)
     try:
-        await web.UnixSite(runner, str(path)).start()
-    finally:
-        os.umask(old_umask)
-    try:
+        await runners[0].setup()
+        old_umask = os.umask(0o117)
+        try:
+            await web.UnixSite(runners[0], str(api.socket)).start()
+        finally:
+            os.umask(old_umask)
+        if api.tcp_address is not None:
+            token = read_secret(api.token_file, api.token_env, "api.token")
+            if not token:
+                raise ConfigError(["api.token: the bearer token is empty"])
+            runners.append(web.AppRunner(build_app(agent, board, token), access_log=None,
+                                         shutdown_timeout=1.0))
+            await runners[1].setup()
+            await web.TCPSite(runners[1], *api.tcp_address).start()
         yield
     finally:
-        await runner.cleanup()
-        _remove_socket(path)
+        for runner in runners:
+            await runner.cleanup()
+        _remove_socket(api.socket)

@@ -38,14 +38,23 @@ class ApiClient:
         cause = getattr(error, "os_error", None) or error
         return OSError(f"agent unreachable at {self.where}: {cause}")
 
-    async def request(self, method: str, path: str) -> tuple[int, Any]:
-        """``(HTTP status, decoded JSON body)``; raises :class:`OSError` if unreachable."""
+    async def _raw(self, method: str, path: str) -> tuple[int, bytes]:
         try:
             async with self._session(aiohttp.ClientTimeout(total=self.timeout)) as session, \
                     session.request(method, f"{self.base}{path}") as response:
-                return response.status, orjson.loads(await response.read())
+                return response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as error:
             raise self._unreachable(error) from None
+
+    async def request(self, method: str, path: str) -> tuple[int, Any]:
+        """``(HTTP status, decoded JSON body)``; raises :class:`OSError` if unreachable."""
+        status, body = await self._raw(method, path)
+        return status, orjson.loads(body)
+
+    async def get_text(self, path: str) -> tuple[int, str]:
+        """For the one endpoint that is not JSON: ``/v1/metrics``."""
+        status, body = await self._raw("GET", path)
+        return status, body.decode()
 
     async def get(self, path: str) -> tuple[int, Any]:
         return await self.request("GET", path)

@@ -9,11 +9,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from agent import __version__
-from agent.config import Config, load_config
+from agent.config import Config, load_config, read_secret
 from agent.errors import (
     EX_CONFIG,
     EX_FAILURE,
@@ -22,6 +23,9 @@ from agent.errors import (
     ConfigError,
     DistillSyncError,
 )
+
+if TYPE_CHECKING:
+    from agent.apiclient import ApiClient
 
 log = logging.getLogger("distillsync")
 
@@ -62,24 +66,46 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def api_client(args: argparse.Namespace) -> ApiClient:
+    """The agent named by ``--url``/``--token-file``, ``--socket``, or ``-c``'s ``[api]``."""
     from agent.apiclient import DEFAULT_SOCKET, ApiClient
 
+    if args.url:
+        token = (read_secret(Path(args.token_file), None, "token") if args.token_file
+                 else None)
+        return ApiClient(None, url=args.url, token=token)
     socket = Path(args.socket) if args.socket else (
         _config(args).api.socket if args.config else DEFAULT_SOCKET)
-    client = ApiClient(socket)
+    return ApiClient(socket)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = api_client(args)
     try:
         code, status = asyncio.run(client.get("/v1/status"))
         health_code, health = asyncio.run(client.get("/v1/health"))
     except OSError as error:
         print(f"distillsync: {error}", file=sys.stderr)
         return EX_UNAVAILABLE
+    if code != 200:
+        print(f"distillsync: the agent answered {code}: {status.get('error')}", file=sys.stderr)
+        return EX_FAILURE
     if args.json:
         print(orjson.dumps({"health": health, "status": status},
                            option=orjson.OPT_INDENT_2).decode())
     else:
         print(summary(status, health))
-    return EX_OK if code == 200 and health_code == 200 else EX_FAILURE
+    return EX_OK if health_code == 200 else EX_FAILURE
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    if args.relay:
+        from tui.cli import run_fleet_tui
+
+        return run_fleet_tui(args.relay, args.tenant, args.prefix)
+    from tui.cli import run_agent_tui
+
+    return run_agent_tui(api_client(args))
 
 
 def summary(status: dict[str, object], health: dict[str, object]) -> str:
@@ -142,13 +168,25 @@ def build_parser() -> argparse.ArgumentParser:
     with_config("run", "run the daemon in the foreground").set_defaults(func=cmd_run)
     with_config("check", "validate the config and reach every source and the relay") \
         .set_defaults(func=cmd_check)
-    status = sub.add_parser("status", help="one-shot status of a running agent "
-                            "(exit 0 healthy, 1 unhealthy, 69 unreachable)")
-    status.add_argument("--socket", help="the agent's API socket "
-                        "(default: [api] socket of -c FILE, else /run/distillsync/agent.sock)")
-    status.add_argument("-c", "--config", metavar="FILE", help="agent TOML file")
+    def with_api(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--socket", help="the agent's API socket "
+                       "(default: [api] socket of -c FILE, else /run/distillsync/agent.sock)")
+        p.add_argument("-c", "--config", metavar="FILE", help="agent TOML file")
+        p.add_argument("--url", help="the API over TCP instead, e.g. http://127.0.0.1:8765")
+        p.add_argument("--token-file", metavar="FILE", help="bearer token for --url")
+        return p
+
+    status = with_api("status", "one-shot status of a running agent "
+                      "(exit 0 healthy, 1 unhealthy, 69 unreachable)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+    tui = with_api("tui", "live dashboard of one agent, or of a fleet with --relay")
+    tui.add_argument("--relay", metavar="URL", help="fleet view: the relay broker, "
+                     "e.g. mqtt://127.0.0.1:1883")
+    tui.add_argument("--tenant", help="fleet view: only this tenant")
+    tui.add_argument("--prefix", default="distillsync", help="fleet view: topic prefix")
+    tui.set_defaults(func=cmd_tui)
     outbox = with_config("outbox", "inspect and act on pending and dead-letter events")
     outbox.add_argument("action", choices=["list", "retry", "discard", "stats"])
     outbox.add_argument("id", nargs="?", type=int, help="dead letter id (retry, discard)")

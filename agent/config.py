@@ -68,6 +68,12 @@ PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValida
 Slug = Annotated[str, Field(pattern=_SLUG, min_length=1, max_length=64)]
 # Paths come from TOML as strings, so they are the one place strict mode must convert.
 FilePath = Annotated[Path, Field(strict=False)]
+# The spellings of relay.subscriber's MQTT5 and MQTT311 (tests/test_protocol311.py checks).
+MqttProtocol = Literal["5", "3.1.1"]
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 class _Strict(BaseModel):
@@ -109,6 +115,9 @@ class RelaySection(_Strict):
     """Cap of the jittered exponential backoff between reconnect attempts."""
     ack_timeout: PositiveDuration = 60.0
     """A publish with no PUBACK for this long makes the link reconnect and re-send it."""
+    protocol: MqttProtocol = "5"
+    """``"5"``, or ``"3.1.1"`` for a broker that speaks nothing newer (no negative acks, no
+    User Properties; see ``agent/publisher.py``)."""
     ca_file: FilePath | None = None
     cert_file: FilePath | None = None
     key_file: FilePath | None = None
@@ -126,7 +135,7 @@ class RelaySection(_Strict):
     @model_validator(mode="after")
     def _tls_or_loopback(self) -> RelaySection:
         host = urlsplit(self.url).hostname or ""
-        loopback = host in ("localhost", "::1") or host.startswith("127.")
+        loopback = _is_loopback(host)
         if urlsplit(self.url).scheme == "mqtt" and not loopback and not self.allow_insecure:
             raise ValueError(
                 f"url: mqtt:// sends data unencrypted to {host}; use mqtts:// "
@@ -139,6 +148,39 @@ class RelaySection(_Strict):
 
 class ApiSection(_Strict):
     socket: FilePath = Path("/run/distillsync/agent.sock")
+    """Always served, mode 0660: the agent's group may read status and act."""
+    listen: str | None = None
+    """Also serve on TCP, ``"127.0.0.1:8765"``; loopback only, and only with a token."""
+    token_file: FilePath | None = None
+    token_env: str | None = None
+    """The bearer token TCP clients must send (``Authorization: Bearer ...``)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback_address(cls, listen: str | None) -> str | None:
+        if listen is None:
+            return None
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]")
+        if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+            raise ValueError(f'{listen!r} is not an address such as "127.0.0.1:8765"')
+        if not _is_loopback(host):
+            raise ValueError(f"{host} is not loopback; the status API must not face a network "
+                             "(put a TLS proxy in front if it must)")
+        return listen
+
+    @model_validator(mode="after")
+    def _token_with_tcp(self) -> ApiSection:
+        if self.listen is not None and self.token_file is None and self.token_env is None:
+            raise ValueError("token_file: required when listen is set (or token_env)")
+        return self
+
+    @property
+    def tcp_address(self) -> tuple[str, int] | None:
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class EntityConfig(_Strict):

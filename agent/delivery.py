@@ -23,7 +23,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,22 @@ log = logging.getLogger("distillsync.delivery")
 
 FETCH_BATCH = 1000
 IDLE_WAKEUP = 1.0  # seconds; also bounds how late a stop or a dead link is noticed
+ANNOUNCE_EVERY = 15.0  # seconds between retained status refreshes (the contract: <= 30 s)
+TAIL_LENGTH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TailEntry:
+    """One settled publish, for the live event tail of the status API."""
+
+    sequence: int
+    event_id: str
+    entity: str
+    op: str
+    subject: str
+    outcome: str  # "delivered" | "refused"
+    reason: str | None
+    at: float
 
 
 @dataclass(slots=True)
@@ -58,10 +75,38 @@ class RelayStats:
     in_flight: int = 0
     last_error: str | None = None
     last_publish: float | None = None
+    published_by_entity: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    """Publishes that did not succeed, by reason: ``refused`` or ``unacknowledged``."""
+    tail: deque[TailEntry] = field(default_factory=lambda: deque(maxlen=TAIL_LENGTH))
+    tail_total: int = 0
+    """How many entries ever entered ``tail``; readers remember it to see what is new."""
 
     def become(self, state: str) -> None:
         if state != self.state:
             self.state, self.since = state, time.time()
+
+    def settled(self, event: PendingEvent, ack: Ack) -> None:
+        if ack.outcome is Outcome.UNKNOWN:
+            self.failures["unacknowledged"] += 1
+            return
+        delivered = ack.outcome is Outcome.ACKED
+        if delivered:
+            self.published += 1
+            self.published_by_entity[event.entity] += 1
+            self.last_publish = time.time()
+        else:
+            self.nacked += 1
+            self.failures["refused"] += 1
+        self.tail.append(TailEntry(event.sequence, event.event_id, event.entity, event.op,
+                                   event.subject, "delivered" if delivered else "refused",
+                                   None if delivered else ack.reason, time.time()))
+        self.tail_total += 1
+
+    def new_tail(self, seen: int) -> list[TailEntry]:
+        """Entries added since a reader saw ``seen`` of them (older ones may have rolled off)."""
+        fresh = min(self.tail_total - seen, len(self.tail))
+        return list(self.tail)[len(self.tail) - fresh:] if fresh > 0 else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,19 +128,32 @@ class _Slots:
     """Events sent whose outcome is not committed yet: max_inflight."""
 
 
-def status_payload(state: str, started_at: str) -> bytes:
+def status_payload(state: str, started_at: str, extra: dict[str, Any] | None = None) -> bytes:
+    """The retained ``status`` message; the fleet view reads ``extra`` (backlog, errors)."""
     return orjson.dumps({"state": state, "version": __version__, "started_at": started_at,
-                         "time": now_rfc3339()})
+                         "time": now_rfc3339(), **(extra or {})})
+
+
+Describe = Callable[[], Awaitable[dict[str, Any]]]
+
+
+async def _nothing_to_add() -> dict[str, Any]:
+    return {}
 
 
 class Delivery:
     def __init__(self, outbox: Outbox, make_link: Callable[[], RelayLink],
-                 settings: DeliverySettings, stop: asyncio.Event, started_at: str) -> None:
+                 settings: DeliverySettings, stop: asyncio.Event, started_at: str,
+                 describe: Describe = _nothing_to_add) -> None:
         self.outbox = outbox
         self.make_link = make_link
         self.settings = settings
         self.stop = stop
         self.started_at = started_at
+        self.describe = describe
+        """Fields of the compact retained status beyond state, version and times."""
+        self.announce_now = asyncio.Event()
+        """Set it when the agent's state changed: the retained status is refreshed at once."""
         self.stats = RelayStats()
         self._results: list[tuple[PublishResult, asyncio.Semaphore]] = []
         """Outcomes waiting to be committed, each with the settle slot it frees then."""
@@ -133,24 +191,34 @@ class Delivery:
                  link.max_packet_size)
         self.stats.become("connected")
         slots = _Slots(asyncio.Semaphore(window), asyncio.Semaphore(self.settings.max_inflight))
-        await slots.acks.acquire()  # the retained status counts against Receive Maximum too
-        online = link.send(self._status_topic(), status_payload("online", self.started_at),
-                           None, retain=True)
-        online.add_done_callback(lambda _: slots.acks.release())
         finished = asyncio.Event()
         recorder = asyncio.create_task(self._record_results(finished), name="delivery-recorder")
         watchdog = asyncio.create_task(self._watch_acks(link), name="delivery-ack-watchdog")
+        announcer = asyncio.create_task(self._announce(link, slots), name="delivery-status")
         try:
             await self._pump(link, slots)
+            announcer.cancel()
             await self._drain(link)
         finally:
             watchdog.cancel()
+            announcer.cancel()
             # Let the recorder finish its batch rather than cancel it mid-transaction.
             finished.set()
             self._results_ready.set()
             await recorder
-        if not online.done():
-            online.cancel()
+
+    async def _announce(self, link: RelayLink, slots: _Slots) -> None:
+        """The retained ``online`` status with the compact summary, on connect, whenever
+        ``announce_now`` is set, and every ``ANNOUNCE_EVERY`` seconds."""
+        while not link.closed.done():
+            self.announce_now.clear()
+            payload = status_payload("online", self.started_at, await self.describe())
+            if not await self._take_slot(slots.acks, link):  # counts against Receive Maximum
+                return
+            sent = link.send(self._status_topic(), payload, None, retain=True)
+            sent.add_done_callback(lambda _: slots.acks.release())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.announce_now.wait(), ANNOUNCE_EVERY)
 
     async def _pump(self, link: RelayLink, slots: _Slots) -> None:
         after = 0
@@ -198,20 +266,17 @@ class Delivery:
             slots.acks.release()
             self.stats.in_flight -= 1
             ack = f.result() if not f.cancelled() else Ack(Outcome.UNKNOWN, "cancelled")
+            self.stats.settled(event, ack)
             self._note(PublishResult(event.sequence, ack.outcome, ack.reason), slots.settle)
 
         future.add_done_callback(done)
 
     def _note(self, result: PublishResult, settle: asyncio.Semaphore) -> None:
         """Queue an outcome for the recorder, which frees its slot once it is committed."""
-        if result.outcome is Outcome.ACKED:
-            self.stats.published += 1
-            self.stats.last_publish = time.time()
-        elif result.outcome is Outcome.NACKED:
-            self.stats.nacked += 1
+        if result.outcome is Outcome.NACKED:
             log.error("event %d refused: %s", result.sequence, result.reason)
-        else:
-            settle.release()  # unknown: stays pending, re-sent after the reconnect
+        elif result.outcome is Outcome.UNKNOWN:
+            settle.release()  # stays pending, re-sent after the reconnect
             return
         self._results.append((result, settle))
         self._results_ready.set()

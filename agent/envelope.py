@@ -92,6 +92,10 @@ def now_rfc3339() -> str:
     return rfc3339(datetime.now(UTC))
 
 
+def rfc3339_from_epoch(seconds: float | None) -> str | None:
+    return None if seconds is None else rfc3339(datetime.fromtimestamp(seconds, UTC))
+
+
 _last_uuid7_ms = 0
 _last_uuid7_counter = 0
 

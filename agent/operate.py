@@ -1,6 +1,8 @@
-"""Operator commands that act on the outbox file directly: ``outbox`` and ``resync``.
+"""Operator commands: ``outbox`` and ``resync``.
 
-SQLite's WAL lets these run next to a live agent; their writes are short transactions
+``outbox`` goes through the status API when the agent runs (so its counters and the
+TUI see the action at once) and falls back to the outbox file when it does not. SQLite's
+WAL lets the file path run next to a live agent too; its writes are short transactions
 that wait (busy timeout) for the agent's.
 """
 
@@ -10,6 +12,7 @@ import sys
 
 import orjson
 
+from agent.apiclient import ApiClient
 from agent.config import Config
 from agent.errors import EX_FAILURE, EX_OK, EX_USAGE
 from agent.model import FeedId
@@ -18,6 +21,13 @@ from agent.outbox import Outbox
 
 async def outbox_command(config: Config, action: str, dead_id: int | None, state: str,
                          limit: int) -> int:
+    if action in ("retry", "discard") and dead_id is None:
+        print(f"outbox {action} needs the id of a dead letter", file=sys.stderr)
+        return EX_USAGE
+    try:
+        return await _through_api(ApiClient(config.api.socket), action, dead_id, state, limit)
+    except OSError:
+        pass  # the agent is not running: work on the file
     path = config.agent.state_dir / "outbox.db"
     if not path.exists():
         print(f"no outbox at {path} yet (has the agent run?)", file=sys.stderr)
@@ -25,31 +35,65 @@ async def outbox_command(config: Config, action: str, dead_id: int | None, state
     async with Outbox.open(path, config.outbox.synchronous,
                            config.outbox.delivered_retention) as outbox:
         if action == "stats":
-            stats = await outbox.stats()
-            print(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode())
-            return EX_OK
+            return _print_json(await outbox.stats())
         if action == "list":
             return await _list(outbox, state, limit)
-        if dead_id is None:
-            print(f"outbox {action} needs the id of a dead letter", file=sys.stderr)
-            return EX_USAGE
+        assert dead_id is not None
         act = outbox.retry_dead if action == "retry" else outbox.discard_dead
-        if not await act(dead_id):
-            print(f"no dead letter with id {dead_id}", file=sys.stderr)
-            return EX_FAILURE
-        print(f"dead letter {dead_id}: {action} done")
+        return _acted(action, dead_id, await act(dead_id))
+
+
+async def _through_api(client: ApiClient, action: str, dead_id: int | None, state: str,
+                       limit: int) -> int:
+    if action == "stats":
+        _, status = await client.get("/v1/status")
+        return _print_json(status["outbox"])
+    if action == "list":
+        _, page = await client.get(f"/v1/outbox?state={state}&limit={limit}")
+        for item in page["items"]:
+            if state == "pending":
+                _print_pending(item["sequence"], item["time"], item["entity"], item["op"],
+                               item["subject"], orjson.dumps(item["data"]).decode())
+            else:
+                _print_dead(item["id"], item["kind"], f"{item['source']}/{item['feed']}",
+                            item["reason"], item["payload"])
         return EX_OK
+    code, _ = await client.post(f"/v1/outbox/{dead_id}/{action}")
+    return _acted(action, dead_id, code == 200)
+
+
+def _print_json(value: object) -> int:
+    print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+    return EX_OK
+
+
+def _acted(action: str, dead_id: int | None, done: bool) -> int:
+    if not done:
+        print(f"no dead letter with id {dead_id}", file=sys.stderr)
+        return EX_FAILURE
+    print(f"dead letter {dead_id}: {action} done")
+    return EX_OK
+
+
+def _print_pending(sequence: int, time: str, entity: str, op: str, subject: str,
+                   data: str) -> None:
+    print(f"{sequence:>10}  {time}  {entity}.{op}  {subject}  {data[:80]}")
+
+
+def _print_dead(dead_id: int, kind: str, feed: str, reason: str, payload: str) -> None:
+    print(f"{dead_id:>6}  {kind:<8} {feed}  {reason}")
+    print(f"        {payload[:200]}")
 
 
 async def _list(outbox: Outbox, state: str, limit: int) -> int:
     if state == "pending":
         for event in await outbox.fetch_pending(0, limit):
-            print(f"{event.sequence:>10}  {event.time}  {event.entity}.{event.op}  "
-                  f"{event.subject}  {event.data.decode(errors='replace')[:80]}")
+            _print_pending(event.sequence, event.time, event.entity, event.op, event.subject,
+                           event.data.decode(errors="replace"))
         return EX_OK
     for dead in await outbox.dead_letters(0, limit):
-        print(f"{dead.id:>6}  {dead.kind:<8} {dead.source}/{dead.feed}  {dead.reason}")
-        print(f"        {dead.payload.decode(errors='replace')[:200]}")
+        _print_dead(dead.id, dead.kind, f"{dead.source}/{dead.feed}", dead.reason,
+                    dead.payload.decode(errors="replace"))
     return EX_OK
 
 

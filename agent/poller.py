@@ -58,6 +58,12 @@ class FeedStats:
     errors: int = 0
     last_error: str | None = None
 
+    @property
+    def failing(self) -> bool:
+        """The last poll failed (``last_error`` stays, for the record, after a recovery)."""
+        return self.last_error is not None and (
+            self.last_success is None or (self.last_poll_end or 0.0) > self.last_success)
+
 
 @dataclass(frozen=True, slots=True)
 class PollTotals:

@@ -28,10 +28,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from agent.api import serve_unix
+from agent.api import serve
 from agent.config import Config, SourceConfig, read_secret
 from agent.delivery import Delivery, DeliverySettings, status_payload
-from agent.envelope import now_rfc3339, source_urn, topic_base
+from agent.envelope import now_rfc3339, rfc3339_from_epoch, source_urn, topic_base
 from agent.errors import OutboxError, SourceError
 from agent.notify import Notifier
 from agent.outbox import Outbox
@@ -77,6 +77,7 @@ def link_settings(config: Config, started_at: str | None = None) -> LinkSettings
         keepalive=int(relay.keepalive), session_expiry=int(relay.session_expiry),
         will_topic=f"{base}/status",
         will_payload=status_payload("offline", started_at or now_rfc3339()),
+        protocol=relay.protocol,
     )
 
 
@@ -169,6 +170,7 @@ class Agent:
         self.stop = asyncio.Event()
         self.started_at = now_rfc3339()
         self.started_monotonic = time.monotonic()
+        self._announced: tuple[object, ...] = ()
 
     async def run(self) -> None:
         cfg = self.config
@@ -199,12 +201,12 @@ class Agent:
         ]
         settings = link_settings(self.config, self.started_at)
         delivery = Delivery(outbox, lambda: RelayLink(settings), delivery_settings(self.config),
-                            self.stop, self.started_at)
+                            self.stop, self.started_at, self.compact_status)
         self.outbox, self.delivery, self.runners = outbox, delivery, runners
         log.info("agent %s/%s started, outbox %s, status API %s", self.config.agent.tenant,
                  self.config.agent.id, self.config.agent.state_dir / "outbox.db",
                  self.config.api.socket)
-        async with serve_unix(self, self.config.api.socket), asyncio.TaskGroup() as group:
+        async with serve(self, self.config.api), asyncio.TaskGroup() as group:
             group.create_task(delivery.run(), name="delivery")
             for runner in runners:
                 group.create_task(runner.run(), name=f"source-{runner.config.name}")
@@ -236,6 +238,28 @@ class Agent:
 
     async def _report(self) -> None:
         self.notifier.status(await self._status_line())
+        if self._state_signature() != self._announced:
+            self.delivery.announce_now.set()
+
+    def _state_signature(self) -> tuple[object, ...]:
+        """What makes the fleet view's row change colour; counters alone do not."""
+        return (self.delivery.stats.last_error,
+                tuple(r.paused for r in self.runners),
+                tuple(p.stats.failing for r in self.runners for p in r.pollers))
+
+    async def compact_status(self) -> dict[str, object]:
+        """The retained status' summary for the fleet view (see ``Delivery.describe``)."""
+        self._announced = self._state_signature()
+        stats = await self.outbox.stats()
+        relay = self.delivery.stats
+        errors = [p.stats.last_error for r in self.runners for p in r.pollers
+                  if p.stats.failing]
+        return {"backlog": stats.pending, "dead_letters": stats.dead_letters,
+                "published": relay.published,
+                "last_publish": rfc3339_from_epoch(relay.last_publish),
+                "last_error": errors[0] if errors else relay.last_error,
+                "sources_failing": len(errors),
+                "paused": [r.config.name for r in self.runners if r.paused]}
 
     async def _status_line(self) -> str:
         pending = await self.outbox.pending_count()

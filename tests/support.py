@@ -130,12 +130,12 @@ def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def agent_toml(state_dir: Path, relay_url: str, sources: str, *, agent_id: str = "erp-1",
-               extra: str = "") -> str:
+               extra: str = "", api_extra: str = "") -> str:
     return (
         f'[agent]\nid = "{agent_id}"\ntenant = "acme"\nstate_dir = "{state_dir}"\n'
         f'shutdown_timeout = "5s"\n\n'
         f'[relay]\nurl = "{relay_url}"\nkeepalive = "5s"\nack_timeout = "10s"\n{extra}\n'
-        f'[api]\nsocket = "{state_dir}/agent.sock"\n\n{sources}'
+        f'[api]\nsocket = "{state_dir}/agent.sock"\n{api_extra}\n{sources}'
     )
 
 

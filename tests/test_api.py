@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 import stat
+import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -16,18 +19,24 @@ from tests.support import (
     Collector,
     Mosquitto,
     agent_toml,
+    free_port,
     run_cli,
     stock_levels_source,
     wait_until,
 )
 
 
-def test_status_endpoints_and_actions(broker: Mosquitto, tmp_path: Path) -> None:
+def erp_with_a_good_and_a_bad_row(tmp_path: Path) -> Path:
     db_path = tmp_path / "erp.db"
     with sqlite3.connect(db_path) as db:
         db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, tms TEXT)")
         db.execute("INSERT INTO stock_levels VALUES ('A', 'W', 1, '2026-01-01 00:00:00')")
         db.execute("INSERT INTO stock_levels VALUES ('B', 'W', 'x', '2026-01-01 00:00:01')")
+    return db_path
+
+
+def test_status_endpoints_and_actions(broker: Mosquitto, tmp_path: Path) -> None:
+    db_path = erp_with_a_good_and_a_bad_row(tmp_path)
     config = tmp_path / "agent.toml"
     config.write_text(agent_toml(tmp_path / "state", broker.url, stock_levels_source(db_path),
                                  agent_id="api"))
@@ -64,3 +73,112 @@ def test_status_endpoints_and_actions(broker: Mosquitto, tmp_path: Path) -> None
     assert not socket.exists()
     gone = run_cli(config, "status")
     assert gone.returncode == 69 and "agent unreachable" in gone.stderr
+
+
+async def read_updates(client: ApiClient, seconds: float) -> list[dict[str, Any]]:
+    updates: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        async for update in client.stream():
+            updates.append(update)
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(read(), seconds)
+    return updates
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in\n{text}"
+    return float(match.group(1))
+
+
+def test_metrics_stream_and_token_on_tcp(broker: Mosquitto, tmp_path: Path) -> None:
+    db_path = erp_with_a_good_and_a_bad_row(tmp_path)
+    token_file = tmp_path / "api-token"
+    token_file.write_text("s3cret-token\n")
+    port = free_port()
+    config = tmp_path / "agent.toml"
+    config.write_text(agent_toml(
+        tmp_path / "state", broker.url, stock_levels_source(db_path), agent_id="metrics",
+        api_extra=f'listen = "127.0.0.1:{port}"\ntoken_file = "{token_file}"\n'))
+    socket = tmp_path / "state" / "agent.sock"
+    local = ApiClient(socket)
+    with Collector(broker.port, "distillsync/acme/metrics/out/#") as sub, \
+            AgentProcess(config, tmp_path / "agent.log") as agent:
+        sub.wait_for(lambda ev: len(ev) == 1, 30, "the good row")
+        wait_until(socket.exists, 30, "the API socket")
+        wait_until(lambda: asyncio.run(local.get("/v1/status"))[1]["outbox"]["pending"] == 0,
+                   30, "the delivery recorded")
+
+        code, text = asyncio.run(local.get_text("/v1/metrics"))
+        assert code == 200
+        assert metric(text, 'distillsync_events_published_total{entity="stock"}') == 1
+        assert metric(text, "distillsync_relay_connected") == 1
+        assert metric(text, "distillsync_outbox_pending_events") == 0
+        assert metric(text, "distillsync_outbox_dead_letters") == 1
+        assert metric(text, 'distillsync_publish_failures_total{reason="refused"}') == 0
+        feed = 'entity="stock",feed="stock",source="erp"'  # the exposition sorts labels
+        assert metric(text, f"distillsync_source_dead_letters_total{{{feed}}}") == 1
+        last_success = metric(text, f"distillsync_source_last_success_timestamp_seconds{{{feed}}}")
+        assert abs(last_success - time.time()) < 600
+
+        url = f"http://127.0.0.1:{port}"
+        assert asyncio.run(ApiClient(None, url=url).get("/v1/status"))[0] == 401
+        assert asyncio.run(ApiClient(None, url=url, token="wrong").get("/v1/status"))[0] == 401
+        code, status = asyncio.run(ApiClient(None, url=url, token="s3cret-token")
+                                   .get("/v1/status"))
+        assert code == 200 and status["agent"]["id"] == "metrics"
+        assert "s3cret" not in agent.output()
+
+        with sqlite3.connect(db_path) as db:
+            db.execute("INSERT INTO stock_levels VALUES ('C', 'W', 3, datetime('now'))")
+        started = time.monotonic()
+        updates = asyncio.run(read_updates(local, 3.0))
+        elapsed = time.monotonic() - started
+        assert 1 <= len(updates) <= 4 * elapsed + 1, "more than 4 updates a second"
+        first, *later = updates
+        assert [e["subject"] for e in first["events"]][:1] == ["A/W"]
+        assert first["health"]["healthy"] and first["status"]["relay"]["state"] == "connected"
+        tailed = [e for u in updates for e in u["events"]]
+        assert [(e["subject"], e["outcome"]) for e in tailed] == [
+            ("A/W", "delivered"), ("C/W", "delivered")]
+        assert later, "no update after the first"
+        assert agent.terminate() == 0
+
+
+def test_outbox_commands_go_through_the_running_agent(broker: Mosquitto, tmp_path: Path) -> None:
+    db_path = erp_with_a_good_and_a_bad_row(tmp_path)
+    config = tmp_path / "agent.toml"
+    config.write_text(agent_toml(tmp_path / "state", broker.url, stock_levels_source(db_path),
+                                 agent_id="ops"))
+    # Same socket, but a state_dir with no outbox: only the API can answer for this one.
+    api_only = tmp_path / "api-only.toml"
+    api_only.write_text(agent_toml(tmp_path / "elsewhere", broker.url,
+                                   stock_levels_source(db_path), agent_id="ops")
+                        .replace(f"{tmp_path}/elsewhere/agent.sock",
+                                 f"{tmp_path}/state/agent.sock"))
+    with Collector(broker.port, "distillsync/acme/ops/status") as statuses, \
+            AgentProcess(config, tmp_path / "agent.log") as agent:
+        wait_until((tmp_path / "state" / "agent.sock").exists, 30, "the API socket")
+        wait_until(lambda: "1 dead" in run_cli(config, "status").stdout, 30, "the dead row")
+        listed = run_cli(api_only, "outbox", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert "on_hand must be number" in listed.stdout
+        dead_id = int(listed.stdout.split()[0])
+        stats = orjson.loads(run_cli(api_only, "outbox", "stats").stdout)
+        assert stats["dead_letters"] == 1 and "delivered_per_second" in stats
+        assert run_cli(api_only, "outbox", "retry", "999").returncode == 1
+        assert run_cli(api_only, "outbox", "discard", str(dead_id)).returncode == 0
+        assert orjson.loads(run_cli(api_only, "outbox", "stats").stdout)["dead_letters"] == 0
+
+        # The fleet's retained status: the summary, refreshed at once on a state change.
+        assert asyncio.run(ApiClient(tmp_path / "state" / "agent.sock")
+                           .post("/v1/sources/erp/pause"))[0] == 200
+        wait_until(lambda: statuses.messages[-1].event.get("paused") == ["erp"], 10,
+                   "a status naming the paused source")
+        online = statuses.messages[-1].event
+        assert online["state"] == "online" and online["backlog"] == 0
+        assert online["last_publish"].endswith("Z") and online["published"] >= 1
+        assert agent.terminate() == 0
+    assert run_cli(api_only, "outbox", "list").returncode == 1  # no agent, and no file there

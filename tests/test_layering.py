@@ -16,6 +16,7 @@ OWNERS = {
     "paho": {"agent/publisher.py"},
     "aiosqlite": {"agent/outbox.py"},
     "sqlalchemy": {"agent/sources/sql.py"},
+    "prometheus_client": {"agent/metrics.py"},
     "textual": set(),
 }
 
