@@ -100,6 +100,16 @@ BAD = [
      "sources[0].password_env: SQLite files have no password; remove it"),
     ('poll_interval = "5s"', 'poll_interval = "5s"\ntimezone = "Mars/Olympus"',
      "sources[0].timezone: unknown time zone 'Mars/Olympus'"),
+    ('socket = "/run/distillsync/agent.sock"',
+     'socket = "/run/distillsync/agent.sock"\nlisten = "0.0.0.0:8765"\ntoken_env = "T"',
+     "api.listen: 0.0.0.0 is not loopback; the status API must not face a network "
+     "(put a TLS proxy in front if it must)"),
+    ('socket = "/run/distillsync/agent.sock"',
+     'socket = "/run/distillsync/agent.sock"\nlisten = "127.0.0.1:http"\ntoken_env = "T"',
+     "api.listen: '127.0.0.1:http' is not an address such as \"127.0.0.1:8765\""),
+    ('socket = "/run/distillsync/agent.sock"',
+     'socket = "/run/distillsync/agent.sock"\nlisten = "[::1]:8765"',
+     "api.token_file: required when listen is set (or token_env)"),
 ]
 
 
