@@ -1,0 +1,227 @@
+"""Frozen data and fake sources for the dashboards' tests (and for looking at them by hand:
+``python -m tests.tui_support`` runs the agent dashboard on this data, ``--fleet`` the
+fleet view).
+
+A fake feed plays a script: each item put on ``plans`` is either a list of updates to
+deliver on the open connection, or an exception that breaks it. The next connection
+waits for the next item, so a test decides exactly when the agent "comes back".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from tui.follow import Backoff
+from tui.model import DeadLetter, parse_dead_letter
+
+T = TypeVar("T")
+NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z: the frozen clock of every test
+STARTED = NOW - 3 * 3600 - 12 * 60  # the agent has been up 3h 12m
+UPDATES = 90  # 3 minutes of history at one update every 2 s
+FAST = Backoff(first=0.01, cap=0.02)  # reconnect at once in tests
+
+
+def frozen() -> float:
+    return NOW
+
+
+def rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+class Script(Generic[T]):
+    def __init__(self, *plans: list[T] | Exception) -> None:
+        self.plans: asyncio.Queue[list[T] | Exception] = asyncio.Queue()
+        self.connections = 0
+        for plan in plans:
+            self.plans.put_nowait(plan)
+
+    async def play(self) -> AsyncIterator[T]:
+        self.connections += 1
+        while True:
+            plan = await self.plans.get()
+            if isinstance(plan, Exception):
+                raise plan
+            for item in plan:
+                yield item
+
+
+def feed(name: str, entity: str, mode: str, **figures: Any) -> dict[str, Any]:
+    return {"feed": name, "entity": entity, "mode": mode, "last_poll_start": NOW - 3,
+            "last_poll_end": NOW - 2, "last_success": NOW - 2, "rows_read": 0,
+            "changes_emitted": 0, "dead_letters": 0, "errors": 0, "last_error": None,
+            **figures}
+
+
+SOURCES: list[dict[str, Any]] = [
+    {"name": "erp", "paused": False, "feeds": [
+        feed("product", "product", "timestamp", rows_read=48_213, changes_emitted=1_207),
+        feed("price", "price", "timestamp", rows_read=9_120, changes_emitted=342),
+        feed("stock", "stock", "timestamp", rows_read=310_554, changes_emitted=88_421,
+             dead_letters=2)]},
+    {"name": "warehouse", "paused": True, "feeds": [
+        feed("stock_wh", "stock", "snapshot", rows_read=1_800, changes_emitted=12,
+             last_poll_end=NOW - 95, last_success=NOW - 95)]},
+    {"name": "crm", "paused": False, "feeds": [
+        feed("customer", "customer", "incrementing", rows_read=640, changes_emitted=640,
+             errors=7, last_success=NOW - 420,
+             last_error="connection refused by 10.0.0.7:5432")]},
+]
+
+
+def published_at(t: float) -> int:
+    """Deliveries after ``t`` seconds: a gentle wave with a burst in the middle, so the
+    sparkline has a shape."""
+    return sum(120 + int(60 * math.sin(s / 9)) + (900 if 100 <= s < 130 else 0)
+               for s in range(int(t)))
+
+
+def status(uptime: float, published: int, **outbox: Any) -> dict[str, Any]:
+    return {
+        "agent": {"id": "erp-madrid-1", "tenant": "acme", "version": "0.1.0",
+                  "started_at": rfc3339(STARTED), "uptime_seconds": uptime},
+        "relay": {"url": "mqtts://relay.example.com:8883", "state": "connected",
+                  "since": NOW - 125, "reconnects": 1, "published": published, "refused": 2,
+                  "in_flight": 37, "last_publish": NOW - 0.4, "last_error": None},
+        "sources": SOURCES,
+        "outbox": {"pending": 1_204, "in_flight": 37, "delivered_per_second": 118.5,
+                   "oldest_pending_time": rfc3339(NOW - 4), "oldest_pending_age_seconds": 4.2,
+                   "dead_letters": 3, "delivered_kept": 5_000, "last_sequence": 90_311,
+                   **outbox},
+    }
+
+
+def event(sequence: int, entity: str, subject: str, outcome: str = "delivered",
+          reason: str | None = None) -> dict[str, Any]:
+    return {"sequence": sequence, "id": f"0193a8c0-{sequence:04x}", "entity": entity,
+            "op": "upsert", "subject": subject, "outcome": outcome, "reason": reason,
+            "at": NOW - (90_311 - sequence) * 0.5}
+
+
+EVENTS = [
+    event(90_300 + i, entity, subject)
+    for i, (entity, subject) in enumerate([
+        ("stock", "SKU-1/WH1"), ("stock", "SKU-2/WH1"), ("price", "SKU-1"),
+        ("stock", "SKU-7/WH3"), ("product", "SKU-42"), ("stock", "SKU-9/WH2"),
+        ("price", "SKU-7"), ("stock", "SKU-3/WH1"), ("product", "SKU-8")])
+] + [event(90_309, "stock", "SKU-5/WH2", "refused", "not authorized (0x87)"),
+     event(90_310, "price", "SKU-99")]
+
+
+def updates(count: int = UPDATES) -> list[dict[str, Any]]:
+    """``count`` stream lines two seconds apart, the last one at ``NOW``."""
+    lines = []
+    for i in range(count):
+        uptime = (NOW - STARTED) - 2 * (count - 1 - i)
+        lines.append({"status": status(uptime, published_at(2.0 * i)),
+                      "health": {"healthy": True, "relay": "connected",
+                                 "relay_since": NOW - 125},
+                      "events": EVENTS if i == count - 1 else []})
+    return lines
+
+
+DEAD_LETTERS: list[dict[str, Any]] = [
+    {"id": 12, "kind": "capture", "source": "erp", "feed": "stock", "entity": "stock",
+     "subject": "SKU-9/WH1", "reason": "schema: data.on_hand must be number",
+     "payload": '{"sku": "SKU-9", "warehouse": "WH1", "on_hand": "twelve"}',
+     "event_sequence": None, "created_at": NOW - 300},
+    {"id": 15, "kind": "publish", "source": "erp", "feed": "product", "entity": "product",
+     "subject": "SKU-77", "reason": "message of 5342 bytes exceeds the broker's maximum "
+                                    "packet size 1000",
+     "payload": orjson.dumps({"sku": "SKU-77", "name": "Long description " * 3}).decode(),
+     "event_sequence": 88_002, "created_at": NOW - 75},
+    {"id": 16, "kind": "capture", "source": "erp", "feed": "stock", "entity": "stock",
+     "subject": "SKU-10/WH2", "reason": "column label: invalid UTF-8",
+     "payload": "SKU-10;WH2;\\xff\\xfe", "event_sequence": None, "created_at": NOW - 20},
+]
+
+
+class FakeAgent:
+    """An :class:`tui.sources.AgentSource` with frozen data that records what it is asked."""
+
+    where = "/run/distillsync/agent.sock"
+
+    def __init__(self, *plans: list[dict[str, Any]] | Exception,
+                 dead: list[dict[str, Any]] | None = None) -> None:
+        self.script: Script[dict[str, Any]] = Script(*plans)
+        self.dead = list(DEAD_LETTERS if dead is None else dead)
+        self.posts: list[str] = []
+        self.dead_reads = 0
+
+    def updates(self) -> AsyncIterator[dict[str, Any]]:
+        return self.script.play()
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        self.dead_reads += 1
+        return [parse_dead_letter(item) for item in self.dead]
+
+    async def act(self, path: str) -> tuple[int, Any]:
+        self.posts.append(path)
+        parts = path.strip("/").split("/")  # v1 outbox 12 retry | v1 sources erp pause
+        if parts[1] == "sources":
+            if parts[2] not in {s["name"] for s in SOURCES}:
+                return 404, {"error": f"no source named {parts[2]!r}"}
+            return 200, {"source": parts[2], "done": parts[3], "paused": parts[3] == "pause"}
+        found = [item for item in self.dead if str(item["id"]) == parts[2]]
+        if not found:
+            return 404, {"error": f"no dead letter with id {parts[2]}"}
+        self.dead.remove(found[0])
+        return 200, {"id": int(parts[2]), "done": parts[3]}
+
+
+def fleet_status(state: str, **extra: Any) -> bytes:
+    body = {"state": state, "version": "0.1.0", "started_at": rfc3339(STARTED),
+            "time": rfc3339(NOW - 5), **extra}
+    return orjson.dumps(body)
+
+
+def online(backlog: int, dead: int, last_publish: float | None, **extra: Any) -> bytes:
+    figures = {"backlog": backlog, "dead_letters": dead, "published": 1000,
+               "last_publish": rfc3339(last_publish) if last_publish else None,
+               "last_error": None, "sources_failing": 0}
+    return fleet_status("online", **{**figures, **extra})
+
+
+FLEET: list[tuple[str, bytes]] = [
+    ("distillsync/acme/erp-madrid-1/status", online(1_204, 3, NOW - 1)),
+    ("distillsync/acme/erp-bilbao/status", fleet_status("offline")),  # the Last Will
+    ("distillsync/acme/erp-sevilla/status", online(0, 0, NOW - 42)),
+    ("distillsync/zeta/erp-porto/status",
+     online(88_310, 0, NOW - 600, last_error="not authorized (0x87)", sources_failing=1)),
+    ("distillsync/acme/erp-retired/status", online(5, 0, NOW - 3)),
+    ("distillsync/acme/erp-retired/status", b""),  # cleared: the row goes away
+]
+
+
+class FakeRelay:
+    """A :class:`tui.sources.FleetSource` playing retained statuses."""
+
+    where = "mqtts://relay.example.com:8883"
+    topic = "distillsync/+/+/status"
+
+    def __init__(self, *plans: list[tuple[str, bytes]] | Exception) -> None:
+        self.script: Script[tuple[str, bytes]] = Script(*plans)
+
+    def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+        return self.script.play()
+
+
+def main(argv: list[str]) -> None:
+    from tui.app import AgentDashboard
+    from tui.fleet import FleetApp
+
+    if "--fleet" in argv:
+        FleetApp(FakeRelay(FLEET), now=frozen).run()
+    else:
+        AgentDashboard(FakeAgent(updates()), now=frozen).run()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,118 @@
+"""The agent dashboard's main screen: header, sources, outbox, event tail.
+
+It follows ``/v1/stream`` in a worker, so the screen never waits on the agent; when the
+agent goes away it says since when, keeps the last figures (dimmed) and reconnects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input
+
+from tui.actions import perform
+from tui.follow import Backoff, Follower
+from tui.formats import Clock, clock
+from tui.messages import AgentUpdated, Lost
+from tui.model import parse_update
+from tui.screens import DeadLetterScreen
+from tui.sources import AgentSource
+from tui.throughput import Throughput
+from tui.widgets import AgentHeader, Banner, EventTail, OutboxPanel, SourcesTable
+
+SOURCE_ACTIONS = {"pause": "paused", "resume": "resumed",
+                  "resync": "will be re-read in full on its next poll"}
+
+
+class DashboardScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "source('pause')", "Pause", tooltip="Pause the selected row's source"),
+        Binding("r", "source('resume')", "Resume", tooltip="Resume the selected row's source"),
+        Binding("s", "source('resync')", "Resync",
+                tooltip="Re-read the selected row's source in full; publish what differs"),
+        Binding("d", "dead_letters", "Dead letters",
+                tooltip="Dead letters: reason and payload, retry, discard"),
+        Binding("slash", "focus_filter", "Filter",
+                tooltip="Filter the events by entity, subject or outcome"),
+        Binding("escape", "leave_filter", "Leave the filter", show=False,
+                tooltip="Back from the filter to the sources"),
+    ]
+
+    def __init__(self, source: AgentSource, *, now: Clock, backoff: Backoff) -> None:
+        super().__init__()
+        self.source = source
+        self.now = now
+        self.backoff = backoff
+        self.throughput = Throughput()
+
+    def compose(self) -> ComposeResult:
+        yield AgentHeader(f" connecting to the agent at {self.source.where}…", id="header")
+        yield Banner(id="banner")
+        with Vertical(id="body"):
+            yield SourcesTable(id="sources", classes="panel")
+            yield OutboxPanel(id="outbox", classes="panel")
+            yield EventTail(id="tail", classes="panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#sources").border_title = "sources"
+        self.query_one("#outbox").border_title = "outbox"
+        self.query_one("#outbox").border_subtitle = "delivered per second, last 5 minutes"
+        self.query_one("#tail").border_title = "events"
+        self.follow()
+
+    @work(exclusive=True, group="follow", name="follow the agent")
+    async def follow(self) -> None:
+        await Follower(self.source.updates, self._deliver, self._lost, errors=(OSError,),
+                       now=self.now, backoff=self.backoff).run()
+
+    def _deliver(self, raw: dict[str, Any]) -> None:
+        self.post_message(AgentUpdated(parse_update(raw)))
+
+    def _lost(self, since: float, why: str) -> None:
+        self.post_message(Lost(since, why))
+
+    def on_agent_updated(self, message: AgentUpdated) -> None:
+        update = message.update
+        snap, now = update.snapshot, self.now()
+        self.throughput.add(snap.agent_time, snap.relay.published)
+        delivered = snap.outbox.delivered_per_second
+        if delivered is None:
+            delivered = self.throughput.recent()
+        self.query_one(Banner).say(None)
+        self.query_one("#body").remove_class("-stale")
+        self.query_one(AgentHeader).show(snap, delivered, now)
+        self.query_one(SourcesTable).show(snap.feeds, now)
+        self.query_one(OutboxPanel).show(snap.outbox, delivered, self.throughput.series())
+        self.query_one(EventTail).add(update.events)
+
+    def on_lost(self, message: Lost) -> None:
+        """Keep the last figures, dimmed, under a banner saying since when."""
+        self.query_one(Banner).say(f"agent unreachable since {clock(message.since)} · "
+                                   f"reconnecting · {message.error}")
+        self.query_one("#body").add_class("-stale")
+
+    def action_source(self, action: str) -> None:
+        name = self.query_one(SourcesTable).selected_source()
+        if name is None:
+            self.notify("No source selected.", severity="warning")
+            return
+        self.act(f"/v1/sources/{name}/{action}", f"Source {name} {SOURCE_ACTIONS[action]}.")
+
+    @work(group="source-actions")
+    async def act(self, path: str, done: str) -> None:
+        await perform(self.app, self.source, path, done)
+
+    def action_dead_letters(self) -> None:
+        self.app.push_screen(DeadLetterScreen(self.source, now=self.now))
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_leave_filter(self) -> None:
+        self.query_one(SourcesTable).focus()

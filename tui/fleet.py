@@ -1,0 +1,157 @@
+"""The fleet view: ``distillsync tui --relay URL``, every agent's retained status at a glance.
+
+It reads only the relay (no agent API), so a relay operator can watch agents they cannot
+reach. A retained status is the agent's last word: the broker's Last Will turns it
+``offline`` when an agent vanishes, and an empty retained message removes the agent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import BindingType
+from textual.content import Content
+from textual.widgets import Footer, Static
+
+from tui.app import EVERYWHERE
+from tui.follow import Backoff, Follower
+from tui.formats import NONE, Clock, age, clock
+from tui.messages import FleetStatus, Lost
+from tui.model import FleetAgent, parse_fleet_status
+from tui.screens import HelpScreen, describe
+from tui.sources import FleetSource
+from tui.widgets import Banner, FittedTable, selected_key
+
+AGE_TICK = 1.0  # seconds between redraws of the "last publish" ages
+
+FleetKey = tuple[str, str]
+
+
+class FleetApp(App[int]):
+    CSS_PATH = "tui.tcss"
+    TITLE = "DistillSync fleet"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS: ClassVar[list[BindingType]] = EVERYWHERE
+
+    def __init__(self, source: FleetSource, *, now: Clock = time.time,
+                 backoff: Backoff | None = None) -> None:
+        super().__init__()
+        self.source = source
+        self.now = now
+        self.backoff = backoff or Backoff()
+        self.agents: dict[FleetKey, FleetAgent] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="header")
+        yield Banner(id="banner")
+        yield FleetTable(id="fleet", classes="panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#fleet").border_title = f"agents · {self.source.topic}"
+        self.redraw()
+        self.set_interval(AGE_TICK, self.redraw)
+        self.follow()
+
+    @work(exclusive=True, group="follow", name="follow the relay")
+    async def follow(self) -> None:
+        # aiomqtt's errors are not OSErrors and only relay.subscriber may import aiomqtt,
+        # so any failure of the subscription counts as losing the relay.
+        await Follower(self.source.messages, self._deliver, self._lost, errors=(Exception,),
+                       now=self.now, backoff=self.backoff).run()
+
+    def _deliver(self, message: tuple[str, bytes]) -> None:
+        self.post_message(FleetStatus(*parse_fleet_status(*message)))
+
+    def _lost(self, since: float, why: str) -> None:
+        self.post_message(Lost(since, why))
+
+    def on_fleet_status(self, message: FleetStatus) -> None:
+        if message.agent is None:
+            self.agents.pop(message.key, None)
+        else:
+            self.agents[message.key] = message.agent
+        self.query_one(Banner).say(None)
+        self.redraw()
+
+    def on_lost(self, message: Lost) -> None:
+        self.query_one(Banner).say(f"relay unreachable since {clock(message.since)} · "
+                                   f"reconnecting · {message.error}")
+
+    def redraw(self) -> None:
+        agents = [self.agents[key] for key in sorted(self.agents)]
+        online = sum(agent.state == "online" for agent in agents)
+        self.query_one("#header", Static).update(_header(self.source.where, online,
+                                                         len(agents) - online))
+        self.query_one(FleetTable).show(agents, self.now())
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen([("Fleet", describe(self, self.BINDINGS))]))
+
+
+def _header(where: str, online: int, offline: int) -> Content:
+    return Content.assemble(
+        (" fleet ", "bold reverse $accent"), f" {where}  ",
+        (f"● {online} online", "$success" if online else "dim"), "  ",
+        (f"○ {offline} offline", "bold $error" if offline else "dim"))
+
+
+class FleetTable(FittedTable):
+    COLUMNS = ("tenant", "agent", "state", "version", "backlog", "dead", "last publish",
+               "last error")
+    NUMERIC = frozenset({"backlog", "dead"})
+    WIDE_ONLY = frozenset({"last error"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._shown: tuple[Sequence[FleetAgent], float] = ((), 0.0)
+        self._agents: dict[str, FleetAgent] = {}
+
+    def redraw(self) -> None:
+        self.show(*self._shown)
+
+    def show(self, agents: Sequence[FleetAgent], now: float) -> None:
+        self._shown = (agents, now)
+        self._agents = {"/".join(agent.key): agent for agent in agents}
+        self.fill([(key, _cells(agent, now)) for key, agent in self._agents.items()])
+        self._show_trouble()
+
+    def on_data_table_row_highlighted(self) -> None:
+        self._show_trouble()
+
+    def _show_trouble(self) -> None:
+        key = selected_key(self)
+        agent = self._agents.get(key) if key else None
+        trouble = _trouble(agent) if agent else ""
+        self.border_subtitle = f"{key}: {trouble}" if trouble else ""
+
+
+def _cells(agent: FleetAgent, now: float) -> list[Text]:
+    online = agent.state == "online"
+    state = Text(f"● {agent.state}" if online else f"○ {agent.state}",
+                 style="green" if online else "bold red")
+    return [Text(agent.tenant), Text(agent.agent, style="bold red" if _trouble(agent) else ""),
+            state, Text(agent.version), _number(agent.backlog),
+            _number(agent.dead_letters, alarm=True), Text(age(agent.last_publish, now)),
+            Text(_trouble(agent), style="red")]
+
+
+def _number(value: int | None, alarm: bool = False) -> Text:
+    if value is None:
+        return Text(NONE, style="dim", justify="right")
+    return Text(f"{value:,}", justify="right", style="bold red" if alarm and value else "")
+
+
+def _trouble(agent: FleetAgent) -> str:
+    n = agent.sources_failing
+    failing = f"{n} source{'s' if n > 1 else ''} failing" if n else ""
+    return " · ".join(part for part in _nonempty(agent.last_error, failing))
+
+
+def _nonempty(*parts: str | None) -> Iterable[str]:
+    return (part for part in parts if part)

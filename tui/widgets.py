@@ -1,0 +1,249 @@
+"""The regions of the agent dashboard. Each draws what it is given and fetches nothing."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.content import Content
+from textual.reactive import reactive
+from textual.widgets import DataTable, Input, Sparkline, Static
+
+from tui.formats import NONE, age, clock, count, rate, span
+from tui.model import AgentSnapshot, FeedRow, OutboxInfo, TailEvent
+
+TAIL_KEPT = 1000  # events remembered for filtering
+TAIL_SHOWN = 200  # rows drawn: a screen never shows more, and redrawing stays cheap
+STATE_STYLES = {"connected": "$success", "online": "$success", "connecting": "$warning"}
+SHORT_MODES = {"timestamp": "time", "incrementing": "incr", "snapshot": "snap"}
+
+Row = tuple[str, Sequence[Any]]
+
+
+def selected_key(table: DataTable[Any]) -> str | None:
+    """The key of the row under the cursor, if there is one."""
+    if not table.row_count:
+        return None
+    row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+    return None if row_key.value is None else str(row_key.value)
+
+
+def fill_table(table: DataTable[Any], rows: Sequence[Row]) -> None:
+    """Show ``rows`` (key, cells) in this order, keeping the cursor on the same key.
+    Unchanged rows are updated cell by cell, so the table does not flicker or scroll."""
+    keys = [key for key, _ in rows]
+    if [row.key.value for row in table.ordered_rows] == keys:
+        for key, cells in rows:
+            for column, cell in zip(table.columns, cells, strict=True):
+                if table.get_cell(key, column) != cell:
+                    table.update_cell(key, column, cell, update_width=True)
+        return
+    selected = selected_key(table)
+    table.clear()
+    for key, cells in rows:
+        table.add_row(*cells, key=key)
+    if selected in keys:
+        table.move_cursor(row=keys.index(selected), animate=False)
+
+
+def state_style(state: str) -> str:
+    return STATE_STYLES.get(state, "$error")
+
+
+class Banner(Static):
+    """A full-width alarm line (agent or relay unreachable); hidden while all is well."""
+
+    def say(self, text: str | None) -> None:
+        self.set_class(text is not None, "-shown")
+        self.update(text or "")
+
+
+class AgentHeader(Static):
+    """Agent id, relay state and uptime, on one line."""
+
+    def show(self, snap: AgentSnapshot, delivered: float | None, now: float) -> None:
+        relay = snap.relay
+        relay_for = f" {span(now - relay.since)}" if relay.since is not None else ""
+        parts: list[str | tuple[str, str]] = [
+            (f" {snap.agent_id} ", "bold reverse $accent"), f" {snap.tenant}  ",
+            ("relay ", "dim"), (f"● {relay.state}{relay_for}", state_style(relay.state)),
+            ("  up ", "dim"), span(snap.uptime), ("  rate ", "dim"), rate(delivered)]
+        if snap.healthy is False:
+            parts.append(("  UNHEALTHY", "bold $error"))
+        parts += [("  v", "dim"), (snap.version, "dim")]
+        self.update(Content.assemble(*parts))
+
+
+class FittedTable(DataTable[Any]):
+    """A table that fits 80 columns: below ``WIDE`` columns of width it leaves one space
+    between columns instead of two and drops the columns in ``WIDE_ONLY`` (the subclass
+    then shows the selected row's long text in its border instead)."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ()
+    NUMERIC: ClassVar[frozenset[str]] = frozenset()
+    WIDE_ONLY: ClassVar[frozenset[str]] = frozenset()
+    WIDE: ClassVar[int] = 100
+    compact = reactive(False, init=False)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+
+    def on_mount(self) -> None:
+        self._add_columns()
+
+    def on_resize(self) -> None:
+        self.compact = self.size.width < self.WIDE
+
+    def watch_compact(self, compact: bool) -> None:
+        self.cell_padding = 0 if compact else 1
+        self.clear(columns=True)
+        self._add_columns()
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Show the last data again (after a change of width)."""
+
+    def _add_columns(self) -> None:
+        for name in self._shown_columns():
+            label = Text(name, justify="right" if name in self.NUMERIC else "left")
+            self.add_column(self._pad(label), key=name)
+
+    def _shown_columns(self) -> list[str]:
+        return [name for name in self.COLUMNS if not (self.compact and name in self.WIDE_ONLY)]
+
+    def _pad(self, text: Text) -> Text:
+        if not self.compact:
+            return text
+        padded = Text.assemble(" ", text)
+        padded.justify = text.justify
+        return padded
+
+    def fill(self, rows: Sequence[tuple[str, Sequence[Text]]]) -> None:
+        """``rows``: key and one cell per name in ``COLUMNS``."""
+        shown = set(self._shown_columns())
+        fill_table(self, [(key, [self._pad(cell) for name, cell in zip(self.COLUMNS, cells,
+                                                                       strict=True)
+                                 if name in shown]) for key, cells in rows])
+
+
+class SourcesTable(FittedTable):
+    """One row per source and feed; the cursor picks the source that p/r/s act on."""
+
+    COLUMNS = ("feed", "mode", "polled", "success", "rows", "changes", "dead", "errors",
+               "state", "last error")
+    NUMERIC = frozenset({"rows", "changes", "dead", "errors"})
+    WIDE_ONLY = frozenset({"last error"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._shown: tuple[Sequence[FeedRow], float] = ((), 0.0)
+        self._feeds: dict[str, FeedRow] = {}
+
+    def redraw(self) -> None:
+        self.show(*self._shown)
+
+    def show(self, feeds: Sequence[FeedRow], now: float) -> None:
+        self._shown = (feeds, now)
+        self._feeds = {feed.key: feed for feed in feeds}
+        self.fill([(feed.key, self._cells(feed, now)) for feed in feeds])
+        self._show_error()
+
+    def on_data_table_row_highlighted(self) -> None:
+        self._show_error()
+
+    def _show_error(self) -> None:
+        feed = self.selected_feed()
+        self.border_subtitle = f"{feed.key}: {feed.last_error}" if feed and feed.last_error \
+            else ""
+
+    def selected_feed(self) -> FeedRow | None:
+        key = selected_key(self)
+        return self._feeds.get(key) if key else None
+
+    def selected_source(self) -> str | None:
+        feed = self.selected_feed()
+        return feed.source if feed else None
+
+    def _cells(self, feed: FeedRow, now: float) -> list[Text]:
+        mode = SHORT_MODES.get(feed.mode, feed.mode) if self.compact else feed.mode
+        return [Text(feed.key), Text(mode), Text(age(feed.last_poll_end, now)),
+                Text(age(feed.last_success, now), style="red" if feed.failing else ""),
+                _figure(feed.rows_read), _figure(feed.changes),
+                _figure(feed.dead_letters, "bold red"), _figure(feed.errors, "red"),
+                _feed_state(feed), Text(feed.last_error or "", style="red")]
+
+
+def _figure(value: int, alarm: str = "") -> Text:
+    """A right-aligned count, in the ``alarm`` style when not zero."""
+    return Text(count(value), justify="right", style=alarm if value else "")
+
+
+def _feed_state(feed: FeedRow) -> Text:
+    if feed.paused:
+        return Text("paused", style="bold yellow")
+    if feed.failing:
+        return Text("failing", style="bold red")
+    return Text("ok", style="green")
+
+
+class OutboxPanel(Vertical):
+    """Throughput sparkline and the outbox's figures."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="outbox-figures")
+        yield Sparkline([], id="throughput")
+
+    def show(self, outbox: OutboxInfo, delivered: float | None, series: list[float]) -> None:
+        oldest = span(outbox.oldest_pending_age) if outbox.oldest_pending_age is not None \
+            else NONE
+        dead_style = "bold $error" if outbox.dead_letters else ""
+        self.query_one("#outbox-figures", Static).update(Content.assemble(
+            (rate(delivered), "bold"), ("  pending ", "dim"), (f"{outbox.pending:,}", "bold"),
+            ("  in flight ", "dim"), (f"{outbox.in_flight:,}", "bold"),
+            ("  oldest ", "dim"), (oldest, "bold"),
+            ("  dead letters ", "dim"), (f"{outbox.dead_letters:,}", dead_style or "bold")))
+        self.query_one(Sparkline).data = series
+
+
+class EventTail(Vertical):
+    """The newest events first, filtered by what is typed in the filter box."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.events: deque[TailEvent] = deque(maxlen=TAIL_KEPT)
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="filter by entity, subject or outcome  ( / )",
+                    compact=True, id="filter")
+        table: DataTable[Any] = DataTable(cursor_type="none", zebra_stripes=True, id="events")
+        for name in ("time", "seq", "entity", "op", "subject", "outcome"):
+            table.add_column(name, key=name)
+        yield table
+
+    def add(self, events: Iterable[TailEvent]) -> None:
+        newest = self.events[-1].sequence if self.events else -1
+        # The stream's first update repeats the recent past: keep each sequence once.
+        self.events.extend(e for e in events if e.sequence > newest)
+        self.redraw()
+
+    def on_input_changed(self) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        needle = self.query_one(Input).value
+        shown = [e for e in reversed(self.events) if e.matches(needle)][:TAIL_SHOWN]
+        fill_table(self.query_one("#events", DataTable), [(str(e.sequence), _event_cells(e))
+                                                          for e in shown])
+        self.border_title = f"events · {len(shown)} matching" if needle.strip() else "events"
+
+
+def _event_cells(event: TailEvent) -> list[Text]:
+    outcome = Text(event.outcome, style="green" if event.outcome == "delivered" else "red")
+    if event.reason:
+        outcome.append(f": {event.reason}")
+    return [Text(clock(event.at), style="dim"), Text(str(event.sequence), justify="right"),
+            Text(event.entity), Text(event.op), Text(event.subject), outcome]
