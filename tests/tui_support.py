@@ -12,11 +12,16 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import orjson
+from rich.text import Text
+from textual.app import App
+from textual.pilot import Pilot
+from textual.widget import Widget
+from textual.widgets import DataTable
 
 from tui.follow import Backoff
 from tui.model import DeadLetter, parse_dead_letter
@@ -25,11 +30,15 @@ T = TypeVar("T")
 NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z: the frozen clock of every test
 STARTED = NOW - 3 * 3600 - 12 * 60  # the agent has been up 3h 12m
 UPDATES = 90  # 3 minutes of history at one update every 2 s
-FAST = Backoff(first=0.01, cap=0.02)  # reconnect at once in tests
 
 
 def frozen() -> float:
     return NOW
+
+
+def fast() -> Backoff:
+    """Reconnect at once: tests wait for outcomes, not for the backoff."""
+    return Backoff(first=0.01, cap=0.02)
 
 
 def rfc3339(epoch: float) -> str:
@@ -211,6 +220,32 @@ class FakeRelay:
 
     def messages(self) -> AsyncIterator[tuple[str, bytes]]:
         return self.script.play()
+
+
+# Reading the screens in Pilot tests.
+
+
+async def until(pilot: Pilot[Any], condition: Callable[[], object], what: str,
+                seconds: float = 5.0) -> None:
+    """Let the app run until ``condition()`` holds: updates arrive through workers."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.01)
+
+
+def text(widget: Widget) -> str:
+    return str(widget.render())
+
+
+def rows(table: DataTable[Any]) -> list[list[str]]:
+    return [[cell.plain.strip() if isinstance(cell, Text) else str(cell)
+             for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def table(app: App[Any], selector: str) -> DataTable[Any]:
+    return app.screen.query_one(selector, DataTable)
 
 
 def main(argv: list[str]) -> None:
