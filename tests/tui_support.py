@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 from rich.text import Text
 from textual.app import App
+from textual.css.query import NoMatches
 from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import DataTable
@@ -230,9 +231,16 @@ async def until(pilot: Pilot[Any], condition: Callable[[], object], what: str,
     """Let the app run until ``condition()`` holds: updates arrive through workers."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    while not condition():
+    while not _holds(condition):
         assert loop.time() < deadline, f"timed out waiting for {what}"
         await pilot.pause(0.01)
+
+
+def _holds(condition: Callable[[], object]) -> bool:
+    try:
+        return bool(condition())
+    except NoMatches:  # the screen is still being composed
+        return False
 
 
 def text(widget: Widget) -> str:

@@ -34,7 +34,7 @@ class DashboardScreen(Screen[None]):
         Binding("p", "source('pause')", "Pause", tooltip="Pause the selected row's source"),
         Binding("r", "source('resume')", "Resume", tooltip="Resume the selected row's source"),
         Binding("s", "source('resync')", "Resync",
-                tooltip="Re-read the selected row's source in full; publish what differs"),
+                tooltip="Re-read the selected row's source in full"),
         Binding("d", "dead_letters", "Dead letters",
                 tooltip="Dead letters: reason and payload, retry, discard"),
         Binding("slash", "focus_filter", "Filter",
@@ -85,7 +85,7 @@ class DashboardScreen(Screen[None]):
         if delivered is None:
             delivered = self.throughput.recent()
         self.query_one(Banner).say(None)
-        self.query_one("#body").remove_class("-stale")
+        self.query("#header, #body").remove_class("-stale")
         self.query_one(AgentHeader).show(snap, delivered, now)
         self.query_one(SourcesTable).show(snap.feeds, now)
         self.query_one(OutboxPanel).show(snap.outbox, delivered, self.throughput.series())
@@ -95,7 +95,7 @@ class DashboardScreen(Screen[None]):
         """Keep the last figures, dimmed, under a banner saying since when."""
         self.query_one(Banner).say(f"agent unreachable since {clock(message.since)} · "
                                    f"reconnecting · {message.error}")
-        self.query_one("#body").add_class("-stale")
+        self.query("#header, #body").add_class("-stale")
 
     def action_source(self, action: str) -> None:
         name = self.query_one(SourcesTable).selected_source()

@@ -127,7 +127,7 @@ class FleetTable(FittedTable):
     def _show_trouble(self) -> None:
         key = selected_key(self)
         agent = self._agents.get(key) if key else None
-        trouble = _trouble(agent) if agent else ""
+        trouble = _trouble(agent) if agent and self.compact else ""  # wide: in its column
         self.border_subtitle = f"{key}: {trouble}" if trouble else ""
 
 

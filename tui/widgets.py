@@ -157,8 +157,10 @@ class SourcesTable(FittedTable):
 
     def _show_error(self) -> None:
         feed = self.selected_feed()
-        self.border_subtitle = f"{feed.key}: {feed.last_error}" if feed and feed.last_error \
-            else ""
+        if feed and feed.last_error and self.compact:  # wide: it has its own column
+            self.border_subtitle = f"{feed.key}: {feed.last_error}"
+        else:
+            self.border_subtitle = ""
 
     def selected_feed(self) -> FeedRow | None:
         key = selected_key(self)
@@ -217,8 +219,10 @@ class EventTail(Vertical):
         self.events: deque[TailEvent] = deque(maxlen=TAIL_KEPT)
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter by entity, subject or outcome  ( / )",
-                    compact=True, id="filter")
+        filter_box = Input(placeholder="filter by entity, subject or outcome  ( / )",
+                           compact=True, id="filter")
+        filter_box.cursor_blink = False  # steady: a blinking cursor is only noise here
+        yield filter_box
         table: DataTable[Any] = DataTable(cursor_type="none", zebra_stripes=True, id="events")
         for name in ("time", "seq", "entity", "op", "subject", "outcome"):
             table.add_column(name, key=name)
