@@ -6,7 +6,7 @@ agent goes away it says since when, keeps the last figures (dimmed) and reconnec
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -16,9 +16,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input
 
 from tui.actions import perform
-from tui.follow import Backoff, Follower
+from tui.follow import Backoff
 from tui.formats import Clock, clock
-from tui.messages import AgentUpdated, Lost
+from tui.messages import AgentUpdated, Lost, follow
 from tui.model import parse_update
 from tui.screens import DeadLetterScreen
 from tui.sources import AgentSource
@@ -64,18 +64,12 @@ class DashboardScreen(Screen[None]):
         self.query_one("#outbox").border_title = "outbox"
         self.query_one("#outbox").border_subtitle = "delivered per second, last 5 minutes"
         self.query_one("#tail").border_title = "events"
-        self.follow()
+        self.follow_agent()
 
     @work(exclusive=True, group="follow", name="follow the agent")
-    async def follow(self) -> None:
-        await Follower(self.source.updates, self._deliver, self._lost, errors=(OSError,),
-                       now=self.now, backoff=self.backoff).run()
-
-    def _deliver(self, raw: dict[str, Any]) -> None:
-        self.post_message(AgentUpdated(parse_update(raw)))
-
-    def _lost(self, since: float, why: str) -> None:
-        self.post_message(Lost(since, why))
+    async def follow_agent(self) -> None:
+        await follow(self, self.source.updates, lambda raw: AgentUpdated(parse_update(raw)),
+                     errors=(OSError,), now=self.now, backoff=self.backoff)
 
     def on_agent_updated(self, message: AgentUpdated) -> None:
         update = message.update

@@ -8,8 +8,8 @@ reach. A retained status is the agent's last word: the broker's Last Will turns 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from collections.abc import Iterable
+from typing import ClassVar
 
 from rich.text import Text
 from textual import work
@@ -19,13 +19,13 @@ from textual.content import Content
 from textual.widgets import Footer, Static
 
 from tui.app import EVERYWHERE
-from tui.follow import Backoff, Follower
+from tui.follow import Backoff
 from tui.formats import NONE, Clock, age, clock
-from tui.messages import FleetStatus, Lost
+from tui.messages import FleetStatus, Lost, follow
 from tui.model import FleetAgent, parse_fleet_status
 from tui.screens import HelpScreen, describe
 from tui.sources import FleetSource
-from tui.widgets import Banner, FittedTable, selected_key
+from tui.widgets import Banner, FittedTable
 
 AGE_TICK = 1.0  # seconds between redraws of the "last publish" ages
 
@@ -56,20 +56,15 @@ class FleetApp(App[int]):
         self.query_one("#fleet").border_title = f"agents · {self.source.topic}"
         self.redraw()
         self.set_interval(AGE_TICK, self.redraw)
-        self.follow()
+        self.follow_relay()
 
     @work(exclusive=True, group="follow", name="follow the relay")
-    async def follow(self) -> None:
+    async def follow_relay(self) -> None:
         # aiomqtt's errors are not OSErrors and only relay.subscriber may import aiomqtt,
         # so any failure of the subscription counts as losing the relay.
-        await Follower(self.source.messages, self._deliver, self._lost, errors=(Exception,),
-                       now=self.now, backoff=self.backoff).run()
-
-    def _deliver(self, message: tuple[str, bytes]) -> None:
-        self.post_message(FleetStatus(*parse_fleet_status(*message)))
-
-    def _lost(self, since: float, why: str) -> None:
-        self.post_message(Lost(since, why))
+        await follow(self, self.source.messages,
+                     lambda message: FleetStatus(*parse_fleet_status(*message)),
+                     errors=(Exception,), now=self.now, backoff=self.backoff)
 
     def on_fleet_status(self, message: FleetStatus) -> None:
         if message.agent is None:
@@ -101,34 +96,17 @@ def _header(where: str, online: int, offline: int) -> Content:
         (f"○ {offline} offline", "bold $error" if offline else "dim"))
 
 
-class FleetTable(FittedTable):
+class FleetTable(FittedTable[FleetAgent]):
     COLUMNS = ("tenant", "agent", "state", "version", "backlog", "dead", "last publish",
                "last error")
     NUMERIC = frozenset({"backlog", "dead"})
-    WIDE_ONLY = frozenset({"last error"})
+    WIDE_ONLY = "last error"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._shown: tuple[Sequence[FleetAgent], float] = ((), 0.0)
-        self._agents: dict[str, FleetAgent] = {}
+    def key_of(self, item: FleetAgent) -> str:
+        return "/".join(item.key)
 
-    def redraw(self) -> None:
-        self.show(*self._shown)
-
-    def show(self, agents: Sequence[FleetAgent], now: float) -> None:
-        self._shown = (agents, now)
-        self._agents = {"/".join(agent.key): agent for agent in agents}
-        self.fill([(key, _cells(agent, now)) for key, agent in self._agents.items()])
-        self._show_trouble()
-
-    def on_data_table_row_highlighted(self) -> None:
-        self._show_trouble()
-
-    def _show_trouble(self) -> None:
-        key = selected_key(self)
-        agent = self._agents.get(key) if key else None
-        trouble = _trouble(agent) if agent and self.compact else ""  # wide: in its column
-        self.border_subtitle = f"{key}: {trouble}" if trouble else ""
+    def cells_of(self, item: FleetAgent, now: float) -> list[Text]:
+        return _cells(item, now)
 
 
 def _cells(agent: FleetAgent, now: float) -> list[Text]:

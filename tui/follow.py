@@ -40,8 +40,8 @@ class Follower(Generic[T]):
     just ends) calls ``lost(since, why)`` and opens it again after a backoff."""
 
     open_feed: Callable[[], AsyncIterator[T]]
-    deliver: Callable[[T], None]
-    lost: Callable[[float, str], None]
+    deliver: Callable[[T], object]
+    lost: Callable[[float, str], object]
     errors: tuple[type[Exception], ...]
     now: Clock
     backoff: Backoff = field(default_factory=Backoff)

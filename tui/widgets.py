@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -22,6 +22,7 @@ STATE_STYLES = {"connected": "$success", "online": "$success", "connecting": "$w
 SHORT_MODES = {"timestamp": "time", "incrementing": "incr", "snapshot": "snap"}
 
 Row = tuple[str, Sequence[Any]]
+T = TypeVar("T")
 
 
 def selected_key(table: DataTable[Any]) -> str | None:
@@ -78,19 +79,42 @@ class AgentHeader(Static):
         self.update(Content.assemble(*parts))
 
 
-class FittedTable(DataTable[Any]):
-    """A table that fits 80 columns: below ``WIDE`` columns of width it leaves one space
-    between columns instead of two and drops the columns in ``WIDE_ONLY`` (the subclass
-    then shows the selected row's long text in its border instead)."""
+class FittedTable(DataTable[Any], Generic[T]):
+    """A table of items (feeds, agents) that fits 80 columns: below ``WIDE`` columns of
+    width it leaves one space between columns instead of two and drops the ``WIDE_ONLY``
+    column, whose text for the selected row then shows in the border instead."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = ()
     NUMERIC: ClassVar[frozenset[str]] = frozenset()
-    WIDE_ONLY: ClassVar[frozenset[str]] = frozenset()
+    WIDE_ONLY: ClassVar[str] = ""
     WIDE: ClassVar[int] = 100
     compact = reactive(False, init=False)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self._shown: tuple[Sequence[T], float] = ((), 0.0)
+        self._items: dict[str, T] = {}
+
+    def key_of(self, item: T) -> str:
+        raise NotImplementedError
+
+    def cells_of(self, item: T, now: float) -> list[Text]:
+        """One cell per name in ``COLUMNS``."""
+        raise NotImplementedError
+
+    def show(self, items: Sequence[T], now: float) -> None:
+        self._shown = (items, now)
+        self._items = {self.key_of(item): item for item in items}
+        columns = self._columns()
+        fill_table(self, [(key, [self._pad(cell) for name, cell in
+                                 zip(self.COLUMNS, self.cells_of(item, now), strict=True)
+                                 if name in columns])
+                          for key, item in self._items.items()])
+        self._show_long_text()
+
+    def selected(self) -> T | None:
+        key = selected_key(self)
+        return self._items.get(key) if key else None
 
     def on_mount(self) -> None:
         self._add_columns()
@@ -102,18 +126,25 @@ class FittedTable(DataTable[Any]):
         self.cell_padding = 0 if compact else 1
         self.clear(columns=True)
         self._add_columns()
-        self.redraw()
+        self.show(*self._shown)
 
-    def redraw(self) -> None:
-        """Show the last data again (after a change of width)."""
+    def on_data_table_row_highlighted(self) -> None:
+        self._show_long_text()
+
+    def _show_long_text(self) -> None:
+        item, text = self.selected(), ""
+        if item is not None and self.compact:
+            cells = dict(zip(self.COLUMNS, self.cells_of(item, self._shown[1]), strict=True))
+            text = cells[self.WIDE_ONLY].plain
+        self.border_subtitle = f"{self.key_of(item)}: {text}" if item and text else ""
 
     def _add_columns(self) -> None:
-        for name in self._shown_columns():
+        for name in self._columns():
             label = Text(name, justify="right" if name in self.NUMERIC else "left")
             self.add_column(self._pad(label), key=name)
 
-    def _shown_columns(self) -> list[str]:
-        return [name for name in self.COLUMNS if not (self.compact and name in self.WIDE_ONLY)]
+    def _columns(self) -> list[str]:
+        return [name for name in self.COLUMNS if not (self.compact and name == self.WIDE_ONLY)]
 
     def _pad(self, text: Text) -> Text:
         if not self.compact:
@@ -122,61 +153,29 @@ class FittedTable(DataTable[Any]):
         padded.justify = text.justify
         return padded
 
-    def fill(self, rows: Sequence[tuple[str, Sequence[Text]]]) -> None:
-        """``rows``: key and one cell per name in ``COLUMNS``."""
-        shown = set(self._shown_columns())
-        fill_table(self, [(key, [self._pad(cell) for name, cell in zip(self.COLUMNS, cells,
-                                                                       strict=True)
-                                 if name in shown]) for key, cells in rows])
 
-
-class SourcesTable(FittedTable):
+class SourcesTable(FittedTable[FeedRow]):
     """One row per source and feed; the cursor picks the source that p/r/s act on."""
 
     COLUMNS = ("feed", "mode", "polled", "success", "rows", "changes", "dead", "errors",
                "state", "last error")
     NUMERIC = frozenset({"rows", "changes", "dead", "errors"})
-    WIDE_ONLY = frozenset({"last error"})
+    WIDE_ONLY = "last error"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._shown: tuple[Sequence[FeedRow], float] = ((), 0.0)
-        self._feeds: dict[str, FeedRow] = {}
-
-    def redraw(self) -> None:
-        self.show(*self._shown)
-
-    def show(self, feeds: Sequence[FeedRow], now: float) -> None:
-        self._shown = (feeds, now)
-        self._feeds = {feed.key: feed for feed in feeds}
-        self.fill([(feed.key, self._cells(feed, now)) for feed in feeds])
-        self._show_error()
-
-    def on_data_table_row_highlighted(self) -> None:
-        self._show_error()
-
-    def _show_error(self) -> None:
-        feed = self.selected_feed()
-        if feed and feed.last_error and self.compact:  # wide: it has its own column
-            self.border_subtitle = f"{feed.key}: {feed.last_error}"
-        else:
-            self.border_subtitle = ""
-
-    def selected_feed(self) -> FeedRow | None:
-        key = selected_key(self)
-        return self._feeds.get(key) if key else None
+    def key_of(self, item: FeedRow) -> str:
+        return item.key
 
     def selected_source(self) -> str | None:
-        feed = self.selected_feed()
+        feed = self.selected()
         return feed.source if feed else None
 
-    def _cells(self, feed: FeedRow, now: float) -> list[Text]:
-        mode = SHORT_MODES.get(feed.mode, feed.mode) if self.compact else feed.mode
-        return [Text(feed.key), Text(mode), Text(age(feed.last_poll_end, now)),
-                Text(age(feed.last_success, now), style="red" if feed.failing else ""),
-                _figure(feed.rows_read), _figure(feed.changes),
-                _figure(feed.dead_letters, "bold red"), _figure(feed.errors, "red"),
-                _feed_state(feed), Text(feed.last_error or "", style="red")]
+    def cells_of(self, item: FeedRow, now: float) -> list[Text]:
+        mode = SHORT_MODES.get(item.mode, item.mode) if self.compact else item.mode
+        return [Text(item.key), Text(mode), Text(age(item.last_poll_end, now)),
+                Text(age(item.last_success, now), style="red" if item.failing else ""),
+                _figure(item.rows_read), _figure(item.changes),
+                _figure(item.dead_letters, "bold red"), _figure(item.errors, "red"),
+                _feed_state(item), Text(item.last_error or "", style="red")]
 
 
 def _figure(value: int, alarm: str = "") -> Text:
