@@ -26,6 +26,7 @@ from tests.tui_support import (
 from tui.app import AgentDashboard
 from tui.fleet import FleetApp
 from tui.formats import clock
+from tui.model import DeadLetter
 from tui.screens import ConfirmScreen, DeadLetterScreen, HelpScreen
 from tui.widgets import Banner
 
@@ -218,6 +219,20 @@ async def test_retrying_a_capture_dead_letter_says_what_happens_to_it() -> None:
     assert agent.posts == ["/v1/outbox/12/retry"]
 
 
+async def test_dead_letters_that_cannot_be_read_say_so() -> None:
+    class Unreachable(FakeAgent):
+        async def dead_letters(self) -> list[DeadLetter]:
+            raise OSError("agent unreachable at /run/distillsync/agent.sock: refused")
+
+    app = dashboard(Unreachable(updates()))
+    notices = record_notices(app)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("d")
+        await until(pilot, lambda: notices, "the failure")
+        assert "could not be read" in text(app.screen.query_one("#dead-title"))
+    assert notices == [("agent unreachable at /run/distillsync/agent.sock: refused", "error")]
+
+
 async def test_help_lists_every_key_and_closes() -> None:
     app = dashboard(FakeAgent(updates()))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -242,8 +257,8 @@ async def test_an_unreachable_agent_is_shown_until_it_comes_back() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         banner = app.screen.query_one(Banner)
         await until(pilot, lambda: banner.has_class("-shown"), "the banner")
-        assert text(banner).startswith(f"agent unreachable since {clock(NOW)}")
-        assert "refused" in text(banner)
+        assert text(banner) == (f"agent unreachable since {clock(NOW)} · "
+                                "at /run/distillsync/agent.sock: refused · reconnecting")
 
         agent.script.plans.put_nowait(updates(3))
         await until(pilot, lambda: not banner.has_class("-shown"), "the agent back")

@@ -87,8 +87,9 @@ class DashboardScreen(Screen[None]):
 
     def on_lost(self, message: Lost) -> None:
         """Keep the last figures, dimmed, under a banner saying since when."""
+        detail = message.error.removeprefix("agent unreachable ")  # said once is enough
         self.query_one(Banner).say(f"agent unreachable since {clock(message.since)} · "
-                                   f"reconnecting · {message.error}")
+                                   f"{detail} · reconnecting")
         self.query("#header, #body").add_class("-stale")
 
     def action_source(self, action: str) -> None:

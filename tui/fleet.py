@@ -76,7 +76,7 @@ class FleetApp(App[int]):
 
     def on_lost(self, message: Lost) -> None:
         self.query_one(Banner).say(f"relay unreachable since {clock(message.since)} · "
-                                   f"reconnecting · {message.error}")
+                                   f"{message.error} · reconnecting")
 
     def redraw(self) -> None:
         agents = [self.agents[key] for key in sorted(self.agents)]

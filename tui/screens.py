@@ -130,6 +130,7 @@ class DeadLetterScreen(Screen[None]):
             items = await self.source.dead_letters()
         except OSError as error:
             self.notify(str(error), title="Dead letters", severity="error", markup=False)
+            self.query_one("#dead-title", Static).update(_title("could not be read (g retries)"))
             return
         self.show(items)
 

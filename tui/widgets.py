@@ -195,7 +195,7 @@ class OutboxPanel(Vertical):
     """Throughput sparkline and the outbox's figures."""
 
     def compose(self) -> ComposeResult:
-        yield Static(id="outbox-figures")
+        yield Static("waiting for the first update…", id="outbox-figures")
         yield Sparkline([], id="throughput")
 
     def show(self, outbox: OutboxInfo, delivered: float | None, series: list[float]) -> None:
