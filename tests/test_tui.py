@@ -295,12 +295,14 @@ async def test_the_fleet_lists_every_agent_sorted_with_counts() -> None:
         assert [row[:3] for row in listed] == [
             ["acme", "erp-bilbao", "○ offline"], ["acme", "erp-madrid-1", "● online"],
             ["acme", "erp-sevilla", "● online"], ["zeta", "erp-porto", "● online"]]
-        assert listed[0][3:7] == ["0.1.0", "—", "—", "—"]  # the Will says only that
-        assert listed[1][4:7] == ["1,204", "3", "1s ago"]
-        assert listed[3][4:7] == ["88,310", "0", "10m ago"]
+        assert listed[0][3:8] == ["5s ago", "0.1.0", "—", "—", "—"]  # the Will says only that
+        assert listed[1][5:8] == ["1,204", "3", "1s ago"]
+        assert listed[3][5:8] == ["88,310", "0", "10m ago"]
         header = text(app.screen.query_one("#header"))
         assert "3 online" in header and "1 offline" in header
-        await pilot.press("down", "down", "down")
+        await pilot.press("down", "down")
+        assert fleet.border_subtitle == "acme/erp-sevilla: paused: legacy"
+        await pilot.press("down")
         assert fleet.border_subtitle == ("zeta/erp-porto: not authorized (0x87) · "
                                          "1 source failing")
 

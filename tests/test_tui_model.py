@@ -93,6 +93,8 @@ def test_fleet_statuses_online_offline_cleared_and_unreadable() -> None:
     assert parse_fleet_status("x/acme/gone/status", b"") == (("acme", "gone"), None)
     _, garbled = parse_fleet_status("x/acme/odd/status", b"\xff not json")
     assert garbled is not None and garbled.state == "unknown"
+    _, odd = parse_fleet_status("x/t/a/status", orjson.dumps({"state": "online", "paused": 3}))
+    assert odd is not None and odd.paused == ()
     _, listed = parse_fleet_status("x/t/a/status", orjson.dumps([1, 2]))
     assert listed is not None and listed.last_error == "unreadable status payload"
     assert online.time == NOW - 5 and STARTED < NOW

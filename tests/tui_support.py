@@ -202,7 +202,7 @@ def online(backlog: int, dead: int, last_publish: float | None, **extra: Any) ->
 FLEET: list[tuple[str, bytes]] = [
     ("distillsync/acme/erp-madrid-1/status", online(1_204, 3, NOW - 1)),
     ("distillsync/acme/erp-bilbao/status", fleet_status("offline")),  # the Last Will
-    ("distillsync/acme/erp-sevilla/status", online(0, 0, NOW - 42)),
+    ("distillsync/acme/erp-sevilla/status", online(0, 0, NOW - 42, paused=["legacy"])),
     ("distillsync/zeta/erp-porto/status",
      online(88_310, 0, NOW - 600, last_error="not authorized (0x87)", sources_failing=1)),
     ("distillsync/acme/erp-retired/status", online(5, 0, NOW - 3)),

@@ -97,8 +97,8 @@ def _header(where: str, online: int, offline: int) -> Content:
 
 
 class FleetTable(FittedTable[FleetAgent]):
-    COLUMNS = ("tenant", "agent", "state", "version", "backlog", "dead", "last publish",
-               "last error")
+    COLUMNS = ("tenant", "agent", "state", "seen", "version", "backlog", "dead",
+               "last publish", "last error")
     NUMERIC = frozenset({"backlog", "dead"})
     WIDE_ONLY = "last error"
 
@@ -113,10 +113,17 @@ def _cells(agent: FleetAgent, now: float) -> list[Text]:
     online = agent.state == "online"
     state = Text(f"● {agent.state}" if online else f"○ {agent.state}",
                  style="green" if online else "bold red")
-    return [Text(agent.tenant), Text(agent.agent, style="bold red" if _trouble(agent) else ""),
-            state, Text(agent.version), _number(agent.backlog),
+    return [Text(agent.tenant), Text(agent.agent, style=_agent_style(agent)),
+            state, Text(age(agent.time, now), style="dim"), Text(agent.version),
+            _number(agent.backlog),
             _number(agent.dead_letters, alarm=True), Text(age(agent.last_publish, now)),
             Text(_trouble(agent), style="red")]
+
+
+def _agent_style(agent: FleetAgent) -> str:
+    if agent.last_error or agent.sources_failing:
+        return "bold red"
+    return "bold yellow" if agent.paused else ""
 
 
 def _number(value: int | None, alarm: bool = False) -> Text:
@@ -128,7 +135,8 @@ def _number(value: int | None, alarm: bool = False) -> Text:
 def _trouble(agent: FleetAgent) -> str:
     n = agent.sources_failing
     failing = f"{n} source{'s' if n > 1 else ''} failing" if n else ""
-    return " · ".join(part for part in _nonempty(agent.last_error, failing))
+    paused = f"paused: {', '.join(agent.paused)}" if agent.paused else ""
+    return " · ".join(part for part in _nonempty(agent.last_error, failing, paused))
 
 
 def _nonempty(*parts: str | None) -> Iterable[str]:

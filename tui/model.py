@@ -37,6 +37,11 @@ def _opt_str(data: Json, key: str) -> str | None:
     return str(value) if value is not None else None
 
 
+def _names(data: Json, key: str) -> tuple[str, ...]:
+    value = data.get(key)
+    return tuple(str(name) for name in value if name) if isinstance(value, list) else ()
+
+
 def _dict(data: Json, key: str) -> Json:
     value = data.get(key)
     return value if isinstance(value, Mapping) else {}
@@ -181,6 +186,7 @@ class FleetAgent:
     last_publish: float | None
     last_error: str | None
     sources_failing: int
+    paused: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -268,7 +274,8 @@ def parse_fleet_status(topic: str, payload: bytes) -> tuple[tuple[str, str], Fle
         backlog=_float_int(status, "backlog"), dead_letters=_float_int(status, "dead_letters"),
         last_publish=epoch(_opt_str(status, "last_publish")),
         last_error=_opt_str(status, "last_error"),
-        sources_failing=_int(status, "sources_failing"))
+        sources_failing=_int(status, "sources_failing"),
+        paused=_names(status, "paused"))
 
 
 def _float_int(data: Json, key: str) -> int | None:
