@@ -111,7 +111,7 @@ async def test_the_filter_narrows_the_tail_by_entity_subject_or_outcome() -> Non
         assert {row[2] for row in rows(events)} == {"price"}
         assert "3 matching" in str(app.screen.query_one("#tail").border_title)
         await pilot.press("escape")
-        assert app.focused is table(app, "#sources")
+        assert app.focused is app.screen.query_one("#sources")
 
 
 async def test_new_events_go_on_top_and_the_repeated_past_is_not_shown_twice() -> None:

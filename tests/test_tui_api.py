@@ -25,10 +25,10 @@ class FakeApi:
     """The status API's shapes with frozen data; records what it was asked."""
 
     def __init__(self, dead: int = 250) -> None:
-        self.dead = [{"id": i, "kind": "capture", "source": "erp", "feed": "stock",
-                      "entity": "stock", "subject": f"SKU-{i}/WH1", "reason": "schema",
-                      "payload": "{}", "event_sequence": None, "created_at": NOW}
-                     for i in range(1, dead + 1)]
+        self.dead: list[dict[str, Any]] = [
+            {"id": i, "kind": "capture", "source": "erp", "feed": "stock", "entity": "stock",
+             "subject": f"SKU-{i}/WH1", "reason": "schema", "payload": "{}",
+             "event_sequence": None, "created_at": NOW} for i in range(1, dead + 1)]
         self.afters: list[int] = []
         self.posts: list[str] = []
         self.streams = 0

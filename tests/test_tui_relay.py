@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.publish
 
@@ -18,8 +19,8 @@ from tui.widgets import Banner
 
 async def retain(broker: Mosquitto, messages: list[tuple[str, bytes]], prefix: str) -> None:
     """Publish each status retained under ``prefix`` (each test has its own)."""
-    batch = [{"topic": topic.replace("distillsync", prefix, 1), "payload": payload,
-              "qos": 1, "retain": True} for topic, payload in messages]
+    batch: list[Any] = [(topic.replace("distillsync", prefix, 1), payload, 1, True)
+                        for topic, payload in messages]
     await asyncio.to_thread(paho.mqtt.publish.multiple, batch, hostname="127.0.0.1",
                             port=broker.port)
 
