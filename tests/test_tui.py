@@ -11,6 +11,7 @@ from textual.widgets import Input
 
 from tests.tui_support import (
     DEAD_LETTERS,
+    EVENTS,
     FLEET,
     NOW,
     FakeAgent,
@@ -126,6 +127,12 @@ async def test_new_events_go_on_top_and_the_repeated_past_is_not_shown_twice() -
         agent.script.plans.put_nowait(again)
         await until(pilot, lambda: table(app, "#events").row_count == 12, "the new event")
         assert rows(table(app, "#events"))[0][1:4] == ["90311", "stock", "delete"]
+
+        fresh = updates(1)  # an agent on a new outbox: sequences begin again
+        fresh[0]["status"]["outbox"]["last_sequence"] = 2
+        fresh[0]["events"] = [{**EVENTS[0], "sequence": 2}]
+        agent.script.plans.put_nowait(fresh)
+        await until(pilot, lambda: table(app, "#events").row_count == 1, "a fresh tail")
 
 
 @pytest.mark.parametrize(("key", "row", "path", "notice"), [
@@ -266,7 +273,7 @@ async def test_an_unreachable_agent_is_shown_until_it_comes_back() -> None:
         assert not app.screen.query_one("#body").has_class("-stale")
         assert agent.script.connections == 2
 
-        agent.script.plans.put_nowait(OSError("agent at /x closed the stream"))
+        agent.script.plans.put_nowait(OSError("agent at /x closed the stream [/b]"))
         await until(pilot, lambda: banner.has_class("-shown"), "the banner again")
         assert "closed the stream" in text(banner)
         assert app.screen.query_one("#body").has_class("-stale")

@@ -12,6 +12,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 
@@ -51,7 +52,8 @@ class DashboardScreen(Screen[None]):
         self.throughput = Throughput()
 
     def compose(self) -> ComposeResult:
-        yield AgentHeader(f" connecting to the agent at {self.source.where}…", id="header")
+        yield AgentHeader(Content(f" connecting to the agent at {self.source.where}…"),
+                          id="header")
         yield Banner(id="banner")
         with Vertical(id="body"):
             yield SourcesTable(id="sources", classes="panel")
@@ -83,7 +85,7 @@ class DashboardScreen(Screen[None]):
         self.query_one(AgentHeader).show(snap, delivered, now)
         self.query_one(SourcesTable).show(snap.feeds, now)
         self.query_one(OutboxPanel).show(snap.outbox, delivered, self.throughput.series())
-        self.query_one(EventTail).add(update.events)
+        self.query_one(EventTail).add(update.events, snap.outbox.last_sequence)
 
     def on_lost(self, message: Lost) -> None:
         """Keep the last figures, dimmed, under a banner saying since when."""

@@ -60,7 +60,7 @@ class Banner(Static):
 
     def say(self, text: str | None) -> None:
         self.set_class(text is not None, "-shown")
-        self.update(text or "")
+        self.update(Content(text or ""))  # plain text: an error may hold [brackets]
 
 
 class AgentHeader(Static):
@@ -227,9 +227,12 @@ class EventTail(Vertical):
             table.add_column(name, key=name)
         yield table
 
-    def add(self, events: Iterable[TailEvent]) -> None:
+    def add(self, events: Iterable[TailEvent], last_sequence: int) -> None:
+        """``last_sequence``: the outbox's, so a fresh outbox (sequences from 1 again) is
+        told from the repeats that the stream's first update sends after a reconnect."""
+        if self.events and 0 < last_sequence < self.events[-1].sequence:
+            self.events.clear()
         newest = self.events[-1].sequence if self.events else -1
-        # The stream's first update repeats the recent past: keep each sequence once.
         self.events.extend(e for e in events if e.sequence > newest)
         self.redraw()
 
@@ -238,10 +241,11 @@ class EventTail(Vertical):
 
     def redraw(self) -> None:
         needle = self.query_one(Input).value
-        shown = [e for e in reversed(self.events) if e.matches(needle)][:TAIL_SHOWN]
-        fill_table(self.query_one("#events", DataTable), [(str(e.sequence), _event_cells(e))
-                                                          for e in shown])
-        self.border_title = f"events · {len(shown)} matching" if needle.strip() else "events"
+        matching = [e for e in reversed(self.events) if e.matches(needle)]
+        fill_table(self.query_one("#events", DataTable),
+                   [(str(e.sequence), _event_cells(e)) for e in matching[:TAIL_SHOWN]])
+        self.border_title = f"events · {len(matching)} matching" if needle.strip() \
+            else "events"
 
 
 def _event_cells(event: TailEvent) -> list[Text]:
