@@ -10,6 +10,24 @@ fails loudly if aiomqtt changes underneath. Moving to aiomqtt 3 replaces this fi
 
 A link reports an outcome per message (acked, nacked with the reason, or unknown when
 the link died first); it never decides what that means for the outbox.
+
+MQTT 5 is the default and the design. ``relay.protocol = "3.1.1"`` exists for brokers that
+speak nothing newer (the demo's embedded amqtt); the link then keeps every guarantee the
+older protocol can carry and loses what it cannot:
+
+* session: ``clean_session = False`` with the fixed client id, instead of ``clean_start =
+  False`` and a Session Expiry Interval (how long the broker keeps it is its own setting);
+* no CONNECT or PUBLISH properties: the User Properties (``id``, ``type``, ``source``,
+  ``sequence``) and the Content Type are not sent. Nothing is lost, since the payload is
+  the whole CloudEvents envelope, but subscribers must parse it to route and dedupe;
+* no Receive Maximum (the window is ``relay.max_inflight``) and no Maximum Packet Size
+  (MQTT's own ceiling applies, so an oversize event is the broker's to refuse);
+* no reason codes on PUBACK, so every PUBACK is an ack: **a broker that drops a publish
+  (an ACL denial, a quota) is invisible**, the event counts as delivered and never becomes
+  a dead letter. Check the broker's ACL against the topics before relying on 3.1.1;
+* the Will: 3.1.1's DISCONNECT has no reason code and always discards the Will, so a
+  close that must leave the Will (an error, a cancellation, an abort) drops the TCP
+  connection without DISCONNECT, which is when a 3.1.1 broker publishes it.
 """
 
 from __future__ import annotations
@@ -17,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -34,6 +53,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.errors import RelayError
 from agent.model import Outcome
+from relay.subscriber import MQTT5, MQTT311
 
 log = logging.getLogger("distillsync.relay")
 
@@ -56,6 +76,8 @@ class LinkSettings:
     session_expiry: int
     will_topic: str
     will_payload: bytes
+    protocol: str = MQTT5
+    """``MQTT5`` or ``MQTT311`` (``relay.protocol``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +149,13 @@ def _reason_text(code: ReasonCode) -> str:
 
 
 class RelayLink:
-    """One MQTT 5 connection with a persistent session; use as an async context manager."""
+    """One MQTT connection with a persistent session; use as an async context manager."""
 
     def __init__(self, settings: LinkSettings) -> None:
+        if settings.protocol not in (MQTT5, MQTT311):
+            raise ValueError(f"unknown MQTT protocol {settings.protocol!r}")
         self.settings = settings
+        self.mqtt5 = settings.protocol == MQTT5
         self.receive_maximum = 65535
         self.max_packet_size = _DEFAULT_MAX_PACKET
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -145,13 +170,20 @@ class RelayLink:
 
     def _make_client(self) -> aiomqtt.Client:
         s = self.settings
-        connect_props = Properties(PacketTypes.CONNECT)
-        connect_props.SessionExpiryInterval = s.session_expiry
         will = aiomqtt.Will(s.will_topic, s.will_payload, qos=1, retain=True)
+        clean_start: paho.CleanStartOption = paho.MQTT_CLEAN_START_FIRST_ONLY
+        clean_session: bool | None = None
+        props: Properties | None = None
+        if self.mqtt5:
+            clean_start, props = False, Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = s.session_expiry
+        else:
+            clean_session = False  # 3.1.1's persistent session; clean_start is 5's alone
+        version = aiomqtt.ProtocolVersion.V5 if self.mqtt5 else aiomqtt.ProtocolVersion.V311
         return aiomqtt.Client(
             s.host, s.port, identifier=s.client_id, username=s.username, password=s.password,
-            protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=connect_props,
-            will=will, keepalive=s.keepalive, tls_context=s.tls, timeout=30,
+            protocol=version, clean_start=clean_start, clean_session=clean_session,
+            properties=props, will=will, keepalive=s.keepalive, tls_context=s.tls, timeout=30,
             # The sliding window is ours; paho must not hold messages back in its own queue.
             max_inflight_messages=0,
         )
@@ -179,9 +211,22 @@ class RelayLink:
             self.closed.set_result(None)
 
     def _disconnect_with_will(self) -> None:
+        if not self.mqtt5:
+            self._drop_connection()
+            return
         code = ReasonCode(PacketTypes.DISCONNECT, identifier=_DISCONNECT_WITH_WILL)
         with contextlib.suppress(Exception):
             self._paho.disconnect(reasoncode=code)
+
+    def _drop_connection(self) -> None:
+        """MQTT 3.1.1's way to leave the Will: end the connection without DISCONNECT.
+
+        Only shut the socket down: paho then reads end-of-file on its next read, closes
+        the socket itself and reports the lost connection, like any other."""
+        sock = self._paho.socket()
+        if isinstance(sock, socket.socket):  # an SSLSocket too
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     # --- publishing ----------------------------------------------------------------------
 
@@ -189,7 +234,9 @@ class RelayLink:
              retain: bool = False) -> asyncio.Future[Ack]:
         """Hand one QoS 1 message to the socket; the future resolves on its PUBACK."""
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        size = self.packet_size(topic, payload, properties)
+        if not self.mqtt5:
+            properties = None  # 3.1.1 has no properties; the envelope carries them all
+        size = self.packet_size(topic, payload, properties, self.mqtt5)
         if size > self.max_packet_size:
             future.set_result(Ack(Outcome.NACKED, f"message of {size} bytes exceeds the "
                                                   f"broker's maximum packet size "
@@ -207,9 +254,10 @@ class RelayLink:
         return future
 
     @staticmethod
-    def packet_size(topic: str, payload: bytes, properties: PackedProperties | None) -> int:
+    def packet_size(topic: str, payload: bytes, properties: PackedProperties | None,
+                    mqtt5: bool = True) -> int:
         """The whole QoS 1 PUBLISH packet, as MQTT 5's Maximum Packet Size counts it."""
-        props = len(properties.pack()) if properties is not None else 1
+        props = len(properties.pack()) if properties is not None else int(mqtt5)
         # topic length prefix + topic + packet id + properties (with their length) + payload
         remaining = 2 + len(topic.encode("utf-8")) + 2 + props + len(payload)
         # fixed header: one type byte, then the remaining length as a variable byte integer
@@ -246,8 +294,8 @@ class RelayLink:
     # --- paho callbacks (run on the event loop thread) -----------------------------------
 
     def on_connack(self, properties: Properties | None) -> None:
-        if properties is None:
-            return
+        if properties is None or not self.mqtt5:
+            return  # 3.1.1: no Receive Maximum, no Maximum Packet Size; the defaults stand
         self.receive_maximum = int(getattr(properties, "ReceiveMaximum", 65535))
         self.max_packet_size = int(getattr(properties, "MaximumPacketSize", _DEFAULT_MAX_PACKET))
 
@@ -255,7 +303,8 @@ class RelayLink:
         entry = self._pending.pop(mid, None)
         if entry is None or entry[0].done():
             return
-        if code.value >= _FIRST_FAILURE_CODE:
+        # 3.1.1's PUBACK has no reason code (paho reports 0): every one is an ack.
+        if self.mqtt5 and code.value >= _FIRST_FAILURE_CODE:
             entry[0].set_result(Ack(Outcome.NACKED, f"broker refused: {_reason_text(code)}"))
         else:
             entry[0].set_result(Ack(Outcome.ACKED))

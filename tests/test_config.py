@@ -69,6 +69,8 @@ BAD = [
      "or set relay.allow_insecure = true"),
     ('url = "mqtts://relay.example.com:8883"', 'url = "http://relay"',
      "relay.url: must look like mqtt://host:1883 or mqtts://host:8883"),
+    ('topic_prefix = "distillsync"', 'topic_prefix = "distillsync"\nprotocol = "3"',
+     "relay.protocol: Input should be '5' or '3.1.1'"),
     ('poll_interval = "5s"', 'poll_interval = "5 parsecs"',
      "sources[0].poll_interval: '5 parsecs' is not a duration such as \"250ms\", \"5s\", "
      "\"2m\", \"1h\" or \"1d\""),
