@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy agent
+	$(BIN)/mypy --strict tui
 
 check: lint typecheck
 
@@ -32,7 +33,8 @@ pytest: $(STAMP) mosquitto
 
 test: check pytest
 
-demo: $(STAMP) mosquitto
+# No broker needed: the demo embeds amqtt when the mosquitto binary is missing.
+demo: $(STAMP)
 	$(BIN)/distillsync demo
 
 bench: $(STAMP) mosquitto

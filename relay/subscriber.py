@@ -71,13 +71,18 @@ def _client(url: str, client_id: str, protocol: str) -> aiomqtt.Client:
 async def watch(url: str, topic: str, client_id: str,
                 protocol: str = MQTT5) -> AsyncIterator[tuple[str, bytes]]:
     """Every message on ``topic`` as ``(topic, payload)``, retained ones first; an empty
-    payload is a cleared retained message. What the TUI's fleet view reads."""
-    async with _client(url, client_id, protocol) as client:
-        await client.subscribe(topic, qos=1)
-        async for message in client.messages:
-            payload = message.payload
-            if isinstance(payload, bytes | bytearray):
-                yield str(message.topic), bytes(payload)
+    payload is a cleared retained message. What the TUI's fleet view reads. A lost or
+    refused connection raises :class:`OSError`."""
+    try:
+        async with _client(url, client_id, protocol) as client:
+            await client.subscribe(topic, qos=1)
+            async for message in client.messages:
+                payload = message.payload
+                if isinstance(payload, bytes | bytearray):
+                    yield str(message.topic), bytes(payload)
+    except aiomqtt.MqttError as error:
+        # One exception type for "the relay is gone" across the kit and the TUI.
+        raise OSError(f"relay unreachable at {url}: {error}") from None
 
 
 async def subscribe(url: str, topic: str, client_id: str,

@@ -60,11 +60,9 @@ class FleetApp(App[int]):
 
     @work(exclusive=True, group="follow", name="follow the relay")
     async def follow_relay(self) -> None:
-        # aiomqtt's errors are not OSErrors and only relay.subscriber may import aiomqtt,
-        # so any failure of the subscription counts as losing the relay.
         await follow(self, self.source.messages,
                      lambda message: FleetStatus(*parse_fleet_status(*message)),
-                     errors=(Exception,), now=self.now, backoff=self.backoff)
+                     errors=(OSError,), now=self.now, backoff=self.backoff)
 
     def on_fleet_status(self, message: FleetStatus) -> None:
         if message.agent is None:
