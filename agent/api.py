@@ -114,7 +114,9 @@ class StatusBoard:
                        "oldest_pending_time": stats.oldest_pending_time,
                        "oldest_pending_age_seconds": _age(stats.oldest_pending_time),
                        "dead_letters": stats.dead_letters, "delivered_kept": stats.delivered,
-                       "last_sequence": stats.last_sequence},
+                       # The count may be a second old; what settled since is newer.
+                       "last_sequence": max(stats.last_sequence,
+                                            relay.tail[-1].sequence if relay.tail else 0)},
         }
 
 

@@ -150,7 +150,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
     setup_logging("warning")
-    return asyncio.run(run_demo(seconds=args.seconds, products=args.products))
+    return asyncio.run(run_demo(seconds=args.seconds, products=args.products,
+                                headless=args.headless or not sys.stdout.isatty(),
+                                broker_kind=args.broker))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,9 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     resync = with_config("resync", "re-read an entity fully and publish what differs")
     resync.add_argument("entity", help="entity or feed name, e.g. stock, or SOURCE/FEED")
     resync.set_defaults(func=cmd_resync)
-    demo = sub.add_parser("demo", help="demo ERP, local broker, agent and a subscriber")
+    demo = sub.add_parser("demo", help="demo ERP, embedded broker, agent, demo shop and the TUI")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
     demo.add_argument("--products", type=int, default=300)
+    demo.add_argument("--headless", action="store_true",
+                      help="no TUI: a one-line summary every few seconds (also without a tty)")
+    demo.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto",
+                      help="auto: Mosquitto when its binary is found, else amqtt")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -68,8 +68,11 @@ PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValida
 Slug = Annotated[str, Field(pattern=_SLUG, min_length=1, max_length=64)]
 # Paths come from TOML as strings, so they are the one place strict mode must convert.
 FilePath = Annotated[Path, Field(strict=False)]
-# The spellings of relay.subscriber's MQTT5 and MQTT311 (tests/test_protocol311.py checks).
+# The same spellings as relay.subscriber's (tests/test_protocol311.py checks): the relay
+# kit stands alone, so the agent keeps its own copy rather than importing the kit.
 MqttProtocol = Literal["5", "3.1.1"]
+MQTT5: MqttProtocol = "5"
+MQTT311: MqttProtocol = "3.1.1"
 
 
 def _is_loopback(host: str) -> bool:

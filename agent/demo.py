@@ -2,27 +2,41 @@
 
 A Dolibarr-shaped demo ERP in SQLite (a few hundred products, three warehouses, prices),
 a simulator that changes stock and prices and now and then writes a bad row, a private
-Mosquitto on a free loopback port, the agent itself, and a relay-side subscriber that
-keeps the demo shop's stock and prints what it applies. Ctrl-C stops everything.
+broker on a free loopback port (Mosquitto when its binary is found, else amqtt in this
+process), the agent itself, a relay-side subscriber that keeps the demo shop's stock and
+prices, and the TUI on the agent. Quitting the TUI stops everything; ``--headless`` runs
+without it and prints a one-line summary every few seconds instead, until Ctrl-C.
+
+The TUI is imported only when it runs, so ``distillsync run`` never loads Textual.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import signal
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from agent.apiclient import ApiClient
 from agent.config import parse_config
 from agent.errors import DistillSyncError
-from agent.localbroker import LocalBroker
+from agent.localbroker import EmbeddedBroker, embedded_broker
 from agent.service import Agent
 from relay.subscriber import ReceivedEvent, VersionGate, subscribe
+
+if TYPE_CHECKING:
+    from tui.app import AgentDashboard
+
+SUMMARY_EVERY = 3.0
+SETTLE_LIMIT = 10.0
 
 WAREHOUSES = ("MAD", "BCN", "VLC")
 KINDS = ("Olive Oil", "Red Wine", "White Wine", "Cava", "Manchego", "Chorizo", "Jamon",
@@ -60,12 +74,12 @@ def make_demo_erp(path: Path, products: int, rng: random.Random) -> None:
                 [(n, w, rng.randint(0, 120)) for w in range(1, len(WAREHOUSES) + 1)])
 
 
-def demo_config(workdir: Path, broker_url: str) -> dict[str, object]:
+def demo_config(workdir: Path, broker_url: str, protocol: str = "5") -> dict[str, object]:
     erp = f"sqlite+aiosqlite:///{workdir / 'erp.db'}"
     return {
         "agent": {"id": "demo-erp", "tenant": "demo", "state_dir": str(workdir / "state"),
                   "log_level": "warning", "shutdown_timeout": "3s"},
-        "relay": {"url": broker_url},
+        "relay": {"url": broker_url, "protocol": protocol},
         "api": {"socket": str(workdir / "agent.sock")},
         "sources": [{
             "name": "dolibarr", "url": erp, "poll_interval": "500ms",
@@ -117,6 +131,16 @@ class Simulator:
         self.db.close()
 
 
+    def stock_levels(self) -> dict[str, float]:
+        """What the ERP holds now, keyed like the shop (``SKU/WAREHOUSE``); bad rows left out."""
+        rows = self.db.execute(
+            "SELECT p.ref, e.ref, s.reel FROM llx_product_stock s "
+            "JOIN llx_product p ON p.rowid = s.fk_product "
+            "JOIN llx_entrepot e ON e.rowid = s.fk_entrepot")
+        return {f"{sku}/{wh}": float(on_hand) for sku, wh, on_hand in rows
+                if isinstance(on_hand, int | float)}
+
+
 @dataclass
 class DemoShop:
     """The relay side: keeps the shop's stock and prices from the events it admits."""
@@ -125,85 +149,146 @@ class DemoShop:
     stock: dict[str, float] = field(default_factory=dict)
     prices: dict[str, str] = field(default_factory=dict)
     received: int = 0
-    quiet_until: float = 0.0
 
-    def apply(self, received: ReceivedEvent) -> str | None:
+    def apply(self, received: ReceivedEvent) -> None:
         self.received += 1
         if not self.gate.admit(received):
-            return None
+            return
         data, subject = received.event["data"], received.event["subject"]
-        if received.entity == "stock":
+        if received.entity == "stock" and received.op == "upsert":
             self.stock[subject] = data["on_hand"]
-            return f"stock  {subject:<12} on_hand = {data['on_hand']:g}"
-        if received.entity == "price":
+        elif received.entity == "price" and received.op == "upsert":
             self.prices[subject] = data["price"]
-            return f"price  {subject:<12} price   = {data['price']}"
-        return f"{received.entity} {received.op} {subject}"
+
+    def in_sync(self, erp_stock: dict[str, float]) -> int:
+        return sum(1 for key, on_hand in erp_stock.items() if self.stock.get(key) == on_hand)
 
 
-async def _shop(url: str, topic: str, shop: DemoShop) -> None:
-    async for received in subscribe(url, topic, "distillsync-demo-shop"):
-        line = shop.apply(received)
-        if line and time.monotonic() > shop.quiet_until:
-            seq = int(received.event["sequence"])
-            print(f"{time.strftime('%H:%M:%S')}  #{seq:<6} {line}", flush=True)
+async def _shop(broker: EmbeddedBroker, shop: DemoShop) -> None:
+    async for received in subscribe(broker.url, "distillsync/demo/+/out/#",
+                                    "distillsync-demo-shop", broker.protocol):
+        shop.apply(received)
+
+
+async def summary_line(agent: Agent, shop: DemoShop, sim: Simulator) -> str:
+    """One line that fits 80 columns: the agent's side, then the shop's."""
+    stats, erp_stock = await agent.outbox.stats(), sim.stock_levels()
+    relay = agent.delivery.stats
+    trouble = "" if relay.state == "connected" else f" | relay {relay.state}"
+    return (f"{time.strftime('%H:%M:%S')} {relay.published} sent, {stats.pending} pending, "
+            f"{stats.dead_letters} dead | shop: {shop.in_sync(erp_stock)}/{len(erp_stock)} "
+            f"stock = ERP, {len(shop.prices)} prices{trouble}")
 
 
 async def _summaries(agent: Agent, shop: DemoShop, sim: Simulator, stop: asyncio.Event) -> None:
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 5)
-        if stop.is_set():
-            return
-        stats = await agent.outbox.stats()
-        print(f"-- shop {len(shop.stock)} stock, {len(shop.prices)} prices, "
-              f"{shop.received} events | relay {agent.delivery.stats.state}, "
-              f"{stats.pending} pending, {stats.dead_letters}/{sim.bad_rows} bad rows dead",
-              flush=True)
+            await asyncio.wait_for(stop.wait(), SUMMARY_EVERY)
+        if not stop.is_set():
+            print(await summary_line(agent, shop, sim), flush=True)
 
 
-async def run_demo(seconds: float = 0, products: int = 300) -> int:
+async def run_demo(seconds: float = 0, products: int = 300, headless: bool = False,
+                   broker_kind: str = "auto") -> int:
     with tempfile.TemporaryDirectory(prefix="distillsync-demo-") as tmp:
         workdir = Path(tmp)
         rng = random.Random(7)
         make_demo_erp(workdir / "erp.db", products, rng)
-        broker = LocalBroker(workdir / "broker")
         try:
-            broker.start()
+            async with embedded_broker(workdir / "broker", broker_kind) as broker:
+                return await Demo(workdir, broker, products, rng).run(seconds, headless)
         except DistillSyncError as error:
             print(f"demo: {error}")
             return 1
+
+
+class Demo:
+    def __init__(self, workdir: Path, broker: EmbeddedBroker, products: int,
+                 rng: random.Random) -> None:
+        self.workdir, self.broker, self.products = workdir, broker, products
+        self.agent = Agent(parse_config(demo_config(workdir, broker.url, broker.protocol)))
+        self.shop, self.stop = DemoShop(), asyncio.Event()
+        self.sim = Simulator(workdir / "erp.db", products, rng)
+
+    async def run(self, seconds: float, headless: bool) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.stop.set)
+        kind = "Mosquitto" if self.broker.protocol == "5" else "amqtt (MQTT 3.1.1)"
+        print(f"demo: {self.products} products in {len(WAREHOUSES)} warehouses, "
+              f"{kind} on 127.0.0.1:{self.broker.port}", flush=True)
+        tasks = [asyncio.create_task(self.agent.run(), name="agent"),
+                 asyncio.create_task(_shop(self.broker, self.shop), name="shop"),
+                 asyncio.create_task(self.sim.run(self.stop), name="simulator")]
+        if headless:
+            print("headless: a summary every few seconds; Ctrl-C to stop", flush=True)
+            tasks.append(asyncio.create_task(
+                _summaries(self.agent, self.shop, self.sim, self.stop), name="summaries"))
         try:
-            return await _run(workdir, broker, products, rng, seconds)
+            await self._until_done(seconds, headless)
         finally:
-            broker.stop()
+            await self._shut_down(tasks)
+        print(f"demo stopped: the shop holds {len(self.shop.stock)} stock levels and "
+              f"{len(self.shop.prices)} prices", flush=True)
+        return 0
+
+    async def _until_done(self, seconds: float, headless: bool) -> None:
+        stopped = asyncio.ensure_future(self.stop.wait())
+        if headless:
+            await asyncio.wait([stopped], timeout=seconds or None)
+        else:
+            with _logging_to(self.workdir / "demo.log"):
+                app = self._dashboard()
+                ui = asyncio.ensure_future(app.run_async())
+                await asyncio.wait([stopped, ui], timeout=seconds or None,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                app.exit()
+                await ui
+        stopped.cancel()
+
+    def _dashboard(self) -> AgentDashboard:
+        from tui.app import AgentDashboard
+        from tui.sources import ApiSource
+
+        return AgentDashboard(ApiSource(ApiClient(self.agent.config.api.socket)))
+
+    async def _settle(self) -> None:
+        """Give the last changes a moment to reach the shop, so the final line can show
+        the shop agreeing with the ERP; never longer than ``SETTLE_LIMIT``."""
+        deadline = time.monotonic() + SETTLE_LIMIT
+        while time.monotonic() < deadline:
+            erp_stock = self.sim.stock_levels()
+            if self.shop.in_sync(erp_stock) == len(erp_stock):
+                return
+            await asyncio.sleep(0.2)
+
+    async def _shut_down(self, tasks: list[asyncio.Task[None]]) -> None:
+        self.stop.set()  # the simulator stops writing first
+        if not tasks[0].done():  # the last word, while the agent's outbox is still open
+            await self._settle()
+            print(await summary_line(self.agent, self.shop, self.sim), flush=True)
+        self.agent.request_stop()
+        await tasks[0]  # the agent: finishes its page and in-flight publishes
+        for task in tasks[1:]:
+            task.cancel()
+        await asyncio.gather(*tasks[1:], return_exceptions=True)
+        self.sim.close()
+        logged = self.workdir / "demo.log"
+        if logged.exists() and logged.stat().st_size:
+            print("logged while the dashboard ran (last lines):")
+            print("\n".join(logged.read_text(errors="replace").splitlines()[-10:]))
 
 
-async def _run(workdir: Path, broker: LocalBroker, products: int, rng: random.Random,
-               seconds: float) -> int:
-    agent = Agent(parse_config(demo_config(workdir, broker.url)))
-    shop, sim, stop = DemoShop(), Simulator(workdir / "erp.db", products, rng), asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    print(f"demo ERP {workdir / 'erp.db'}: {products} products in {len(WAREHOUSES)} "
-          f"warehouses; broker {broker.url}; Ctrl-C to stop", flush=True)
-    shop.quiet_until = time.monotonic() + 3  # the initial load is summarised, not listed
-    shop_task = asyncio.create_task(_shop(broker.url, "distillsync/demo/+/out/#", shop),
-                                    name="shop")
-    agent_task = asyncio.create_task(agent.run(), name="agent")
-    helpers = [asyncio.create_task(sim.run(stop), name="simulator"),
-               asyncio.create_task(_summaries(agent, shop, sim, stop), name="summaries")]
+@contextlib.contextmanager
+def _logging_to(path: Path) -> Iterator[None]:
+    """While the dashboard owns the terminal, log lines go to a file instead of over it."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [handler]
     try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds or None)
+        yield
     finally:
-        stop.set()
-        agent.request_stop()
-        await agent_task
-        shop_task.cancel()
-        await asyncio.gather(shop_task, *helpers, return_exceptions=True)
-        sim.close()
-    print(f"demo stopped: the shop holds {len(shop.stock)} stock levels and "
-          f"{len(shop.prices)} prices", flush=True)
-    return 0
+        root.handlers = saved
+        handler.close()

@@ -32,8 +32,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from agent.config import MQTT5, MQTT311
 from agent.errors import DistillSyncError, RelayError
-from relay.subscriber import MQTT5, MQTT311
 
 INSTALL_HINT = "install it with: apt-get install mosquitto"
 AMQTT_HINT = "pip install 'distillsync[demo]'"

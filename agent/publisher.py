@@ -51,9 +51,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.config import MQTT5, MQTT311
 from agent.errors import RelayError
 from agent.model import Outcome
-from relay.subscriber import MQTT5, MQTT311
 
 log = logging.getLogger("distillsync.relay")
 

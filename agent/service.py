@@ -34,7 +34,7 @@ from agent.delivery import Delivery, DeliverySettings, status_payload
 from agent.envelope import now_rfc3339, rfc3339_from_epoch, source_urn, topic_base
 from agent.errors import OutboxError, SourceError
 from agent.notify import Notifier
-from agent.outbox import Outbox
+from agent.outbox import Outbox, OutboxStats
 from agent.poller import FeedPoller
 from agent.publisher import LinkSettings, RelayLink, parse_relay_url, tls_context
 from agent.sources.sql import SqlReader
@@ -224,7 +224,7 @@ class Agent:
         for runner in runners:
             await runner.first_attempt.wait()
         if not self.stop.is_set():
-            self.notifier.ready(await self._status_line())
+            self.notifier.ready(self._status_line(await self.outbox.pending_count()))
             log.info("ready")
 
     async def _every(self, seconds: float, action: Callable[[], Awaitable[object]]) -> None:
@@ -237,20 +237,23 @@ class Agent:
         self.notifier.watchdog()
 
     async def _report(self) -> None:
-        self.notifier.status(await self._status_line())
-        if self._state_signature() != self._announced:
+        stats = await self.outbox.stats()
+        self.notifier.status(self._status_line(stats.pending))
+        if self._state_signature(stats) != self._announced:
             self.delivery.announce_now.set()
 
-    def _state_signature(self) -> tuple[object, ...]:
-        """What makes the fleet view's row change colour; counters alone do not."""
-        return (self.delivery.stats.last_error,
-                tuple(r.paused for r in self.runners),
+    def _state_signature(self, stats: OutboxStats) -> tuple[object, ...]:
+        """What changes the fleet view's row beyond its counters: refreshed within
+        ``STATUS_EVERY`` instead of waiting for the periodic announcement."""
+        relay = self.delivery.stats
+        return (relay.last_error, relay.last_publish is None, stats.pending > 0,
+                stats.dead_letters, tuple(r.paused for r in self.runners),
                 tuple(p.stats.failing for r in self.runners for p in r.pollers))
 
     async def compact_status(self) -> dict[str, object]:
         """The retained status' summary for the fleet view (see ``Delivery.describe``)."""
-        self._announced = self._state_signature()
         stats = await self.outbox.stats()
+        self._announced = self._state_signature(stats)
         relay = self.delivery.stats
         errors = [p.stats.last_error for r in self.runners for p in r.pollers
                   if p.stats.failing]
@@ -261,8 +264,7 @@ class Agent:
                 "sources_failing": len(errors),
                 "paused": [r.config.name for r in self.runners if r.paused]}
 
-    async def _status_line(self) -> str:
-        pending = await self.outbox.pending_count()
+    def _status_line(self, pending: int) -> str:
         return f"relay {self.delivery.stats.state}, {pending} pending, " \
                f"{self.delivery.stats.published} published"
 

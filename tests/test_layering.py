@@ -36,9 +36,10 @@ def test_each_dependency_has_one_owner(package: str) -> None:
     assert importers(package) <= OWNERS[package]
 
 
-def test_running_the_agent_loads_no_textual() -> None:
-    code = ("import sys, agent.service, agent.cli, agent.check, agent.demo; "
-            "print('textual' in sys.modules)")
+@pytest.mark.parametrize("package", ["textual", "amqtt"])
+def test_running_the_agent_loads_neither_the_tui_nor_the_demo_broker(package: str) -> None:
+    code = ("import sys, agent.service, agent.cli, agent.check, agent.demo, agent.localbroker; "
+            f"print({package!r} in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
@@ -48,3 +49,16 @@ def test_the_tui_package_does_not_reach_into_the_agent() -> None:
     for path in Path(REPO / "tui").rglob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+agent\.(outbox|service|poller|delivery)",
                              path.read_text(), re.MULTILINE), path
+
+
+def test_the_relay_kit_and_the_agent_stand_apart() -> None:
+    """The relay kit is written from the contract alone (other teams port it); only the
+    demo, which stages both sides, imports from both."""
+    pattern = re.compile(r"^\s*(import|from)\s+(agent|relay)\b", re.MULTILINE)
+    crossing = {
+        str(path.relative_to(REPO))
+        for folder, other in (("agent", "relay"), ("relay", "agent"))
+        for path in (REPO / folder).rglob("*.py")
+        if any(m.group(2) == other for m in pattern.finditer(path.read_text()))
+    }
+    assert crossing == {"agent/demo.py"}
