@@ -1,0 +1,127 @@
+"""Between the MQTT session and the sinks: acknowledgements in order, and batches by
+priority with at most one batch in flight per key.
+
+* :class:`AckWindow` acknowledges messages in the order they arrived (MQTT requires
+  it) as soon as every earlier one is finished, whatever order they finish in.
+* :class:`Scheduler` hands out batches from the most urgent entity class first (orders,
+  then stock, then prices, then the catalogue), never putting a key in a batch while
+  another batch holding that key is in flight, so writes to one SKU cannot overtake
+  each other. Reordering happens within the broker's Receive Maximum: that many
+  messages may be unacknowledged at once, and a message left waiting holds back the
+  acknowledgements behind it until it is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from relay.model import Event
+
+T = TypeVar("T")
+
+
+@dataclass(eq=False, slots=True)
+class Ticket(Generic[T]):
+    """One received message on its way; ``item`` is what to acknowledge."""
+
+    item: T
+    done: bool = False
+
+
+class AckWindow(Generic[T]):
+    def __init__(self, ack: Callable[[T], None]) -> None:
+        self._ack = ack
+        self._order: deque[Ticket[T]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def add(self, item: T) -> Ticket[T]:
+        ticket = Ticket(item)
+        self._order.append(ticket)
+        return ticket
+
+    def finish(self, ticket: Ticket[T]) -> None:
+        ticket.done = True
+        while self._order and self._order[0].done:
+            self._ack(self._order.popleft().item)
+
+    def forget(self) -> None:
+        """The connection is gone: its unacknowledged messages will be redelivered."""
+        self._order.clear()
+
+
+@dataclass(slots=True)
+class Queued(Generic[T]):
+    event: Event
+    ticket: Ticket[T]
+    order: int
+
+
+@dataclass
+class Scheduler(Generic[T]):
+    batch_size: int
+    linger: float
+    _classes: dict[int, deque[Queued[T]]] = field(default_factory=dict)
+    _busy_keys: set[tuple[str, str, str]] = field(default_factory=set)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _counter: itertools.count[int] = field(default_factory=itertools.count)
+
+    def __len__(self) -> int:
+        return sum(len(queue) for queue in self._classes.values())
+
+    def put(self, event: Event, ticket: Ticket[T]) -> None:
+        self._classes.setdefault(event.priority, deque()).append(
+            Queued(event, ticket, next(self._counter)))
+        self._changed.set()
+
+    def _collect(self, priority: int, room: int,
+                 taken: set[tuple[str, str, str]]) -> list[Queued[T]]:
+        """Up to ``room`` events of one class whose keys are free (or already ``taken`` by
+        this batch: several events of a key may share one, the store keeps the newest).
+        What is left keeps its arrival order."""
+        queue = self._classes.get(priority, deque())
+        batch: list[Queued[T]] = []
+        kept: deque[Queued[T]] = deque()
+        while queue and len(batch) < room:
+            queued = queue.popleft()
+            key = queued.event.key
+            if key in self._busy_keys and key not in taken:
+                kept.append(queued)  # its key is in flight: it waits
+                continue
+            taken.add(key)
+            batch.append(queued)
+        kept.extend(queue)
+        self._classes[priority] = kept
+        self._busy_keys |= taken
+        return batch
+
+    async def next_batch(self) -> list[Queued[T]]:
+        """The most urgent class that has an event with a free key; the batch's keys are
+        busy until :meth:`release`."""
+        while True:
+            self._changed.clear()
+            for priority in sorted(self._classes):
+                taken: set[tuple[str, str, str]] = set()
+                batch = self._collect(priority, self.batch_size, taken)
+                if batch:
+                    if len(batch) < self.batch_size and self.linger > 0:
+                        await asyncio.sleep(self.linger)  # let a burst fill the batch
+                        batch += self._collect(priority, self.batch_size - len(batch), taken)
+                    return batch
+            await self._changed.wait()
+
+    def release(self, batch: list[Queued[T]]) -> None:
+        for queued in batch:
+            self._busy_keys.discard(queued.event.key)
+        self._changed.set()
+
+    def forget(self) -> None:
+        """The connection is gone: drop what waits; the broker redelivers it."""
+        self._classes.clear()
+        self._changed.set()

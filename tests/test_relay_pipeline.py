@@ -1,0 +1,80 @@
+"""The consumer's ordering rules: acks in arrival order, urgent entities first, one
+batch in flight per key."""
+
+from __future__ import annotations
+
+import asyncio
+
+from relay.model import Event
+from relay.pipeline import AckWindow, Scheduler, Ticket
+
+
+def event(entity: str, subject: str, sequence: int) -> Event:
+    return Event(id=f"{entity}-{subject}-{sequence}", source="urn:distillsync:acme:erp-1",
+                 entity=entity, op="upsert", subject=subject, sequence=f"{sequence:020d}",
+                 time="2026-11-23T12:00:00.000000Z", data={}, raw=b"{}")
+
+
+def test_acks_leave_in_arrival_order_whatever_order_they_finish_in() -> None:
+    acked: list[int] = []
+    window: AckWindow[int] = AckWindow(acked.append)
+    tickets = [window.add(n) for n in range(5)]
+    for n in (3, 1, 4):
+        window.finish(tickets[n])
+    assert acked == [] and len(window) == 5
+    window.finish(tickets[0])
+    assert acked == [0, 1]
+    window.finish(tickets[2])
+    assert acked == [0, 1, 2, 3, 4] and len(window) == 0
+
+
+def test_a_forgotten_window_acks_nothing_more() -> None:
+    acked: list[int] = []
+    window: AckWindow[int] = AckWindow(acked.append)
+    first = window.add(1)
+    window.forget()
+    window.finish(first)
+    assert acked == []
+
+
+async def test_orders_then_stock_then_prices_then_the_catalogue() -> None:
+    scheduler: Scheduler[int] = Scheduler(batch_size=10, linger=0)
+    for n, entity in enumerate(["product", "price", "stock", "order_status", "stock"]):
+        scheduler.put(event(entity, f"K{n}", n + 1), Ticket(n))
+    order = []
+    for _ in range(4):
+        batch = await scheduler.next_batch()
+        order.append(sorted({q.event.entity for q in batch}))
+        scheduler.release(batch)
+    assert order == [["order_status"], ["stock"], ["price"], ["product"]]
+    assert len(scheduler) == 0
+
+
+async def test_a_key_in_flight_waits_and_keeps_its_order() -> None:
+    scheduler: Scheduler[int] = Scheduler(batch_size=2, linger=0)
+    for sequence, subject in enumerate(["A", "B", "A", "C", "A"], start=1):
+        scheduler.put(event("stock", subject, sequence), Ticket(sequence))
+    first = await scheduler.next_batch()
+    assert [(q.event.subject, q.event.sequence[-1]) for q in first] == [("A", "1"), ("B", "2")]
+    second = await scheduler.next_batch()  # A is busy: C goes, the later A's wait
+    assert [(q.event.subject, q.event.sequence[-1]) for q in second] == [("C", "4")]
+    waiting = asyncio.ensure_future(scheduler.next_batch())
+    await asyncio.sleep(0.05)
+    assert not waiting.done(), "a batch with A while A is in flight"
+    scheduler.release(first)
+    third = await waiting
+    # Both later A's share one batch; the version store keeps only the newest.
+    assert [(q.event.subject, q.event.sequence[-1]) for q in third] == [("A", "3"), ("A", "5")]
+
+
+async def test_linger_lets_a_burst_fill_one_batch() -> None:
+    scheduler: Scheduler[int] = Scheduler(batch_size=50, linger=0.2)
+    scheduler.put(event("stock", "K0", 1), Ticket(0))
+
+    async def burst() -> None:
+        await asyncio.sleep(0.01)
+        for n in range(1, 30):
+            scheduler.put(event("stock", f"K{n}", n + 1), Ticket(n))
+
+    batch, _ = await asyncio.gather(scheduler.next_batch(), burst())
+    assert len(batch) == 30
