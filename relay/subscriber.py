@@ -1,4 +1,5 @@
-"""The relay side's MQTT subscriber: the only module of the kit that imports aiomqtt.
+"""The relay side's MQTT subscriber: the only module of the kit that imports aiomqtt
+(and paho beneath it).
 
 Effectively-once needs two gates, both from the contract: drop an ``id`` already seen
 (redelivery), and drop an event whose ``sequence`` is not newer than the last one
@@ -7,13 +8,18 @@ applied for its key (reordering after a reconnect, duplicates of older states).
 
 from __future__ import annotations
 
+import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
 import orjson
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 MQTT5, MQTT311 = "5", "3.1.1"
 
@@ -68,14 +74,15 @@ def _client(url: str, client_id: str, protocol: str) -> aiomqtt.Client:
                           identifier=client_id, protocol=version)
 
 
-async def watch(url: str, topic: str, client_id: str,
+async def watch(url: str, topic: str | list[str], client_id: str,
                 protocol: str = MQTT5) -> AsyncIterator[tuple[str, bytes]]:
-    """Every message on ``topic`` as ``(topic, payload)``, retained ones first; an empty
-    payload is a cleared retained message. What the TUI's fleet view reads. A lost or
-    refused connection raises :class:`OSError`."""
+    """Every message on ``topic`` (or each of a list) as ``(topic, payload)``, retained
+    ones first; an empty payload is a cleared retained message. What the TUI's fleet view
+    reads. A lost or refused connection raises :class:`OSError`."""
     try:
         async with _client(url, client_id, protocol) as client:
-            await client.subscribe(topic, qos=1)
+            for each in [topic] if isinstance(topic, str) else topic:
+                await client.subscribe(each, qos=1)
             async for message in client.messages:
                 payload = message.payload
                 if isinstance(payload, bytes | bytearray):
@@ -95,3 +102,105 @@ async def subscribe(url: str, topic: str, client_id: str,
             continue
         if isinstance(event, dict) and "type" in event:
             yield ReceivedEvent(topic_name, event)
+
+
+# --- the consumer's session: persistent, acknowledged only after the apply ---------------
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    mid: int
+    """paho's message id on the connection that received it; 0 for QoS 0."""
+    connection: int
+    """Which connection delivered it: an ack on a later one would be meaningless."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    url: str
+    client_id: str
+    topics: list[str]
+    username: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None
+    session_expiry: int = 86400
+    keepalive: int = 30
+    receive_maximum: int = 1000
+    will_topic: str | None = None
+    will_payload: bytes = b""
+
+
+def tls_context(ca_file: Path | None, cert_file: Path | None,
+                key_file: Path | None) -> ssl.SSLContext:
+    """Verify the relay's certificate and hostname; optionally present a client cert."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if cert_file is not None and key_file is not None:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    return context
+
+
+class Session:
+    """One MQTT 5 connection with a persistent session whose QoS 1 messages are
+    acknowledged only when :meth:`ack` is called.
+
+    aiomqtt acknowledges on receipt; paho, beneath it, can leave that to the caller
+    (``manual_ack``), which is what effectively-once needs: a message is acknowledged only
+    after its outcome is recorded, so a crash before that makes the broker redeliver it.
+    MQTT wants PUBACKs in the order the PUBLISHes came; the caller keeps that order.
+    """
+
+    _connections = 0
+
+    def __init__(self, settings: SessionSettings) -> None:
+        Session._connections += 1
+        self.connection = Session._connections
+        self.settings = settings
+        parts = urlsplit(settings.url)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = settings.session_expiry
+        props.ReceiveMaximum = settings.receive_maximum
+        will = (aiomqtt.Will(settings.will_topic, settings.will_payload, qos=1, retain=True)
+                if settings.will_topic else None)
+        self.client = aiomqtt.Client(
+            parts.hostname or "127.0.0.1", parts.port or (8883 if settings.tls else 1883),
+            identifier=settings.client_id, username=settings.username,
+            password=settings.password, protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False, properties=props, will=will, tls_context=settings.tls,
+            keepalive=settings.keepalive)
+        self._paho = self.client._client  # the one reach below aiomqtt: manual acks
+        self._paho.manual_ack_set(True)
+
+    async def __aenter__(self) -> Session:
+        try:
+            await self.client.__aenter__()
+            for topic in self.settings.topics:
+                await self.client.subscribe(topic, qos=1)
+        except aiomqtt.MqttError as error:
+            raise OSError(f"relay unreachable at {self.settings.url}: {error}") from None
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.client.__aexit__(None, None, None)
+
+    async def messages(self) -> AsyncIterator[Incoming]:
+        """Every message until the connection drops, which raises :class:`OSError`."""
+        try:
+            async for message in self.client.messages:
+                payload = message.payload
+                if isinstance(payload, bytes | bytearray):
+                    yield Incoming(str(message.topic), bytes(payload), message.mid,
+                                   self.connection)
+        except aiomqtt.MqttError as error:
+            raise OSError(f"relay connection lost: {error}") from None
+
+    def ack(self, incoming: Incoming) -> None:
+        """PUBACK; a message of an earlier connection will be redelivered instead."""
+        if incoming.connection == self.connection and incoming.mid:
+            self._paho.ack(incoming.mid, 1)
+
+    async def publish(self, topic: str, payload: bytes, retain: bool = True) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.client.publish(topic, payload, qos=1, retain=retain)

@@ -297,17 +297,19 @@ async def test_the_fleet_lists_every_agent_sorted_with_counts() -> None:
     app = FleetApp(FakeRelay(FLEET), now=frozen, backoff=fast())
     async with app.run_test(size=(80, 24)) as pilot:
         fleet = table(app, "#fleet")
-        await until(pilot, lambda: fleet.row_count == 4, "four agents")
+        await until(pilot, lambda: fleet.row_count == 5, "four agents and a consumer")
         listed = rows(fleet)
         assert [row[:3] for row in listed] == [
+            ["relay", "shops-1", "● online"],
             ["acme", "erp-bilbao", "○ offline"], ["acme", "erp-madrid-1", "● online"],
             ["acme", "erp-sevilla", "● online"], ["zeta", "erp-porto", "● online"]]
-        assert listed[0][3:8] == ["5s ago", "0.1.0", "—", "—", "—"]  # the Will says only that
-        assert listed[1][5:8] == ["1,204", "3", "1s ago"]
-        assert listed[3][5:8] == ["88,310", "0", "10m ago"]
+        assert listed[0][5:7] == ["12", "1"]  # a consumer's waiting events and dead letters
+        assert listed[1][3:8] == ["5s ago", "0.1.0", "—", "—", "—"]  # the Will says only that
+        assert listed[2][5:8] == ["1,204", "3", "1s ago"]
+        assert listed[4][5:8] == ["88,310", "0", "10m ago"]
         header = text(app.screen.query_one("#header"))
-        assert "3 online" in header and "1 offline" in header
-        await pilot.press("down", "down")
+        assert "4 online" in header and "1 offline" in header
+        await pilot.press("down", "down", "down")
         assert fleet.border_subtitle == "acme/erp-sevilla: paused: legacy"
         await pilot.press("down")
         assert fleet.border_subtitle == ("zeta/erp-porto: not authorized (0x87) · "

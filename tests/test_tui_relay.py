@@ -31,11 +31,11 @@ async def test_the_fleet_view_reads_retained_statuses(broker: Mosquitto) -> None
     app = FleetApp(RelaySource(broker.url, "acme", prefix), now=frozen, backoff=fast())
     async with app.run_test(size=(80, 24)) as pilot:
         fleet = table(app, "#fleet")
-        await until(pilot, lambda: fleet.row_count == 4, "acme's four agents")
-        assert [row[1] for row in rows(fleet)] == ["erp-bilbao", "erp-madrid-1",
+        await until(pilot, lambda: fleet.row_count == 5, "acme's four agents, the consumer")
+        assert [row[1] for row in rows(fleet)] == ["shops-1", "erp-bilbao", "erp-madrid-1",
                                                    "erp-retired", "erp-sevilla"]
         await retain(broker, FLEET[-1:], prefix)  # cleared
-        await until(pilot, lambda: fleet.row_count == 3, "erp-retired to go")
+        await until(pilot, lambda: fleet.row_count == 4, "erp-retired to go")
         assert "zeta" not in {row[0] for row in rows(fleet)}  # another tenant
     await retain(broker, [(topic, b"") for topic, _ in FLEET], prefix)
 

@@ -98,8 +98,9 @@ def test_help_screen(snap_compare: Compare) -> None:
 @pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x50"])
 def test_fleet_view(snap_compare: Compare, size: tuple[int, int]) -> None:
     async def listed(pilot: Pilot[Any]) -> None:
-        await until(pilot, lambda: table(pilot.app, "#fleet").row_count == 4, "the agents")
-        await pilot.press("down", "down", "down")
+        await until(pilot, lambda: table(pilot.app, "#fleet").row_count == 5,
+                    "the agents and the consumer")
+        await pilot.press("down", "down", "down", "down")
 
     app = FleetApp(FakeRelay(FLEET), now=frozen, backoff=fast())
     assert snap_compare(app, terminal_size=size, run_before=listed)

@@ -205,6 +205,8 @@ FLEET: list[tuple[str, bytes]] = [
     ("distillsync/acme/erp-sevilla/status", online(0, 0, NOW - 42, paused=["legacy"])),
     ("distillsync/zeta/erp-porto/status",
      online(88_310, 0, NOW - 600, last_error="not authorized (0x87)", sources_failing=1)),
+    ("distillsync/_relay/shops-1/status",  # a relay-side consumer, next to the agents
+     online(12, 1, NOW - 2, kind="consumer")),
     ("distillsync/acme/erp-retired/status", online(5, 0, NOW - 3)),
     ("distillsync/acme/erp-retired/status", b""),  # cleared: the row goes away
 ]

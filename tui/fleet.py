@@ -53,7 +53,7 @@ class FleetApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#fleet").border_title = f"agents · {self.source.topic}"
+        self.query_one("#fleet").border_title = f"agents and consumers · {self.source.topic}"
         self.redraw()
         self.set_interval(AGE_TICK, self.redraw)
         self.follow_relay()
@@ -111,7 +111,9 @@ def _cells(agent: FleetAgent, now: float) -> list[Text]:
     online = agent.state == "online"
     state = Text(f"● {agent.state}" if online else f"○ {agent.state}",
                  style="green" if online else "bold red")
-    return [Text(agent.tenant), Text(agent.agent, style=_agent_style(agent)),
+    tenant = Text("relay", style="italic cyan") if agent.kind == "consumer" \
+        else Text(agent.tenant)
+    return [tenant, Text(agent.agent, style=_agent_style(agent)),
             state, Text(age(agent.time, now), style="dim"), Text(agent.version),
             _number(agent.backlog),
             _number(agent.dead_letters, alarm=True), Text(age(agent.last_publish, now)),

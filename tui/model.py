@@ -187,6 +187,9 @@ class FleetAgent:
     last_error: str | None
     sources_failing: int
     paused: tuple[str, ...] = ()
+    kind: str = "agent"
+    """``agent``, or ``consumer`` for a relay-side consumer (its backlog: events waiting,
+    its last publish: the last event applied to a shop)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -275,7 +278,7 @@ def parse_fleet_status(topic: str, payload: bytes) -> tuple[tuple[str, str], Fle
         last_publish=epoch(_opt_str(status, "last_publish")),
         last_error=_opt_str(status, "last_error"),
         sources_failing=_int(status, "sources_failing"),
-        paused=_names(status, "paused"))
+        paused=_names(status, "paused"), kind=_str(status, "kind", "agent"))
 
 
 def _float_int(data: Json, key: str) -> int | None:

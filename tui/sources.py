@@ -86,6 +86,11 @@ def fleet_topic(prefix: str, tenant: str | None) -> str:
     return f"{prefix}/{tenant or '+'}/+/status"
 
 
+def consumers_topic(prefix: str) -> str:
+    """The relay kit's consumers announce themselves here; they serve every tenant."""
+    return f"{prefix}/_relay/+/status"
+
+
 class RelaySource:
     """A :class:`FleetSource` subscribed to the relay broker."""
 
@@ -93,6 +98,7 @@ class RelaySource:
                  prefix: str = "distillsync") -> None:
         self.url = url
         self.topic = fleet_topic(prefix, tenant)
+        self.consumers = consumers_topic(prefix)
         # Unique: two operators watching the same fleet must not kick each other off.
         self.client_id = f"distillsync-tui-{secrets.token_hex(4)}"
 
@@ -101,4 +107,4 @@ class RelaySource:
         return self.url
 
     def messages(self) -> AsyncIterator[tuple[str, bytes]]:
-        return watch(self.url, self.topic, self.client_id)
+        return watch(self.url, [self.topic, self.consumers], self.client_id)
