@@ -1,0 +1,503 @@
+"""The ``prestashop`` sink: stock and prices through the PrestaShop Webservice (XML).
+
+What it writes, and how (devdocs.prestashop-project.org, Webservice reference and the
+"Resources for Products / Combinations / Stock availables" pages):
+
+- **stock** -> ``stock_availables.quantity`` of the product or combination whose
+  ``reference`` is the SKU. StockAvailable is PrestaShop's only true stock figure (the
+  ``quantity`` fields of products and combinations are deprecated copies). The shop shows
+  one figure per product, so it takes the stock of one ERP ``warehouse``; others are
+  SKIPPED. ``on_hand`` is written as is (whole units; a fractional one is rounded down so
+  the shop never sells what is not there).
+- **price** -> the product's ``price``, which is the price *before tax* (the shop adds the
+  tax rules group's tax): the ERP must send tax-excluded prices. A combination has no
+  price of its own, only an *impact* on its product's price, so a combination's price is
+  written as ``impact = price - product price`` read at that moment. Caveat, documented
+  in the README too: when the product's own price changes later, PrestaShop moves every
+  combination's final price with it; an ERP that prices both a product and its
+  combinations must re-send the combinations after a product price change.
+- ``delete`` of stock or price: SKIPPED. PrestaShop has nothing to delete (a product's
+  stock row and price always exist), and zeroing them on a delete would take products off
+  sale by surprise; send ``on_hand = 0`` to empty a stock.
+
+The Webservice has no batch endpoint and wants the **whole resource** on PUT (an optional
+field left out is reset to empty), so each write is GET, change one field, PUT back. The
+GET is fresh each time, never a cached copy, so a merchant's edit of another field
+between two events is kept. What is stripped before a PUT, and why:
+
+- ``manufacturer_name`` and ``quantity`` of a product: read-only; PrestaShop refuses the
+  PUT with error 93 ("parameter ... not writable. Please remove this attribute").
+- ``position_in_category`` of a product: writable in name, but sending back the value the
+  GET returned moves the product within its category or fails with error 135 (PrestaShop
+  issues #14903 and #31340; PrestaShop's own maintainers unset it before a PUT, #13950).
+- ``associations`` (categories, images, combinations, ...): not fields. Left out they are
+  left alone; sent back stale they would replace newer ones.
+- XML attributes such as ``xlink:href`` and ``notFilterable``: output decoration only.
+
+SKU -> (id_product, id_product_attribute) and -> stock_available id are cached; a 404 on
+a cached id (a product deleted and re-created) forgets it and looks the SKU up again.
+Lookups filter on ``reference``, which PrestaShop matches without regard to case; the sink
+keeps only an exact match. A SKU the filter syntax cannot express (``[`` or ``|`` inside,
+or ``N,M`` which the filter reads as an interval) is DEAD with that reason.
+
+The shop's XML is parsed with the standard library: PrestaShop is the integrator's own
+shop, expat (>= 2.4) refuses entity-expansion bombs and ElementTree never fetches
+external entities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+from xml.etree import ElementTree as ET
+
+import aiohttp
+from pydantic import Field, field_validator, model_validator
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from relay.model import Event, SinkResult, Status
+from relay.settings import Duration, FilePath, SecretMissing, Strict, read_secret
+from relay.sinks.base import RateBudget, SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+XLINK = "http://www.w3.org/1999/xlink"
+PRODUCT_NOT_FOR_PUT = ("manufacturer_name", "quantity", "position_in_category", "associations")
+NOT_FOR_PUT = ("associations",)
+MAX_WAIT = 30.0
+"""Longest pause between two tries inside the sink; a longer Retry-After is the consumer's."""
+_INTERVAL = re.compile(r"^[\d.:\-\s]+,[\d.:\-\s]+$")
+
+
+class Settings(Strict):
+    """``[[sinks]] type = "prestashop"``."""
+
+    type: Literal["prestashop"]
+    name: str = "prestashop"
+    url: str
+    """The shop's base URL; the Webservice is ``{url}/api/``."""
+    api_key_file: FilePath | None = None
+    api_key_env: str | None = None
+    """The Webservice key (Advanced Parameters > Webservice), sent as the Basic username."""
+    warehouse: str
+    """The ERP warehouse whose stock the shop shows; stock of other warehouses is SKIPPED."""
+    shop_id: int | None = None
+    """Multistore with stock per shop: which shop's stock_available to write."""
+    price_list: str | None = None
+    """Price events of this ``price_list`` only (unset: events without a price list)."""
+    currency: str | None = None
+    """When set, price events in another currency are SKIPPED (the sink never converts)."""
+    requests_per_second: float = Field(default=5.0, gt=0)
+    """PrestaShop documents no limit; 5/s keeps a shared host's PHP pool responsive."""
+    concurrency: int = Field(default=4, ge=1)
+    """Events written at once within a batch (different SKUs), under the rate budget."""
+    timeout: Duration = 10.0
+    max_retries: int = Field(default=5, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Settings:
+        if (self.api_key_file is None) == (self.api_key_env is None):
+            raise ValueError("set exactly one of api_key_file and api_key_env")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """What a SKU is in the shop: a product (attribute 0) or one of its combinations."""
+
+    product: int
+    attribute: int = 0
+
+
+class Dead(Exception):
+    """This event can never apply; the message is the dead letter's reason."""
+
+
+class _Retry(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    root: ET.Element | None
+
+    def error(self) -> str:
+        """PrestaShop's ``<errors>`` as ``code N: message``, or the bare status."""
+        errors = [] if self.root is None else self.root.findall("./errors/error")
+        text = "; ".join(f"code {_text(e, 'code')}: {_text(e, 'message')}" for e in errors)
+        return f"HTTP {self.status}" + (f" ({text})" if text else "")
+
+
+class PrestaShopSink:
+    entities = frozenset({"stock", "price"})
+    max_batch = 20
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = settings.name
+        key = read_secret(settings.api_key_file, settings.api_key_env, "api_key")
+        if not key:
+            raise SecretMissing("api_key_file/api_key_env: the Webservice key is empty")
+        # HTTP Basic with the key as the username and no password, built here because
+        # aiohttp's BasicAuth is deprecated in 3.14 and its replacement is not in 3.9.
+        self._authorization = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+        self._budget = RateBudget(settings.requests_per_second)
+        self._session: aiohttp.ClientSession | None = None
+        self._items: dict[str, Item] = {}
+        self._stock_ids: dict[Item, int] = {}
+
+    # -- the Sink interface ---------------------------------------------------------------
+
+    async def apply(self, events: Sequence[Event]) -> list[SinkResult]:
+        results: list[SinkResult] = [SinkResult(Status.SKIPPED)] * len(events)
+        limit = asyncio.Semaphore(self.settings.concurrency)
+
+        async def run(index: int, event: Event) -> None:
+            async with limit:
+                results[index] = await self._apply_one(event)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, event in enumerate(events):
+                    group.create_task(run(index, event), name=f"{self.name}:{event.subject}")
+        except BaseExceptionGroup as group:  # one shop-wide failure fails the batch
+            errors: list[BaseException] = list(group.exceptions)
+            raise next((e for e in errors if isinstance(e, SinkUnavailable)), errors[0]) from None
+        return results
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- one event ------------------------------------------------------------------------
+
+    async def _apply_one(self, event: Event) -> SinkResult:
+        skipped = self._skip_reason(event)
+        if skipped:
+            return SinkResult(Status.SKIPPED, skipped)
+        sku = str(event.data.get("sku", ""))
+        try:
+            if event.entity == "stock":
+                await self._set_stock(sku, _quantity(event.data.get("on_hand")))
+            else:
+                await self._set_price(sku, _decimal(event.data.get("price")))
+        except Dead as dead:
+            return SinkResult(Status.DEAD, f"{event.entity} SKU {sku!r}: {dead}")
+        return SinkResult(Status.APPLIED)
+
+    def _skip_reason(self, event: Event) -> str:
+        if event.entity not in self.entities:
+            return f"the prestashop sink does not write {event.entity}"
+        if event.op == "delete":
+            return f"a {event.entity} delete has no PrestaShop equivalent (send the new state)"
+        data = event.data
+        if event.entity == "stock" and data.get("warehouse") != self.settings.warehouse:
+            return (f"warehouse {data.get('warehouse')!r} is not the shop's "
+                    f"({self.settings.warehouse!r})")
+        if event.entity == "price" and data.get("price_list") != self.settings.price_list:
+            return f"price list {data.get('price_list')!r} is not the shop's"
+        currency = data.get("currency")
+        if event.entity == "price" and self.settings.currency and currency not in (
+                None, self.settings.currency):
+            return f"currency {currency!r} is not the shop's ({self.settings.currency!r})"
+        return ""
+
+    async def _set_stock(self, sku: str, quantity: int) -> None:
+        item = await self._item(sku)
+        stock = await self._stock_available(item)
+        if stock is None:  # the cached id vanished: look the SKU up afresh, once
+            self._forget(sku, item)
+            item = await self._item(sku)
+            stock = await self._stock_available(item)
+        if stock is None:
+            raise Dead(f"PrestaShop lost the stock_available of {_describe(item)} meanwhile")
+        if _int(stock, "quantity") != quantity:
+            _set(stock, "quantity", str(quantity))
+            await self._put("stock_availables", stock)
+
+    async def _set_price(self, sku: str, price: Decimal) -> None:
+        item = await self._item(sku)
+        product = await self._get("products", item.product)
+        if product is None:
+            self._forget(sku, item)
+            item = await self._item(sku)
+            product = await self._get("products", item.product)
+        if product is None:
+            raise Dead(f"PrestaShop lost product {item.product} meanwhile")
+        if item.attribute == 0:
+            await self._write_price(product, "products", price, PRODUCT_NOT_FOR_PUT)
+            return
+        combination = await self._get("combinations", item.attribute)
+        if combination is None:
+            self._forget(sku, item)
+            raise Dead(f"PrestaShop lost combination {item.attribute} meanwhile")
+        impact = price - _price(product)
+        await self._write_price(combination, "combinations", impact, NOT_FOR_PUT)
+
+    async def _write_price(self, resource: ET.Element, plural: str, value: Decimal,
+                           strip: tuple[str, ...]) -> None:
+        if _price(resource) == value:
+            return  # already so: a replay costs one GET, not a write
+        _set(resource, "price", f"{value:.6f}")
+        await self._put(plural, resource, strip)
+
+    # -- SKU lookups (cached) -----------------------------------------------------------
+
+    async def _item(self, sku: str) -> Item:
+        cached = self._items.get(sku)
+        if cached is not None:
+            return cached
+        _check_filterable(sku)
+        item = await self._find_product(sku) or await self._find_combination(sku)
+        if item is None:
+            raise Dead("no product or combination has this reference in PrestaShop")
+        self._items[sku] = item
+        return item
+
+    async def _find_product(self, sku: str) -> Item | None:
+        rows = await self._list("products", {"filter[reference]": f"[{sku}]",
+                                             "display": "[id,reference,cache_default_attribute]"})
+        found = [row for row in rows if _text(row, "reference") == sku]
+        if len(found) > 1:
+            ids = ", ".join(_text(row, "id") for row in found)
+            raise Dead(f"the reference is on several products ({ids})")
+        if not found:
+            return None
+        if _int(found[0], "cache_default_attribute"):
+            raise Dead("the product has combinations, so its stock and price are theirs: "
+                       "send the combinations' references")
+        return Item(_int(found[0], "id"))
+
+    async def _find_combination(self, sku: str) -> Item | None:
+        rows = await self._list("combinations", {"filter[reference]": f"[{sku}]",
+                                                 "display": "[id,id_product,reference]"})
+        found = [row for row in rows if _text(row, "reference") == sku]
+        if len(found) > 1:
+            ids = ", ".join(_text(row, "id") for row in found)
+            raise Dead(f"the reference is on several combinations ({ids})")
+        return Item(_int(found[0], "id_product"), _int(found[0], "id")) if found else None
+
+    async def _stock_available(self, item: Item) -> ET.Element | None:
+        """The item's stock_available, fresh; ``None`` when a cached id is gone."""
+        cached = self._stock_ids.get(item)
+        if cached is not None:
+            return await self._get("stock_availables", cached)
+        query = {"filter[id_product]": f"[{item.product}]",
+                 "filter[id_product_attribute]": f"[{item.attribute}]", "display": "full"}
+        if self.settings.shop_id is not None:
+            query["filter[id_shop]"] = f"[{self.settings.shop_id}]"
+        rows = await self._list("stock_availables", query)
+        if not rows:
+            raise Dead(f"PrestaShop has no stock_available for {_describe(item)}")
+        if len(rows) > 1:
+            raise Dead(f"{_describe(item)} has {len(rows)} stock_availables (one per shop?): "
+                       "set shop_id")
+        self._stock_ids[item] = _int(rows[0], "id")
+        return rows[0]
+
+    def _forget(self, sku: str, item: Item) -> None:
+        self._items.pop(sku, None)
+        self._stock_ids.pop(item, None)
+
+    # -- the Webservice's verbs ---------------------------------------------------------
+
+    async def _list(self, plural: str, query: dict[str, str]) -> list[ET.Element]:
+        reply = await self._call("GET", plural, params=query)
+        if reply.status != 200 or reply.root is None:
+            raise Dead(f"GET {plural} failed: {reply.error()}")
+        container = reply.root.find(plural)
+        return [] if container is None else list(container)
+
+    async def _get(self, plural: str, resource_id: int) -> ET.Element | None:
+        reply = await self._call("GET", f"{plural}/{resource_id}")
+        if reply.status == 404:
+            return None
+        entity = None if reply.root is None else next(iter(reply.root), None)
+        if reply.status != 200 or entity is None:
+            raise Dead(f"GET {plural}/{resource_id} failed: {reply.error()}")
+        return entity
+
+    async def _put(self, plural: str, entity: ET.Element,
+                   strip: tuple[str, ...] = NOT_FOR_PUT) -> None:
+        resource_id = _text(entity, "id")
+        body = _put_body(entity, strip)
+        reply = await self._call("PUT", f"{plural}/{resource_id}", body=body)
+        if reply.status != 200:
+            raise Dead(f"PUT {plural}/{resource_id} refused: {reply.error()}")
+
+    # -- HTTP, retries, the rate budget -------------------------------------------------
+
+    async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                    body: bytes | None = None) -> Reply:
+        """One Webservice request; shop-wide failures retried, then SinkUnavailable."""
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.settings.max_retries + 1),
+                                 wait=self._wait, retry=retry_if_exception_type(_Retry),
+                                 before_sleep=self._log_retry, reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._once(method, path, params, body)
+        except _Retry as failed:
+            raise SinkUnavailable(f"prestashop sink {self.name}: {failed}",
+                                  failed.retry_after) from None
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    async def _once(self, method: str, path: str, params: dict[str, str] | None,
+                    body: bytes | None) -> Reply:
+        await self._budget.take()
+        url = f"{self.settings.url}/api/{path}"
+        headers = {"Content-Type": "text/xml; charset=utf-8"} if body is not None else None
+        try:
+            async with self._http().request(method, url, params=params, data=body,
+                                            headers=headers) as response:
+                reply = Reply(response.status, _parse(await response.read()))
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise _Retry(f"{method} /api/{path}: {type(error).__name__} {error}") from None
+        self._check_shop_wide(reply, method, path, retry_after)
+        return reply
+
+    def _check_shop_wide(self, reply: Reply, method: str, path: str,
+                         retry_after: float | None) -> None:
+        if reply.status in (401, 403, 405):
+            # Every event would fail alike: not a dead letter, the shop is unusable until
+            # the key or its permissions are fixed.
+            raise SinkUnavailable(f"prestashop sink {self.name}: the Webservice key was "
+                                  f"refused on {method} /api/{path} "
+                                  f"({reply.error()}); check api_key and its permissions")
+        if reply.status == 429 or reply.status >= 500:
+            if retry_after is not None:
+                self._budget.pause(retry_after)
+            message = f"{method} /api/{path}: {reply.error()}"
+            if retry_after is not None and retry_after > MAX_WAIT:
+                raise SinkUnavailable(f"prestashop sink {self.name}: {message}", retry_after)
+            raise _Retry(message, retry_after)
+
+    @staticmethod
+    def _wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Retry) and error.retry_after is not None:
+            return error.retry_after
+        backoff = min(MAX_WAIT, 0.25 * 2.0 ** (state.attempt_number - 1))
+        return backoff + random.uniform(0, backoff / 2)  # jitter: not all at once
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning("prestashop sink %s: %s; try %d of %d in %.1fs", self.name, error,
+                    state.attempt_number + 1, self.settings.max_retries + 1, wait)
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
+            self._session = aiohttp.ClientSession(
+                headers={"Authorization": self._authorization}, timeout=timeout)
+        return self._session
+
+
+# -- XML and value helpers --------------------------------------------------------------
+
+
+def _parse(body: bytes) -> ET.Element | None:
+    """The reply's XML root; ``None`` for an empty or non-XML body (a proxy's HTML page)."""
+    try:
+        return ET.fromstring(body) if body.strip() else None
+    except ET.ParseError:
+        return None
+
+
+def _text(element: ET.Element, name: str) -> str:
+    return (element.findtext(name) or "").strip()
+
+
+def _int(element: ET.Element, name: str) -> int:
+    text = _text(element, name)
+    return int(text) if text.lstrip("-").isdigit() else 0
+
+
+def _price(element: ET.Element) -> Decimal:
+    try:
+        return Decimal(_text(element, "price") or "0")
+    except InvalidOperation:
+        raise Dead(f"PrestaShop sent a price that is not a number: "
+                   f"{_text(element, 'price')!r}") from None
+
+
+def _set(element: ET.Element, name: str, value: str) -> None:
+    child = element.find(name)
+    if child is None:
+        child = ET.SubElement(element, name)
+    child.text = value
+
+
+def _put_body(entity: ET.Element, strip: tuple[str, ...]) -> bytes:
+    """``<prestashop><{resource}>...`` with the whole resource, less what PUT refuses."""
+    copy = ET.fromstring(ET.tostring(entity))
+    for name in strip:
+        for child in copy.findall(name):
+            copy.remove(child)
+    for element in copy.iter():
+        for attribute in [a for a in element.attrib if a.startswith("{") or
+                          a == "notFilterable"]:
+            del element.attrib[attribute]
+    root = ET.Element("prestashop")
+    root.append(copy)
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (an HTTP date is not worth parsing here)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _check_filterable(sku: str) -> None:
+    """Refuse SKUs that ``filter[reference]=[...]`` would read as something else."""
+    if not sku:
+        raise Dead("the SKU is empty")
+    if "[" in sku or "|" in sku or _INTERVAL.match(sku):
+        raise Dead("the Webservice filter syntax cannot look this reference up "
+                   "('[', '|' and 'N,M' have a meaning there)")
+
+
+def _quantity(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise Dead(f"on_hand {value!r} is not a number")
+    return math.floor(value)
+
+
+def _decimal(value: Any) -> Decimal:
+    try:
+        price = Decimal(str(value))
+    except InvalidOperation:
+        price = Decimal("NaN")
+    if isinstance(value, bool) or not price.is_finite():
+        raise Dead(f"price {value!r} is not a decimal")
+    return price
+
+
+def _describe(item: Item) -> str:
+    if item.attribute:
+        return f"combination {item.attribute} of product {item.product}"
+    return f"product {item.product}"
