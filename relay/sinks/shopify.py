@@ -1,0 +1,578 @@
+"""Shopify: absolute stock and variant prices through the Admin GraphQL API.
+
+One endpoint, ``{shop_url}/admin/api/{api_version}/graphql.json``, with the app's token in
+``X-Shopify-Access-Token``. What the sink sends, and why:
+
+- **Stock** is ``inventorySetQuantities`` with ``name: "on_hand"`` and ``reason: "correction"``.
+  The ERP counts what stands on the shelf, and that is Shopify's ``on_hand``
+  (``available`` + ``committed`` + ``reserved`` ...). Setting ``on_hand`` lets Shopify go on
+  holding back the units its unfulfilled orders have claimed; writing the shelf count into
+  ``available`` would sell those units a second time.
+- **Compare-and-swap**: from API version 2026-04 every quantity must carry
+  ``changeFromQuantity`` (the quantity the write expects to replace; ``null`` opts out, and
+  ``compareQuantity`` / ``ignoreCompareQuantity`` are deprecated since 2026-01). The sink
+  reads the current quantities of the batch first (one ``nodes`` query per location), sends
+  them as ``changeFromQuantity``, and on ``CHANGE_FROM_QUANTITY_STALE`` (a sale landed
+  between the read and the write) reads again and retries. A quantity that already equals
+  the ERP's is not written at all, so a redelivered event changes nothing.
+- **Idempotency**: ``@idempotent(key: ...)``, required for this mutation from 2026-04. The
+  key is a UUID5 of the batch's event ids and of the exact quantities sent: the retry of a
+  request whose answer was lost carries the same key, and Shopify answers it with the first
+  result instead of applying it twice; a different request (other events, or a re-read after
+  a stale compare) gets a different key, as Shopify requires of distinct requests.
+- **Prices**: ``productVariantsBulkUpdate`` once per product with ``allowPartialUpdates``, so
+  one rejected price does not hold back its sibling variants.
+- **SKUs** become variant, product and inventory item ids through ``productVariants(query:
+  "sku:\\"A\\" OR sku:\\"B\\"")``, paged by ``pageInfo``, exact matches only, cached for the
+  sink's life. A SKU that matches no variant, or several, is a dead letter.
+- **Throttle**: Shopify charges every call its calculated query cost from a leaky bucket.
+  Each response's ``extensions.cost.throttleStatus`` resets the sink's own copy of that
+  bucket (:class:`CostBudget`), and every call first waits until its estimated cost is
+  available; a ``THROTTLED`` answer all the same waits ``(cost - available) / restoreRate``
+  and goes again.
+
+``delete`` events are SKIPPED: a stock row or a price that disappears from the ERP says
+nothing about what the shop should show (zero stock? a free product?); retiring a product
+is done in Shopify.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+import aiohttp
+from pydantic import Field, field_validator, model_validator
+
+from relay.model import Event, SinkResult, Status
+from relay.settings import Duration, FilePath, Strict, read_secret
+from relay.sinks.base import RateBudget, SinkUnavailable
+from relay.sinks.webhook import Transient, check_url, is_transient, retry_after, with_retries
+
+API_VERSION = "2026-10"
+"""The newest stable version when this was written; any version from 2026-01 works."""
+FIRST_API_VERSION = "2026-01"
+"""``changeFromQuantity`` and ``@idempotent`` on ``inventorySetQuantities`` start here."""
+
+MAX_BATCH = 50
+"""A lookup of 50 SKUs costs 2 + 50 x 3 = 152 points and the stock read 150: a sixth of a
+Standard plan's 1,000-point bucket each, far below the 1,000-point single-query cap, while
+``inventorySetQuantities`` costs 10 whatever its size (it takes up to 250 quantities)."""
+CAS_ROUNDS = 5
+MAX_QUANTITY = 1_000_000_000  # Shopify's INVALID_QUANTITY_TOO_HIGH limit
+
+_VERSION = re.compile(r"^\d{4}-(01|04|07|10)$")
+_LOCATION = re.compile(r"^gid://shopify/Location/\d+$")
+_KEY_NAMESPACE = uuid.UUID("6f0d7c5e-3b1a-5c7e-9d2f-0a4b8c6e1f35")
+
+VARIANTS_QUERY = """
+query VariantsBySku($query: String!, $first: Int!, $after: String) {
+  productVariants(first: $first, after: $after, query: $query) {
+    nodes { id sku product { id } inventoryItem { id } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+LEVELS_QUERY = """
+query StockLevels($ids: [ID!]!, $locationId: ID!, $names: [String!]!) {
+  nodes(ids: $ids) {
+    ... on InventoryItem {
+      id
+      inventoryLevel(locationId: $locationId) { quantities(names: $names) { name quantity } }
+    }
+  }
+}"""
+
+SET_STOCK_MUTATION = """
+mutation SetStock($input: InventorySetQuantitiesInput!, $idempotencyKey: String!) {
+  inventorySetQuantities(input: $input) @idempotent(key: $idempotencyKey) {
+    inventoryAdjustmentGroup { id }
+    userErrors { field message code }
+  }
+}"""
+
+SET_PRICES_MUTATION = """
+mutation SetPrices($productId: ID!, $variants: [ProductVariantsBulkInput!]!) {
+  productVariantsBulkUpdate(productId: $productId, variants: $variants,
+                            allowPartialUpdates: true) {
+    productVariants { id }
+    userErrors { field message code }
+  }
+}"""
+
+
+class Settings(Strict):
+    """``[[sinks]] type = "shopify"``."""
+
+    type: Literal["shopify"]
+    name: str
+    """Labels metrics and dead letters."""
+    shop_url: str
+    """``https://acme.myshopify.com``; plain ``http://`` only to loopback (a simulator)."""
+    api_version: str = API_VERSION
+    access_token_file: FilePath | None = None
+    """The Admin API access token (``shpat_...``) in a file; or ``access_token_env``."""
+    access_token_env: str | None = None
+    locations: dict[str, str]
+    """ERP warehouse -> Shopify location GID (``gid://shopify/Location/123``). Stock of any
+    other warehouse is SKIPPED."""
+    price_list: str | None = None
+    """The ERP price list that is the variants' price; price events of other lists are
+    SKIPPED. Unset: only price events that name no list."""
+    timeout: Duration = Field(default=10.0, gt=0)
+    """Per request, from connect to the last byte of the answer."""
+    max_retries: int = Field(default=5, ge=0)
+    backoff: Duration = 0.5
+    """First pause between retries of a failed call; it doubles (with jitter) up to 60 s."""
+
+    @field_validator("shop_url")
+    @classmethod
+    def _secure_url(cls, value: str) -> str:
+        # The token travels in a header: https, or http to loopback (a simulator).
+        return check_url(value, allow_http=False).rstrip("/")
+
+    @field_validator("api_version")
+    @classmethod
+    def _supported_version(cls, value: str) -> str:
+        if not _VERSION.match(value):
+            raise ValueError(f"{value!r} is not a Shopify API version such as {API_VERSION!r}")
+        if value < FIRST_API_VERSION:
+            raise ValueError(f"{value} predates changeFromQuantity and @idempotent on "
+                             f"inventorySetQuantities: use {FIRST_API_VERSION} or later")
+        return value
+
+    @field_validator("locations")
+    @classmethod
+    def _location_gids(cls, value: dict[str, str]) -> dict[str, str]:
+        for warehouse, gid in value.items():
+            if not _LOCATION.match(gid):
+                raise ValueError(f"locations.{warehouse}: {gid!r} is not a location GID "
+                                 "such as 'gid://shopify/Location/123'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_token(self) -> Settings:
+        if (self.access_token_file is None) == (self.access_token_env is None):
+            raise ValueError("set exactly one of access_token_file or access_token_env")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    id: str
+    product_id: str
+    inventory_item_id: str
+
+
+@dataclass(slots=True)
+class _Write:
+    """One event this sink will write: a stock quantity or a price, and where."""
+
+    index: int
+    event_id: str
+    sku: str
+    value: int | str
+    """The quantity to set, or the price as a decimal string."""
+    location: str = ""
+    variant: Variant | None = None
+
+    @property
+    def item(self) -> str:
+        assert self.variant is not None
+        return self.variant.inventory_item_id
+
+
+@dataclass(frozen=True, slots=True)
+class _UserError:
+    code: str
+    message: str
+
+
+class CostBudget(RateBudget):
+    """Shopify's leaky bucket as the shop last reported it, in query-cost points.
+
+    Seeded with a Standard plan's bucket until the first response tells the real one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(per_second=50.0, burst=1000.0)
+
+    def observe(self, cost: Any) -> None:
+        """Take the shop's ``extensions.cost.throttleStatus`` as the truth."""
+        status: Any = cost.get("throttleStatus") if isinstance(cost, dict) else None
+        try:
+            maximum = float(status["maximumAvailable"])
+            available = float(status["currentlyAvailable"])
+            restore = float(status["restoreRate"])
+        except (TypeError, KeyError, ValueError):
+            return
+        if maximum > 0 and restore > 0:
+            self.capacity, self.per_second = maximum, restore
+            self.tokens, self.updated = available, time.monotonic()
+
+    async def take(self, cost: float = 1.0) -> None:
+        # A cost above the bucket could never be met; the shop itself will say MAX_COST.
+        await super().take(min(cost, self.capacity))
+
+
+def idempotency_key(event_ids: Iterable[str], quantities: list[dict[str, Any]]) -> str:
+    """The same events written against the same observed quantities: the same key."""
+    material = json.dumps({"events": list(event_ids), "quantities": quantities},
+                          sort_keys=True, separators=(",", ":"))
+    return str(uuid.uuid5(_KEY_NAMESPACE, material))
+
+
+def sku_search(skus: Iterable[str]) -> str:
+    """``sku:"A" OR sku:"B"`` in Shopify's search syntax (quotes and backslashes escaped)."""
+    def quoted(sku: str) -> str:
+        return '"' + sku.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return " OR ".join(f"sku:{quoted(sku)}" for sku in skus)
+
+
+def stock_quantity(data: dict[str, Any]) -> int | str:
+    """``on_hand`` as Shopify's whole quantity, or why it cannot be one."""
+    value = data.get("on_hand")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"on_hand {value!r} is not a number"
+    if value != int(value):
+        return f"on_hand {value} is not a whole number (Shopify counts units)"
+    # Negative ERP stock (oversold) means nothing is left to sell.
+    quantity = max(0, int(value))
+    if quantity > MAX_QUANTITY:
+        return f"on_hand {quantity} is above Shopify's limit of {MAX_QUANTITY}"
+    return quantity
+
+
+def price_text(data: dict[str, Any]) -> str | None:
+    """``price`` as a non-negative decimal string, or None when it is not one."""
+    value = data.get("price")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return f"{amount:f}" if amount.is_finite() and amount >= 0 else None
+
+
+def _user_errors(errors: Any, prefix: tuple[str, ...]) -> dict[int, _UserError]:
+    """``userErrors`` by the input index their ``field`` path names; -1: the whole call."""
+    found: dict[int, _UserError] = {}
+    for error in errors or []:
+        field = [str(part) for part in error.get("field") or []]
+        rest = field[len(prefix):] if tuple(field[:len(prefix)]) == prefix else []
+        index = int(rest[0]) if rest and rest[0].isdigit() else -1
+        found.setdefault(index, _UserError(str(error.get("code") or ""),
+                                           str(error.get("message") or "rejected")))
+    return found
+
+
+def _dead(write: _Write, reason: str) -> SinkResult:
+    return SinkResult(Status.DEAD, f"{write.sku}: {reason}")
+
+
+APPLIED = SinkResult(Status.APPLIED)
+
+
+class ShopifySink:
+    """Stock and prices of one Shopify shop."""
+
+    entities = frozenset({"stock", "price"})
+    max_batch = MAX_BATCH
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = settings.name
+        token = read_secret(settings.access_token_file, settings.access_token_env,
+                            "access_token")
+        self.endpoint = f"{settings.shop_url}/admin/api/{settings.api_version}/graphql.json"
+        self.budget = CostBudget()
+        self._headers = {"X-Shopify-Access-Token": token or "",
+                         "Content-Type": "application/json", "Accept": "application/json"}
+        self._variants: dict[str, Variant] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def apply(self, events: Sequence[Event]) -> list[SinkResult]:
+        results: dict[int, SinkResult] = {}
+        stock: list[_Write] = []
+        prices: list[_Write] = []
+        for index, event in enumerate(events):
+            planned = self._plan(index, event)
+            if isinstance(planned, SinkResult):
+                results[index] = planned
+            else:
+                (stock if planned.location else prices).append(planned)
+        found = await self._resolve({write.sku for write in (*stock, *prices)})
+        for write in (*stock, *prices):
+            match = found[write.sku]
+            if isinstance(match, str):
+                results[write.index] = _dead(write, match)
+            else:
+                write.variant = match
+        results |= await self._stock([write for write in stock if write.variant])
+        results |= await self._prices([write for write in prices if write.variant])
+        return [results[index] for index in range(len(events))]
+
+    def _plan(self, index: int, event: Event) -> _Write | SinkResult:
+        """What to write for one event, or why nothing will be."""
+        if event.entity not in self.entities:
+            return SinkResult(Status.SKIPPED, f"the shopify sink does not write {event.entity}")
+        if event.op == "delete":
+            return SinkResult(Status.SKIPPED, f"{event.entity} deletes are not applied to the "
+                              "shop (a row gone from the ERP is not zero stock or a free product)")
+        sku = event.data.get("sku")
+        if not isinstance(sku, str) or not sku:
+            return SinkResult(Status.DEAD, f"{event.entity} {event.subject}: no sku")
+        if event.entity == "stock":
+            return self._plan_stock(index, event, sku)
+        return self._plan_price(index, event, sku)
+
+    def _plan_stock(self, index: int, event: Event, sku: str) -> _Write | SinkResult:
+        data = event.data
+        warehouse = str(data.get("warehouse", ""))
+        location = self.settings.locations.get(warehouse)
+        if location is None:
+            return SinkResult(Status.SKIPPED,
+                              f"{sku}: warehouse {warehouse} is not mapped to a Shopify location")
+        quantity = stock_quantity(data)
+        if isinstance(quantity, str):
+            return SinkResult(Status.DEAD, f"{sku}: {quantity}")
+        return _Write(index, event.id, sku, quantity, location=location)
+
+    def _plan_price(self, index: int, event: Event, sku: str) -> _Write | SinkResult:
+        data = event.data
+        price_list = data.get("price_list") or None
+        if price_list != self.settings.price_list:
+            return SinkResult(Status.SKIPPED, f"{sku}: price list {price_list} is not the one "
+                              f"this shop sells at ({self.settings.price_list})")
+        price = price_text(data)
+        if price is None:
+            return SinkResult(Status.DEAD, f"{sku}: price {data.get('price')!r} is not a "
+                              "non-negative decimal amount")
+        return _Write(index, event.id, sku, price)
+
+    # --- SKU lookup ------------------------------------------------------------------
+
+    async def _resolve(self, skus: set[str]) -> dict[str, Variant | str]:
+        """Each SKU's variant, or why it has none (unknown, or on several variants)."""
+        missing = sorted(skus - self._variants.keys())
+        matches: dict[str, list[Variant]] = {sku: [] for sku in missing}
+        if missing:
+            async for node in self._variant_nodes(sku_search(missing)):
+                # Shopify's search is looser than equality: keep exact matches only.
+                if node.get("sku") in matches:
+                    matches[node["sku"]].append(Variant(
+                        node["id"], node["product"]["id"], node["inventoryItem"]["id"]))
+        found: dict[str, Variant | str] = {sku: self._variants[sku]
+                                           for sku in skus if sku in self._variants}
+        for sku, variants in matches.items():
+            if len(variants) == 1:
+                self._variants[sku] = found[sku] = variants[0]
+            elif not variants:
+                found[sku] = "no variant has this SKU in Shopify"
+            else:
+                found[sku] = (f"{len(variants)} variants share this SKU in Shopify ("
+                              + ", ".join(variant.id for variant in variants) + ")")
+        return found
+
+    async def _variant_nodes(self, search: str) -> AsyncIterator[dict[str, Any]]:
+        after: str | None = None
+        while True:
+            data = await self._graphql(
+                "VariantsBySku", VARIANTS_QUERY,
+                {"query": search, "first": MAX_BATCH, "after": after}, cost=2 + 3 * MAX_BATCH)
+            connection = data["productVariants"]
+            for node in connection["nodes"]:
+                yield node
+            if not connection["pageInfo"]["hasNextPage"]:
+                return
+            after = connection["pageInfo"]["endCursor"]
+
+    # --- stock -----------------------------------------------------------------------
+
+    async def _stock(self, writes: list[_Write]) -> dict[int, SinkResult]:
+        """Read, compare, set; again for the quantities that moved under us."""
+        results: dict[int, SinkResult] = {}
+        for _ in range(CAS_ROUNDS):
+            if not writes:
+                return results
+            current = await self._read_levels(writes)
+            pending: list[tuple[_Write, int]] = []
+            for write in writes:
+                now = current[write.index]
+                if isinstance(now, str):
+                    results[write.index] = _dead(write, now)
+                elif now == write.value:
+                    results[write.index] = APPLIED  # already so: nothing to write
+                else:
+                    pending.append((write, now))
+            writes = []
+            if pending:
+                writes = await self._set_stock(pending, results)
+        if writes:
+            raise SinkUnavailable(f"shopify {self.name}: stock of {len(writes)} SKUs kept "
+                                  f"changing in Shopify between read and write ({CAS_ROUNDS} "
+                                  "tries); will try again")
+        return results
+
+    async def _read_levels(self, writes: list[_Write]) -> dict[int, int | str]:
+        """The current on_hand of each write's item at its location, or why there is none."""
+        current: dict[int, int | str] = {}
+        for location in sorted({write.location for write in writes}):
+            here = [write for write in writes if write.location == location]
+            ids = sorted({write.item for write in here})
+            data = await self._graphql(
+                "StockLevels", LEVELS_QUERY,
+                {"ids": ids, "locationId": location, "names": ["on_hand"]}, cost=3 * len(ids))
+            nodes = {node["id"]: node for node in data["nodes"] if node}
+            for write in here:
+                current[write.index] = self._level(write, nodes.get(write.item))
+        return current
+
+    def _level(self, write: _Write, node: dict[str, Any] | None) -> int | str:
+        if node is None:
+            self._variants.pop(write.sku, None)  # deleted in Shopify: look it up afresh
+            return f"inventory item {write.item} no longer exists in Shopify"
+        level = node.get("inventoryLevel")
+        if level is None:
+            return f"not stocked at Shopify location {write.location} (activate it there)"
+        for quantity in level.get("quantities") or []:
+            if quantity.get("name") == "on_hand":
+                return int(quantity["quantity"])
+        return f"Shopify reported no on_hand quantity at {write.location}"
+
+    async def _set_stock(self, pending: list[tuple[_Write, int]],
+                         results: dict[int, SinkResult]) -> list[_Write]:
+        """One ``inventorySetQuantities``; records outcomes, returns the writes to redo."""
+        quantities = [{"inventoryItemId": write.item, "locationId": write.location,
+                       "quantity": write.value, "changeFromQuantity": now}
+                      for write, now in pending]
+        key = idempotency_key((write.event_id for write, _ in pending), quantities)
+        data = await self._graphql("SetStock", SET_STOCK_MUTATION, {
+            "input": {"name": "on_hand", "reason": "correction", "quantities": quantities,
+                      "referenceDocumentUri": f"gid://distillsync/StockSync/{key}"},
+            "idempotencyKey": key}, cost=10)
+        errors = _user_errors(data["inventorySetQuantities"]["userErrors"],
+                              ("input", "quantities"))
+        redo: list[_Write] = []
+        for position, (write, _) in enumerate(pending):
+            error = errors.get(position) or errors.get(-1)
+            if error is None and not errors:
+                results[write.index] = APPLIED
+            elif error is None or error.code == "CHANGE_FROM_QUANTITY_STALE":
+                redo.append(write)  # the call is all or nothing: a sibling's error stopped it
+            else:
+                if error.code == "INVALID_INVENTORY_ITEM":
+                    self._variants.pop(write.sku, None)
+                results[write.index] = _dead(write, f"{error.message} ({error.code})")
+        return redo
+
+    # --- prices ----------------------------------------------------------------------
+
+    async def _prices(self, writes: list[_Write]) -> dict[int, SinkResult]:
+        """One ``productVariantsBulkUpdate`` per product, its variants together."""
+        results: dict[int, SinkResult] = {}
+        products: dict[str, list[_Write]] = {}
+        for write in writes:
+            assert write.variant is not None
+            products.setdefault(write.variant.product_id, []).append(write)
+        for product_id, group in products.items():
+            variants = [{"id": write.variant.id, "price": write.value}
+                        for write in group if write.variant]
+            data = await self._graphql("SetPrices", SET_PRICES_MUTATION,
+                                       {"productId": product_id, "variants": variants}, cost=10)
+            errors = _user_errors(data["productVariantsBulkUpdate"]["userErrors"], ("variants",))
+            for position, write in enumerate(group):
+                error = errors.get(position) or errors.get(-1)
+                results[write.index] = (APPLIED if error is None else
+                                        _dead(write, f"{error.message} ({error.code})"))
+        return results
+
+    # --- the wire --------------------------------------------------------------------
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout))
+        return self._session
+
+    async def _graphql(self, operation: str, query: str, variables: dict[str, Any],
+                       cost: float) -> dict[str, Any]:
+        """The ``data`` of one call, after the retries the shop's answers call for."""
+        payload = {"query": query, "variables": variables, "operationName": operation}
+        return await with_retries(lambda: self._call(operation, payload, cost),
+                                  sink=f"shopify {self.name}", retries=self.settings.max_retries,
+                                  backoff=self.settings.backoff)
+
+    async def _call(self, operation: str, payload: dict[str, Any],
+                    cost: float) -> dict[str, Any]:
+        await self.budget.take(cost)
+        try:
+            async with self._client().post(self.endpoint, json=payload,
+                                           headers=self._headers) as response:
+                status, headers, raw = response.status, response.headers, await response.read()
+        except TimeoutError:
+            raise Transient(f"{operation}: no answer within {self.settings.timeout:g}s") from None
+        except aiohttp.ClientError as error:
+            raise Transient(f"{operation}: connection failed ({type(error).__name__})") from None
+        if status != 200:
+            raise self._http_error(operation, status, retry_after(headers.get("Retry-After")))
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise SinkUnavailable(f"shopify {self.name}: {operation} answered no JSON object")
+        self.budget.observe((body.get("extensions") or {}).get("cost"))
+        return self._data(operation, body)
+
+    def _http_error(self, operation: str, status: int, hint: float | None) -> Exception:
+        if is_transient(status):
+            return Transient(f"{operation}: HTTP {status}", hint)
+        if status == 401:
+            return SinkUnavailable(f"shopify {self.name}: the access token was refused (401); "
+                                   "check access_token_file / access_token_env and that the "
+                                   "app is installed on the shop")
+        # 402 (shop frozen), 403 (scopes), 404 (shop or version gone), 423 (shop locked):
+        # nothing any single event could fix.
+        return SinkUnavailable(f"shopify {self.name}: {operation} answered HTTP {status}")
+
+    def _data(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        errors = body.get("errors")
+        if errors:
+            errors = errors if isinstance(errors, list) else [{"message": str(errors)}]
+            codes = {(error.get("extensions") or {}).get("code") for error in errors}
+            text = "; ".join(str(error.get("message")) for error in errors)
+            if "THROTTLED" in codes:
+                raise Transient(f"{operation}: throttled", self._refill_time(body))
+            if codes & {"INTERNAL_SERVER_ERROR", "SERVICE_UNAVAILABLE"}:
+                raise Transient(f"{operation}: {text}")
+            raise SinkUnavailable(f"shopify {self.name}: {operation} failed: {text}")
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise SinkUnavailable(f"shopify {self.name}: {operation} answered no data")
+        return data
+
+    def _refill_time(self, body: dict[str, Any]) -> float:
+        """How long until the bucket holds what the throttled call asked for."""
+        cost = (body.get("extensions") or {}).get("cost") or {}
+        try:
+            needed = float(cost["requestedQueryCost"]) - self.budget.tokens
+        except (KeyError, TypeError, ValueError):
+            return 1.0
+        return max(0.0, needed / self.budget.per_second)
+
+
+__all__ = ["API_VERSION", "CostBudget", "Settings", "ShopifySink", "Variant",
+           "idempotency_key", "sku_search"]
