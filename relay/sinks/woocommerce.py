@@ -1,0 +1,360 @@
+"""``woocommerce``: stock and prices through the WooCommerce REST API (``wc/v3``).
+
+Followed: the WooCommerce REST API docs (woocommerce.github.io/woocommerce-rest-api-docs):
+"Authentication", "Pagination", "Errors", "Products" (list, batch update) and "Product
+variations" (batch update), and the batch controller they describe.
+
+- **Auth.** Consumer key and secret as HTTP Basic credentials, which is what WooCommerce
+  takes over HTTPS; ``auth = "query"`` sends them as ``consumer_key``/``consumer_secret``
+  query parameters instead, the documented fallback for servers that drop the
+  Authorization header ("Consumer key is missing"). Over plain http WooCommerce wants OAuth
+  1.0a signatures, which this sink does not do: ``url`` must be https, and plain http is
+  accepted only to loopback (the test simulator, or a TLS-terminating proxy on the host).
+  Basic is the default because it keeps the secret out of URLs, hence out of access logs.
+- **SKU -> id.** ``GET /products?sku=A,B,...`` (commas separate SKUs); when ``sku`` is
+  given WooCommerce searches variations too and returns them with their ``parent_id``. Up to
+  50 SKUs a lookup with ``per_page=100``, so one page holds every match. Ids are cached for the
+  life of the sink. When a write says the id is gone (``*_invalid_id``), the SKU is looked up
+  once more; still nothing, or refused again, is that event's ``DEAD`` result.
+- **Writes.** ``POST /products/batch`` for products and ``POST /products/{parent}/variations/
+  batch`` for variations, ``{"update": [{"id": ..., ...}]}``, at most 100 items a call (the
+  default of ``woocommerce_rest_batch_items_limit``; a shop that lowered it answers 413
+  ``woocommerce_rest_request_entity_too_large``, and the sink halves its batches until one
+  fits). The answer lists the items in order, each the product or ``{"id", "error": {"code",
+  "message"}}``: each maps to APPLIED or DEAD, and the rest of the batch goes on.
+- **Stock** is absolute: ``{"manage_stock": true, "stock_quantity": N}`` (WooCommerce only
+  stores a quantity while it manages stock). WooCommerce counts whole units, so a fractional
+  ``on_hand`` is floored: the shop never offers a unit the warehouse does not hold. Only the
+  ``warehouse`` this shop shows is written; other warehouses are SKIPPED.
+- **Price** goes to ``regular_price``, the decimal string as the ERP sent it. With
+  ``price_list`` set, prices of other lists are SKIPPED.
+- **Deletes** of stock or price are SKIPPED: a product keeps its last figure, and removing a
+  product from the shop is the catalogue's business, not a price's.
+- **Rate.** WooCommerce documents no request limit; hosts and WAFs impose their own and
+  answer 429. The default budget is a modest 5 requests/s (each can carry 100 updates);
+  raise it for a shop that takes more. 429s and 5xx are retried honouring ``Retry-After``.
+- **401/403** (a wrong or read-only key) fail every write alike: the sink raises
+  :class:`SinkUnavailable` naming the shop's error code, rather than dead-letter the stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+from pydantic import Field, field_validator, model_validator
+
+from relay.model import Event, SinkResult, Status
+from relay.settings import Duration, FilePath, SecretMissing, Strict, read_secret
+from relay.sinks.base import RateBudget, SinkUnavailable
+from relay.sinks.webhook import Reply, is_loopback, send, with_retries
+
+BATCH_LIMIT = 100
+"""WooCommerce's default ``woocommerce_rest_batch_items_limit``."""
+LOOKUP_SKUS = 50
+"""SKUs per lookup: keeps the URL short whatever the SKUs look like."""
+PER_PAGE = 100
+"""The largest page WooCommerce serves; more than a lookup can match."""
+STALE_ID = frozenset({
+    "woocommerce_rest_product_invalid_id",            # no such product
+    "woocommerce_rest_product_variation_invalid_id",  # no such variation of that parent
+    "woocommerce_rest_invalid_product_id",            # a variation sent as a product
+})
+"""Per-item error codes meaning the cached id no longer fits the SKU."""
+
+
+class Settings(Strict):
+    """``[[sinks]] type = "woocommerce"``."""
+
+    type: Literal["woocommerce"]
+    name: str
+    """Labels metrics and dead letters."""
+    url: str
+    """The store's base URL (``https://shop.example.com``); the API is under ``/wp-json``."""
+    consumer_key_file: FilePath | None = None
+    consumer_key_env: str | None = None
+    consumer_secret_file: FilePath | None = None
+    consumer_secret_env: str | None = None
+    auth: Literal["basic", "query"] = "basic"
+    """How the key travels: an Authorization header, or query parameters for servers that
+    drop that header."""
+    warehouse: str
+    """The ERP warehouse whose stock the shop shows; stock of other warehouses is skipped."""
+    price_list: str | None = None
+    """Only prices of this ERP price list; unset takes every price event."""
+    requests_per_second: float = Field(5.0, gt=0)
+    """WooCommerce documents no limit; 5/s is gentle on a shared host."""
+    timeout: Duration = 10.0
+    max_retries: int = Field(5, ge=0)
+    backoff: Duration = 0.5
+    """First pause between retries; it doubles (with jitter) up to 60 s."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be the store's https:// base URL")
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            raise ValueError("must be https: WooCommerce takes the consumer key over http "
+                             "only with OAuth 1.0a signatures, which this sink does not send")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Self:
+        for key in ("consumer_key", "consumer_secret"):
+            if (getattr(self, f"{key}_file") is None) == (getattr(self, f"{key}_env") is None):
+                raise ValueError(f"set exactly one of {key}_file or {key}_env")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """Where a SKU lives in the shop."""
+
+    id: int
+    parent_id: int
+    """0 for a product; the variable product for a variation."""
+
+    @property
+    def endpoint(self) -> str:
+        if self.parent_id:
+            return f"products/{self.parent_id}/variations/batch"
+        return "products/batch"
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One event turned into the fields of one batch update item."""
+
+    index: int
+    """The event's place in the batch, where its result goes."""
+    sku: str
+    what: str
+    fields: dict[str, Any]
+
+
+def _secret(settings: Settings, key: str) -> str:
+    value = read_secret(getattr(settings, f"{key}_file"), getattr(settings, f"{key}_env"), key)
+    if not value:
+        raise SecretMissing(f"{key}: the value is empty")
+    return value
+
+
+def _error(reply: Reply) -> str:
+    """``code: message`` from a WordPress error body, else the start of the body."""
+    try:
+        body = orjson.loads(reply.body)
+        return f"{body['code']}: {body['message']}"
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return reply.excerpt()
+
+
+class WooCommerceSink:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.entities = frozenset({"stock", "price"})
+        self.max_batch = BATCH_LIMIT
+        key, secret = _secret(settings, "consumer_key"), _secret(settings, "consumer_secret")
+        basic = base64.b64encode(f"{key}:{secret}".encode()).decode()
+        self._auth_headers = {"Authorization": f"Basic {basic}"} if settings.auth == "basic" else {}
+        self._auth_params = ({"consumer_key": key, "consumer_secret": secret}
+                             if settings.auth == "query" else {})
+        self._api = f"{settings.url}/wp-json/wc/v3/"
+        self._budget = RateBudget(settings.requests_per_second)
+        self._batch_limit = BATCH_LIMIT
+        self._ids: dict[str, Ref] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def apply(self, events: Sequence[Event]) -> list[SinkResult]:
+        """Stock and price updates in as few batch calls as the shop takes."""
+        results: list[SinkResult] = [SinkResult(Status.SKIPPED)] * len(events)
+        writes: list[Write] = []
+        for index, event in enumerate(events):
+            planned = self._plan(index, event)
+            if isinstance(planned, Write):
+                writes.append(planned)
+            else:
+                results[index] = planned
+        stale = await self._write(writes, results, last=False)
+        await self._write(stale, results, last=True)  # ids the shop called gone, looked up anew
+        return results
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- events to update items ------------------------------------------------------
+
+    def _plan(self, index: int, event: Event) -> Write | SinkResult:
+        if event.entity not in self.entities:
+            return SinkResult(Status.SKIPPED, f"{event.entity} is not written to WooCommerce")
+        if event.op == "delete":
+            return SinkResult(Status.SKIPPED, f"a {event.entity} delete leaves the shop's "
+                                              "last figure; products are removed by the catalogue")
+        sku = str(event.data["sku"])
+        if not sku:
+            return SinkResult(Status.DEAD, f"{event.entity} {event.subject}: the SKU is empty")
+        if event.entity == "stock":
+            return self._stock(index, sku, event.data)
+        return self._price(index, sku, event.data)
+
+    def _stock(self, index: int, sku: str, data: dict[str, Any]) -> Write | SinkResult:
+        warehouse = data["warehouse"]
+        if warehouse != self.settings.warehouse:
+            return SinkResult(Status.SKIPPED, f"stock of warehouse {warehouse!r}; this shop "
+                                              f"shows {self.settings.warehouse!r}")
+        try:
+            quantity = math.floor(Decimal(str(data["on_hand"])))
+        except (ArithmeticError, ValueError):
+            return SinkResult(Status.DEAD, f"SKU {sku}: on_hand {data['on_hand']!r} "
+                                           "is not a number")
+        return Write(index, sku, "stock", {"manage_stock": True, "stock_quantity": quantity})
+
+    def _price(self, index: int, sku: str, data: dict[str, Any]) -> Write | SinkResult:
+        wanted = self.settings.price_list
+        if wanted is not None and data.get("price_list") != wanted:
+            return SinkResult(Status.SKIPPED, f"price list {data.get('price_list')!r}; this "
+                                              f"shop shows {wanted!r}")
+        price = data["price"]
+        try:
+            valid = isinstance(price, str) and Decimal(price).is_finite() and Decimal(price) >= 0
+        except ArithmeticError:
+            valid = False
+        if not valid:
+            return SinkResult(Status.DEAD, f"SKU {sku}: price {price!r} is not a decimal "
+                                           "string of zero or more")
+        return Write(index, sku, "price", {"regular_price": price})
+
+    # --- writes ------------------------------------------------------------------------
+
+    async def _write(self, writes: list[Write], results: list[SinkResult],
+                     *, last: bool) -> list[Write]:
+        """Send ``writes``, filling ``results``; returns the ones whose id went stale
+        (unless ``last``, when those are dead too)."""
+        if not writes:
+            return []
+        await self._lookup({write.sku for write in writes} - self._ids.keys())
+        groups: dict[Ref, list[Write]] = defaultdict(list)
+        for write in writes:
+            ref = self._ids.get(write.sku)
+            if ref is None:
+                results[write.index] = SinkResult(
+                    Status.DEAD, f"unknown SKU {write.sku}: no WooCommerce product or "
+                                 "variation has it")
+            else:
+                groups[ref].append(write)
+        by_endpoint: dict[str, list[tuple[Write, Ref]]] = defaultdict(list)
+        for ref, group in groups.items():
+            by_endpoint[ref.endpoint].extend((write, ref) for write in group)
+        stale: list[Write] = []
+        for endpoint, items in by_endpoint.items():
+            for (write, ref), answer in await self._batch(endpoint, items):
+                result = self._result(write, ref, answer, last=last)
+                if result is None:
+                    stale.append(write)
+                else:
+                    results[write.index] = result
+        return stale
+
+    def _result(self, write: Write, ref: Ref, answer: dict[str, Any],
+                *, last: bool) -> SinkResult | None:
+        error = answer.get("error")
+        if not error:
+            return SinkResult(Status.APPLIED)
+        code = error.get("code", "") if isinstance(error, dict) else ""
+        message = error.get("message", "") if isinstance(error, dict) else str(error)
+        if code in STALE_ID:
+            self._ids.pop(write.sku, None)
+            if not last:
+                return None
+            return SinkResult(Status.DEAD, f"SKU {write.sku}: WooCommerce refused id {ref.id} "
+                                           f"even after a fresh lookup ({code}: {message})")
+        return SinkResult(Status.DEAD, f"SKU {write.sku}: WooCommerce refused the {write.what} "
+                                       f"update ({code}: {message})")
+
+    async def _batch(self, endpoint: str, items: list[tuple[Write, Ref]]
+                     ) -> list[tuple[tuple[Write, Ref], dict[str, Any]]]:
+        """POST ``items`` in chunks the shop accepts; each paired with its answer."""
+        answers: list[tuple[tuple[Write, Ref], dict[str, Any]]] = []
+        start = 0
+        while start < len(items):
+            chunk = items[start:start + self._batch_limit]
+            body = {"update": [{"id": ref.id, **write.fields} for write, ref in chunk]}
+            reply = await self._call("POST", endpoint, json=body)
+            if reply.status == 413 and len(chunk) > 1:
+                self._batch_limit = len(chunk) // 2  # the shop lowered its batch limit
+                continue
+            answers.extend(zip(chunk, self._answers(reply, len(chunk)), strict=True))
+            start += len(chunk)
+        return answers
+
+    def _answers(self, reply: Reply, count: int) -> list[dict[str, Any]]:
+        if not reply.ok:  # the whole request refused: the same error for every item
+            error = {"code": f"HTTP {reply.status}", "message": _error(reply)}
+            return [{"error": error}] * count
+        try:
+            updated = orjson.loads(reply.body)["update"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            updated = None
+        if not isinstance(updated, list) or len(updated) != count:
+            raise SinkUnavailable(f"woocommerce {self.name}: the batch answer does not list "
+                                  f"the {count} items sent: {reply.excerpt()}")
+        return updated
+
+    # --- lookups -----------------------------------------------------------------------
+
+    async def _lookup(self, skus: Iterable[str]) -> None:
+        """Cache the ids of ``skus``; those the shop does not know stay out of the cache."""
+        wanted = set(skus)
+        plain = sorted(sku for sku in wanted if "," not in sku)
+        # WooCommerce splits ?sku= on commas: a SKU with a comma is looked up on its own
+        # (the whole string is matched too, and the exact-SKU check below drops the parts).
+        queries = [",".join(plain[i:i + LOOKUP_SKUS]) for i in range(0, len(plain), LOOKUP_SKUS)]
+        queries += sorted(wanted - set(plain))
+        for query in queries:
+            for product in await self._products(query):
+                if product.get("sku") in wanted:
+                    self._ids[product["sku"]] = Ref(int(product["id"]),
+                                                    int(product.get("parent_id") or 0))
+
+    async def _products(self, sku_query: str) -> list[Any]:
+        """``GET /products?sku=...``: one page holds every match, as SKUs are unique and a
+        query names fewer of them than a page holds."""
+        params = {"sku": sku_query, "per_page": str(PER_PAGE)}
+        reply = await self._call("GET", "products", params=params)
+        found = orjson.loads(reply.body) if reply.ok else None
+        if not isinstance(found, list):
+            raise SinkUnavailable(f"woocommerce {self.name}: the product lookup failed "
+                                  f"(HTTP {reply.status} {_error(reply)})")
+        return found
+
+    # --- HTTP --------------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                    json: Any = None) -> Reply:
+        """One API request with retries; a refused key stops the sink, not the event."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        session = self._session
+        reply = await with_retries(
+            lambda: send(session, self._budget, method, self._api + path,
+                         time_limit=self.settings.timeout, headers=self._auth_headers, json=json,
+                         params={**(params or {}), **self._auth_params}),
+            sink=f"woocommerce {self.name}", retries=self.settings.max_retries,
+            backoff=self.settings.backoff)
+        if reply.status in (401, 403):
+            raise SinkUnavailable(f"woocommerce {self.name}: the shop refused the consumer key "
+                                  f"(HTTP {reply.status} {_error(reply)}); check consumer_key "
+                                  "and consumer_secret and that the key may read and write")
+        return reply
