@@ -146,6 +146,12 @@ def cmd_resync(args: argparse.Namespace) -> int:
     return asyncio.run(operate.resync(config, args.entity))
 
 
+def cmd_consume(args: argparse.Namespace) -> int:
+    from relay.cli import consume
+
+    return consume(Path(args.config))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
@@ -198,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     resync = with_config("resync", "re-read an entity fully and publish what differs")
     resync.add_argument("entity", help="entity or feed name, e.g. stock, or SOURCE/FEED")
     resync.set_defaults(func=cmd_resync)
+    consume = sub.add_parser("consume", help="relay side: apply the events to the shops",
+                             description="relay side: apply the events to the shops")
+    consume.add_argument("-c", "--config", required=True, metavar="FILE",
+                         help="consumer TOML file (production: /etc/distillsync/relay.toml)")
+    consume.set_defaults(func=cmd_consume)
     demo = sub.add_parser("demo", help="demo ERP, embedded broker, agent, demo shop and the TUI")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
     demo.add_argument("--products", type=int, default=300)

@@ -6,7 +6,17 @@ priority with at most one batch in flight per key.
 * :class:`Scheduler` hands out batches from the most urgent entity class first (orders,
   then stock, then prices, then the catalogue), never putting a key in a batch while
   another batch holding that key is in flight, so writes to one SKU cannot overtake
-  each other. Reordering happens within the broker's Receive Maximum: that many
+  each other.
+
+  A batch holds at most one event per key. Folding several states of a key into one
+  write (the newest) would save shop calls, but it is not crash-safe: if the consumer
+  dies after writing the newest state and before recording it, the redelivered events
+  may be batched differently, and an older one, alone in its batch, would be written
+  over the newer state the shop already has. One event per key per batch means the
+  oldest unrecorded event of a key is the one that was written, so a redelivery only
+  repeats it. (The agent conflates at the source where that is wanted: ``conflate``.)
+
+  Reordering happens within the broker's Receive Maximum: that many
   messages may be unacknowledged at once, and a message left waiting holds back the
   acknowledgements behind it until it is done.
 """
@@ -82,17 +92,16 @@ class Scheduler(Generic[T]):
 
     def _collect(self, priority: int, room: int,
                  taken: set[tuple[str, str, str]]) -> list[Queued[T]]:
-        """Up to ``room`` events of one class whose keys are free (or already ``taken`` by
-        this batch: several events of a key may share one, the store keeps the newest).
-        What is left keeps its arrival order."""
+        """Up to ``room`` events of one class whose keys are free and not ``taken`` by
+        this batch already. What is left keeps its arrival order."""
         queue = self._classes.get(priority, deque())
         batch: list[Queued[T]] = []
         kept: deque[Queued[T]] = deque()
         while queue and len(batch) < room:
             queued = queue.popleft()
             key = queued.event.key
-            if key in self._busy_keys and key not in taken:
-                kept.append(queued)  # its key is in flight: it waits
+            if key in self._busy_keys or key in taken:
+                kept.append(queued)  # its key is in flight, or in this batch: it waits
                 continue
             taken.add(key)
             batch.append(queued)

@@ -1,0 +1,115 @@
+"""The consumer end to end on a real Mosquitto: events in, the shop (a webhook receiver
+that checks signatures) out, effectively once; dead letters; status and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import orjson
+
+from agent.apiclient import ApiClient
+from relay.store import VersionStore
+from tests.relay_support import (
+    consumer_running,
+    entity_event,
+    eventually,
+    publish,
+    stock_event,
+    webhook_sink,
+)
+from tests.relay_support import consumer_toml as toml
+from tests.sims.webhook import WebhookReceiver
+from tests.support import Mosquitto
+
+SECRET = b"hook-secret"
+
+
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "hook-secret"
+    path.write_bytes(SECRET)
+    return path
+
+
+def latest(received: list[dict[str, object]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for event in received:
+        out[str(event["subject"])] = int(str(event["sequence"]))
+    return out
+
+
+async def test_duplicates_and_old_states_never_reach_the_shop(broker: Mosquitto,
+                                                              tmp_path: Path) -> None:
+    async with WebhookReceiver(SECRET) as shop:
+        config = tmp_path / "relay.toml"
+        config.write_text(toml(tmp_path, broker.url,
+                               webhook_sink(shop.url, secret_file(tmp_path))))
+        async with consumer_running(config):
+            await asyncio.sleep(0.5)  # subscribed
+            first = [stock_event(n, f"SKU-{n % 5}", "MAD", n) for n in range(1, 21)]
+            await publish(broker.port, first)
+            await eventually(lambda: latest(shop.received).get("SKU-4/MAD") == 19, 20,
+                             "the newest state of SKU-4")
+            # A redelivery of each (same ids) and old states under new ids: all dropped.
+            older = [stock_event(n, f"SKU-{n % 5}", "MAD", -1, event_id=f"late-{n}")
+                     for n in range(1, 16)]
+            await publish(broker.port, first + older + [stock_event(21, "SKU-1", "MAD", 21)])
+            await eventually(lambda: latest(shop.received).get("SKU-1/MAD") == 21, 20,
+                             "the last event")
+        applied = [int(str(e["sequence"])) for e in shop.received]
+        assert len(applied) == len(set(applied)), "an event reached the shop twice"
+        assert all(e["data"]["on_hand"] != -1 for e in shop.received), "an old state won"
+        assert latest(shop.received) == {"SKU-0/MAD": 20, "SKU-1/MAD": 21, "SKU-2/MAD": 17,
+                                         "SKU-3/MAD": 18, "SKU-4/MAD": 19}
+        by_key: dict[str, list[int]] = {}
+        for sequence, event in zip(applied, shop.received, strict=True):
+            by_key.setdefault(str(event["subject"]), []).append(sequence)
+        assert all(seqs == sorted(seqs) for seqs in by_key.values()), by_key
+
+
+async def test_invalid_messages_become_dead_letters_and_the_rest_flows(
+        broker: Mosquitto, tmp_path: Path) -> None:
+    async with WebhookReceiver(SECRET) as shop:
+        config = tmp_path / "relay.toml"
+        config.write_text(toml(tmp_path, broker.url,
+                               webhook_sink(shop.url, secret_file(tmp_path))))
+        bad_stock = entity_event(2, "stock", {"sku": "X", "warehouse": "MAD", "on_hand": "n/a"},
+                                 "X/MAD")
+        async with consumer_running(config):
+            await asyncio.sleep(0.5)
+            await publish(broker.port, [
+                stock_event(1, "A", "MAD", 1), bad_stock,
+                ("distillsync/acme/erp-1/out/stock/junk", b"{not json"),
+                stock_event(3, "B", "MAD", 3)])
+            await eventually(lambda: len(shop.received) == 2, 20, "the two good events")
+            client = ApiClient(tmp_path / "shops-1.sock")
+            code, status = await client.get("/v1/status")
+            assert code == 200
+            assert status["events"]["invalid"] == 2 and status["events"]["applied"] == 2
+            assert status["sinks"]["hook"]["applied"] == 2
+            assert (await client.get("/v1/health"))[0] == 200
+            _, metrics = await client.get_text("/v1/metrics")
+            assert re.search(r'^distillsync_consumer_events_total\{outcome="invalid"\} 2\.0$',
+                             metrics, re.MULTILINE), metrics
+            assert 'distillsync_sink_events_total{result="applied",sink="hook"} 2.0' in metrics
+        async with await VersionStore.open(f"sqlite:///{tmp_path}/shops-1.db") as store:
+            reasons = sorted(d.reason for d in await store.dead_letters())
+        assert reasons[0].startswith("not JSON") and "on_hand must be number" in reasons[1]
+
+
+async def test_the_consumer_shows_in_the_fleet(broker: Mosquitto, tmp_path: Path) -> None:
+    from tests.support import Collector
+
+    async with WebhookReceiver(SECRET) as shop:
+        config = tmp_path / "relay.toml"
+        config.write_text(toml(tmp_path, broker.url,
+                               webhook_sink(shop.url, secret_file(tmp_path)), name="fleet-1"))
+        with Collector(broker.port, "distillsync/_relay/fleet-1/status") as statuses:
+            async with consumer_running(config):
+                await eventually(lambda: statuses.messages, 10, "the retained status")
+                online = statuses.messages[-1].event
+                assert online["kind"] == "consumer" and online["state"] == "online"
+            await eventually(lambda: statuses.messages[-1].event["state"] == "offline", 10,
+                             "offline after a clean stop")
+    assert orjson.loads(orjson.dumps(online))["backlog"] == 0
