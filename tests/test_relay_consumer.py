@@ -113,3 +113,37 @@ async def test_the_consumer_shows_in_the_fleet(broker: Mosquitto, tmp_path: Path
             await eventually(lambda: statuses.messages[-1].event["state"] == "offline", 10,
                              "offline after a clean stop")
     assert orjson.loads(orjson.dumps(online))["backlog"] == 0
+
+
+async def test_a_backlog_drains_orders_first_then_stock_then_prices(broker: Mosquitto,
+                                                                    tmp_path: Path) -> None:
+    async with WebhookReceiver(SECRET) as shop:
+        config = tmp_path / "relay.toml"
+        config.write_text(toml(tmp_path, broker.url,
+                               webhook_sink(shop.url, secret_file(tmp_path)), name="drain-1",
+                               pipeline="batch_size = 10\nconcurrency = 1\nlinger = \"50ms\"\n"))
+        async with consumer_running(config):
+            await asyncio.sleep(0.5)  # the persistent session subscribes, then goes away
+        backlog = []
+        for n in range(1, 301):  # catalogue, prices, stock and orders, interleaved
+            kind = ("product", "price", "stock", "order_status")[n % 4]
+            data = {"product": {"sku": f"P{n}", "name": "Jamon"},
+                    "price": {"sku": f"P{n}", "price": "9.90"},
+                    "stock": {"sku": f"P{n}", "warehouse": "MAD", "on_hand": n},
+                    "order_status": {"order_ref": f"O{n}", "status": "shipped"}}[kind]
+            backlog.append(entity_event(n, kind, data, f"K{n}"))
+        await publish(broker.port, backlog)
+        async with consumer_running(config):
+            await eventually(lambda: len(shop.received) == 300, 30, "the backlog")
+    kinds = [str(e["type"]).split(".")[1] for e in shop.received]
+
+    def mean_position(kind: str) -> float:
+        places = [i for i, k in enumerate(kinds) if k == kind]
+        return sum(places) / len(places)
+
+    # The first batch may start before the whole backlog has arrived; after that the
+    # order is strict, so the averages must come out in this order by a wide margin.
+    means = [mean_position(k) for k in ("order_status", "stock", "price", "product")]
+    assert means == sorted(means), dict(zip(("order_status", "stock", "price", "product"),
+                                            means, strict=True))
+    assert kinds[-65:] == ["product"] * 65  # all but at most the first batch of ten
