@@ -8,14 +8,19 @@ What it writes, and how (devdocs.prestashop-project.org, Webservice reference an
   ``quantity`` fields of products and combinations are deprecated copies). The shop shows
   one figure per product, so it takes the stock of one ERP ``warehouse``; others are
   SKIPPED. ``on_hand`` is written as is (whole units; a fractional one is rounded down so
-  the shop never sells what is not there).
+  the shop never sells what is not there). A product with combinations keeps its stock
+  (the sum of theirs) and its prices in them: an event for its own reference is DEAD,
+  saying so. PrestaShop has no compare-and-set, so an order placed between the GET and
+  the PUT is overwritten by the ERP's figure, as with any absolute write; the ERP's next
+  event for that SKU carries the figure after the order.
 - **price** -> the product's ``price``, which is the price *before tax* (the shop adds the
   tax rules group's tax): the ERP must send tax-excluded prices. A combination has no
   price of its own, only an *impact* on its product's price, so a combination's price is
-  written as ``impact = price - product price`` read at that moment. Caveat, documented
-  in the README too: when the product's own price changes later, PrestaShop moves every
-  combination's final price with it; an ERP that prices both a product and its
-  combinations must re-send the combinations after a product price change.
+  written as ``impact = price - product price`` read at that moment. The caveat: when
+  the product's own price changes later, PrestaShop moves every combination's final
+  price with it, so an ERP that prices both a product and its combinations must re-send
+  the combinations after a product price change (events for both, in flight at once, may
+  also read the product's price before or after its change).
 - ``delete`` of stock or price: SKIPPED. PrestaShop has nothing to delete (a product's
   stock row and price always exist), and zeroing them on a delete would take products off
   sale by surprise; send ``on_hand = 0`` to empty a stock.
