@@ -231,6 +231,23 @@ async def test_a_key_revoked_mid_stream_stops_the_sink_with_nothing_dead(
     assert shop.stock("MUG") == 1
 
 
+async def test_a_whole_batch_refused_is_dead_item_by_item(shop: WooCommerceSim,
+                                                          make_sink: MakeSink) -> None:
+    sink = make_sink()
+    await sink.apply([stock("MUG", 1), stock("TEE-S", 1)])
+    shop.fail_next(1, 400)  # the next call, the products batch, is refused as a whole
+    results = await sink.apply([stock("MUG", 2), stock("TEE-S", 2)])
+    assert statuses(results) == [Status.DEAD, Status.APPLIED]
+    assert "SKU MUG" in results[0].reason and "sim_fault: injected" in results[0].reason
+    assert (shop.stock("MUG"), shop.stock("TEE-S")) == (1, 2)
+
+
+async def test_a_url_without_the_api_makes_the_sink_unavailable(
+        shop: WooCommerceSim, make_sink: MakeSink) -> None:
+    with pytest.raises(SinkUnavailable, match="HTTP 404 rest_no_route"):
+        await make_sink(url=f"{shop.url}/blog").apply([stock("MUG", 1)])
+
+
 async def test_query_string_auth_works(shop: WooCommerceSim, make_sink: MakeSink) -> None:
     assert statuses(await make_sink(auth="query").apply([price("CAP", "2.00")])) == [
         Status.APPLIED]

@@ -156,16 +156,30 @@ async def send(session: aiohttp.ClientSession, budget: RateBudget, method: str, 
     return Reply(response.status, body, response.headers)
 
 
+class HttpSettings(Strict):
+    """What the settings of every HTTP sink share: a name and how patient to be."""
+
+    name: str
+    """Labels metrics and dead letters."""
+    timeout: Duration = 10.0
+    """Per request, from connect to the last byte of the answer."""
+    max_retries: int = Field(5, ge=0)
+    """Retries of a request the endpoint failed as a whole, before SinkUnavailable."""
+    backoff: Duration = 0.5
+    """First pause between retries; it doubles (with jitter) up to 60 s."""
+
+
 def _hint(state: RetryCallState) -> float:
     error = state.outcome.exception() if state.outcome is not None else None
     return (error.retry_after or 0.0) if isinstance(error, Transient) else 0.0
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], *, sink: str, retries: int,
-                       backoff: float) -> T:
+async def with_retries(call: Callable[[], Awaitable[T]], *, sink: str,
+                       settings: HttpSettings) -> T:
     """``call()`` again while it raises :class:`Transient`, waiting at least its
-    ``Retry-After``; :class:`SinkUnavailable` once ``retries`` are spent or the shop asks
-    for a pause longer than :data:`MAX_WAIT` (the consumer waits that out, not us)."""
+    ``Retry-After``; :class:`SinkUnavailable` once ``max_retries`` are spent or the shop
+    asks for a pause longer than :data:`MAX_WAIT` (the consumer waits that out, not us)."""
+    retries, backoff = settings.max_retries, settings.backoff
     backoff_wait = wait_exponential_jitter(multiplier=backoff, max=MAX_WAIT, jitter=backoff)
 
     def wait(state: RetryCallState) -> float:
@@ -196,12 +210,10 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, sink: str, retries: 
 # --- the webhook sink --------------------------------------------------------------------
 
 
-class Settings(Strict):
+class Settings(HttpSettings):
     """``[[sinks]] type = "webhook"``."""
 
     type: Literal["webhook"]
-    name: str
-    """Labels metrics and dead letters."""
     url: str
     """Where every event is POSTed; https, or http to loopback (see ``allow_insecure``)."""
     secret_file: FilePath | None = None
@@ -216,11 +228,6 @@ class Settings(Strict):
     """Pace of POSTs, so a drained backlog does not flood the receiver."""
     concurrency: int = Field(4, ge=1, le=64)
     """POSTs in flight at once (for distinct keys; order across keys does not matter)."""
-    timeout: Duration = 10.0
-    """Per request, from connect to the last byte of the answer."""
-    max_retries: int = Field(5, ge=0)
-    backoff: Duration = 0.5
-    """First pause between retries; it doubles (with jitter) up to 60 s."""
 
     @field_validator("url")
     @classmethod
@@ -284,8 +291,7 @@ class WebhookSink:
             return SinkResult(Status.SKIPPED, f"{event.entity} is not forwarded by this sink")
         async with self._slots:
             reply = await with_retries(lambda: self._post(event), sink=f"webhook {self.name}",
-                                       retries=self.settings.max_retries,
-                                       backoff=self.settings.backoff)
+                                       settings=self.settings)
         if reply.ok:
             return SinkResult(Status.APPLIED)
         if reply.status in (401, 403):

@@ -53,9 +53,9 @@ import orjson
 from pydantic import Field, field_validator, model_validator
 
 from relay.model import Event, SinkResult, Status
-from relay.settings import Duration, FilePath, SecretMissing, Strict, read_secret
+from relay.settings import FilePath, SecretMissing, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
-from relay.sinks.webhook import Reply, is_loopback, send, with_retries
+from relay.sinks.webhook import HttpSettings, Reply, is_loopback, send, with_retries
 
 BATCH_LIMIT = 100
 """WooCommerce's default ``woocommerce_rest_batch_items_limit``."""
@@ -71,12 +71,10 @@ STALE_ID = frozenset({
 """Per-item error codes meaning the cached id no longer fits the SKU."""
 
 
-class Settings(Strict):
+class Settings(HttpSettings):
     """``[[sinks]] type = "woocommerce"``."""
 
     type: Literal["woocommerce"]
-    name: str
-    """Labels metrics and dead letters."""
     url: str
     """The store's base URL (``https://shop.example.com``); the API is under ``/wp-json``."""
     consumer_key_file: FilePath | None = None
@@ -92,10 +90,6 @@ class Settings(Strict):
     """Only prices of this ERP price list; unset takes every price event."""
     requests_per_second: float = Field(5.0, gt=0)
     """WooCommerce documents no limit; 5/s is gentle on a shared host."""
-    timeout: Duration = 10.0
-    max_retries: int = Field(5, ge=0)
-    backoff: Duration = 0.5
-    """First pause between retries; it doubles (with jitter) up to 60 s."""
 
     @field_validator("url")
     @classmethod
@@ -149,13 +143,14 @@ def _secret(settings: Settings, key: str) -> str:
     return value
 
 
-def _error(reply: Reply) -> str:
-    """``code: message`` from a WordPress error body, else the start of the body."""
+def _error(reply: Reply) -> tuple[str, str]:
+    """``(code, message)`` of a WordPress error body; the status and the body's start for
+    anything else (a proxy's HTML page)."""
     try:
         body = orjson.loads(reply.body)
-        return f"{body['code']}: {body['message']}"
+        return str(body["code"]), str(body["message"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        return reply.excerpt()
+        return f"HTTP {reply.status}", reply.excerpt()
 
 
 class WooCommerceSink:
@@ -245,7 +240,7 @@ class WooCommerceSink:
         if not writes:
             return []
         await self._lookup({write.sku for write in writes} - self._ids.keys())
-        groups: dict[Ref, list[Write]] = defaultdict(list)
+        by_endpoint: dict[str, list[tuple[Write, Ref]]] = defaultdict(list)
         for write in writes:
             ref = self._ids.get(write.sku)
             if ref is None:
@@ -253,10 +248,7 @@ class WooCommerceSink:
                     Status.DEAD, f"unknown SKU {write.sku}: no WooCommerce product or "
                                  "variation has it")
             else:
-                groups[ref].append(write)
-        by_endpoint: dict[str, list[tuple[Write, Ref]]] = defaultdict(list)
-        for ref, group in groups.items():
-            by_endpoint[ref.endpoint].extend((write, ref) for write in group)
+                by_endpoint[ref.endpoint].append((write, ref))
         stale: list[Write] = []
         for endpoint, items in by_endpoint.items():
             for (write, ref), answer in await self._batch(endpoint, items):
@@ -301,8 +293,8 @@ class WooCommerceSink:
 
     def _answers(self, reply: Reply, count: int) -> list[dict[str, Any]]:
         if not reply.ok:  # the whole request refused: the same error for every item
-            error = {"code": f"HTTP {reply.status}", "message": _error(reply)}
-            return [{"error": error}] * count
+            code, message = _error(reply)
+            return [{"error": {"code": code, "message": message}}] * count
         try:
             updated = orjson.loads(reply.body)["update"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -335,8 +327,9 @@ class WooCommerceSink:
         reply = await self._call("GET", "products", params=params)
         found = orjson.loads(reply.body) if reply.ok else None
         if not isinstance(found, list):
+            code, message = _error(reply)
             raise SinkUnavailable(f"woocommerce {self.name}: the product lookup failed "
-                                  f"(HTTP {reply.status} {_error(reply)})")
+                                  f"(HTTP {reply.status} {code}: {message})")
         return found
 
     # --- HTTP --------------------------------------------------------------------------
@@ -351,10 +344,10 @@ class WooCommerceSink:
             lambda: send(session, self._budget, method, self._api + path,
                          time_limit=self.settings.timeout, headers=self._auth_headers, json=json,
                          params={**(params or {}), **self._auth_params}),
-            sink=f"woocommerce {self.name}", retries=self.settings.max_retries,
-            backoff=self.settings.backoff)
+            sink=f"woocommerce {self.name}", settings=self.settings)
         if reply.status in (401, 403):
+            code, message = _error(reply)
             raise SinkUnavailable(f"woocommerce {self.name}: the shop refused the consumer key "
-                                  f"(HTTP {reply.status} {_error(reply)}); check consumer_key "
-                                  "and consumer_secret and that the key may read and write")
+                                  f"(HTTP {reply.status} {code}: {message}); check "
+                                  "consumer_key, consumer_secret and the key's read/write access")
         return reply

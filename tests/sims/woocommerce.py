@@ -25,6 +25,7 @@ and the controllers they document:
 - WooCommerce has no request limit of its own; hosts and WAFs answer 429 with
   ``Retry-After``. ``rate_limit`` models one (a fixed window), :meth:`fail_next` injects
   429s, 5xx and hangs.
+- Any other path: 404 ``rest_no_route``, as the WP REST API answers.
 """
 
 from __future__ import annotations
@@ -170,7 +171,11 @@ class WooCommerceSim:
         arrived = time.monotonic()
         body = await request.json() if request.can_read_body else {}
         items = sum(len(body.get(op) or []) for op in ("create", "update", "delete"))
-        response = await self._gate(request, arrived) or await handler(request)
+        try:
+            response = await self._gate(request, arrived) or await handler(request)
+        except web.HTTPNotFound:
+            response = wp_error(404, "rest_no_route",
+                                "No route was found matching the URL and request method")
         query = {k: v for k, v in request.query.items() if not k.startswith("consumer_")}
         path = request.path.removeprefix(API)
         self.hits.append(Hit(arrived, request.method, path, query, items, response.status))
