@@ -48,12 +48,19 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import aiohttp
-from pydantic import Field, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
 from relay.model import Event, SinkResult, Status
-from relay.settings import Duration, FilePath, Strict, read_secret
+from relay.settings import FilePath, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
-from relay.sinks.webhook import Transient, check_url, is_transient, retry_after, with_retries
+from relay.sinks.webhook import (
+    HttpSettings,
+    Transient,
+    check_url,
+    is_transient,
+    retry_after,
+    with_retries,
+)
 
 API_VERSION = "2026-10"
 """The newest stable version when this was written; any version from 2026-01 works."""
@@ -107,12 +114,11 @@ mutation SetPrices($productId: ID!, $variants: [ProductVariantsBulkInput!]!) {
 }"""
 
 
-class Settings(Strict):
-    """``[[sinks]] type = "shopify"``."""
+class Settings(HttpSettings):
+    """``[[sinks]] type = "shopify"`` (with ``name``, ``timeout``, ``max_retries``, ``backoff``
+    as every HTTP sink)."""
 
     type: Literal["shopify"]
-    name: str
-    """Labels metrics and dead letters."""
     shop_url: str
     """``https://acme.myshopify.com``; plain ``http://`` only to loopback (a simulator)."""
     api_version: str = API_VERSION
@@ -125,11 +131,6 @@ class Settings(Strict):
     price_list: str | None = None
     """The ERP price list that is the variants' price; price events of other lists are
     SKIPPED. Unset: only price events that name no list."""
-    timeout: Duration = Field(default=10.0, gt=0)
-    """Per request, from connect to the last byte of the answer."""
-    max_retries: int = Field(default=5, ge=0)
-    backoff: Duration = 0.5
-    """First pause between retries of a failed call; it doubles (with jitter) up to 60 s."""
 
     @field_validator("shop_url")
     @classmethod
@@ -512,8 +513,7 @@ class ShopifySink:
         """The ``data`` of one call, after the retries the shop's answers call for."""
         payload = {"query": query, "variables": variables, "operationName": operation}
         return await with_retries(lambda: self._call(operation, payload, cost),
-                                  sink=f"shopify {self.name}", retries=self.settings.max_retries,
-                                  backoff=self.settings.backoff)
+                                  sink=f"shopify {self.name}", settings=self.settings)
 
     async def _call(self, operation: str, payload: dict[str, Any],
                     cost: float) -> dict[str, Any]:

@@ -25,8 +25,8 @@ resolvers check them. Modelled from shopify.dev:
 
 Faults for tests: :attr:`ShopifySim.fail_next` (HTTP statuses answered before anything
 runs), :attr:`ShopifySim.lose_next` (apply a mutation, then answer 502 as if the answer got
-lost), :attr:`ShopifySim.before_write` (runs just before the next stock write: a sale that
-lands between the sink's read and its write).
+lost), :attr:`ShopifySim.before_writes` (each runs just before one stock write: a sale
+that lands between the sink's read and its write).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class ShopifySim:
         self.keys_seen: list[str] = []
         self.fail_next: list[int] = []
         self.lose_next = 0
-        self.before_write: Callable[[], None] | None = None
+        self.before_writes: list[Callable[[], None]] = []
         self._idempotency: dict[str, tuple[str, dict[str, Any], bool]] = {}
         self._numbers = itertools.count(1001)
         self._server: TestServer | None = None
@@ -339,9 +339,8 @@ class ShopifySim:
         fingerprint = json.dumps(payload, sort_keys=True)
         if key in self._idempotency:
             return self._replay(key, fingerprint), 10
-        if self.before_write is not None:
-            hook, self.before_write = self.before_write, None
-            hook()
+        if self.before_writes:
+            self.before_writes.pop(0)()
         errors = [error for position, quantity in enumerate(quantities)
                   for error in self._check_quantity(position, quantity)]
         result: dict[str, Any] = {"inventoryAdjustmentGroup": None, "userErrors": errors}
