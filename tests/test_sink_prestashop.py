@@ -137,17 +137,20 @@ async def test_the_put_carries_the_whole_resource_less_what_prestashop_refuses(
 
 async def test_an_unknown_sku_is_dead_and_the_rest_applies(
         shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]) -> None:
+    shop.add_product("TWICE", "1.00")
+    shop.add_product("TWICE", "2.00")
     results = await make_sink().apply([
         stock("NOPE-1", 5), stock("MUG", 8), price("mug", "1.00"), stock("TEE", 3),
-        stock("A|B", 1), price("MUG", "-4.00")])
+        stock("A|B", 1), price("MUG", "-4.00"), stock("TWICE", 1)])
     assert statuses(results) == [Status.DEAD, Status.APPLIED, Status.DEAD, Status.DEAD,
-                                 Status.DEAD, Status.DEAD]
+                                 Status.DEAD, Status.DEAD, Status.DEAD]
     assert "stock SKU 'NOPE-1': no product or combination has this reference" in (
         results[0].reason)
     assert "'mug'" in results[2].reason  # PrestaShop matches 'MUG'; the sink wants it exact
     assert "has combinations" in results[3].reason
     assert "filter syntax" in results[4].reason
     assert "code 85" in results[5].reason and "price is not valid" in results[5].reason
+    assert "on several products (3, 4)" in results[6].reason
     assert shop.stock(catalogue["mug"]) == 8
     assert shop.price(catalogue["mug"]) == Decimal("9.90")
 

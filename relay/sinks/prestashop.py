@@ -72,9 +72,10 @@ from relay.model import Event, SinkResult, Status
 from relay.settings import Duration, FilePath, SecretMissing, Strict, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
 
+__all__ = ["PrestaShopSink", "Settings"]
+
 log = logging.getLogger(__name__)
 
-XLINK = "http://www.w3.org/1999/xlink"
 PRODUCT_NOT_FOR_PUT = ("manufacturer_name", "quantity", "position_in_category", "associations")
 NOT_FOR_PUT = ("associations",)
 MAX_WAIT = 30.0
@@ -279,27 +280,27 @@ class PrestaShopSink:
         return item
 
     async def _find_product(self, sku: str) -> Item | None:
-        rows = await self._list("products", {"filter[reference]": f"[{sku}]",
-                                             "display": "[id,reference,cache_default_attribute]"})
-        found = [row for row in rows if _text(row, "reference") == sku]
-        if len(found) > 1:
-            ids = ", ".join(_text(row, "id") for row in found)
-            raise Dead(f"the reference is on several products ({ids})")
-        if not found:
+        row = await self._by_reference("products", sku, "id,reference,cache_default_attribute")
+        if row is None:
             return None
-        if _int(found[0], "cache_default_attribute"):
+        if _int(row, "cache_default_attribute"):
             raise Dead("the product has combinations, so its stock and price are theirs: "
                        "send the combinations' references")
-        return Item(_int(found[0], "id"))
+        return Item(_int(row, "id"))
 
     async def _find_combination(self, sku: str) -> Item | None:
-        rows = await self._list("combinations", {"filter[reference]": f"[{sku}]",
-                                                 "display": "[id,id_product,reference]"})
+        row = await self._by_reference("combinations", sku, "id,id_product,reference")
+        return None if row is None else Item(_int(row, "id_product"), _int(row, "id"))
+
+    async def _by_reference(self, plural: str, sku: str, fields: str) -> ET.Element | None:
+        """The one row whose reference is exactly ``sku`` (the filter ignores case)."""
+        rows = await self._list(plural, {"filter[reference]": f"[{sku}]",
+                                         "display": f"[{fields}]"})
         found = [row for row in rows if _text(row, "reference") == sku]
         if len(found) > 1:
             ids = ", ".join(_text(row, "id") for row in found)
-            raise Dead(f"the reference is on several combinations ({ids})")
-        return Item(_int(found[0], "id_product"), _int(found[0], "id")) if found else None
+            raise Dead(f"the reference is on several {plural} ({ids})")
+        return found[0] if found else None
 
     async def _stock_available(self, item: Item) -> ET.Element | None:
         """The item's stock_available, fresh; ``None`` when a cached id is gone."""
