@@ -1,0 +1,124 @@
+"""End to end: ERP tables -> the agent (a real process) -> Mosquitto -> the consumer ->
+a shop simulator. After random changes the shop holds exactly what the ERP holds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.relay_support import consumer_running, consumer_toml, eventually
+from tests.sims.woocommerce import WooCommerceSim
+from tests.support import AgentProcess, Mosquitto, agent_toml
+
+SKUS = [f"SKU-{n}" for n in range(20)]
+WAREHOUSES = ("MAD", "BCN")
+
+ERP_SOURCE = """[[sources]]
+name = "erp"
+url = "sqlite+aiosqlite:///{db}"
+poll_interval = "200ms"
+  [[sources.entities]]
+  entity = "stock"
+  query = "SELECT sku, warehouse, on_hand, tms FROM stock_levels"
+  key = ["sku", "warehouse"]
+  cursor = "tms"
+  [[sources.entities]]
+  entity = "price"
+  query = "SELECT sku, price, tms FROM prices"
+  key = ["sku"]
+  cursor = "tms"
+"""
+
+
+class Erp:
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, "
+                        "tms TEXT, PRIMARY KEY (sku, warehouse))")
+        self.db.execute("CREATE TABLE prices (sku TEXT PRIMARY KEY, price TEXT, tms TEXT)")
+        for sku in SKUS:
+            self.db.execute("INSERT INTO prices VALUES (?, '10.00', datetime('now'))", (sku,))
+            for warehouse in WAREHOUSES:
+                self.db.execute("INSERT INTO stock_levels VALUES (?, ?, 5, datetime('now'))",
+                                (sku, warehouse))
+
+    def churn(self, rng: random.Random, rounds: int) -> None:
+        for _ in range(rounds):
+            self.db.execute("UPDATE stock_levels SET on_hand = ?, tms = datetime('now') "
+                            "WHERE sku = ? AND warehouse = ?",
+                            (rng.randint(0, 50), rng.choice(SKUS), rng.choice(WAREHOUSES)))
+            if rng.random() < 0.3:
+                self.db.execute("UPDATE prices SET price = ?, tms = datetime('now') "
+                                "WHERE sku = ?",
+                                (f"{rng.randint(100, 9999) / 100:.2f}", rng.choice(SKUS)))
+
+    def stock(self, warehouse: str) -> dict[str, int]:
+        rows = self.db.execute("SELECT sku, on_hand FROM stock_levels WHERE warehouse = ?",
+                               (warehouse,))
+        return {sku: int(on_hand) for sku, on_hand in rows}
+
+    def prices(self) -> dict[str, Decimal]:
+        return {sku: Decimal(price) for sku, price in self.db.execute("SELECT sku, price "
+                                                                       "FROM prices")}
+
+
+@dataclass
+class Shop:
+    """One simulator behind the same questions: what stock and price does it show?"""
+
+    sink_toml: str
+    stock: Callable[[str], Any]
+    price: Callable[[str], Any]
+
+
+@contextlib.asynccontextmanager
+async def woocommerce(tmp_path: Path) -> AsyncIterator[Shop]:
+    async with WooCommerceSim() as sim:
+        for sku in SKUS:  # out of date: only the events can bring it in line
+            sim.add(sku, price="1.00", stock=0)
+        (tmp_path / "ck").write_text(sim.consumer_key)
+        (tmp_path / "cs").write_text(sim.consumer_secret)
+        yield Shop(f'[[sinks]]\ntype = "woocommerce"\nname = "woo"\nurl = "{sim.url}"\n'
+                   f'consumer_key_file = "{tmp_path / "ck"}"\n'
+                   f'consumer_secret_file = "{tmp_path / "cs"}"\nwarehouse = "MAD"\n'
+                   f'requests_per_second = 50\n',
+                   sim.stock, lambda sku: Decimal(sim.price(sku)))
+
+
+SHOPS = {"woocommerce": woocommerce}
+
+
+@pytest.mark.parametrize("shop_name", sorted(SHOPS))
+async def test_the_shop_ends_up_as_the_erp(shop_name: str, broker: Mosquitto,
+                                           tmp_path: Path) -> None:
+    erp = Erp(tmp_path / "erp.db")
+    agent_config = tmp_path / "agent.toml"
+    agent_config.write_text(agent_toml(tmp_path / "state", broker.url,
+                                       ERP_SOURCE.format(db=tmp_path / "erp.db"),
+                                       agent_id="e2e"))
+    async with SHOPS[shop_name](tmp_path) as shop:
+        config = tmp_path / "relay.toml"
+        config.write_text(consumer_toml(tmp_path, broker.url, shop.sink_toml))
+
+        def in_sync() -> bool:
+            return ({sku: shop.stock(sku) for sku in SKUS} == erp.stock("MAD")
+                    and {sku: shop.price(sku) for sku in SKUS} == erp.prices())
+
+        async with consumer_running(config):
+            await asyncio.sleep(0.5)  # subscribed before the agent's first events
+            with AgentProcess(agent_config, tmp_path / "agent.log") as agent:
+                rng = random.Random(4)
+                for _ in range(10):
+                    erp.churn(rng, rounds=15)
+                    await asyncio.sleep(0.2)
+                await eventually(in_sync, 60, f"{shop_name} to match the ERP")
+                assert agent.terminate() == 0
