@@ -54,8 +54,8 @@ async def make_sink(shop: PrestaShopSim,
     def make(**overrides: Any) -> PrestaShopSink:
         options: dict[str, Any] = {"type": "prestashop", "name": "shop-es", "url": shop.url,
                                    "api_key_env": "PRESTASHOP_KEY", "warehouse": "MAD",
-                                   "requests_per_second": 200.0, **overrides}
-        sink = PrestaShopSink(Settings(**options))
+                                   "requests_per_second": 200.0, "backoff": "10ms", **overrides}
+        sink = PrestaShopSink(Settings.model_validate(options))
         made.append(sink)
         return sink
 
@@ -203,7 +203,7 @@ async def test_5xx_and_429_are_retried_honouring_retry_after(
     assert shop.stock(catalogue["mug"]) == 21
     assert len(shop.requests) == 4 + 3  # four failures, then lookup, stock_availables, PUT
     waits = [record.getMessage() for record in caplog.records]
-    assert "HTTP 429; try 4 of 6 in 1.0s" in waits[2]  # the proxy's Retry-After, exactly
+    assert "HTTP 429; retry 3 of 5 in 1.00s" in waits[2]  # the proxy's Retry-After
 
 
 async def test_retries_run_out_into_sink_unavailable(
@@ -231,13 +231,16 @@ async def test_distinct_skus_are_written_concurrently(
 
 
 def test_settings_name_the_bad_key(tmp_path: Path) -> None:
-    base = {"type": "prestashop", "url": "https://shop.example", "warehouse": "MAD"}
+    base = {"type": "prestashop", "name": "shop", "url": "https://shop.example",
+            "warehouse": "MAD"}
     with pytest.raises(ValidationError, match="exactly one of api_key_file and api_key_env"):
-        Settings(**base)  # type: ignore[arg-type]
-    with pytest.raises(ValidationError, match="not an http"):
-        Settings(**{**base, "url": "shop.example", "api_key_env": "K"})  # type: ignore[arg-type]
+        Settings.model_validate(base)
+    with pytest.raises(ValidationError, match="http:// or https://"):
+        Settings.model_validate({**base, "url": "shop.example", "api_key_env": "K"})
+    with pytest.raises(ValidationError, match="in clear: use https"):
+        Settings.model_validate({**base, "url": "http://shop.example", "api_key_env": "K"})
     with pytest.raises(SecretMissing, match="api_key_file: cannot read"):
-        PrestaShopSink(Settings(**base, api_key_file=tmp_path / "missing"))  # type: ignore[arg-type]
-    settings = Settings(**base, api_key_env="K", timeout="3s")  # type: ignore[arg-type]
+        PrestaShopSink(Settings.model_validate({**base, "api_key_file": tmp_path / "missing"}))
+    settings = Settings.model_validate({**base, "api_key_env": "K", "timeout": "3s"})
     assert (settings.timeout, settings.requests_per_second, settings.max_retries) == (3.0, 5, 5)
-
+    assert settings.url == "https://shop.example"

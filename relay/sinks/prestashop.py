@@ -45,6 +45,14 @@ Lookups filter on ``reference``, which PrestaShop matches without regard to case
 keeps only an exact match. A SKU the filter syntax cannot express (``[`` or ``|`` inside,
 or ``N,M`` which the filter reads as an interval) is DEAD with that reason.
 
+Failures of the whole shop follow the policy every HTTP sink shares
+(:func:`relay.sinks.webhook.with_retries`): 408, 429, 5xx, timeouts and lost connections
+are retried with jittered backoff waiting at least ``Retry-After``, then raise
+:class:`SinkUnavailable`; 401, 403 and 405 (a wrong key, or one without the permission
+for a resource or method) raise it at once, since every event would fail alike. Any other
+refusal (404 for a SKU, 400 with PrestaShop's error code and message) is that event's
+DEAD result, and the rest of the batch goes on.
+
 The shop's XML is parsed with the standard library: PrestaShop is the integrator's own
 shop, expat (>= 2.4) refuses entity-expansion bombs and ElementTree never fetches
 external entities.
@@ -54,9 +62,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import math
-import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,30 +72,27 @@ from xml.etree import ElementTree as ET
 
 import aiohttp
 from pydantic import Field, field_validator, model_validator
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from relay.model import Event, SinkResult, Status
-from relay.settings import Duration, FilePath, SecretMissing, Strict, read_secret
+from relay.settings import FilePath, SecretMissing, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
+from relay.sinks.webhook import HttpSettings, Reply, Transient, check_url, send, with_retries
 
 __all__ = ["PrestaShopSink", "Settings"]
 
-log = logging.getLogger(__name__)
-
 PRODUCT_NOT_FOR_PUT = ("manufacturer_name", "quantity", "position_in_category", "associations")
 NOT_FOR_PUT = ("associations",)
-MAX_WAIT = 30.0
-"""Longest pause between two tries inside the sink; a longer Retry-After is the consumer's."""
 _INTERVAL = re.compile(r"^[\d.:\-\s]+,[\d.:\-\s]+$")
 
 
-class Settings(Strict):
-    """``[[sinks]] type = "prestashop"``."""
+class Settings(HttpSettings):
+    """``[[sinks]] type = "prestashop"`` (with ``name``, ``timeout``, ``max_retries`` and
+    ``backoff`` as every HTTP sink has them)."""
 
     type: Literal["prestashop"]
-    name: str = "prestashop"
     url: str
-    """The shop's base URL; the Webservice is ``{url}/api/``."""
+    """The shop's base URL; the Webservice is ``{url}/api/``. https, or http to loopback:
+    the key travels in every request."""
     api_key_file: FilePath | None = None
     api_key_env: str | None = None
     """The Webservice key (Advanced Parameters > Webservice), sent as the Basic username."""
@@ -103,17 +106,13 @@ class Settings(Strict):
     """When set, price events in another currency are SKIPPED (the sink never converts)."""
     requests_per_second: float = Field(default=5.0, gt=0)
     """PrestaShop documents no limit; 5/s keeps a shared host's PHP pool responsive."""
-    concurrency: int = Field(default=4, ge=1)
+    concurrency: int = Field(default=4, ge=1, le=64)
     """Events written at once within a batch (different SKUs), under the rate budget."""
-    timeout: Duration = 10.0
-    max_retries: int = Field(default=5, ge=0)
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"{value!r} is not an http:// or https:// URL")
-        return value.rstrip("/")
+    def _url(cls, url: str) -> str:
+        return check_url(url, allow_http=False).rstrip("/")
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Settings:
@@ -134,14 +133,10 @@ class Dead(Exception):
     """This event can never apply; the message is the dead letter's reason."""
 
 
-class _Retry(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 @dataclass(frozen=True, slots=True)
-class Reply:
+class Answer:
+    """A Webservice answer: its status and XML root (``None`` for an empty or HTML body)."""
+
     status: int
     root: ET.Element | None
 
@@ -327,96 +322,60 @@ class PrestaShopSink:
     # -- the Webservice's verbs ---------------------------------------------------------
 
     async def _list(self, plural: str, query: dict[str, str]) -> list[ET.Element]:
-        reply = await self._call("GET", plural, params=query)
-        if reply.status != 200 or reply.root is None:
-            raise Dead(f"GET {plural} failed: {reply.error()}")
-        container = reply.root.find(plural)
+        answer = await self._call("GET", plural, params=query)
+        if answer.status != 200 or answer.root is None:
+            raise Dead(f"GET {plural} failed: {answer.error()}")
+        container = answer.root.find(plural)
         return [] if container is None else list(container)
 
     async def _get(self, plural: str, resource_id: int) -> ET.Element | None:
-        reply = await self._call("GET", f"{plural}/{resource_id}")
-        if reply.status == 404:
+        answer = await self._call("GET", f"{plural}/{resource_id}")
+        if answer.status == 404:
             return None
-        entity = None if reply.root is None else next(iter(reply.root), None)
-        if reply.status != 200 or entity is None:
-            raise Dead(f"GET {plural}/{resource_id} failed: {reply.error()}")
+        entity = None if answer.root is None else next(iter(answer.root), None)
+        if answer.status != 200 or entity is None:
+            raise Dead(f"GET {plural}/{resource_id} failed: {answer.error()}")
         return entity
 
     async def _put(self, plural: str, entity: ET.Element,
                    strip: tuple[str, ...] = NOT_FOR_PUT) -> None:
         resource_id = _text(entity, "id")
         body = _put_body(entity, strip)
-        reply = await self._call("PUT", f"{plural}/{resource_id}", body=body)
-        if reply.status != 200:
-            raise Dead(f"PUT {plural}/{resource_id} refused: {reply.error()}")
+        answer = await self._call("PUT", f"{plural}/{resource_id}", body=body)
+        if answer.status != 200:
+            raise Dead(f"PUT {plural}/{resource_id} refused: {answer.error()}")
 
-    # -- HTTP, retries, the rate budget -------------------------------------------------
+    # -- HTTP: the policy every HTTP sink shares (relay.sinks.webhook) -------------------
 
     async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                    body: bytes | None = None) -> Reply:
-        """One Webservice request; shop-wide failures retried, then SinkUnavailable."""
-        retrying = AsyncRetrying(stop=stop_after_attempt(self.settings.max_retries + 1),
-                                 wait=self._wait, retry=retry_if_exception_type(_Retry),
-                                 before_sleep=self._log_retry, reraise=True)
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._once(method, path, params, body)
-        except _Retry as failed:
-            raise SinkUnavailable(f"prestashop sink {self.name}: {failed}",
-                                  failed.retry_after) from None
-        raise AssertionError("unreachable: tenacity either returns or re-raises")
+                    body: bytes | None = None) -> Answer:
+        """One Webservice request: 408/429/5xx and lost connections retried (waiting at
+        least ``Retry-After``), then :class:`SinkUnavailable`."""
+        options: dict[str, Any] = {"params": params}
+        if body is not None:
+            options.update(data=body, headers={"Content-Type": "text/xml; charset=utf-8"})
 
-    async def _once(self, method: str, path: str, params: dict[str, str] | None,
-                    body: bytes | None) -> Reply:
-        await self._budget.take()
-        url = f"{self.settings.url}/api/{path}"
-        headers = {"Content-Type": "text/xml; charset=utf-8"} if body is not None else None
-        try:
-            async with self._http().request(method, url, params=params, data=body,
-                                            headers=headers) as response:
-                reply = Reply(response.status, _parse(await response.read()))
-                retry_after = _retry_after(response.headers.get("Retry-After"))
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise _Retry(f"{method} /api/{path}: {type(error).__name__} {error}") from None
-        self._check_shop_wide(reply, method, path, retry_after)
-        return reply
+        async def once() -> Reply:
+            try:
+                return await send(self._http(), self._budget, method,
+                                  f"{self.settings.url}/api/{path}",
+                                  time_limit=self.settings.timeout, **options)
+            except Transient as error:  # say which request, never the key
+                raise Transient(f"{method} /api/{path}: {error}", error.retry_after) from None
 
-    def _check_shop_wide(self, reply: Reply, method: str, path: str,
-                         retry_after: float | None) -> None:
-        if reply.status in (401, 403, 405):
+        reply = await with_retries(once, sink=f"prestashop {self.name}", settings=self.settings)
+        answer = Answer(reply.status, _parse(reply.body))
+        if answer.status in (401, 403, 405):
             # Every event would fail alike: not a dead letter, the shop is unusable until
             # the key or its permissions are fixed.
-            raise SinkUnavailable(f"prestashop sink {self.name}: the Webservice key was "
-                                  f"refused on {method} /api/{path} "
-                                  f"({reply.error()}); check api_key and its permissions")
-        if reply.status == 429 or reply.status >= 500:
-            if retry_after is not None:
-                self._budget.pause(retry_after)
-            message = f"{method} /api/{path}: {reply.error()}"
-            if retry_after is not None and retry_after > MAX_WAIT:
-                raise SinkUnavailable(f"prestashop sink {self.name}: {message}", retry_after)
-            raise _Retry(message, retry_after)
-
-    @staticmethod
-    def _wait(state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, _Retry) and error.retry_after is not None:
-            return error.retry_after
-        backoff = min(MAX_WAIT, 0.25 * 2.0 ** (state.attempt_number - 1))
-        return backoff + random.uniform(0, backoff / 2)  # jitter: not all at once
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("prestashop sink %s: %s; try %d of %d in %.1fs", self.name, error,
-                    state.attempt_number + 1, self.settings.max_retries + 1, wait)
+            raise SinkUnavailable(f"prestashop {self.name}: the Webservice key was refused "
+                                  f"on {method} /api/{path} ({answer.error()}); check "
+                                  "api_key and its permissions")
+        return answer
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
-            self._session = aiohttp.ClientSession(
-                headers={"Authorization": self._authorization}, timeout=timeout)
+            self._session = aiohttp.ClientSession(headers={"Authorization": self._authorization})
         return self._session
 
 
@@ -468,14 +427,6 @@ def _put_body(entity: ET.Element, strip: tuple[str, ...]) -> bytes:
     root = ET.Element("prestashop")
     root.append(copy)
     return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (an HTTP date is not worth parsing here)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 def _check_filterable(sku: str) -> None:
