@@ -264,6 +264,7 @@ def test_settings_refuse_what_would_not_work() -> None:
         ({"store_code": "Default View"}, "not a Magento store code"),
         ({"token_file": "/run/token"}, "exactly one of token_file or token_env"),
         ({"requests_per_second": 0}, "greater than 0"),
+        ({"sources": {"MAD": "default", "BCN": "default"}}, "more than one warehouse"),
     ]
     for bad, message in cases:
         with pytest.raises(ValidationError, match=message):

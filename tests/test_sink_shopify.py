@@ -208,6 +208,25 @@ async def test_a_sale_between_read_and_write_is_read_again_and_written(
     assert len(set(sim.keys_seen)) == 2  # a different request, a different key
 
 
+async def test_a_write_after_a_refused_one_never_reuses_its_key(
+        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim.add_product(["HAT"], stock={MAD: 10})
+
+    def sale() -> None:
+        sim.level("HAT", MAD).on_hand -= 1
+
+    def sale_returned() -> None:
+        sim.level("HAT", MAD).on_hand += 1
+
+    # The third write reads 10 again, as the first did: same input, but that one failed.
+    sim.before_writes = [sale, sale_returned]
+
+    assert await make_sink().apply([stock("HAT", 20)]) == [APPLIED]
+    assert sim.stale == 2
+    assert len(set(sim.keys_seen)) == 3
+    assert sim.on_hand("HAT", MAD) == 20
+
+
 async def test_stock_that_keeps_moving_hands_the_batch_back(sim: ShopifySim,
                                                             make_sink: MakeSink) -> None:
     sim.add_product(["HOT"], stock={MAD: 10})
@@ -262,6 +281,7 @@ def test_the_idempotency_key_is_deterministic() -> None:
     assert uuid.UUID(key).version == 5
     assert key != idempotency_key(["event-2"], quantities)
     assert key != idempotency_key(["event-1"], [quantities[0] | {"changeFromQuantity": 3}])
+    assert key != idempotency_key(["event-1"], quantities, attempt=1)
 
 
 def test_sku_search_quotes_what_shopify_search_would_split() -> None:
@@ -354,6 +374,7 @@ def test_settings_refuse_what_would_not_work(monkeypatch: pytest.MonkeyPatch) ->
         ({"api_version": "2025-10"}, "predates changeFromQuantity"),
         ({"api_version": "latest"}, "not a Shopify API version"),
         ({"locations": {"MAD": "123"}}, "locations.MAD: '123' is not a location GID"),
+        ({"locations": {"MAD": MAD, "MAD2": MAD}}, "mapped from more than one warehouse"),
         ({"access_token_file": "/run/token"}, "exactly one of access_token_file"),
     ]
     for bad, message in cases:

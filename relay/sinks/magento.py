@@ -98,6 +98,16 @@ class Settings(HttpSettings):
             raise ValueError(f"{value!r} is not a Magento store code (a-z, 0-9, _)")
         return value
 
+    @field_validator("sources")
+    @classmethod
+    def _one_warehouse_per_source(cls, value: dict[str, str]) -> dict[str, str]:
+        # Absolute quantities: two warehouses on one source would overwrite each other.
+        shared = sorted({code for code in value.values() if list(value.values()).count(code) > 1})
+        if shared:
+            raise ValueError(f"{', '.join(shared)} is mapped from more than one warehouse; "
+                             "each would overwrite the other's quantity")
+        return value
+
     @model_validator(mode="after")
     def _one_token(self) -> Self:
         if (self.token_file is None) == (self.token_env is None):

@@ -13,13 +13,15 @@ One endpoint, ``{shop_url}/admin/api/{api_version}/graphql.json``, with the app'
   ``compareQuantity`` / ``ignoreCompareQuantity`` are deprecated since 2026-01). The sink
   reads the current quantities of the batch first (one ``nodes`` query per location), sends
   them as ``changeFromQuantity``, and on ``CHANGE_FROM_QUANTITY_STALE`` (a sale landed
-  between the read and the write) reads again and retries. A quantity that already equals
+  between the read and the write) reads again and retries (so too when Shopify answers that
+  the same key is still in progress, or failed before). A quantity that already equals
   the ERP's is not written at all, so a redelivered event changes nothing.
 - **Idempotency**: ``@idempotent(key: ...)``, required for this mutation from 2026-04. The
-  key is a UUID5 of the batch's event ids and of the exact quantities sent: the retry of a
-  request whose answer was lost carries the same key, and Shopify answers it with the first
-  result instead of applying it twice; a different request (other events, or a re-read after
-  a stale compare) gets a different key, as Shopify requires of distinct requests.
+  key is a UUID5 of the batch's event ids, of the exact quantities sent and of the attempt
+  (the how-manieth write of this batch after refusals): the retry of a request whose answer
+  was lost carries the same key, and Shopify answers it with the first result instead of
+  applying it twice; a different request (other events, or a write after a stale compare)
+  gets a different key, as Shopify requires of distinct requests and of failed ones.
 - **Prices**: ``productVariantsBulkUpdate`` once per product with ``allowPartialUpdates``, so
   one rejected price does not hold back its sibling variants.
 - **SKUs** become variant, product and inventory item ids through ``productVariants(query:
@@ -38,6 +40,7 @@ is done in Shopify.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -70,8 +73,11 @@ FIRST_API_VERSION = "2026-01"
 MAX_BATCH = 50
 """A lookup of 50 SKUs costs 2 + 50 x 3 = 152 points and the stock read 150: a sixth of a
 Standard plan's 1,000-point bucket each, far below the 1,000-point single-query cap, while
-``inventorySetQuantities`` costs 10 whatever its size (it takes up to 250 quantities)."""
+``inventorySetQuantities`` costs 10 whatever its size."""
 CAS_ROUNDS = 5
+AGAIN = frozenset({"CHANGE_FROM_QUANTITY_STALE", "IDEMPOTENCY_CONCURRENT_REQUEST",
+                   "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"})
+"""Stock ``userErrors`` that a fresh read and another write (with a new key) get past."""
 MAX_QUANTITY = 1_000_000_000  # Shopify's INVALID_QUANTITY_TOO_HIGH limit
 
 _VERSION = re.compile(r"^\d{4}-(01|04|07|10)$")
@@ -155,6 +161,11 @@ class Settings(HttpSettings):
             if not _LOCATION.match(gid):
                 raise ValueError(f"locations.{warehouse}: {gid!r} is not a location GID "
                                  "such as 'gid://shopify/Location/123'")
+        # Absolute counts: two warehouses on one location would overwrite each other.
+        shared = sorted({gid for gid in value.values() if list(value.values()).count(gid) > 1})
+        if shared:
+            raise ValueError(f"{', '.join(shared)} is mapped from more than one warehouse; "
+                             "each would overwrite the other's count")
         return value
 
     @model_validator(mode="after")
@@ -222,10 +233,15 @@ class CostBudget(RateBudget):
         await super().take(min(cost, self.capacity))
 
 
-def idempotency_key(event_ids: Iterable[str], quantities: list[dict[str, Any]]) -> str:
-    """The same events written against the same observed quantities: the same key."""
-    material = json.dumps({"events": list(event_ids), "quantities": quantities},
-                          sort_keys=True, separators=(",", ":"))
+def idempotency_key(event_ids: Iterable[str], quantities: list[dict[str, Any]],
+                    attempt: int = 0) -> str:
+    """The same events written against the same observed quantities: the same key.
+
+    ``attempt`` counts the writes of one batch after refusals (a stale compare): Shopify
+    wants a new key after a failed request, even were its input to come out the same.
+    """
+    material = json.dumps({"events": list(event_ids), "quantities": quantities,
+                           "attempt": attempt}, sort_keys=True, separators=(",", ":"))
     return str(uuid.uuid5(_KEY_NAMESPACE, material))
 
 
@@ -405,9 +421,11 @@ class ShopifySink:
     async def _stock(self, writes: list[_Write]) -> dict[int, SinkResult]:
         """Read, compare, set; again for the quantities that moved under us."""
         results: dict[int, SinkResult] = {}
-        for _ in range(CAS_ROUNDS):
+        for attempt in range(CAS_ROUNDS):
             if not writes:
                 return results
+            if attempt:
+                await asyncio.sleep(self.settings.backoff)  # the shop just reported contention
             current = await self._read_levels(writes)
             pending: list[tuple[_Write, int]] = []
             for write in writes:
@@ -420,7 +438,7 @@ class ShopifySink:
                     pending.append((write, now))
             writes = []
             if pending:
-                writes = await self._set_stock(pending, results)
+                writes = await self._set_stock(pending, results, attempt)
         if writes:
             raise SinkUnavailable(f"shopify {self.name}: stock of {len(writes)} SKUs kept "
                                   f"changing in Shopify between read and write ({CAS_ROUNDS} "
@@ -454,12 +472,12 @@ class ShopifySink:
         return f"Shopify reported no on_hand quantity at {write.location}"
 
     async def _set_stock(self, pending: list[tuple[_Write, int]],
-                         results: dict[int, SinkResult]) -> list[_Write]:
+                         results: dict[int, SinkResult], attempt: int) -> list[_Write]:
         """One ``inventorySetQuantities``; records outcomes, returns the writes to redo."""
         quantities = [{"inventoryItemId": write.item, "locationId": write.location,
                        "quantity": write.value, "changeFromQuantity": now}
                       for write, now in pending]
-        key = idempotency_key((write.event_id for write, _ in pending), quantities)
+        key = idempotency_key((write.event_id for write, _ in pending), quantities, attempt)
         data = await self._graphql("SetStock", SET_STOCK_MUTATION, {
             "input": {"name": "on_hand", "reason": "correction", "quantities": quantities,
                       "referenceDocumentUri": f"gid://distillsync/StockSync/{key}"},
@@ -471,7 +489,7 @@ class ShopifySink:
             error = errors.get(position) or errors.get(-1)
             if error is None and not errors:
                 results[write.index] = APPLIED
-            elif error is None or error.code == "CHANGE_FROM_QUANTITY_STALE":
+            elif error is None or error.code in AGAIN:
                 redo.append(write)  # the call is all or nothing: a sibling's error stopped it
             else:
                 if error.code == "INVALID_INVENTORY_ITEM":

@@ -365,8 +365,8 @@ class ShopifySim:
         if uri is not None and (not isinstance(uri, str) or ":" not in uri):
             raise GraphQLError("referenceDocumentUri must be a URI")
         quantities = payload.get("quantities")
-        if not isinstance(quantities, list) or not 0 < len(quantities) <= 250:
-            raise GraphQLError("quantities must hold 1 to 250 entries")
+        if not isinstance(quantities, list) or not quantities:
+            raise GraphQLError("quantities must not be empty")
         for position, quantity in enumerate(quantities):
             if not isinstance(quantity, dict) or "changeFromQuantity" not in quantity:
                 raise GraphQLError(f"quantities.{position}.changeFromQuantity is required "
