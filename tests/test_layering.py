@@ -15,7 +15,7 @@ OWNERS = {
     "aiomqtt": {"agent/publisher.py", "relay/subscriber.py"},
     "paho": {"agent/publisher.py", "relay/subscriber.py"},
     "aiosqlite": {"agent/outbox.py"},
-    "sqlalchemy": {"agent/sources/sql.py"},
+    "sqlalchemy": {"agent/sources/sql.py", "relay/store.py"},
     "prometheus_client": {"agent/metrics.py", "relay/status.py"},
     "textual": set(),
 }
