@@ -82,6 +82,7 @@ MAX_QUANTITY = 1_000_000_000  # Shopify's INVALID_QUANTITY_TOO_HIGH limit
 
 _VERSION = re.compile(r"^\d{4}-(01|04|07|10)$")
 _LOCATION = re.compile(r"^gid://shopify/Location/\d+$")
+# Arbitrary but fixed forever: a release that changed it would re-key every in-flight write.
 _KEY_NAMESPACE = uuid.UUID("6f0d7c5e-3b1a-5c7e-9d2f-0a4b8c6e1f35")
 
 VARIANTS_QUERY = """
