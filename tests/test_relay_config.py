@@ -1,0 +1,61 @@
+"""``distillsync consume``'s config: the example loads, and a bad file names its keys."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relay.config import ConfigProblems, load, sink_settings
+from tests.support import REPO
+
+EXAMPLE = REPO / "config" / "relay.toml"
+
+
+def test_the_example_loads_with_every_sink_type() -> None:
+    config = load(EXAMPLE)
+    kinds = [settings.type for _, settings in sink_settings(config)]  # type: ignore[attr-defined]
+    assert kinds == ["woocommerce", "shopify", "prestashop", "magento", "webhook"]
+    assert config.client_id == "distillsync-consumer-shops-1"
+    assert config.pipeline.linger == 0.02 and config.store.id_retention == 7 * 86400
+
+
+BAD = [
+    ('name = "shops-1"', 'name = "Shops 1"', "consumer.name: String should match pattern"),
+    ('url = "mqtts://relay.example.com:8883"', 'url = "mqtt://relay.example.com"',
+     "relay.url: mqtt:// sends data unencrypted to relay.example.com"),
+    ('tenants = ["acme"]', 'tenants = ["ACME"]', "subscribe.tenants[0]"),
+    ('entities = ["order_status", "stock", "price", "product"]', 'entities = ["stok"]',
+     "subscribe.entities[0]: Input should be"),
+    ('batch_size = 100', 'batch_size = 0', "pipeline.batch_size: Input should be greater"),
+    ('type = "woocommerce"', 'type = "bigcommerce"',
+     "sinks[0].type: one of webhook, woocommerce, shopify, prestashop, magento"),
+    ('warehouse = "MAD"                # the', 'colour = "blue"  # the',
+     "sinks[0].warehouse: required"),
+    ('name = "shop-fr"', 'name = "shop-es"', "sinks: name 'shop-es' is used twice"),
+    ('[pipeline]', '[pipeline]\nturbo = true', "pipeline.turbo: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), BAD, ids=[b[2][:40] for b in BAD])
+def test_each_bad_config_names_its_key(tmp_path: Path, old: str, new: str,
+                                       expected: str) -> None:
+    text = EXAMPLE.read_text()
+    assert old in text
+    path = tmp_path / "relay.toml"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigProblems) as caught:
+        load(path)
+    assert any(problem.startswith(expected) for problem in caught.value.problems), \
+        caught.value.problems
+
+
+def test_the_command_exits_78_listing_the_problems(tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text(EXAMPLE.read_text().replace('batch_size = 100', 'batch_size = "many"'))
+    done = subprocess.run([sys.executable, "-m", "agent.cli", "consume", "-c", str(path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 78
+    assert "pipeline.batch_size: Input should be a valid integer" in done.stderr
