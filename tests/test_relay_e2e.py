@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 
 from tests.relay_support import consumer_running, consumer_toml, eventually
+from tests.sims.magento import MagentoSim
+from tests.sims.prestashop import PrestaShopSim
+from tests.sims.shopify import ShopifySim
 from tests.sims.woocommerce import WooCommerceSim
 from tests.support import AgentProcess, Mosquitto, agent_toml
 
@@ -77,7 +80,10 @@ class Shop:
 
     sink_toml: str
     stock: Callable[[str], Any]
+    """What the shop shows for the ERP's MAD warehouse."""
     price: Callable[[str], Any]
+    other_stock: Callable[[str], Any] | None = None
+    """A multi-location shop's BCN figure."""
 
 
 @contextlib.asynccontextmanager
@@ -94,7 +100,54 @@ async def woocommerce(tmp_path: Path) -> AsyncIterator[Shop]:
                    sim.stock, lambda sku: Decimal(sim.price(sku)))
 
 
-SHOPS = {"woocommerce": woocommerce}
+@contextlib.asynccontextmanager
+async def shopify(tmp_path: Path) -> AsyncIterator[Shop]:
+    sim = ShopifySim()
+    url = await sim.start()
+    try:
+        madrid, barcelona = sim.add_location(), sim.add_location()
+        for sku in SKUS:
+            sim.add_product([sku], price="1.00", stock={madrid: 0, barcelona: 0})
+        (tmp_path / "token").write_text(sim.token)
+        yield Shop(f'[[sinks]]\ntype = "shopify"\nname = "shopify"\nshop_url = "{url}"\n'
+                   f'access_token_file = "{tmp_path / "token"}"\n'
+                   f'locations = {{ MAD = "{madrid}", BCN = "{barcelona}" }}\n',
+                   lambda sku: sim.on_hand(sku, madrid), lambda sku: Decimal(sim.price(sku)),
+                   lambda sku: sim.on_hand(sku, barcelona))
+    finally:
+        await sim.close()
+
+
+@contextlib.asynccontextmanager
+async def magento(tmp_path: Path) -> AsyncIterator[Shop]:
+    sim = MagentoSim()
+    url = await sim.start()
+    try:
+        sim.add_source("MAD")
+        for sku in SKUS:
+            sim.add_product(sku, price="1.00")
+        (tmp_path / "token").write_text(sim.token)
+        yield Shop(f'[[sinks]]\ntype = "magento"\nname = "magento"\nurl = "{url}"\n'
+                   f'token_file = "{tmp_path / "token"}"\nsources = {{ MAD = "MAD" }}\n'
+                   f'requests_per_second = 50\n',
+                   lambda sku: int(sim.quantity(sku, "MAD")), lambda sku: sim.prices[sku])
+    finally:
+        await sim.close()
+
+
+@contextlib.asynccontextmanager
+async def prestashop(tmp_path: Path) -> AsyncIterator[Shop]:
+    async with PrestaShopSim() as sim:
+        ids = {sku: sim.add_product(sku, "1.00", quantity=0) for sku in SKUS}
+        (tmp_path / "key").write_text(sim.key)
+        yield Shop(f'[[sinks]]\ntype = "prestashop"\nname = "presta"\nurl = "{sim.url}"\n'
+                   f'api_key_file = "{tmp_path / "key"}"\nwarehouse = "MAD"\n'
+                   f'requests_per_second = 100\n',
+                   lambda sku: sim.stock(ids[sku]), lambda sku: sim.price(ids[sku]))
+
+
+SHOPS = {"woocommerce": woocommerce, "shopify": shopify, "magento": magento,
+         "prestashop": prestashop}
 
 
 @pytest.mark.parametrize("shop_name", sorted(SHOPS))
@@ -110,8 +163,11 @@ async def test_the_shop_ends_up_as_the_erp(shop_name: str, broker: Mosquitto,
         config.write_text(consumer_toml(tmp_path, broker.url, shop.sink_toml))
 
         def in_sync() -> bool:
+            other = shop.other_stock
             return ({sku: shop.stock(sku) for sku in SKUS} == erp.stock("MAD")
-                    and {sku: shop.price(sku) for sku in SKUS} == erp.prices())
+                    and {sku: shop.price(sku) for sku in SKUS} == erp.prices()
+                    and (other is None
+                         or {sku: other(sku) for sku in SKUS} == erp.stock("BCN")))
 
         async with consumer_running(config):
             await asyncio.sleep(0.5)  # subscribed before the agent's first events
