@@ -11,7 +11,7 @@ from pathlib import Path
 from relay.config import ConfigProblems, load
 from relay.settings import SecretMissing
 
-EX_OK, EX_CONFIG = 0, 78
+EX_OK, EX_UNAVAILABLE, EX_CONFIG = 0, 69, 78
 
 
 def consume(path: Path) -> int:
@@ -30,10 +30,14 @@ def consume(path: Path) -> int:
     for noisy in ("aiomqtt", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from relay.service import run
+    from relay.store import SchemaTooNew, StoreError
 
     try:
         asyncio.run(run(config))
-    except SecretMissing as error:
+    except (SecretMissing, SchemaTooNew) as error:
         print(f"configuration problems in {path}:\n  {error}", file=sys.stderr)
         return EX_CONFIG
+    except StoreError as error:  # unreachable or busy: systemd may try again later
+        print(f"distillsync consume: {error}", file=sys.stderr)
+        return EX_UNAVAILABLE
     return EX_OK

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from relay.config import ConsumerConfig, sink_settings
 from relay.consumer import Consumer, status_topic, subscriptions
-from relay.settings import read_secret
+from relay.settings import SecretMissing, read_secret
 from relay.sinks.base import Sink
 from relay.status import METRICS_CONTENT_TYPE, metrics_text
 from relay.store import VersionStore
@@ -95,7 +95,14 @@ async def serve_status(consumer: Consumer, path: Path) -> AsyncIterator[None]:
 
 
 def build_sinks(config: ConsumerConfig) -> list[Sink]:
-    return [sink_class(settings) for sink_class, settings in sink_settings(config)]
+    """Each sink reads its secrets here; a missing one is named by its full key path."""
+    sinks = []
+    for index, (sink_class, settings) in enumerate(sink_settings(config)):
+        try:
+            sinks.append(sink_class(settings))
+        except SecretMissing as error:
+            raise SecretMissing(f"sinks[{index}].{error}") from None
+    return sinks
 
 
 async def run(config: ConsumerConfig, stop: asyncio.Event | None = None) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from relay.config import ConfigProblems, load, sink_settings
+from tests.relay_support import consumer_toml, webhook_sink
 from tests.support import REPO
 
 EXAMPLE = REPO / "config" / "relay.toml"
@@ -55,7 +56,32 @@ def test_each_bad_config_names_its_key(tmp_path: Path, old: str, new: str,
 def test_the_command_exits_78_listing_the_problems(tmp_path: Path) -> None:
     path = tmp_path / "relay.toml"
     path.write_text(EXAMPLE.read_text().replace('batch_size = 100', 'batch_size = "many"'))
-    done = subprocess.run([sys.executable, "-m", "agent.cli", "consume", "-c", str(path)],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    done = consume(path)
     assert done.returncode == 78
     assert "pipeline.batch_size: Input should be a valid integer" in done.stderr
+
+
+def test_a_store_it_cannot_open_exits_69_saying_which(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s")
+    path = tmp_path / "relay.toml"
+    path.write_text(consumer_toml(
+        tmp_path, "mqtt://127.0.0.1:1", webhook_sink("http://127.0.0.1:9/hook", secret),
+        store="postgresql://nobody@127.0.0.1:1/nothing"))
+    done = consume(path)
+    assert done.returncode == 69, done.stderr
+    assert "version store postgresql" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_missing_sink_secret_is_named_by_its_key(tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text(consumer_toml(tmp_path, "mqtt://127.0.0.1:1",
+                                  webhook_sink("http://127.0.0.1:9/hook", tmp_path / "nope")))
+    done = consume(path)
+    assert done.returncode == 78
+    assert f"sinks[0].secret_file: cannot read {tmp_path / 'nope'}" in done.stderr
+
+
+def consume(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent.cli", "consume", "-c", str(path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
