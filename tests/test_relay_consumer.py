@@ -147,3 +147,36 @@ async def test_a_backlog_drains_orders_first_then_stock_then_prices(broker: Mosq
     assert means == sorted(means), dict(zip(("order_status", "stock", "price", "product"),
                                             means, strict=True))
     assert kinds[-65:] == ["product"] * 65  # all but at most the first batch of ten
+
+
+async def test_a_shop_that_is_down_holds_the_batch_and_an_unknown_sku_is_a_dead_letter(
+        broker: Mosquitto, tmp_path: Path) -> None:
+    from tests.sims.woocommerce import WooCommerceSim
+
+    async with WooCommerceSim() as sim:
+        sim.add("KNOWN", stock=0)
+        (tmp_path / "ck").write_text(sim.consumer_key)
+        (tmp_path / "cs").write_text(sim.consumer_secret)
+        config = tmp_path / "relay.toml"
+        config.write_text(toml(tmp_path, broker.url, (
+            f'[[sinks]]\ntype = "woocommerce"\nname = "woo"\nurl = "{sim.url}"\n'
+            f'consumer_key_file = "{tmp_path / "ck"}"\n'
+            f'consumer_secret_file = "{tmp_path / "cs"}"\nwarehouse = "MAD"\n'
+            'requests_per_second = 100\nmax_retries = 1\nbackoff = "50ms"\n')))
+        async with consumer_running(config):
+            await asyncio.sleep(0.5)
+            sim.fail_next(6, 503, retry_after="1")  # beyond the sink's own retries
+            await publish(broker.port, [stock_event(1, "KNOWN", "MAD", 7),
+                                        stock_event(2, "GHOST", "MAD", 3)])
+            await eventually(lambda: sim.stock("KNOWN") == 7, 30, "the shop to come back")
+            client = ApiClient(tmp_path / "shops-1.sock")
+            for _ in range(100):  # counted once the batch's record is committed
+                _, status = await client.get("/v1/status")
+                if status["sinks"]["woo"]["dead"]:
+                    break
+                await asyncio.sleep(0.05)
+        woo = status["sinks"]["woo"]
+        assert (woo["unavailable"] >= 1, woo["applied"], woo["dead"]) == (True, 1, 1), woo
+    async with await VersionStore.open(f"sqlite:///{tmp_path}/shops-1.db") as store:
+        [dead] = await store.dead_letters()
+    assert dead.sink == "woo" and "unknown SKU GHOST" in dead.reason
