@@ -14,7 +14,8 @@ from relay.envelope import parse
 from relay.model import Status
 from relay.settings import SecretMissing
 from relay.sinks.base import SinkUnavailable
-from relay.sinks.webhook import Settings, WebhookSink, retry_after
+from relay.sinks.http import retry_after
+from relay.sinks.webhook import Settings, WebhookSink
 from tests.sims import event
 from tests.sims.webhook import WebhookReceiver
 

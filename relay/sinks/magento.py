@@ -53,7 +53,7 @@ from pydantic import Field, field_validator, model_validator
 from relay.model import Event, SinkResult, Status
 from relay.settings import FilePath, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
-from relay.sinks.webhook import HttpSettings, Reply, check_url, send, with_retries
+from relay.sinks.http import HttpSettings, Reply, check_url, send, with_retries
 
 MAX_BATCH = 100
 """Items per source-items or base-prices call: a few hundred kilobytes of JSON at most, and

@@ -46,7 +46,7 @@ keeps only an exact match. A SKU the filter syntax cannot express (``[`` or ``|`
 or ``N,M`` which the filter reads as an interval) is DEAD with that reason.
 
 Failures of the whole shop follow the policy every HTTP sink shares
-(:func:`relay.sinks.webhook.with_retries`): 408, 429, 5xx, timeouts and lost connections
+(:func:`relay.sinks.http.with_retries`): 408, 429, 5xx, timeouts and lost connections
 are retried with jittered backoff waiting at least ``Retry-After``, then raise
 :class:`SinkUnavailable`; 401, 403 and 405 (a wrong key, or one without the permission
 for a resource or method) raise it at once, since every event would fail alike. Any other
@@ -76,7 +76,7 @@ from pydantic import Field, field_validator, model_validator
 from relay.model import Event, SinkResult, Status
 from relay.settings import FilePath, SecretMissing, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
-from relay.sinks.webhook import HttpSettings, Reply, Transient, check_url, send, with_retries
+from relay.sinks.http import HttpSettings, Reply, Transient, check_url, send, with_retries
 
 __all__ = ["PrestaShopSink", "Settings"]
 
@@ -345,7 +345,7 @@ class PrestaShopSink:
         if answer.status != 200:
             raise Dead(f"PUT {plural}/{resource_id} refused: {answer.error()}")
 
-    # -- HTTP: the policy every HTTP sink shares (relay.sinks.webhook) -------------------
+    # -- HTTP: the policy every HTTP sink shares (relay.sinks.http) ----------------------
 
     async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
                     body: bytes | None = None) -> Answer:

@@ -56,7 +56,7 @@ from pydantic import field_validator, model_validator
 from relay.model import Event, SinkResult, Status
 from relay.settings import FilePath, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
-from relay.sinks.webhook import (
+from relay.sinks.http import (
     HttpSettings,
     Transient,
     check_url,

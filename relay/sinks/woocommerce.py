@@ -55,7 +55,7 @@ from pydantic import Field, field_validator, model_validator
 from relay.model import Event, SinkResult, Status
 from relay.settings import FilePath, SecretMissing, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
-from relay.sinks.webhook import HttpSettings, Reply, is_loopback, send, with_retries
+from relay.sinks.http import HttpSettings, Reply, is_loopback, send, with_retries
 
 BATCH_LIMIT = 100
 """WooCommerce's default ``woocommerce_rest_batch_items_limit``."""

@@ -1,0 +1,201 @@
+"""The HTTP policy every HTTP sink shares: settings, one request, and retries.
+
+- :class:`HttpSettings`: what every HTTP sink's settings have (``name``, ``timeout``,
+  ``max_retries``, ``backoff``) and :func:`check_url`, the check of their URLs.
+- :func:`send`: one request, paced by the sink's :class:`~relay.sinks.base.RateBudget`.
+  408, 429, 5xx, a timeout or a lost connection raise :class:`Transient` (a 429's
+  ``Retry-After`` also pauses the budget); any other answer is a :class:`Reply` for the sink
+  to read (2xx applied, 4xx that event's dead letter or, for a refused key, the whole
+  sink's :class:`~relay.sinks.base.SinkUnavailable`).
+- :func:`with_retries`: a call again while it raises :class:`Transient`, with jittered
+  exponential backoff that waits at least what ``Retry-After`` says (seconds or an HTTP
+  date); after ``max_retries``, or when the shop asks for a pause longer than
+  :data:`MAX_WAIT`, :class:`~relay.sinks.base.SinkUnavailable` for the consumer to wait out.
+
+Errors name a host at most, never a URL or a header: those may carry credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from ipaddress import ip_address
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+from pydantic import Field
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
+from relay.settings import Duration, Strict
+from relay.sinks.base import RateBudget, SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT = 60.0
+"""The longest pause slept inside a sink; a longer ``Retry-After`` goes to the consumer."""
+EXCERPT = 200
+
+T = TypeVar("T")
+
+
+class Transient(Exception):
+    """A failure of the whole endpoint that may pass: 408, 429, 5xx, timeout, no connection."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def excerpt(self) -> str:
+        """The start of the body on one line, for a dead letter's reason."""
+        text = " ".join(self.body.decode("utf-8", "replace").split())
+        return text if len(text) <= EXCERPT else text[:EXCERPT] + "..."
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+class HttpSettings(Strict):
+    """What the settings of every HTTP sink share: a name and how patient to be."""
+
+    name: str
+    """Labels metrics and dead letters."""
+    timeout: Duration = 10.0
+    """Per request, from connect to the last byte of the answer."""
+    max_retries: int = Field(5, ge=0)
+    """Retries of a request the endpoint failed as a whole, before SinkUnavailable."""
+    backoff: Duration = 0.5
+    """First pause between retries; it doubles (with jitter) up to 60 s."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, *, allow_http: bool) -> str:
+    """An http(s) URL; plain http only to loopback unless ``allow_http``.
+
+    The URL itself is never repeated in the error: it may carry a token.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
+        raise ValueError(f"plain http to {parts.hostname} sends events in clear: use https")
+    return url
+
+
+# --- one request ---------------------------------------------------------------------------
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # unreadable: fall back on our own backoff
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def is_transient(status: int) -> bool:
+    return status in (408, 429) or status >= 500
+
+
+async def send(session: aiohttp.ClientSession, budget: RateBudget, method: str, url: str,
+               *, time_limit: float, **options: Any) -> Reply:
+    """One request, paced by ``budget``; :class:`Transient` when it is worth trying again."""
+    await budget.take()
+    try:
+        async with session.request(method, url, timeout=aiohttp.ClientTimeout(total=time_limit),
+                                   allow_redirects=False, **options) as response:
+            body = await response.read()
+    except TimeoutError:
+        raise Transient(f"no answer within {time_limit:g}s") from None
+    except aiohttp.ClientConnectorError as error:
+        raise Transient(f"cannot connect to {error.host}:{error.port}") from None
+    except aiohttp.ClientError as error:
+        # Not str(error): some aiohttp errors quote the URL, which may carry credentials.
+        raise Transient(f"connection failed ({type(error).__name__})") from None
+    if is_transient(response.status):
+        hint = retry_after(response.headers.get("Retry-After"))
+        if response.status == 429 and hint:
+            budget.pause(hint)  # the shop's clock, not ours, says when the next request may go
+        raise Transient(f"HTTP {response.status}", hint)
+    return Reply(response.status, body, response.headers)
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+def _hint(state: RetryCallState) -> float:
+    error = state.outcome.exception() if state.outcome is not None else None
+    return (error.retry_after or 0.0) if isinstance(error, Transient) else 0.0
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], *, sink: str,
+                       settings: HttpSettings) -> T:
+    """``call()`` again while it raises :class:`Transient`, waiting at least its
+    ``Retry-After``; :class:`SinkUnavailable` once ``max_retries`` are spent or the shop
+    asks for a pause longer than :data:`MAX_WAIT` (the consumer waits that out, not us)."""
+    retries, backoff = settings.max_retries, settings.backoff
+    backoff_wait = wait_exponential_jitter(multiplier=backoff, max=MAX_WAIT, jitter=backoff)
+
+    def wait(state: RetryCallState) -> float:
+        return max(backoff_wait(state), _hint(state))
+
+    def log_retry(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        pause = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning("%s: %s; retry %d of %d in %.2fs",
+                    sink, error, state.attempt_number, retries, pause)
+
+    def stop(state: RetryCallState) -> bool:
+        return state.attempt_number > retries or _hint(state) > MAX_WAIT
+
+    retrying = AsyncRetrying(retry=retry_if_exception_type(Transient), stop=stop, wait=wait,
+                             before_sleep=log_retry, reraise=True)
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await call()
+    except Transient as error:
+        attempts = retrying.statistics.get("attempt_number", 1)
+        raise SinkUnavailable(f"{sink}: {error} (gave up after {attempts} attempts)",
+                              error.retry_after) from None
+    raise AssertionError("unreachable: tenacity returns or raises")
+
+
+__all__ = ["MAX_WAIT", "HttpSettings", "Reply", "Transient", "check_url", "is_loopback",
+           "is_transient", "retry_after", "send", "with_retries"]
