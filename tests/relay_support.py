@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -54,7 +55,10 @@ async def publish(port: int, messages: Sequence[tuple[str, bytes]]) -> None:
 def consumer_toml(tmp: Path, broker_url: str, sinks: str, *, name: str = "shops-1",
                   store: str | None = None, subscribe: str = "", pipeline: str = "") -> str:
     return (f'[consumer]\nname = "{name}"\n\n'
-            f'[relay]\nurl = "{broker_url}"\nkeepalive = "5s"\n\n'
+            # Each config its own MQTT session: the tests share one broker, and a
+            # persistent session would hand a later test what an earlier one left queued.
+            f'[relay]\nurl = "{broker_url}"\nkeepalive = "5s"\n'
+            f'client_id = "{name}-{secrets.token_hex(4)}"\n\n'
             f'[subscribe]\ntenants = ["acme"]\n{subscribe}\n'
             f'[store]\nurl = "{store or f"sqlite:///{tmp}/{name}.db"}"\n\n'
             f'[api]\nsocket = "{tmp}/{name}.sock"\n\n'
