@@ -44,7 +44,6 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Self
 
 import aiohttp
@@ -54,6 +53,7 @@ from relay.model import Event, SinkResult, Status
 from relay.settings import FilePath, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
 from relay.sinks.http import HttpSettings, Reply, check_url, send, with_retries
+from relay.sinks.shop import ENTITIES, Price, Rules, Stock, one_warehouse_each
 
 MAX_BATCH = 100
 """Items per source-items or base-prices call: a few hundred kilobytes of JSON at most, and
@@ -101,12 +101,7 @@ class Settings(HttpSettings):
     @field_validator("sources")
     @classmethod
     def _one_warehouse_per_source(cls, value: dict[str, str]) -> dict[str, str]:
-        # Absolute quantities: two warehouses on one source would overwrite each other.
-        shared = sorted({code for code in value.values() if list(value.values()).count(code) > 1})
-        if shared:
-            raise ValueError(f"{', '.join(shared)} is mapped from more than one warehouse; "
-                             "each would overwrite the other's quantity")
-        return value
+        return one_warehouse_each(value)
 
     @model_validator(mode="after")
     def _one_token(self) -> Self:
@@ -148,30 +143,10 @@ def _values(error: Any) -> set[str]:
     return {str(value) for value in parameters} if isinstance(parameters, list) else set()
 
 
-def source_quantity(data: dict[str, Any]) -> float | str:
-    """``on_hand`` as an MSI quantity (decimals allowed), or why it cannot be one."""
-    value = data.get("on_hand")
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        return f"on_hand {value!r} is not a number"
-    return max(0, value)  # negative ERP stock (oversold) means nothing left to sell
-
-
-def price_amount(data: dict[str, Any]) -> float | None:
-    """``price`` as the number Magento stores (decimal 20,6), or None when it is not one."""
-    value = data.get("price")
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return float(amount) if amount.is_finite() and amount >= 0 else None
-
-
 class MagentoSink:
     """Stock (MSI source items) and base prices of one Magento 2 / Adobe Commerce shop."""
 
-    entities = frozenset({"stock", "price"})
+    entities = ENTITIES
     max_batch = MAX_BATCH
 
     def __init__(self, settings: Settings) -> None:
@@ -181,6 +156,10 @@ class MagentoSink:
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._api = f"{settings.url}/rest/{settings.store_code}/V1"
         self._budget = RateBudget(settings.requests_per_second)
+        # An empty sources table: each warehouse is the source of its name.
+        self.rules = Rules("Magento", fractions="keep", oversold="zero",
+                           places=settings.sources, place="a Magento source",
+                           price_list=settings.price_list)
         self._sources: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
 
@@ -207,41 +186,17 @@ class MagentoSink:
 
     def _plan(self, index: int, event: Event) -> _Item | SinkResult:
         """What to write for one event, or why nothing will be."""
-        if event.entity not in self.entities:
-            return SinkResult(Status.SKIPPED, f"the magento sink does not write {event.entity}")
-        if event.op == "delete":
-            return SinkResult(Status.SKIPPED, f"{event.entity} deletes are not applied to the "
-                              "shop (a row gone from the ERP is not zero stock or a free product)")
-        sku = event.data.get("sku")
-        if not isinstance(sku, str) or not sku:
-            return SinkResult(Status.DEAD, f"{event.entity} {event.subject}: no sku")
-        if event.entity == "stock":
-            return self._plan_stock(index, sku, event.data)
-        return self._plan_price(index, sku, event.data)
-
-    def _plan_stock(self, index: int, sku: str, data: dict[str, Any]) -> _Item | SinkResult:
-        warehouse = str(data.get("warehouse", ""))
-        source = self.settings.sources.get(warehouse)
-        if source is None and self.settings.sources:
-            return SinkResult(Status.SKIPPED,
-                              f"{sku}: warehouse {warehouse} is not mapped to a Magento source")
-        quantity = source_quantity(data)
-        if isinstance(quantity, str):
-            return SinkResult(Status.DEAD, f"{sku}: {quantity}")
-        return _Item(index, sku, {"sku": sku, "source_code": source or warehouse,
-                                  "quantity": quantity, "status": 1 if quantity > 0 else 0})
-
-    def _plan_price(self, index: int, sku: str, data: dict[str, Any]) -> _Item | SinkResult:
-        price_list = data.get("price_list") or None
-        if price_list != self.settings.price_list:
-            return SinkResult(Status.SKIPPED, f"{sku}: price list {price_list} is not the one "
-                              f"this shop sells at ({self.settings.price_list})")
-        amount = price_amount(data)
-        if amount is None:
-            return SinkResult(Status.DEAD, f"{sku}: price {data.get('price')!r} is not a "
-                              "non-negative decimal amount")
-        return _Item(index, sku, {"sku": sku, "price": amount,
-                                  "store_id": self.settings.store_id})
+        planned = self.rules.plan(event)
+        if isinstance(planned, Stock):
+            quantity = planned.quantity
+            return _Item(index, planned.sku, {"sku": planned.sku, "source_code": planned.place,
+                                              "quantity": quantity,
+                                              "status": 1 if quantity > 0 else 0})
+        if isinstance(planned, Price):
+            # Magento stores decimal(20,6) and reads the JSON number into it.
+            return _Item(index, planned.sku, {"sku": planned.sku, "price": float(planned.amount),
+                                              "store_id": self.settings.store_id})
+        return planned
 
     # --- stock -----------------------------------------------------------------------
 

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +76,7 @@ from relay.model import Event, SinkResult, Status
 from relay.settings import FilePath, SecretMissing, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
 from relay.sinks.http import HttpSettings, Reply, Transient, check_url, send, with_retries
+from relay.sinks.shop import ENTITIES, Rules, Stock
 
 __all__ = ["PrestaShopSink", "Settings"]
 
@@ -148,7 +148,7 @@ class Answer:
 
 
 class PrestaShopSink:
-    entities = frozenset({"stock", "price"})
+    entities = ENTITIES
     max_batch = 20
 
     def __init__(self, settings: Settings) -> None:
@@ -162,6 +162,11 @@ class PrestaShopSink:
         self._authorization = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
         self._budget = RateBudget(settings.requests_per_second)
         self._session: aiohttp.ClientSession | None = None
+        # Negative prices are the shop's to refuse (a product's: error 85, invalid price).
+        self.rules = Rules("PrestaShop", fractions="floor", oversold="keep",
+                           warehouse=settings.warehouse, price_list=settings.price_list,
+                           currency=settings.currency, negative_prices=True,
+                           deletes="PrestaShop has no equivalent: send the new state")
         self._items: dict[str, Item] = {}
         self._stock_ids: dict[Item, int] = {}
 
@@ -192,35 +197,17 @@ class PrestaShopSink:
     # -- one event ------------------------------------------------------------------------
 
     async def _apply_one(self, event: Event) -> SinkResult:
-        skipped = self._skip_reason(event)
-        if skipped:
-            return SinkResult(Status.SKIPPED, skipped)
-        sku = str(event.data.get("sku", ""))
+        planned = self.rules.plan(event)
+        if isinstance(planned, SinkResult):
+            return planned
         try:
-            if event.entity == "stock":
-                await self._set_stock(sku, _quantity(event.data.get("on_hand")))
+            if isinstance(planned, Stock):
+                await self._set_stock(planned.sku, int(planned.quantity))  # floored: whole
             else:
-                await self._set_price(sku, _decimal(event.data.get("price")))
+                await self._set_price(planned.sku, planned.amount)
         except Dead as dead:
-            return SinkResult(Status.DEAD, f"{event.entity} SKU {sku!r}: {dead}")
+            return SinkResult(Status.DEAD, f"{event.entity} SKU {planned.sku!r}: {dead}")
         return SinkResult(Status.APPLIED)
-
-    def _skip_reason(self, event: Event) -> str:
-        if event.entity not in self.entities:
-            return f"the prestashop sink does not write {event.entity}"
-        if event.op == "delete":
-            return f"a {event.entity} delete has no PrestaShop equivalent (send the new state)"
-        data = event.data
-        if event.entity == "stock" and data.get("warehouse") != self.settings.warehouse:
-            return (f"warehouse {data.get('warehouse')!r} is not the shop's "
-                    f"({self.settings.warehouse!r})")
-        if event.entity == "price" and data.get("price_list") != self.settings.price_list:
-            return f"price list {data.get('price_list')!r} is not the shop's"
-        currency = data.get("currency")
-        if event.entity == "price" and self.settings.currency and currency not in (
-                None, self.settings.currency):
-            return f"currency {currency!r} is not the shop's ({self.settings.currency!r})"
-        return ""
 
     async def _set_stock(self, sku: str, quantity: int) -> None:
         item = await self._item(sku)
@@ -436,22 +423,6 @@ def _check_filterable(sku: str) -> None:
     if "[" in sku or "|" in sku or _INTERVAL.match(sku):
         raise Dead("the Webservice filter syntax cannot look this reference up "
                    "('[', '|' and 'N,M' have a meaning there)")
-
-
-def _quantity(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise Dead(f"on_hand {value!r} is not a number")
-    return math.floor(value)
-
-
-def _decimal(value: Any) -> Decimal:
-    try:
-        price = Decimal(str(value))
-    except InvalidOperation:
-        price = Decimal("NaN")
-    if isinstance(value, bool) or not price.is_finite():
-        raise Dead(f"price {value!r} is not a decimal")
-    return price
 
 
 def _describe(item: Item) -> str:

@@ -47,7 +47,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import aiohttp
@@ -64,6 +63,7 @@ from relay.sinks.http import (
     retry_after,
     with_retries,
 )
+from relay.sinks.shop import ENTITIES, Price, Rules, Stock, one_warehouse_each
 
 API_VERSION = "2026-10"
 """The newest stable version when this was written; any version from 2026-01 works."""
@@ -162,12 +162,7 @@ class Settings(HttpSettings):
             if not _LOCATION.match(gid):
                 raise ValueError(f"locations.{warehouse}: {gid!r} is not a location GID "
                                  "such as 'gid://shopify/Location/123'")
-        # Absolute counts: two warehouses on one location would overwrite each other.
-        shared = sorted({gid for gid in value.values() if list(value.values()).count(gid) > 1})
-        if shared:
-            raise ValueError(f"{', '.join(shared)} is mapped from more than one warehouse; "
-                             "each would overwrite the other's count")
-        return value
+        return one_warehouse_each(value)
 
     @model_validator(mode="after")
     def _one_token(self) -> Settings:
@@ -253,32 +248,6 @@ def sku_search(skus: Iterable[str]) -> str:
     return " OR ".join(f"sku:{quoted(sku)}" for sku in skus)
 
 
-def stock_quantity(data: dict[str, Any]) -> int | str:
-    """``on_hand`` as Shopify's whole quantity, or why it cannot be one."""
-    value = data.get("on_hand")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"on_hand {value!r} is not a number"
-    if value != int(value):
-        return f"on_hand {value} is not a whole number (Shopify counts units)"
-    # Negative ERP stock (oversold) means nothing is left to sell.
-    quantity = max(0, int(value))
-    if quantity > MAX_QUANTITY:
-        return f"on_hand {quantity} is above Shopify's limit of {MAX_QUANTITY}"
-    return quantity
-
-
-def price_text(data: dict[str, Any]) -> str | None:
-    """``price`` as a non-negative decimal string, or None when it is not one."""
-    value = data.get("price")
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return f"{amount:f}" if amount.is_finite() and amount >= 0 else None
-
-
 def _user_errors(errors: Any, prefix: tuple[str, ...]) -> dict[int, _UserError]:
     """``userErrors`` by the input index their ``field`` path names; -1: the whole call."""
     found: dict[int, _UserError] = {}
@@ -301,7 +270,7 @@ APPLIED = SinkResult(Status.APPLIED)
 class ShopifySink:
     """Stock and prices of one Shopify shop."""
 
-    entities = frozenset({"stock", "price"})
+    entities = ENTITIES
     max_batch = MAX_BATCH
 
     def __init__(self, settings: Settings) -> None:
@@ -313,6 +282,9 @@ class ShopifySink:
         self.budget = CostBudget()
         self._headers = {"X-Shopify-Access-Token": token or "",
                          "Content-Type": "application/json", "Accept": "application/json"}
+        self.rules = Rules("Shopify", fractions="refuse", oversold="zero",
+                           places=settings.locations, place="a Shopify location",
+                           price_list=settings.price_list)
         self._variants: dict[str, Variant] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -344,41 +316,17 @@ class ShopifySink:
 
     def _plan(self, index: int, event: Event) -> _Write | SinkResult:
         """What to write for one event, or why nothing will be."""
-        if event.entity not in self.entities:
-            return SinkResult(Status.SKIPPED, f"the shopify sink does not write {event.entity}")
-        if event.op == "delete":
-            return SinkResult(Status.SKIPPED, f"{event.entity} deletes are not applied to the "
-                              "shop (a row gone from the ERP is not zero stock or a free product)")
-        sku = event.data.get("sku")
-        if not isinstance(sku, str) or not sku:
-            return SinkResult(Status.DEAD, f"{event.entity} {event.subject}: no sku")
-        if event.entity == "stock":
-            return self._plan_stock(index, event, sku)
-        return self._plan_price(index, event, sku)
-
-    def _plan_stock(self, index: int, event: Event, sku: str) -> _Write | SinkResult:
-        data = event.data
-        warehouse = str(data.get("warehouse", ""))
-        location = self.settings.locations.get(warehouse)
-        if location is None:
-            return SinkResult(Status.SKIPPED,
-                              f"{sku}: warehouse {warehouse} is not mapped to a Shopify location")
-        quantity = stock_quantity(data)
-        if isinstance(quantity, str):
-            return SinkResult(Status.DEAD, f"{sku}: {quantity}")
-        return _Write(index, event.id, sku, quantity, location=location)
-
-    def _plan_price(self, index: int, event: Event, sku: str) -> _Write | SinkResult:
-        data = event.data
-        price_list = data.get("price_list") or None
-        if price_list != self.settings.price_list:
-            return SinkResult(Status.SKIPPED, f"{sku}: price list {price_list} is not the one "
-                              f"this shop sells at ({self.settings.price_list})")
-        price = price_text(data)
-        if price is None:
-            return SinkResult(Status.DEAD, f"{sku}: price {data.get('price')!r} is not a "
-                              "non-negative decimal amount")
-        return _Write(index, event.id, sku, price)
+        planned = self.rules.plan(event)
+        if isinstance(planned, Price):
+            return _Write(index, event.id, planned.sku, f"{planned.amount:f}")
+        if isinstance(planned, Stock):
+            if planned.quantity > MAX_QUANTITY:
+                return SinkResult(Status.DEAD, f"{planned.sku}: on_hand {planned.quantity} is "
+                                               f"above Shopify's limit of {MAX_QUANTITY}")
+            # A whole number: the rules refuse fractions.
+            return _Write(index, event.id, planned.sku, int(planned.quantity),
+                          location=planned.place)
+        return planned
 
     # --- SKU lookup ------------------------------------------------------------------
 

@@ -40,11 +40,9 @@ variations" (batch update), and the batch controller they describe.
 from __future__ import annotations
 
 import base64
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
@@ -56,6 +54,7 @@ from relay.model import Event, SinkResult, Status
 from relay.settings import FilePath, SecretMissing, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
 from relay.sinks.http import HttpSettings, Reply, is_loopback, send, with_retries
+from relay.sinks.shop import ENTITIES, Price, Rules, Stock
 
 BATCH_LIMIT = 100
 """WooCommerce's default ``woocommerce_rest_batch_items_limit``."""
@@ -157,8 +156,13 @@ class WooCommerceSink:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.name = settings.name
-        self.entities = frozenset({"stock", "price"})
+        self.entities = ENTITIES
         self.max_batch = BATCH_LIMIT
+        self.rules = Rules("WooCommerce", fractions="floor", oversold="keep",
+                           warehouse=settings.warehouse, price_list=settings.price_list,
+                           any_list_when_unset=True,
+                           deletes="the shop keeps its last figure; products are removed by "
+                                   "the catalogue")
         key, secret = _secret(settings, "consumer_key"), _secret(settings, "consumer_secret")
         basic = base64.b64encode(f"{key}:{secret}".encode()).decode()
         self._auth_headers = {"Authorization": f"Basic {basic}"} if settings.auth == "basic" else {}
@@ -192,44 +196,14 @@ class WooCommerceSink:
     # --- events to update items ------------------------------------------------------
 
     def _plan(self, index: int, event: Event) -> Write | SinkResult:
-        if event.entity not in self.entities:
-            return SinkResult(Status.SKIPPED, f"{event.entity} is not written to WooCommerce")
-        if event.op == "delete":
-            return SinkResult(Status.SKIPPED, f"a {event.entity} delete leaves the shop's "
-                                              "last figure; products are removed by the catalogue")
-        sku = str(event.data["sku"])
-        if not sku:
-            return SinkResult(Status.DEAD, f"{event.entity} {event.subject}: the SKU is empty")
-        if event.entity == "stock":
-            return self._stock(index, sku, event.data)
-        return self._price(index, sku, event.data)
-
-    def _stock(self, index: int, sku: str, data: dict[str, Any]) -> Write | SinkResult:
-        warehouse = data["warehouse"]
-        if warehouse != self.settings.warehouse:
-            return SinkResult(Status.SKIPPED, f"stock of warehouse {warehouse!r}; this shop "
-                                              f"shows {self.settings.warehouse!r}")
-        try:
-            quantity = math.floor(Decimal(str(data["on_hand"])))
-        except (ArithmeticError, ValueError):
-            return SinkResult(Status.DEAD, f"SKU {sku}: on_hand {data['on_hand']!r} "
-                                           "is not a number")
-        return Write(index, sku, "stock", {"manage_stock": True, "stock_quantity": quantity})
-
-    def _price(self, index: int, sku: str, data: dict[str, Any]) -> Write | SinkResult:
-        wanted = self.settings.price_list
-        if wanted is not None and data.get("price_list") != wanted:
-            return SinkResult(Status.SKIPPED, f"price list {data.get('price_list')!r}; this "
-                                              f"shop shows {wanted!r}")
-        price = data["price"]
-        try:
-            valid = isinstance(price, str) and Decimal(price).is_finite() and Decimal(price) >= 0
-        except ArithmeticError:
-            valid = False
-        if not valid:
-            return SinkResult(Status.DEAD, f"SKU {sku}: price {price!r} is not a decimal "
-                                           "string of zero or more")
-        return Write(index, sku, "price", {"regular_price": price})
+        planned = self.rules.plan(event)
+        if isinstance(planned, Stock):
+            # WooCommerce stores a quantity only while it manages the product's stock.
+            return Write(index, planned.sku, "stock",
+                         {"manage_stock": True, "stock_quantity": planned.quantity})
+        if isinstance(planned, Price):
+            return Write(index, planned.sku, "price", {"regular_price": planned.text})
+        return planned
 
     # --- writes ------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Simulators of the third-party APIs the relay sinks talk to, served on loopback.
 
-:func:`event` makes the events sinks are fed: a real CloudEvents envelope in ``raw``.
+:func:`event` makes the events sinks are fed: a real CloudEvents envelope in ``raw``;
+:func:`stock` and :func:`price` make the two the shop sinks write.
 """
 
 from __future__ import annotations
@@ -28,3 +29,13 @@ def event(entity: str, data: dict[str, Any], *, subject: str | None = None,
                 "data": data}
     return Event(id=event_id, source=source, entity=entity, op=op, subject=subject,
                  sequence=f"{sequence:020d}", time=stamp, data=data, raw=orjson.dumps(envelope))
+
+
+def stock(sku: str, on_hand: Any, warehouse: str = "MAD", *, op: Op = "upsert") -> Event:
+    """A stock event: ``on_hand`` of ``sku`` in ``warehouse``."""
+    return event("stock", {"sku": sku, "warehouse": warehouse, "on_hand": on_hand}, op=op)
+
+
+def price(sku: str, amount: str, **extra: Any) -> Event:
+    """A price event; ``extra`` adds fields such as ``price_list`` or ``currency``."""
+    return event("price", {"sku": sku, "price": amount, **extra})
