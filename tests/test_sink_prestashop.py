@@ -233,7 +233,7 @@ async def test_distinct_skus_are_written_concurrently(
 def test_settings_name_the_bad_key(tmp_path: Path) -> None:
     base = {"type": "prestashop", "name": "shop", "url": "https://shop.example",
             "warehouse": "MAD"}
-    with pytest.raises(ValidationError, match="exactly one of api_key_file and api_key_env"):
+    with pytest.raises(ValidationError, match="exactly one of api_key_file or api_key_env"):
         Settings.model_validate(base)
     with pytest.raises(ValidationError, match="http:// or https://"):
         Settings.model_validate({**base, "url": "shop.example", "api_key_env": "K"})

@@ -1,7 +1,9 @@
 """The HTTP policy every HTTP sink shares: settings, one request, and retries.
 
 - :class:`HttpSettings`: what every HTTP sink's settings have (``name``, ``timeout``,
-  ``max_retries``, ``backoff``) and :func:`check_url`, the check of their URLs.
+  ``max_retries``, ``backoff``, credentials from ``*_file`` or ``*_env``);
+  :func:`check_url` checks their URLs (:data:`ShopUrl` a shop's base URL).
+- :class:`LazySession`: the sink's aiohttp session, made on first use.
 - :func:`send`: one request, paced by the sink's :class:`~relay.sinks.base.RateBudget`.
   408, 429, 5xx, a timeout or a lost connection raise :class:`Transient` (a 429's
   ``Retry-After`` also pauses the budget); any other answer is a :class:`Reply` for the sink
@@ -24,11 +26,11 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from ipaddress import ip_address
-from typing import Any, TypeVar
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -36,7 +38,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from relay.settings import Duration, Strict
+from relay.settings import Duration, SecretMissing, Strict, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,25 @@ class HttpSettings(Strict):
     backoff: Duration = 0.5
     """First pause between retries; it doubles (with jitter) up to 60 s."""
 
+    secrets: ClassVar[tuple[str, ...]] = ()
+    """The sink's credentials: each is read from ``{key}_file`` or ``{key}_env``, and exactly
+    one of the two must be set."""
+
+    @model_validator(mode="after")
+    def _one_source_per_secret(self) -> Self:
+        for key in self.secrets:
+            if (getattr(self, f"{key}_file") is None) == (getattr(self, f"{key}_env") is None):
+                raise ValueError(f"set exactly one of {key}_file or {key}_env")
+        return self
+
+    def secret(self, key: str, what: str) -> str:
+        """The credential behind ``{key}_file`` or ``{key}_env`` (``what`` it is, for the
+        error); :class:`SecretMissing` when it cannot be read or is empty."""
+        value = read_secret(getattr(self, f"{key}_file"), getattr(self, f"{key}_env"), key)
+        if not value:
+            raise SecretMissing(f"{key}: {what} is empty")
+        return value
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -97,8 +118,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_url(url: str, *, allow_http: bool) -> str:
-    """An http(s) URL; plain http only to loopback unless ``allow_http``.
+def check_url(url: str, *, allow_http: bool, why: str = "sends events in clear") -> str:
+    """An http(s) URL; plain http only to loopback unless ``allow_http`` (``why`` says what
+    plain http elsewhere would do, for the error).
 
     The URL itself is never repeated in the error: it may carry a token.
     """
@@ -106,8 +128,36 @@ def check_url(url: str, *, allow_http: bool) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
     if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
-        raise ValueError(f"plain http to {parts.hostname} sends events in clear: use https")
+        raise ValueError(f"plain http to {parts.hostname} {why}: use https")
     return url
+
+
+def _shop_url(url: str) -> str:
+    return check_url(url, allow_http=False).rstrip("/")
+
+
+ShopUrl = Annotated[str, AfterValidator(_shop_url)]
+"""A shop's base URL, without a trailing slash: https, or http to loopback (a simulator),
+since the credentials travel with every request."""
+
+
+class LazySession:
+    """A sink's :class:`aiohttp.ClientSession`, made on first use (a sink may be built before
+    the event loop runs) with ``options``, and closed by the sink's ``close``."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._session: aiohttp.ClientSession | None = None
+
+    def __call__(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(**self._options)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 # --- one request ---------------------------------------------------------------------------
@@ -197,5 +247,5 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, sink: str,
     raise AssertionError("unreachable: tenacity returns or raises")
 
 
-__all__ = ["MAX_WAIT", "HttpSettings", "Reply", "Transient", "check_url", "is_loopback",
-           "is_transient", "retry_after", "send", "with_retries"]
+__all__ = ["MAX_WAIT", "HttpSettings", "LazySession", "Reply", "ShopUrl", "Transient", "check_url",
+           "is_loopback", "is_transient", "retry_after", "send", "with_retries"]

@@ -69,13 +69,20 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
-import aiohttp
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
 from relay.model import Event, SinkResult, Status
-from relay.settings import FilePath, SecretMissing, read_secret
+from relay.settings import FilePath
 from relay.sinks.base import RateBudget, SinkUnavailable
-from relay.sinks.http import HttpSettings, Reply, Transient, check_url, send, with_retries
+from relay.sinks.http import (
+    HttpSettings,
+    LazySession,
+    Reply,
+    ShopUrl,
+    Transient,
+    send,
+    with_retries,
+)
 from relay.sinks.shop import ENTITIES, Rules, Stock
 
 __all__ = ["PrestaShopSink", "Settings"]
@@ -90,12 +97,13 @@ class Settings(HttpSettings):
     ``backoff`` as every HTTP sink has them)."""
 
     type: Literal["prestashop"]
-    url: str
+    url: ShopUrl
     """The shop's base URL; the Webservice is ``{url}/api/``. https, or http to loopback:
     the key travels in every request."""
     api_key_file: FilePath | None = None
     api_key_env: str | None = None
     """The Webservice key (Advanced Parameters > Webservice), sent as the Basic username."""
+    secrets = ("api_key",)
     warehouse: str
     """The ERP warehouse whose stock the shop shows; stock of other warehouses is SKIPPED."""
     shop_id: int | None = None
@@ -108,17 +116,6 @@ class Settings(HttpSettings):
     """PrestaShop documents no limit; 5/s keeps a shared host's PHP pool responsive."""
     concurrency: int = Field(default=4, ge=1, le=64)
     """Events written at once within a batch (different SKUs), under the rate budget."""
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, url: str) -> str:
-        return check_url(url, allow_http=False).rstrip("/")
-
-    @model_validator(mode="after")
-    def _one_key_source(self) -> Settings:
-        if (self.api_key_file is None) == (self.api_key_env is None):
-            raise ValueError("set exactly one of api_key_file and api_key_env")
-        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,14 +151,12 @@ class PrestaShopSink:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.name = settings.name
-        key = read_secret(settings.api_key_file, settings.api_key_env, "api_key")
-        if not key:
-            raise SecretMissing("api_key_file/api_key_env: the Webservice key is empty")
+        key = settings.secret("api_key", "the Webservice key")
         # HTTP Basic with the key as the username and no password, built here because
         # aiohttp's BasicAuth is deprecated in 3.14 and its replacement is not in 3.9.
-        self._authorization = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+        authorization = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
         self._budget = RateBudget(settings.requests_per_second)
-        self._session: aiohttp.ClientSession | None = None
+        self._session = LazySession(headers={"Authorization": authorization})
         # Negative prices are the shop's to refuse (a product's: error 85, invalid price).
         self.rules = Rules("PrestaShop", fractions="floor", oversold="keep",
                            warehouse=settings.warehouse, price_list=settings.price_list,
@@ -190,9 +185,7 @@ class PrestaShopSink:
         return results
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()
 
     # -- one event ------------------------------------------------------------------------
 
@@ -344,7 +337,7 @@ class PrestaShopSink:
 
         async def once() -> Reply:
             try:
-                return await send(self._http(), self._budget, method,
+                return await send(self._session(), self._budget, method,
                                   f"{self.settings.url}/api/{path}",
                                   time_limit=self.settings.timeout, **options)
             except Transient as error:  # say which request, never the key
@@ -359,11 +352,6 @@ class PrestaShopSink:
                                   f"on {method} /api/{path} ({answer.error()}); check "
                                   "api_key and its permissions")
         return answer
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(headers={"Authorization": self._authorization})
-        return self._session
 
 
 # -- XML and value helpers --------------------------------------------------------------

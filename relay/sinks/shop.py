@@ -22,10 +22,10 @@ negative price goes to the shop to judge, and what an unset ``price_list`` takes
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from relay.model import Event, SinkResult, Status
 
@@ -33,6 +33,8 @@ ENTITIES = frozenset({"stock", "price"})
 """What every shop sink writes."""
 NOT_ZERO = "a row gone from the ERP is not zero stock or a free product"
 """Why a delete of stock or price is SKIPPED, unless a sink says it for its shop."""
+
+W = TypeVar("W")
 
 
 class Invalid(ValueError):
@@ -191,6 +193,22 @@ def _decimal(value: Any) -> Decimal | None:
     return amount if amount.is_finite() else None
 
 
+def sort_out(events: Sequence[Event], plan: Callable[[int, Event], W | SinkResult]
+             ) -> tuple[dict[int, SinkResult], list[W], list[W]]:
+    """``plan(index, event)`` each event: the results of those nothing will be written for
+    (by index), then the stock writes and the price writes, each in event order."""
+    results: dict[int, SinkResult] = {}
+    stock: list[W] = []
+    prices: list[W] = []
+    for index, event in enumerate(events):
+        planned = plan(index, event)
+        if isinstance(planned, SinkResult):
+            results[index] = planned
+        else:
+            (stock if event.entity == "stock" else prices).append(planned)
+    return results, stock, prices
+
+
 def one_warehouse_each(places: dict[str, str]) -> dict[str, str]:
     """``places`` (ERP warehouse -> the shop's location or source) as it is, or ValueError
     naming the places mapped from more than one warehouse: absolute counts from two
@@ -203,4 +221,5 @@ def one_warehouse_each(places: dict[str, str]) -> dict[str, str]:
     return places
 
 
-__all__ = ["ENTITIES", "NOT_ZERO", "Invalid", "Price", "Rules", "Stock", "one_warehouse_each"]
+__all__ = ["ENTITIES", "NOT_ZERO", "Invalid", "Price", "Rules", "Stock", "one_warehouse_each",
+           "sort_out"]

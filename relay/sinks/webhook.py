@@ -32,14 +32,13 @@ import hmac
 from collections.abc import Sequence
 from typing import Literal, Self
 
-import aiohttp
 from pydantic import Field, field_validator, model_validator
 
 from relay.envelope import ENTITIES
 from relay.model import Event, SinkResult, Status
-from relay.settings import FilePath, SecretMissing, read_secret
+from relay.settings import FilePath
 from relay.sinks.base import RateBudget, SinkUnavailable
-from relay.sinks.http import HttpSettings, Reply, check_url, send, with_retries
+from relay.sinks.http import HttpSettings, LazySession, Reply, check_url, send, with_retries
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 SIGNATURE_HEADER = "X-DistillSync-Signature"
@@ -55,6 +54,7 @@ class Settings(HttpSettings):
     """File holding the HMAC-SHA256 key shared with the receiver (set this or ``secret_env``)."""
     secret_env: str | None = None
     """Environment variable holding the HMAC key."""
+    secrets = ("secret",)
     entities: list[str] = Field(default_factory=lambda: list(ENTITIES))
     """Entities to forward; all seven by default."""
     allow_insecure: bool = False
@@ -80,9 +80,7 @@ class Settings(HttpSettings):
         return entities
 
     @model_validator(mode="after")
-    def _secret_and_scheme(self) -> Self:
-        if (self.secret_file is None) == (self.secret_env is None):
-            raise ValueError("set exactly one of secret_file or secret_env (the HMAC key)")
+    def _scheme(self) -> Self:
         check_url(self.url, allow_http=self.allow_insecure)
         return self
 
@@ -98,13 +96,10 @@ class WebhookSink:
         self.name = settings.name
         self.entities = frozenset(settings.entities)
         self.max_batch = settings.concurrency
-        secret = read_secret(settings.secret_file, settings.secret_env, "secret")
-        if not secret:
-            raise SecretMissing("secret: the HMAC key is empty")
-        self._secret = secret.encode()
+        self._secret = settings.secret("secret", "the HMAC key").encode()
         self._budget = RateBudget(settings.requests_per_second)
         self._slots = asyncio.Semaphore(settings.concurrency)
-        self._session: aiohttp.ClientSession | None = None
+        self._session = LazySession()
 
     async def apply(self, events: Sequence[Event]) -> list[SinkResult]:
         """POST each event, up to ``concurrency`` at once; one result per event, in order."""
@@ -117,9 +112,7 @@ class WebhookSink:
         return [task.result() for task in tasks]
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()
 
     async def _deliver(self, event: Event) -> SinkResult:
         if event.entity not in self.entities:
@@ -137,9 +130,7 @@ class WebhookSink:
                                        f"HTTP {reply.status}: {reply.excerpt()}")
 
     async def _post(self, event: Event) -> Reply:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
         headers = {"Content-Type": CONTENT_TYPE,
                    SIGNATURE_HEADER: sign(self._secret, event.raw)}
-        return await send(self._session, self._budget, "POST", self.settings.url,
+        return await send(self._session(), self._budget, "POST", self.settings.url,
                           time_limit=self.settings.timeout, data=event.raw, headers=headers)

@@ -43,17 +43,15 @@ import base64
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Self
-from urllib.parse import urlsplit
+from typing import Any, Literal
 
-import aiohttp
 import orjson
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from relay.model import Event, SinkResult, Status
-from relay.settings import FilePath, SecretMissing, read_secret
+from relay.settings import FilePath
 from relay.sinks.base import RateBudget, SinkUnavailable
-from relay.sinks.http import HttpSettings, Reply, is_loopback, send, with_retries
+from relay.sinks.http import HttpSettings, LazySession, Reply, check_url, send, with_retries
 from relay.sinks.shop import ENTITIES, Price, Rules, Stock
 
 BATCH_LIMIT = 100
@@ -80,6 +78,7 @@ class Settings(HttpSettings):
     consumer_key_env: str | None = None
     consumer_secret_file: FilePath | None = None
     consumer_secret_env: str | None = None
+    secrets = ("consumer_key", "consumer_secret")
     auth: Literal["basic", "query"] = "basic"
     """How the key travels: an Authorization header, or query parameters for servers that
     drop that header."""
@@ -93,20 +92,9 @@ class Settings(HttpSettings):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be the store's https:// base URL")
-        if parts.scheme == "http" and not is_loopback(parts.hostname):
-            raise ValueError("must be https: WooCommerce takes the consumer key over http "
-                             "only with OAuth 1.0a signatures, which this sink does not send")
-        return url.rstrip("/")
-
-    @model_validator(mode="after")
-    def _credentials(self) -> Self:
-        for key in ("consumer_key", "consumer_secret"):
-            if (getattr(self, f"{key}_file") is None) == (getattr(self, f"{key}_env") is None):
-                raise ValueError(f"set exactly one of {key}_file or {key}_env")
-        return self
+        return check_url(url, allow_http=False, why="cannot carry the consumer key (WooCommerce "
+                         "takes it over http only with OAuth 1.0a signatures, which this sink "
+                         "does not send)").rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +123,6 @@ class Write:
     fields: dict[str, Any]
 
 
-def _secret(settings: Settings, key: str) -> str:
-    value = read_secret(getattr(settings, f"{key}_file"), getattr(settings, f"{key}_env"), key)
-    if not value:
-        raise SecretMissing(f"{key}: the value is empty")
-    return value
-
-
 def _error(reply: Reply) -> tuple[str, str]:
     """``(code, message)`` of a WordPress error body; the status and the body's start for
     anything else (a proxy's HTML page)."""
@@ -163,7 +144,8 @@ class WooCommerceSink:
                            any_list_when_unset=True,
                            deletes="the shop keeps its last figure; products are removed by "
                                    "the catalogue")
-        key, secret = _secret(settings, "consumer_key"), _secret(settings, "consumer_secret")
+        key = settings.secret("consumer_key", "the consumer key")
+        secret = settings.secret("consumer_secret", "the consumer secret")
         basic = base64.b64encode(f"{key}:{secret}".encode()).decode()
         self._auth_headers = {"Authorization": f"Basic {basic}"} if settings.auth == "basic" else {}
         self._auth_params = ({"consumer_key": key, "consumer_secret": secret}
@@ -172,7 +154,7 @@ class WooCommerceSink:
         self._budget = RateBudget(settings.requests_per_second)
         self._batch_limit = BATCH_LIMIT
         self._ids: dict[str, Ref] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._session = LazySession()
 
     async def apply(self, events: Sequence[Event]) -> list[SinkResult]:
         """Stock and price updates in as few batch calls as the shop takes."""
@@ -189,9 +171,7 @@ class WooCommerceSink:
         return results
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()
 
     # --- events to update items ------------------------------------------------------
 
@@ -311,11 +291,8 @@ class WooCommerceSink:
     async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
                     json: Any = None) -> Reply:
         """One API request with retries; a refused key stops the sink, not the event."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        session = self._session
         reply = await with_retries(
-            lambda: send(session, self._budget, method, self._api + path,
+            lambda: send(self._session(), self._budget, method, self._api + path,
                          time_limit=self.settings.timeout, headers=self._auth_headers, json=json,
                          params={**(params or {}), **self._auth_params}),
             sink=f"woocommerce {self.name}", settings=self.settings)
