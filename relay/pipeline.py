@@ -24,6 +24,7 @@ priority with at most one batch in flight per key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable
@@ -80,6 +81,7 @@ class Scheduler(Generic[T]):
     _classes: dict[int, deque[Queued[T]]] = field(default_factory=dict)
     _busy_keys: set[tuple[str, str, str]] = field(default_factory=set)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _filling: asyncio.Lock = field(default_factory=asyncio.Lock)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
 
     def __len__(self) -> int:
@@ -111,19 +113,33 @@ class Scheduler(Generic[T]):
         return batch
 
     async def next_batch(self) -> list[Queued[T]]:
-        """The most urgent class that has an event with a free key; the batch's keys are
-        busy until :meth:`release`."""
-        while True:
+        """The most urgent class that has an event with a free key, filled up to
+        ``batch_size`` for at most ``linger``; its keys are busy until :meth:`release`.
+
+        One batch fills at a time: idle workers taking whatever has just arrived would
+        cut a burst into many small batches, each paying for its own store commit."""
+        async with self._filling:
+            while True:
+                self._changed.clear()
+                for priority in sorted(self._classes):
+                    taken: set[tuple[str, str, str]] = set()
+                    batch = self._collect(priority, self.batch_size, taken)
+                    if batch:
+                        await self._fill(batch, priority, taken)
+                        return batch
+                await self._changed.wait()
+
+    async def _fill(self, batch: list[Queued[T]], priority: int,
+                    taken: set[tuple[str, str, str]]) -> None:
+        deadline = asyncio.get_running_loop().time() + self.linger
+        while len(batch) < self.batch_size:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
             self._changed.clear()
-            for priority in sorted(self._classes):
-                taken: set[tuple[str, str, str]] = set()
-                batch = self._collect(priority, self.batch_size, taken)
-                if batch:
-                    if len(batch) < self.batch_size and self.linger > 0:
-                        await asyncio.sleep(self.linger)  # let a burst fill the batch
-                        batch += self._collect(priority, self.batch_size - len(batch), taken)
-                    return batch
-            await self._changed.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+            batch += self._collect(priority, self.batch_size - len(batch), taken)
 
     def release(self, batch: list[Queued[T]]) -> None:
         for queued in batch:
