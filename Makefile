@@ -39,6 +39,7 @@ demo: $(STAMP)
 
 bench: $(STAMP) mosquitto
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.consume
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
