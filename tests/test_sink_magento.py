@@ -9,51 +9,32 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from relay.model import Event, SinkResult, Status
+from relay.model import SinkResult, Status
 from relay.sinks.base import SinkUnavailable
 from relay.sinks.magento import MagentoSink, Settings, render
-from tests.sims import event
+from tests.sims import APPLIED, event, price, sink_maker, stock
 from tests.sims.magento import TOKEN, MagentoSim
 
-APPLIED = SinkResult(Status.APPLIED)
 SOURCE_ITEMS, SOURCES, BASE_PRICES = "inventory/source-items", "inventory/sources", \
     "products/base-prices"
 
 MakeSink = Callable[..., MagentoSink]
 
 
-def stock(sku: str, on_hand: Any, warehouse: str = "MAD") -> Event:
-    return event("stock", {"sku": sku, "warehouse": warehouse, "on_hand": on_hand})
-
-
-def price(sku: str, amount: str, **extra: Any) -> Event:
-    return event("price", {"sku": sku, "price": amount, **extra})
-
-
 @pytest.fixture
 async def sim() -> AsyncIterator[MagentoSim]:
-    shop = MagentoSim()
-    shop.add_source("madrid")
-    await shop.start()
-    yield shop
-    await shop.close()
+    async with MagentoSim() as shop:
+        shop.add_source("madrid")
+        yield shop
 
 
 @pytest.fixture
 async def make_sink(sim: MagentoSim, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MakeSink]:
     monkeypatch.setenv("MAGENTO_TOKEN", TOKEN)
-    sinks: list[MagentoSink] = []
-
-    def make(**overrides: Any) -> MagentoSink:
-        fields = {"type": "magento", "name": "acme-magento", "url": sim.url,
-                  "token_env": "MAGENTO_TOKEN", "backoff": "10ms",
-                  "sources": {"MAD": "madrid", "BCN": "default"}} | overrides
-        sinks.append(MagentoSink(Settings.model_validate(fields)))
-        return sinks[-1]
-
-    yield make
-    for sink in sinks:
-        await sink.close()
+    async with sink_maker(MagentoSink, Settings, type="magento", name="acme-magento",
+                          url=sim.url, token_env="MAGENTO_TOKEN", backoff="10ms",
+                          sources={"MAD": "madrid", "BCN": "default"}) as make:
+        yield make
 
 
 async def test_stock_and_prices_reach_the_shop(sim: MagentoSim, make_sink: MakeSink) -> None:

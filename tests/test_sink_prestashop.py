@@ -2,41 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from relay.model import Event, Op, SinkResult, Status
+from relay.model import Status
 from relay.settings import SecretMissing
 from relay.sinks.base import SinkUnavailable
 from relay.sinks.prestashop import PrestaShopSink, Settings
+from tests.sims import event, price, sink_maker, statuses, stock
 from tests.sims.prestashop import PrestaShopSim
 
 MakeSink = Callable[..., PrestaShopSink]
-
-
-def stock(sku: str, on_hand: float, warehouse: str = "MAD", op: Op = "upsert") -> Event:
-    return event("stock", {"sku": sku, "warehouse": warehouse, "on_hand": on_hand},
-                 f"{sku}/{warehouse}", op)
-
-
-def price(sku: str, value: str, **extra: Any) -> Event:
-    return event("price", {"sku": sku, "price": value, **extra}, sku)
-
-
-def event(entity: str, data: dict[str, Any], subject: str, op: Op = "upsert") -> Event:
-    return Event(id=str(uuid.uuid4()), source="urn:distillsync:acme:erp-1", entity=entity,
-                 op=op, subject=subject, sequence=f"{1:020d}", time="2026-11-23T12:00:00Z",
-                 data=data, raw=b"")
-
-
-def statuses(results: list[SinkResult]) -> list[Status]:
-    return [result.status for result in results]
 
 
 @pytest.fixture
@@ -49,19 +29,10 @@ async def shop() -> AsyncIterator[PrestaShopSim]:
 async def make_sink(shop: PrestaShopSim,
                     monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MakeSink]:
     monkeypatch.setenv("PRESTASHOP_KEY", shop.key)
-    made: list[PrestaShopSink] = []
-
-    def make(**overrides: Any) -> PrestaShopSink:
-        options: dict[str, Any] = {"type": "prestashop", "name": "shop-es", "url": shop.url,
-                                   "api_key_env": "PRESTASHOP_KEY", "warehouse": "MAD",
-                                   "requests_per_second": 200.0, "backoff": "10ms", **overrides}
-        sink = PrestaShopSink(Settings.model_validate(options))
-        made.append(sink)
-        return sink
-
-    yield make
-    for sink in made:
-        await sink.close()
+    async with sink_maker(PrestaShopSink, Settings, type="prestashop", name="shop-es",
+                          url=shop.url, api_key_env="PRESTASHOP_KEY", warehouse="MAD",
+                          requests_per_second=200.0, backoff="10ms") as make:
+        yield make
 
 
 @pytest.fixture
@@ -172,7 +143,7 @@ async def test_events_the_shop_does_not_take_are_skipped_without_a_request(
     results = await make_sink(currency="EUR").apply([
         stock("MUG", 40, warehouse="BCN"), stock("MUG", 0, op="delete"),
         price("MUG", "1.00", price_list="wholesale"), price("MUG", "1.00", currency="USD"),
-        event("product", {"sku": "MUG"}, "MUG")])
+        event("product", {"sku": "MUG"})])
     assert statuses(results) == [Status.SKIPPED] * 5
     assert "warehouse 'BCN' is not the shop's ('MAD')" in results[0].reason
     assert shop.requests == []

@@ -9,30 +9,22 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from relay.model import Event, SinkResult, Status
+from relay.model import SinkResult, Status
 from relay.settings import SecretMissing
 from relay.sinks.base import SinkUnavailable
 from relay.sinks.shopify import Settings, ShopifySink, idempotency_key, sku_search
-from tests.sims import event
+from tests.sims import APPLIED, event, price, sink_maker, stock
 from tests.sims.shopify import TOKEN, ShopifySim
 
 MAD = "gid://shopify/Location/1"
 BCN = "gid://shopify/Location/2"
-APPLIED = SinkResult(Status.APPLIED)
 
 MakeSink = Callable[..., ShopifySink]
 
 
-def stock(sku: str, on_hand: Any, warehouse: str = "MAD") -> Event:
-    return event("stock", {"sku": sku, "warehouse": warehouse, "on_hand": on_hand})
-
-
-def price(sku: str, amount: str, **extra: Any) -> Event:
-    return event("price", {"sku": sku, "price": amount, **extra})
-
-
-async def started(shop: ShopifySim) -> ShopifySim:
-    await shop.start()
+def two_locations(**options: Any) -> ShopifySim:
+    """A shop with the locations MAD and BCN map to (``options`` as ShopifySim takes them)."""
+    shop = ShopifySim(**options)
     shop.add_location(MAD)
     shop.add_location(BCN)
     return shop
@@ -40,26 +32,18 @@ async def started(shop: ShopifySim) -> ShopifySim:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[ShopifySim]:
-    shop = await started(ShopifySim(restore_rate=1000.0))
-    yield shop
-    await shop.close()
+    async with two_locations(restore_rate=1000.0) as shop:
+        yield shop
 
 
 @pytest.fixture
 async def make_sink(sim: ShopifySim, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MakeSink]:
+    """Sinks on ``sim``; ``make_sink(shop_url=other.url)`` for another shop."""
     monkeypatch.setenv("SHOPIFY_TOKEN", TOKEN)
-    sinks: list[ShopifySink] = []
-
-    def make(shop: ShopifySim | None = None, **overrides: Any) -> ShopifySink:
-        fields = {"type": "shopify", "name": "acme-shop", "shop_url": (shop or sim).url,
-                  "access_token_env": "SHOPIFY_TOKEN", "locations": {"MAD": MAD, "BCN": BCN},
-                  "backoff": "10ms"} | overrides
-        sinks.append(ShopifySink(Settings.model_validate(fields)))
-        return sinks[-1]
-
-    yield make
-    for sink in sinks:
-        await sink.close()
+    async with sink_maker(ShopifySink, Settings, type="shopify", name="acme-shop",
+                          shop_url=sim.url, access_token_env="SHOPIFY_TOKEN",
+                          locations={"MAD": MAD, "BCN": BCN}, backoff="10ms") as make:
+        yield make
 
 
 async def test_stock_and_prices_reach_the_shop(sim: ShopifySim, make_sink: MakeSink) -> None:
@@ -291,45 +275,36 @@ def test_sku_search_quotes_what_shopify_search_would_split() -> None:
 async def test_a_long_run_paces_itself_and_is_never_throttled(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # A small bucket that a 500-event drain (about 3,100 points) empties eight times over.
-    shop = await started(ShopifySim(maximum=400.0, restore_rate=2000.0))
     monkeypatch.setenv("SHOPIFY_TOKEN", TOKEN)
-    sink = ShopifySink(Settings(type="shopify", name="s", shop_url=shop.url,
-                                access_token_env="SHOPIFY_TOKEN", locations={"MAD": MAD}))
     skus = [f"P{n:03d}" for n in range(500)]
-    for sku in skus:
-        shop.add_product([sku], stock={MAD: 0})
-    try:
-        events = [stock(sku, 1) for sku in skus]
+    events = [stock(sku, 1) for sku in skus]
+    async with two_locations(maximum=400.0, restore_rate=2000.0) as shop, sink_maker(
+            ShopifySink, Settings, type="shopify", name="s", shop_url=shop.url,
+            access_token_env="SHOPIFY_TOKEN", locations={"MAD": MAD}) as make_sink:
+        for sku in skus:
+            shop.add_product([sku], stock={MAD: 0})
+        sink = make_sink()
         for start in range(0, 500, sink.max_batch):
             assert await sink.apply(events[start:start + sink.max_batch]) == [APPLIED] * 50
-    finally:
-        await sink.close()
-        await shop.close()
     assert shop.throttled == 0
     assert sum(shop.calls.values()) == 30
     assert all(shop.on_hand(sku, MAD) == 1 for sku in skus)
 
 
 async def test_an_empty_bucket_is_waited_for_and_the_call_retried(make_sink: MakeSink) -> None:
-    shop = await started(ShopifySim(available=0.0, restore_rate=500.0))
-    shop.add_product(["TEE"], stock={MAD: 1})
-    try:
-        assert await make_sink(shop).apply([stock("TEE", 6)]) == [APPLIED]
-    finally:
-        await shop.close()
+    async with two_locations(available=0.0, restore_rate=500.0) as shop:
+        shop.add_product(["TEE"], stock={MAD: 1})
+        assert await make_sink(shop_url=shop.url).apply([stock("TEE", 6)]) == [APPLIED]
     assert shop.throttled == 1
     assert shop.on_hand("TEE", MAD) == 6
 
 
 async def test_a_bucket_that_refills_slowly_is_handed_to_the_consumer(
         make_sink: MakeSink) -> None:
-    shop = await started(ShopifySim(available=0.0, restore_rate=1.0))
-    shop.add_product(["TEE"], stock={MAD: 1})
-    try:
+    async with two_locations(available=0.0, restore_rate=1.0) as shop:
+        shop.add_product(["TEE"], stock={MAD: 1})
         with pytest.raises(SinkUnavailable, match="throttled") as raised:
-            await make_sink(shop).apply([stock("TEE", 6)])
-    finally:
-        await shop.close()
+            await make_sink(shop_url=shop.url).apply([stock("TEE", 6)])
     assert raised.value.retry_after is not None and raised.value.retry_after > 60
 
 

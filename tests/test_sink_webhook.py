@@ -16,7 +16,7 @@ from relay.settings import SecretMissing
 from relay.sinks.base import SinkUnavailable
 from relay.sinks.http import retry_after
 from relay.sinks.webhook import Settings, WebhookSink
-from tests.sims import event
+from tests.sims import event, sink_maker
 from tests.sims.webhook import WebhookReceiver
 
 SECRET = b"s3cret-shared-with-the-receiver"
@@ -35,20 +35,11 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 @pytest.fixture
 async def make_sink(tmp_path: Path, receiver: WebhookReceiver) -> AsyncIterator[MakeSink]:
-    made: list[WebhookSink] = []
-
-    def make(secret: bytes = SECRET, **overrides: Any) -> WebhookSink:
-        secret_file = tmp_path / f"secret-{len(made)}"
-        secret_file.write_bytes(secret + b"\n")
-        options: dict[str, Any] = {"type": "webhook", "name": "hook", "url": receiver.url,
-                                   "secret_file": secret_file, "backoff": "10ms",
-                                   "timeout": "2s", **overrides}
-        made.append(WebhookSink(Settings(**options)))
-        return made[-1]
-
-    yield make
-    for sink in made:
-        await sink.close()
+    (tmp_path / "secret").write_bytes(SECRET + b"\n")
+    async with sink_maker(WebhookSink, Settings, type="webhook", name="hook", url=receiver.url,
+                          secret_file=tmp_path / "secret", backoff="10ms",
+                          timeout="2s") as make:
+        yield make
 
 
 async def test_events_arrive_as_received_and_signed(receiver: WebhookReceiver,
@@ -62,9 +53,10 @@ async def test_events_arrive_as_received_and_signed(receiver: WebhookReceiver,
 
 
 async def test_a_wrong_secret_stops_the_sink_without_dead_letters(
-        receiver: WebhookReceiver, make_sink: MakeSink) -> None:
+        receiver: WebhookReceiver, make_sink: MakeSink, tmp_path: Path) -> None:
+    (tmp_path / "wrong").write_text("not-the-receivers-secret\n")
     with pytest.raises(SinkUnavailable, match="HTTP 401") as raised:
-        await make_sink(secret=b"not-the-receivers-secret").apply([STOCK])
+        await make_sink(secret_file=tmp_path / "wrong").apply([STOCK])
     assert "not-the-receivers-secret" not in str(raised.value)
     assert receiver.received == []
     assert [hit.status for hit in receiver.hits] == [401]  # no point retrying a bad key

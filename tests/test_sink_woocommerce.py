@@ -10,22 +10,14 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from relay.model import Event, Status
+from relay.model import Status
 from relay.settings import SecretMissing
 from relay.sinks.base import SinkUnavailable
 from relay.sinks.woocommerce import Settings, WooCommerceSink
-from tests.sims import event
+from tests.sims import event, price, sink_maker, statuses, stock
 from tests.sims.woocommerce import WooCommerceSim
 
 MakeSink = Callable[..., WooCommerceSink]
-
-
-def stock(sku: str, on_hand: float, warehouse: str = "MAD") -> Event:
-    return event("stock", {"sku": sku, "warehouse": warehouse, "on_hand": on_hand})
-
-
-def price(sku: str, amount: str, **extra: Any) -> Event:
-    return event("price", {"sku": sku, "price": amount, **extra})
 
 
 @pytest.fixture
@@ -40,25 +32,13 @@ async def shop() -> AsyncIterator[WooCommerceSim]:
 @pytest.fixture
 async def make_sink(tmp_path: Path, shop: WooCommerceSim,
                     monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MakeSink]:
-    made: list[WooCommerceSink] = []
     (tmp_path / "key").write_text(shop.consumer_key + "\n")
     monkeypatch.setenv("WOO_SECRET", shop.consumer_secret)
-
-    def make(**overrides: Any) -> WooCommerceSink:
-        options: dict[str, Any] = {
-            "type": "woocommerce", "name": "shop", "url": shop.url, "warehouse": "MAD",
-            "consumer_key_file": tmp_path / "key", "consumer_secret_env": "WOO_SECRET",
-            "requests_per_second": 100.0, "backoff": "10ms", "timeout": "2s", **overrides}
-        made.append(WooCommerceSink(Settings(**options)))
-        return made[-1]
-
-    yield make
-    for sink in made:
-        await sink.close()
-
-
-def statuses(results: list[Any]) -> list[Status]:
-    return [result.status for result in results]
+    async with sink_maker(WooCommerceSink, Settings, type="woocommerce", name="shop",
+                          url=shop.url, warehouse="MAD", consumer_key_file=tmp_path / "key",
+                          consumer_secret_env="WOO_SECRET", requests_per_second=100.0,
+                          backoff="10ms", timeout="2s") as make:
+        yield make
 
 
 async def test_stock_and_price_reach_the_shop(shop: WooCommerceSim,

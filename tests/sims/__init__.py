@@ -1,20 +1,89 @@
-"""Simulators of the third-party APIs the relay sinks talk to, served on loopback.
+"""Simulators of the third-party APIs the relay sinks talk to, served on loopback, and what
+the sink tests share.
 
-:func:`event` makes the events sinks are fed: a real CloudEvents envelope in ``raw``;
-:func:`stock` and :func:`price` make the two the shop sinks write.
+- :class:`Served`: a simulator's aiohttp app on a free 127.0.0.1 port (tests never send
+  traffic anywhere else): ``async with sim:``, or ``await sim.start()`` / ``sim.close()``;
+  :class:`Fault`: an answer a test injects in place of the real one.
+- :func:`event` makes the events sinks are fed: a real CloudEvents envelope in ``raw``;
+  :func:`stock` and :func:`price` make the two the shop sinks write.
+- :func:`sink_maker`: the ``make_sink(**overrides)`` of a sink test, closing every sink made.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import uuid
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pydantic import BaseModel
 
-from relay.model import Event, Op
+from relay.model import Event, Op, SinkResult, Status
+
+APPLIED = SinkResult(Status.APPLIED)
 
 _SEQUENCE = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An answer a simulator gives instead of the real one (a test's injected failure)."""
+
+    status: int
+    """The answer; 0 hangs until the client gives up."""
+    retry_after: str | None = None
+    body: str = ""
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": self.retry_after} if self.retry_after else {}
+
+
+class Served:
+    """A simulator on loopback: subclasses build their routes in :meth:`app`."""
+
+    path: ClassVar[str] = ""
+    """Appended to the server's address to make :attr:`url`."""
+    url = ""
+    """Where the sink is pointed (no trailing slash); set by :meth:`start`."""
+    _server: TestServer | None = None
+    _closed: asyncio.Event | None = None
+
+    def app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def start(self) -> str:
+        self._closed = asyncio.Event()
+        self._server = TestServer(self.app(), host="127.0.0.1", port=0)
+        await self._server.start_server()
+        self.url = str(self._server.make_url(self.path)).rstrip("/")
+        return self.url
+
+    async def close(self) -> None:
+        if self._closed is not None:
+            self._closed.set()  # release hung handlers so the server can stop at once
+        if self._server is not None:
+            await self._server.close()
+
+    async def hang(self) -> None:
+        """Answer nothing until the server closes (the client times out first)."""
+        assert self._closed is not None
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+
+# --- events --------------------------------------------------------------------------------
 
 
 def event(entity: str, data: dict[str, Any], *, subject: str | None = None,
@@ -39,3 +108,36 @@ def stock(sku: str, on_hand: Any, warehouse: str = "MAD", *, op: Op = "upsert") 
 def price(sku: str, amount: str, **extra: Any) -> Event:
     """A price event; ``extra`` adds fields such as ``price_list`` or ``currency``."""
     return event("price", {"sku": sku, "price": amount, **extra})
+
+
+def statuses(results: Sequence[SinkResult]) -> list[Status]:
+    return [result.status for result in results]
+
+
+# --- sinks ---------------------------------------------------------------------------------
+
+
+class _Closes(Protocol):
+    async def close(self) -> None: ...
+
+
+SinkT = TypeVar("SinkT", bound=_Closes)
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+@contextlib.asynccontextmanager
+async def sink_maker(sink: Callable[[SettingsT], SinkT], settings: type[SettingsT],
+                     **defaults: Any) -> AsyncIterator[Callable[..., SinkT]]:
+    """``make(**overrides)``: a ``sink`` with the ``settings`` ``defaults | overrides``;
+    every sink made is closed on the way out."""
+    made: list[SinkT] = []
+
+    def make(**overrides: Any) -> SinkT:
+        made.append(sink(settings.model_validate(defaults | overrides)))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for each in made:
+            await each.close()

@@ -31,7 +31,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from tests.sims import Served
 
 TOKEN = "mg-integration-token-0123456789"
 STORES = {"all": 0, "default": 1}
@@ -51,7 +52,7 @@ def _required(field: str) -> web.Response:
     return _error(400, '"%fieldName" is required. Enter and try again.', {"fieldName": field})
 
 
-class MagentoSim:
+class MagentoSim(Served):
     """One shop: a catalogue of SKUs, MSI sources, source items and base prices."""
 
     def __init__(self, *, token: str = TOKEN) -> None:
@@ -63,8 +64,6 @@ class MagentoSim:
         self.fail_next: list[int] = []
         self.retry_after = "0"
         self.disabled: set[str] = set()
-        self.url = ""
-        self._server: TestServer | None = None
 
     # --- the shop's contents ------------------------------------------------------------
 
@@ -82,19 +81,12 @@ class MagentoSim:
 
     # --- serving ------------------------------------------------------------------------
 
-    async def start(self) -> str:
+    def app(self) -> web.Application:
         app = web.Application(middlewares=[self._gate])
         app.router.add_post("/rest/{store}/V1/inventory/source-items", self._source_items)
         app.router.add_get("/rest/{store}/V1/inventory/sources", self._sources)
         app.router.add_post("/rest/{store}/V1/products/base-prices", self._base_prices)
-        self._server = TestServer(app, host="127.0.0.1", port=0)
-        await self._server.start_server()
-        self.url = str(self._server.make_url("")).rstrip("/")
-        return self.url
-
-    async def close(self) -> None:
-        if self._server is not None:
-            await self._server.close()
+        return app
 
     @web.middleware
     async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -24,10 +24,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Self
 from xml.etree import ElementTree as ET
 
 from aiohttp import web
+
+from tests.sims import Fault, Served
 
 XLINK = "http://www.w3.org/1999/xlink"
 
@@ -116,13 +117,7 @@ def error_body(code: int, message: str) -> str:
 
 
 @dataclass
-class Injected:
-    status: int
-    retry_after: str | None = None
-
-
-@dataclass
-class PrestaShopSim:
+class PrestaShopSim(Served):
     """One shop: its rows per resource, what it was sent, and failures to inject."""
 
     key: str = "K" * 32
@@ -134,12 +129,11 @@ class PrestaShopSim:
     puts: list[tuple[str, ET.Element]] = field(default_factory=list)
     """Every PUT body as received, with its path."""
     requests: list[str] = field(default_factory=list)
-    injected: list[Injected] = field(default_factory=list)
+    injected: list[Fault] = field(default_factory=list)
     delay: float = 0.0
     """Seconds each request takes, so concurrent clients overlap."""
     in_flight: int = 0
     max_in_flight: int = 0
-    url: str = ""
 
     # -- building the catalogue -------------------------------------------------------
 
@@ -186,7 +180,7 @@ class PrestaShopSim:
 
     def fail(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
         """The next ``times`` requests answer ``status`` (e.g. 503, 429) instead."""
-        self.injected.extend(Injected(status, retry_after) for _ in range(times))
+        self.injected.extend(Fault(status, retry_after) for _ in range(times))
 
     # -- reading the shop's state ----------------------------------------------------
 
@@ -248,14 +242,13 @@ class PrestaShopSim:
             raise WsError(401, 20, "Authentification key is not active")
 
     @staticmethod
-    def _injected(failure: Injected) -> WsError:
+    def _injected(failure: Fault) -> WsError:
         if failure.status == 500:  # PHP itself failed: PrestaShop's own error XML
             return WsError(500, 2, "[PHP Warning #2] mysqli::real_connect(): Too many "
                                    "connections")
         # 429, 502, 503: the proxy in front of the shop answers, in HTML.
-        headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
         return WsError(failure.status, body=f"<html><body>{failure.status}</body></html>",
-                       headers=headers)
+                       headers=failure.headers())
 
     async def _dispatch(self, request: web.Request, resource: Resource) -> web.Response:
         raw_id = request.match_info.get("id")
@@ -434,19 +427,7 @@ class PrestaShopSim:
         if not valid:
             raise WsError(400, 85, 'Validation error: "Property Product->price is not valid"')
 
-    # -- lifecycle ----------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        self.runner = web.AppRunner(self.app())
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = self.runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runner.cleanup()
+    # -- the log ------------------------------------------------------------------------
 
     def put_paths(self) -> Iterator[str]:
         return (path for path, _ in self.puts)

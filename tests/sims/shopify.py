@@ -43,7 +43,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from tests.sims import Served
 
 TOKEN = "shpat_0123456789abcdef"
 API_VERSION = "2026-10"
@@ -116,7 +117,7 @@ def _user_error(field: list[str], message: str, code: str) -> dict[str, Any]:
     return {"field": field, "message": message, "code": code}
 
 
-class ShopifySim:
+class ShopifySim(Served):
     """One shop: products, variants, inventory levels per location, and a cost bucket."""
 
     def __init__(self, *, token: str = TOKEN, api_version: str = API_VERSION,
@@ -144,8 +145,6 @@ class ShopifySim:
         self.before_writes: list[Callable[[], None]] = []
         self._idempotency: dict[str, tuple[str, dict[str, Any], bool]] = {}
         self._numbers = itertools.count(1001)
-        self._server: TestServer | None = None
-        self.url = ""
         self.operations = {
             "VariantsBySku": Operation("productVariants(", self._variants_cost,
                                        self._variants_by_sku),
@@ -191,17 +190,10 @@ class ShopifySim:
 
     # --- serving ------------------------------------------------------------------------
 
-    async def start(self) -> str:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/admin/api/{version}/graphql.json", self._handle)
-        self._server = TestServer(app, host="127.0.0.1", port=0)
-        await self._server.start_server()
-        self.url = str(self._server.make_url("")).rstrip("/")
-        return self.url
-
-    async def close(self) -> None:
-        if self._server is not None:
-            await self._server.close()
+        return app
 
     async def _handle(self, request: web.Request) -> web.Response:
         if request.match_info["version"] != self.api_version:

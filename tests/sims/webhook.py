@@ -16,11 +16,12 @@ import hmac
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from tests.sims import Fault, Served
 
 CONTENT_TYPE = "application/cloudevents+json"
 REFUSALS = {401: "bad signature", 415: f"not {CONTENT_TYPE}"}
@@ -35,15 +36,9 @@ class Hit:
     status: int
 
 
-@dataclass(frozen=True)
-class Fault:
-    status: int
-    """The answer; 0 hangs until the client gives up."""
-    retry_after: str | None = None
-    body: str = ""
+class WebhookReceiver(Served):
+    path = "/hook"
 
-
-class WebhookReceiver:
     def __init__(self, secret: bytes, *, delay: float = 0.0) -> None:
         self.secret = secret
         self.delay = delay
@@ -54,27 +49,16 @@ class WebhookReceiver:
         self.in_flight = 0
         self.most_in_flight = 0
         self._faults: deque[Fault] = deque()
-        self._closing = asyncio.Event()
-        app = web.Application()
-        app.router.add_post("/hook", self._hook)
-        self._server = TestServer(app, host="127.0.0.1", port=0)
 
-    @property
-    def url(self) -> str:
-        return str(self._server.make_url("/hook"))
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(self.path, self._hook)
+        return app
 
     def fail_next(self, count: int, status: int, *, retry_after: str | None = None,
                   body: str = "") -> None:
         """Answer the next ``count`` requests with ``status`` (0: hang)."""
         self._faults.extend([Fault(status, retry_after, body)] * count)
-
-    async def __aenter__(self) -> Self:
-        await self._server.start_server()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        self._closing.set()  # release hung handlers so the server can stop at once
-        await self._server.close()
 
     async def _hook(self, request: web.Request) -> web.Response:
         arrived = time.monotonic()
@@ -105,7 +89,6 @@ class WebhookReceiver:
 
     async def _fault(self, fault: Fault) -> web.Response:
         if fault.status == 0:
-            await self._closing.wait()
+            await self.hang()
             return web.Response(status=503)
-        headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-        return web.Response(status=fault.status, text=fault.body, headers=headers)
+        return web.Response(status=fault.status, text=fault.body, headers=fault.headers())

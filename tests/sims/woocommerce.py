@@ -30,17 +30,17 @@ and the controllers they document:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hmac
 import math
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from tests.sims import Fault, Served
 
 API = "/wp-json/wc/v3"
 
@@ -78,19 +78,12 @@ class Hit:
     status: int
 
 
-@dataclass(frozen=True)
-class Fault:
-    status: int
-    """The answer; 0 hangs until the client gives up."""
-    retry_after: str | None = None
-
-
 def wp_error(status: int, code: str, message: str, **data: Any) -> web.Response:
     return web.json_response({"code": code, "message": message,
                               "data": {"status": status, **data}}, status=status)
 
 
-class WooCommerceSim:
+class WooCommerceSim(Served):
     def __init__(self, consumer_key: str = "ck_sim", consumer_secret: str = "cs_sim", *,
                  batch_limit: int = 100, rate_limit: int | None = None,
                  window: float = 1.0) -> None:
@@ -106,13 +99,6 @@ class WooCommerceSim:
         self._faults: deque[Fault] = deque()
         self._window_start = 0.0
         self._window_count = 0
-        self._closing = asyncio.Event()
-        app = web.Application(middlewares=[self._front])
-        app.router.add_get(f"{API}/products", self._list)
-        app.router.add_post(f"{API}/products/batch", self._batch_products)
-        app.router.add_post(API + r"/products/{parent:\d+}/variations/batch",
-                            self._batch_variations)
-        self._server = TestServer(app, host="127.0.0.1", port=0)
 
     # --- the catalogue ---------------------------------------------------------------
 
@@ -153,17 +139,13 @@ class WooCommerceSim:
 
     # --- serving ---------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        return str(self._server.make_url("")).rstrip("/")
-
-    async def __aenter__(self) -> Self:
-        await self._server.start_server()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        self._closing.set()
-        await self._server.close()
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._front])
+        app.router.add_get(f"{API}/products", self._list)
+        app.router.add_post(f"{API}/products/batch", self._batch_products)
+        app.router.add_post(API + r"/products/{parent:\d+}/variations/batch",
+                            self._batch_variations)
+        return app
 
     @web.middleware
     async def _front(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -185,10 +167,9 @@ class WooCommerceSim:
         if self._faults:
             fault = self._faults.popleft()
             if fault.status == 0:
-                await self._closing.wait()
-            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                await self.hang()
             return web.json_response({"code": "sim_fault", "message": "injected"},
-                                     status=fault.status or 503, headers=headers)
+                                     status=fault.status or 503, headers=fault.headers())
         return self._throttle(now) or self._authenticate(request)
 
     def _throttle(self, now: float) -> web.StreamResponse | None:
