@@ -84,7 +84,7 @@ class Rules:
     place: str = "a location"
     """What a place is in this shop, for reasons (``"a Shopify location"``)."""
     price_list: str | None = None
-    """The ERP price list the shop sells at; an empty name is no list."""
+    """The ERP price list the shop sells at (an event's empty ``price_list`` names none)."""
     any_list_when_unset: bool = False
     """With ``price_list`` unset: take every price event, not only those naming no list."""
     currency: str | None = None
@@ -147,7 +147,7 @@ class Rules:
 
     def other_list(self, sku: str, data: Mapping[str, Any]) -> SinkResult | None:
         """SKIPPED for a price the shop does not sell at (list or currency); else None."""
-        price_list, wanted = data.get("price_list") or None, self.price_list or None
+        price_list, wanted = data.get("price_list") or None, self.price_list
         if price_list != wanted and not (wanted is None and self.any_list_when_unset):
             return SinkResult(Status.SKIPPED, f"{sku}: price list {price_list} is not the one "
                                               f"this shop sells at ({wanted})")
