@@ -35,7 +35,8 @@ from agent.errors import ConfigError
 from agent.outbox import OutboxStats
 
 if TYPE_CHECKING:
-    from agent.service import Agent, SourceRunner
+    from agent.runners import SourceRunner
+    from agent.service import Agent
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_PAGE = 1000

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from agent.config import Config
 from agent.errors import DistillSyncError
 from agent.publisher import RelayLink
-from agent.service import link_settings, source_password
+from agent.runners import source_password
+from agent.service import link_settings
 from agent.sources.sql import SqlReader
 
 Say = Callable[[str], object]

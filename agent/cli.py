@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _config(args)
     setup_logging(config.agent.log_level)
-    asyncio.run(run_until_signalled(config))
+    asyncio.run(run_until_signalled(config, Path(args.config)))
     return EX_OK
 
 

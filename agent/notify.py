@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 
 
 class Notifier:
@@ -45,3 +46,8 @@ class Notifier:
 
     def stopping(self) -> None:
         self.send("STOPPING=1")
+
+    def reloading(self) -> None:
+        # MONOTONIC_USEC lets Type=notify-reload (systemd 253+) match this to its SIGHUP.
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")

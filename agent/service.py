@@ -18,26 +18,17 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    wait_exponential_jitter,
-)
-
 from agent.api import serve
-from agent.config import Config, SourceConfig, read_secret
+from agent.config import Config, load_config, read_secret
 from agent.delivery import Delivery, DeliverySettings, status_payload
 from agent.envelope import now_rfc3339, rfc3339_from_epoch, source_urn, topic_base
-from agent.errors import OutboxError, SourceError
+from agent.errors import ConfigError, OutboxError
 from agent.notify import Notifier
 from agent.outbox import Outbox, OutboxStats
-from agent.poller import FeedPoller
 from agent.publisher import LinkSettings, RelayLink, parse_relay_url, tls_context
-from agent.sources.sql import SqlReader
+from agent.runners import SourceRunner, SourceSet, sleep_unless
 
 log = logging.getLogger("distillsync.service")
 
@@ -92,85 +83,24 @@ def delivery_settings(config: Config) -> DeliverySettings:
     )
 
 
-def source_password(source: SourceConfig, index: int) -> str | None:
-    return read_secret(source.password_file, source.password_env, f"sources[{index}].password")
-
-
-@dataclass
-class SourceRunner:
-    """Polls one source's feeds every ``poll_interval``; a failing source backs off alone."""
-
-    config: SourceConfig
-    pollers: list[FeedPoller]
-    stop: asyncio.Event
-    first_attempt: asyncio.Event = field(default_factory=asyncio.Event)
-    paused: bool = False
-
-    async def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                started = time.monotonic()
-                await self._cycle_with_backoff()
-                self.first_attempt.set()
-                # A fixed rate: a slow poll must not add its own length to the next wait.
-                elapsed = time.monotonic() - started
-                await _sleep_unless(self.stop, max(0.0, self.config.poll_interval - elapsed))
-        finally:
-            self.first_attempt.set()
-
-    async def _cycle_with_backoff(self) -> None:
-        interval = self.config.poll_interval
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(SourceError),
-            wait=wait_exponential_jitter(initial=interval, max=max(300.0, interval)),
-            stop=lambda _state: self.stop.is_set(),
-            sleep=lambda seconds: _sleep_unless(self.stop, seconds),
-            before_sleep=self._log_failure,
-            reraise=False,
-            retry_error_callback=lambda _state: None,
-        )
-        async for attempt in retrying:
-            with attempt:
-                await self.cycle()
-
-    async def cycle(self) -> None:
-        for poller in self.pollers:
-            if self.stop.is_set() or self.paused:
-                return
-            try:
-                totals = await poller.poll()
-            except SourceError as error:
-                poller.stats.errors += 1
-                poller.stats.last_error = str(error)
-                poller.stats.last_poll_end = time.time()
-                raise
-            if totals.enqueued or totals.dead:
-                log.info("%s/%s: %d rows read, %d changes, %d dead letters",
-                         self.config.name, poller.feed.feed, totals.rows, totals.enqueued,
-                         totals.dead)
-
-    def _log_failure(self, state: RetryCallState) -> None:
-        self.first_attempt.set()
-        error = state.outcome.exception() if state.outcome else None
-        delay = state.next_action.sleep if state.next_action else 0.0
-        log.warning("%s (attempt %d); retrying in %.1fs", error, state.attempt_number, delay)
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
 class Agent:
     """Everything one ``distillsync run`` owns."""
 
-    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+    def __init__(self, config: Config, notifier: Notifier | None = None,
+                 config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path
+        """Where SIGHUP re-reads the config from (None: no reloads)."""
         self.notifier = notifier or Notifier()
         self.stop = asyncio.Event()
+        self.reload_requested = asyncio.Event()
         self.started_at = now_rfc3339()
         self.started_monotonic = time.monotonic()
         self._announced: tuple[object, ...] = ()
+
+    @property
+    def runners(self) -> list[SourceRunner]:
+        return self.sources.runners
 
     async def run(self) -> None:
         cfg = self.config
@@ -183,42 +113,74 @@ class Agent:
         cfg = self.config
         async with Outbox.open(state_file, cfg.outbox.synchronous,
                                cfg.outbox.delivered_retention) as outbox:
-            readers = [SqlReader(s, source_password(s, i), f"sources[{i}]")
-                       for i, s in enumerate(cfg.sources)]
+            self.outbox, self.sources = outbox, SourceSet(outbox)
+            self.sources.prepare(list(cfg.sources))
             try:
-                await self._run_parts(outbox, readers)
+                await self._run_parts(outbox)
             finally:
-                for reader in readers:
-                    await reader.close()
+                await self.sources.close()
 
-    async def _run_parts(self, outbox: Outbox, readers: list[SqlReader]) -> None:
-        runners = [
-            SourceRunner(reader.config,
-                         [FeedPoller(reader.config, e, reader, outbox, self.stop)
-                          for e in reader.config.entities],
-                         self.stop)
-            for reader in readers
-        ]
+    async def _run_parts(self, outbox: Outbox) -> None:
         settings = link_settings(self.config, self.started_at)
         delivery = Delivery(outbox, lambda: RelayLink(settings), delivery_settings(self.config),
                             self.stop, self.started_at, self.compact_status)
-        self.outbox, self.delivery, self.runners = outbox, delivery, runners
+        self.delivery = delivery
         log.info("agent %s/%s started, outbox %s, status API %s", self.config.agent.tenant,
                  self.config.agent.id, self.config.agent.state_dir / "outbox.db",
                  self.config.api.socket)
         async with serve(self, self.config.api), asyncio.TaskGroup() as group:
             group.create_task(delivery.run(), name="delivery")
-            for runner in runners:
-                group.create_task(runner.run(), name=f"source-{runner.config.name}")
-            group.create_task(self._announce_ready(runners), name="ready")
+            self.sources.start(group)
+            group.create_task(self._announce_ready(list(self.runners)), name="ready")
             group.create_task(self._every(PRUNE_EVERY, outbox.prune_delivered), name="prune")
             group.create_task(self._every(STATUS_EVERY, self._report), name="status")
+            group.create_task(self._reloads(), name="reload")
             if self.notifier.watchdog_interval:
                 group.create_task(self._every(self.notifier.watchdog_interval, self._ping),
                                   name="watchdog")
             await self.stop.wait()
             log.info("stopping: finishing the current poll page and in-flight publishes")
             self.notifier.stopping()
+            self.sources.stop_all()
+
+    # --- SIGHUP ---------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        self.reload_requested.set()
+
+    async def _reloads(self) -> None:
+        while not self.stop.is_set():
+            asked = asyncio.ensure_future(self.reload_requested.wait())
+            stopping = asyncio.ensure_future(self.stop.wait())
+            await asyncio.wait([asked, stopping], return_when=asyncio.FIRST_COMPLETED)
+            asked.cancel()
+            stopping.cancel()
+            if self.reload_requested.is_set() and not self.stop.is_set():
+                self.reload_requested.clear()
+                await self.reload()
+
+    async def reload(self) -> None:
+        """Re-read the config. Source changes apply now, without touching the outbox or
+        the relay session; an invalid file is refused whole and the running config kept;
+        changes outside ``[[sources]]`` wait for a restart (and say so)."""
+        self.notifier.reloading()
+        try:
+            if self.config_path is None:
+                raise ConfigError(["no config file to reload from"])
+            new = load_config(self.config_path)
+            needs_restart = [name for name in ("agent", "relay", "api", "outbox")
+                             if getattr(new, name) != getattr(self.config, name)]
+            started, stopped = await self.sources.replace(list(new.sources))
+            self.config = self.config.model_copy(update={"sources": new.sources})
+            log.info("reloaded %s: sources started %s, stopped %s", self.config_path,
+                     ", ".join(started) or "none", ", ".join(stopped) or "none")
+            if needs_restart:
+                log.warning("reload: [%s] changed; that takes effect at the next restart",
+                            "], [".join(needs_restart))
+        except ConfigError as error:
+            log.error("reload refused, the running config stays: %s", "; ".join(error.problems))
+        finally:
+            self.notifier.ready(self._status_line(await self.outbox.pending_count()))
 
     async def _announce_ready(self, runners: list[SourceRunner]) -> None:
         for runner in runners:
@@ -229,7 +191,7 @@ class Agent:
 
     async def _every(self, seconds: float, action: Callable[[], Awaitable[object]]) -> None:
         while not self.stop.is_set():
-            await _sleep_unless(self.stop, seconds)
+            await sleep_unless(self.stop, seconds)
             if not self.stop.is_set():
                 await action()
 
@@ -272,9 +234,10 @@ class Agent:
         self.stop.set()
 
 
-async def run_until_signalled(config: Config) -> None:
-    agent = Agent(config)
+async def run_until_signalled(config: Config, path: Path | None = None) -> None:
+    agent = Agent(config, config_path=path)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, agent.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
     await agent.run()
