@@ -107,7 +107,7 @@ class Collector:
 
 
 STOCK_LEVELS_SOURCE = """[[sources]]
-name = "erp"
+name = "{name}"
 url = "sqlite+aiosqlite:///{db}"
 poll_interval = "200ms"
   [[sources.entities]]
@@ -118,9 +118,18 @@ poll_interval = "200ms"
 """
 
 
-def stock_levels_source(db: Path, cursor: str = "tms") -> str:
+PRICES_ENTITY = """  [[sources.entities]]
+  entity = "price"
+  query = "SELECT sku, price, tms FROM prices"
+  key = ["sku"]
+  cursor = "tms"
+"""
+"""A second entity for :func:`stock_levels_source`: ``prices(sku, price, tms)``."""
+
+
+def stock_levels_source(db: Path, cursor: str = "tms", name: str = "erp") -> str:
     """A source on a plain SQLite ``stock_levels(sku, warehouse, on_hand, tms)`` table."""
-    return STOCK_LEVELS_SOURCE.format(db=db, cursor=cursor)
+    return STOCK_LEVELS_SOURCE.format(db=db, cursor=cursor, name=name)
 
 
 def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

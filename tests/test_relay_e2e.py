@@ -20,26 +20,17 @@ from tests.sims.magento import MagentoSim
 from tests.sims.prestashop import PrestaShopSim
 from tests.sims.shopify import ShopifySim
 from tests.sims.woocommerce import WooCommerceSim
-from tests.support import AgentProcess, Mosquitto, agent_toml
+from tests.support import (
+    PRICES_ENTITY,
+    AgentProcess,
+    Mosquitto,
+    agent_toml,
+    stock_levels_source,
+)
 
 SKUS = [f"SKU-{n}" for n in range(20)]
 WAREHOUSES = ("MAD", "BCN")
 
-ERP_SOURCE = """[[sources]]
-name = "erp"
-url = "sqlite+aiosqlite:///{db}"
-poll_interval = "200ms"
-  [[sources.entities]]
-  entity = "stock"
-  query = "SELECT sku, warehouse, on_hand, tms FROM stock_levels"
-  key = ["sku", "warehouse"]
-  cursor = "tms"
-  [[sources.entities]]
-  entity = "price"
-  query = "SELECT sku, price, tms FROM prices"
-  key = ["sku"]
-  cursor = "tms"
-"""
 
 
 class Erp:
@@ -156,7 +147,7 @@ async def test_the_shop_ends_up_as_the_erp(shop_name: str, broker: Mosquitto,
     erp = Erp(tmp_path / "erp.db")
     agent_config = tmp_path / "agent.toml"
     agent_config.write_text(agent_toml(tmp_path / "state", broker.url,
-                                       ERP_SOURCE.format(db=tmp_path / "erp.db"),
+                                       stock_levels_source(tmp_path / "erp.db") + PRICES_ENTITY,
                                        agent_id="e2e"))
     async with SHOPS[shop_name](tmp_path) as shop:
         config = tmp_path / "relay.toml"

@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 from tests.support import (
+    PRICES_ENTITY,
     AgentProcess,
     Collector,
     Mosquitto,
@@ -17,25 +18,6 @@ from tests.support import (
     wait_until,
 )
 from tests.test_daemon import NotifySocket
-
-PRICES = """  [[sources.entities]]
-  entity = "price"
-  query = "SELECT sku, price, tms FROM prices"
-  key = ["sku"]
-  cursor = "tms"
-"""
-
-SECOND_SOURCE = """
-[[sources]]
-name = "warehouse"
-url = "sqlite+aiosqlite:///{db}"
-poll_interval = "200ms"
-  [[sources.entities]]
-  entity = "stock"
-  query = "SELECT sku, warehouse, on_hand, tms FROM stock_levels"
-  key = ["sku", "warehouse"]
-  cursor = "tms"
-"""
 
 
 def make_erp(path: Path) -> sqlite3.Connection:
@@ -74,7 +56,8 @@ def test_sighup_applies_source_changes_and_refuses_a_bad_file(broker: Mosquitto,
             sub.wait_for(lambda ev: len(ev) == 1, 30, "the first stock event")
 
             # A new entity on the running source and a second source, in one reload.
-            config.write_text(base + PRICES + SECOND_SOURCE.format(db=tmp_path / "other.db"))
+            config.write_text(base + PRICES_ENTITY + "\n" + stock_levels_source(
+                tmp_path / "other.db", name="warehouse"))
             reloaded(agent, notify, 1)
             erp.execute("INSERT INTO prices VALUES ('A', '9.90', datetime('now'))")
             other.execute("INSERT INTO stock_levels VALUES ('B', 'X', 2, datetime('now'))")
