@@ -24,7 +24,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy agent
-	$(BIN)/mypy --strict tui
+	$(BIN)/mypy --strict tui relay
 
 check: lint typecheck
 
