@@ -20,6 +20,7 @@ from agent.errors import (
     EX_FAILURE,
     EX_OK,
     EX_UNAVAILABLE,
+    EX_USAGE,
     ConfigError,
     DistillSyncError,
 )
@@ -135,7 +136,17 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from agent import operate
 
     config = _config(args)
-    return asyncio.run(operate.outbox_command(config, args.action, args.id, args.state,
+    if args.action == "backup":
+        if args.id is None:
+            print("outbox backup needs the file to write, e.g. outbox backup -c FILE "
+                  "/var/backups/distillsync/outbox.db", file=sys.stderr)
+            return EX_USAGE
+        return operate.backup(config, Path(args.id), args.force)
+    if args.id is not None and not args.id.isdigit():
+        print(f"outbox {args.action}: {args.id!r} is not a dead letter id", file=sys.stderr)
+        return EX_USAGE
+    dead_id = int(args.id) if args.id is not None else None
+    return asyncio.run(operate.outbox_command(config, args.action, dead_id, args.state,
                                               args.limit))
 
 
@@ -195,11 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument("--tenant", help="fleet view: only this tenant")
     tui.add_argument("--prefix", default="distillsync", help="fleet view: topic prefix")
     tui.set_defaults(func=cmd_tui)
-    outbox = with_config("outbox", "inspect and act on pending and dead-letter events")
-    outbox.add_argument("action", choices=["list", "retry", "discard", "stats"])
-    outbox.add_argument("id", nargs="?", type=int, help="dead letter id (retry, discard)")
+    outbox = with_config("outbox", "inspect and act on pending and dead-letter events, "
+                         "or back the outbox up")
+    outbox.add_argument("action", choices=["list", "retry", "discard", "stats", "backup"])
+    outbox.add_argument("id", nargs="?", metavar="ID|DEST",
+                        help="dead letter id (retry, discard); the file to write (backup)")
     outbox.add_argument("--state", choices=["pending", "dead"], default="dead")
     outbox.add_argument("--limit", type=int, default=50)
+    outbox.add_argument("--force", action="store_true", help="backup: overwrite DEST")
     outbox.set_defaults(func=cmd_outbox)
     resync = with_config("resync", "re-read an entity fully and publish what differs")
     resync.add_argument("entity", help="entity or feed name, e.g. stock, or SOURCE/FEED")

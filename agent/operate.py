@@ -3,12 +3,21 @@
 ``outbox`` goes through the status API when the agent runs (so its counters and the
 TUI see the action at once) and falls back to the outbox file when it does not. SQLite's
 WAL lets the file path run next to a live agent too; its writes are short transactions
-that wait (busy timeout) for the agent's.
+that wait (busy timeout) for the agent's. ``outbox backup`` only reads the file, through
+a read-only connection of its own (the stdlib's, as it runs outside the event loop).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 
@@ -16,7 +25,7 @@ from agent.apiclient import ApiClient
 from agent.config import Config
 from agent.errors import EX_FAILURE, EX_OK, EX_USAGE
 from agent.model import FeedId
-from agent.outbox import Outbox
+from agent.outbox import PENDING, Outbox
 
 
 async def outbox_command(config: Config, action: str, dead_id: int | None, state: str,
@@ -123,3 +132,150 @@ async def resync(config: Config, name: str) -> int:
             await outbox.forget_cursor(feed)
             print(f"{feed.source}/{feed.feed}: cursor cleared; the next poll re-reads it")
     return EX_OK
+
+
+# Pages copied per backup step, between progress reports: 16 MiB with SQLite's 4 KiB pages.
+BACKUP_STEP_PAGES = 4096
+
+
+class BackupError(Exception):
+    """The copy was made but is not sound; it was not put in place."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackupResult:
+    size: int
+    pending: int
+    last_sequence: int
+    seconds: float
+
+
+def backup(config: Config, dest: Path, force: bool = False,
+           step_pages: int = BACKUP_STEP_PAGES) -> int:
+    """``outbox backup``: a consistent copy of the outbox, safe next to a running agent."""
+    source = config.agent.state_dir / "outbox.db"
+    problem = _backup_problem(source, dest, force)
+    if problem:
+        print(problem, file=sys.stderr)
+        return EX_FAILURE
+    try:
+        result = copy_outbox(source, dest, force, step_pages)
+    except FileExistsError:
+        print(f"{dest} appeared during the backup; it was left alone "
+              "(--force overwrites it)", file=sys.stderr)
+        return EX_FAILURE
+    except (OSError, sqlite3.Error, BackupError) as error:
+        print(f"backup of {source} failed, {dest} was not written: {error}", file=sys.stderr)
+        return EX_FAILURE
+    print(f"backed up {source} to {dest}: {result.size / 2**20:.1f} MiB "
+          f"({result.size:,} bytes), {result.pending:,} events pending, last sequence "
+          f"{result.last_sequence}, integrity ok, in {result.seconds:.2f}s")
+    return EX_OK
+
+
+def _backup_problem(source: Path, dest: Path, force: bool) -> str | None:
+    if not source.exists():
+        return f"no outbox at {source} yet (has the agent run?)"
+    if dest.is_dir():
+        return f"{dest} is a directory; name the backup file, e.g. {dest / 'outbox.db'}"
+    if not dest.parent.is_dir():
+        return f"{dest.parent} does not exist; create it first"
+    if dest.exists() and dest.resolve() == source.resolve():
+        return f"{dest} is the outbox itself; back it up somewhere else"
+    if dest.exists() and not force:
+        return f"{dest} already exists; choose another name, or --force to overwrite it"
+    return None
+
+
+Progress = Callable[[int, int, int], object]
+"""``sqlite3.Connection.backup``'s callback: (status, pages remaining, pages in all)."""
+
+
+def copy_outbox(source: Path, dest: Path, force: bool,
+                step_pages: int = BACKUP_STEP_PAGES,
+                progress: Progress | None = None) -> BackupResult:
+    """Copy into a temporary file beside ``dest``, check it, flush it, then put it in place:
+    ``dest`` is either absent or a whole, checked backup, whatever happens meanwhile."""
+    started = time.monotonic()
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)  # mode 0600: the outbox holds the company's data
+    temporary = Path(name)
+    try:
+        _snapshot(source, temporary, step_pages, progress or _Progress())
+        pending, last_sequence = _check_copy(temporary)
+        _fsync(temporary)
+        _put_in_place(temporary, dest, force)
+        _fsync(dest.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return BackupResult(dest.stat().st_size, pending, last_sequence,
+                        time.monotonic() - started)
+
+
+def _snapshot(source: Path, target: Path, step_pages: int, progress: Progress) -> None:
+    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30,
+                                            isolation_level=None)) as src, \
+            contextlib.closing(sqlite3.connect(target, isolation_level=None)) as dst:
+        # One read transaction across every step: the copy is the snapshot it sees, while
+        # the agent goes on committing to the WAL. Without it each step would see the
+        # newest commit, and SQLite restarts a backup whose source changed: against a
+        # busy agent, for ever.
+        src.execute("BEGIN")
+        src.execute("SELECT count(*) FROM sqlite_master")
+        try:
+            src.backup(dst, pages=step_pages, progress=progress)
+        finally:
+            src.execute("ROLLBACK")
+        # The copy inherits the WAL flag; a rollback-journal file is self-contained
+        # (nothing to copy beside it). The agent turns WAL back on when it opens it.
+        dst.execute("PRAGMA journal_mode=DELETE")
+
+
+class _Progress:
+    """Prints a line on stderr at each further tenth of a copy that takes several steps."""
+
+    def __init__(self) -> None:
+        self.shown = 0
+
+    def __call__(self, _status: int, remaining: int, total: int) -> None:
+        done = 100 * (total - remaining) // max(total, 1)
+        if remaining and done >= self.shown + 10:
+            self.shown = done - done % 10
+            print(f"  {done}% ({total - remaining:,} of {total:,} pages)", file=sys.stderr)
+
+
+def _check_copy(path: Path) -> tuple[int, int]:
+    """``integrity_check`` on the copy, then what it holds: pending events, last sequence."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        problems = [row[0] for row in db.execute("PRAGMA integrity_check")]
+        if problems != ["ok"]:
+            raise BackupError("integrity_check on the copy: " + "; ".join(problems[:5]))
+        pending = db.execute("SELECT count(*) FROM events WHERE state = ?",
+                             (PENDING,)).fetchone()[0]
+        last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    return int(pending), int(last[0]) if last else 0
+
+
+def _put_in_place(temporary: Path, dest: Path, force: bool) -> None:
+    if force:
+        temporary.replace(dest)
+        return
+    try:
+        # A link never replaces: a DEST created since the first check is left alone.
+        dest.hardlink_to(temporary)
+    except FileExistsError:
+        raise
+    except OSError:
+        # No hard links on this file system (FAT, some network shares): check, then rename.
+        if dest.exists():
+            raise FileExistsError(dest) from None
+        temporary.replace(dest)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file, or a directory's entries (so a rename survives power loss)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
