@@ -287,7 +287,7 @@ async def serve(agent: Agent, api: ApiSection) -> AsyncIterator[None]:
         finally:
             os.umask(old_umask)
         if api.tcp_address is not None:
-            token = read_secret(api.token_file, api.token_env, "api.token")
+            token = read_secret(api.token_file, api.token_env, "api.token", api.token_credential)
             if not token:
                 raise ConfigError(["api.token: the bearer token is empty"])
             runners.append(web.AppRunner(build_app(agent, board, token), access_log=None,

@@ -2,8 +2,10 @@
 
 Unknown keys are errors, and a bad file reports every problem at once, each by its
 TOML key path (``sources[0].entities[1].cursor: required in timestamp mode``).
-Secrets never live in the file: ``*_file`` keys name a file that holds them and
-``*_env`` keys name an environment variable; :func:`read_secret` resolves both.
+Secrets never live in the file: ``*_file`` keys name a file that holds them, ``*_env``
+keys an environment variable, and ``*_credential`` keys a systemd credential (a file in
+``$CREDENTIALS_DIRECTORY``); :func:`read_secret` resolves all three and refuses a secret
+file that other users could read (:func:`check_private`).
 """
 
 from __future__ import annotations
@@ -79,6 +81,26 @@ def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+# A systemd credential's name is a file name in $CREDENTIALS_DIRECTORY (LoadCredential=ID:...).
+CredentialName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$", max_length=255)]
+
+
+def _one_way_to_the_secret(section: BaseModel, stem: str) -> None:
+    """At most one of ``{stem}_file``, ``{stem}_env`` and ``{stem}_credential``: with two,
+    which one wins would be a guess."""
+    keys = [f"{stem}_{how}" for how in ("file", "env", "credential")]
+    given = [key for key in keys if getattr(section, key) is not None]
+    if len(given) > 1:
+        raise ValueError(f"{given[1]}: set only one of {', '.join(keys)}")
+
+
+def _no_password_in(url: str) -> None:
+    """Status, logs and errors show URLs; a password inside one would leak through them."""
+    if urlsplit(url).password:
+        raise ValueError("holds a password; put it in password_file, password_env or "
+                         "password_credential instead")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -107,6 +129,8 @@ class RelaySection(_Strict):
     username: str | None = None
     password_file: FilePath | None = None
     password_env: str | None = None
+    password_credential: CredentialName | None = None
+    """Name of a systemd credential (``LoadCredential=relay-password:...``) holding it."""
     topic_prefix: str = Field(default="distillsync", pattern=r"^[^/+#$][^/+#]*$")
     client_id: str | None = None
     """Fixed MQTT client id; defaults to ``distillsync-{tenant}-{agent}``."""
@@ -133,7 +157,13 @@ class RelaySection(_Strict):
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+        _no_password_in(url)
         return url
+
+    @model_validator(mode="after")
+    def _one_password(self) -> RelaySection:
+        _one_way_to_the_secret(self, "password")
+        return self
 
     @model_validator(mode="after")
     def _tls_or_loopback(self) -> RelaySection:
@@ -156,6 +186,7 @@ class ApiSection(_Strict):
     """Also serve on TCP, ``"127.0.0.1:8765"``; loopback only, and only with a token."""
     token_file: FilePath | None = None
     token_env: str | None = None
+    token_credential: CredentialName | None = None
     """The bearer token TCP clients must send (``Authorization: Bearer ...``)."""
 
     @field_validator("listen")
@@ -174,8 +205,11 @@ class ApiSection(_Strict):
 
     @model_validator(mode="after")
     def _token_with_tcp(self) -> ApiSection:
-        if self.listen is not None and self.token_file is None and self.token_env is None:
-            raise ValueError("token_file: required when listen is set (or token_env)")
+        _one_way_to_the_secret(self, "token")
+        tokenless = (self.token_file, self.token_env, self.token_credential) == (None,) * 3
+        if self.listen is not None and tokenless:
+            raise ValueError("token_file: required when listen is set (or token_env, "
+                             "token_credential)")
         return self
 
     @property
@@ -232,6 +266,7 @@ class SourceConfig(_Strict):
     """Any SQLAlchemy async URL; keep the password out of it (``password_file``)."""
     password_file: FilePath | None = None
     password_env: str | None = None
+    password_credential: CredentialName | None = None
     poll_interval: PositiveDuration = 5.0
     page_size: int = Field(default=1000, ge=1, le=100_000)
     timezone: str = "UTC"
@@ -247,14 +282,16 @@ class SourceConfig(_Strict):
             raise ValueError(
                 f"{scheme or url!r} is not an async SQLAlchemy driver; use one of {known}"
             )
+        _no_password_in(url)
         return url
 
     @model_validator(mode="after")
     def _password_has_a_use(self) -> SourceConfig:
-        secret = self.password_file is not None or self.password_env is not None
-        if secret and self.url.startswith("sqlite"):
-            key = "password_file" if self.password_file is not None else "password_env"
-            raise ValueError(f"{key}: SQLite files have no password; remove it")
+        _one_way_to_the_secret(self, "password")
+        given = [f"password_{how}" for how in ("file", "env", "credential")
+                 if getattr(self, f"password_{how}") is not None]
+        if given and self.url.startswith("sqlite"):
+            raise ValueError(f"{given[0]}: SQLite files have no password; remove it")
         return self
 
     @field_validator("timezone")
@@ -361,13 +398,69 @@ def load_config(path: Path) -> Config:
     return parse_config(raw)
 
 
-def read_secret(file: Path | None, env: str | None, what: str) -> str | None:
-    """Resolve a secret from its ``*_file`` or ``*_env`` key; the value is never logged."""
+def credentials_directory() -> Path | None:
+    """Where systemd put this service's credentials (``LoadCredential=``), if it did."""
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    return Path(folder) if folder else None
+
+
+def check_private(path: Path, key: str) -> None:
+    """Refuse a secret file that users other than its owner may read.
+
+    The rule: no read permission for others, and none for the group either, except under
+    ``$CREDENTIALS_DIRECTORY``: systemd makes a credential 0400 or 0440, owned by the
+    service, in a directory only the service can enter. Only the mode is judged, never
+    the content, so the message can name the file without a word of what it holds.
+    """
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError as error:
+        raise ConfigError([f"{key}: cannot read {path} ({error.strerror})"]) from None
+    credentials = credentials_directory()
+    systemd_made = credentials is not None and path.resolve().is_relative_to(
+        credentials.resolve())
+    readers = [who for who, bit in (("its group", 0o040), ("other users", 0o004))
+               if mode & bit and not (systemd_made and who == "its group")]
+    if readers:
+        raise ConfigError([
+            f"{key}: {path} holds a secret but {' and '.join(readers)} can read it "
+            f"(mode {mode:04o}); make it private with `chmod 600 {path}` (owned by the "
+            "user the agent runs as), or hand it over with systemd's LoadCredential="])
+
+
+def _read_private(path: Path, key: str) -> str:
+    check_private(path, key)
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ConfigError([f"{key}: cannot read {path} ({error.strerror})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{key}: {path} is not UTF-8 text"]) from None
+
+
+def _credential_path(name: str, key: str) -> Path:
+    folder = credentials_directory()
+    if folder is None:
+        raise ConfigError([
+            f"{key}: CREDENTIALS_DIRECTORY is not set; systemd sets it for a unit with "
+            f"LoadCredential={name}:/path/to/the/secret (outside systemd, use the _file or "
+            "_env key instead)"])
+    path = folder / name
+    if not path.is_file():
+        raise ConfigError([f"{key}: no credential {name!r} in {folder}; add "
+                           f"LoadCredential={name}:/path/to/the/secret to the unit"])
+    return path
+
+
+def read_secret(file: Path | None, env: str | None, what: str,
+                credential: str | None = None) -> str | None:
+    """Resolve a secret from its ``*_file``, ``*_credential`` or ``*_env`` key (``what``
+    is the key path without the suffix, for errors); the value never appears in one."""
     if file is not None:
-        try:
-            return file.read_text(encoding="utf-8").strip()
-        except OSError as error:
-            raise ConfigError([f"{what}_file: cannot read {file} ({error.strerror})"]) from None
+        return _read_private(file, f"{what}_file")
+    if credential is not None:
+        key = f"{what}_credential"
+        return _read_private(_credential_path(credential, key), key)
     if env is not None:
         value = os.environ.get(env)
         if value is None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import ssl
 import time
@@ -51,8 +52,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.config import MQTT5, MQTT311
-from agent.errors import RelayError
+from agent.config import MQTT5, MQTT311, check_private
+from agent.errors import ConfigError, RelayError
 from agent.model import Outcome
 
 log = logging.getLogger("distillsync.relay")
@@ -92,11 +93,90 @@ class LinkLost(RelayError):
 
 def tls_context(ca_file: Path | None, cert_file: Path | None,
                 key_file: Path | None) -> ssl.SSLContext:
-    """Verify the relay's certificate and hostname; optionally present a client cert."""
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    """Verify the relay's certificate and hostname; optionally present a client cert.
+
+    A file that cannot be used is a :class:`ConfigError` naming its ``relay.*`` key, and a
+    private key others may read is refused (:func:`agent.config.check_private`)."""
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        context.sslsocket_class = _ClosedOnFailedHandshake
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError([f"relay.ca_file: cannot load {ca_file}: {_ssl_words(error)}"]) \
+            from None
     if cert_file is not None and key_file is not None:
-        context.load_cert_chain(str(cert_file), str(key_file))
+        check_private(key_file, "relay.key_file")
+        try:
+            context.load_cert_chain(str(cert_file), str(key_file), password=_no_passphrase)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError([f"relay.cert_file: cannot use {cert_file} with relay.key_file "
+                               f"{key_file}: {_ssl_words(error)}"]) from None
     return context
+
+
+class _ClosedOnFailedHandshake(ssl.SSLSocket):
+    """paho leaves the socket of a failed TLS handshake open (a refused certificate), one
+    more with every reconnect attempt until the garbage collector finds them."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def _no_passphrase() -> str:
+    # OpenSSL would otherwise prompt on the terminal, which a service does not have.
+    raise ConfigError(["relay.key_file: the private key is encrypted and the agent cannot ask "
+                       "for its passphrase; store it unencrypted, mode 600 "
+                       "(openssl pkey -in ENCRYPTED -out PLAIN)"])
+
+
+def _ssl_words(error: OSError) -> str:
+    """OpenSSL's reason without its library tag and source line: ``[SSL:
+    CERTIFICATE_VERIFY_FAILED] certificate verify failed: ... (_ssl.c:1006)`` ->
+    ``certificate verify failed: ...``."""
+    if not isinstance(error, ssl.SSLError) and error.strerror:
+        return error.strerror
+    words = re.sub(r"^\[[^]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(error)).strip()
+    return "not a PEM certificate with its matching key" if words == "PEM lib" else words
+
+
+_CLOSED_EARLY = "the relay closed the connection before accepting it"
+# What a connection failure means, in an operator's words: (text in the library's error,
+# the explanation). The first match wins; the library's own text follows in brackets.
+_CONNECT_FAILURES = (
+    ("certificate has expired", "the relay's TLS certificate has expired (or this machine's "
+                                "clock is wrong)"),
+    ("certificate is not yet valid", "the relay's TLS certificate is not valid yet (or this "
+                                     "machine's clock is wrong)"),
+    ("Hostname mismatch", "the relay's TLS certificate is not issued for {host}: connect by "
+                          "a name the certificate lists"),
+    ("IP address mismatch", "the relay's TLS certificate is not issued for {host}: connect by "
+                            "a name the certificate lists"),
+    ("certificate verify failed", "the relay's TLS certificate is not signed by a CA we "
+                                  "trust; set relay.ca_file to the CA that signed it"),
+    ("WRONG_VERSION_NUMBER", "the relay's port does not speak TLS: use its TLS port, or "
+                             "mqtt:// to a loopback relay"),
+    (_CLOSED_EARLY, "the relay closed the connection while we logged in{tls}"),
+    ("Not authorized", "the relay refused the login: check relay.username and the password "
+                       "(or the client certificate)"),
+    ("Bad user name or password", "the relay refused the login: check relay.username and "
+                                  "the password"),
+)
+
+
+def describe_connect_failure(error: Exception, host: str, tls: bool) -> str:
+    """``error`` (from aiomqtt or paho) with, where known, what it means and what to do."""
+    raw = _ssl_words(error) if isinstance(error, OSError) else str(error)
+    raw = re.sub(r"^\[SSL: [A-Z_]+\]\s*|\s*\(_ssl\.c:\d+\)$", "", raw)
+    hint = (" (a TLS relay does that when it requires a client certificate and gets none it "
+            "trusts: see relay.cert_file and relay.key_file)") if tls else ""
+    for needle, words in _CONNECT_FAILURES:
+        if needle in raw:
+            words = words.format(host=host, tls=hint)
+            return words if raw == _CLOSED_EARLY else f"{words} ({raw})"
+    return raw
 
 
 def parse_relay_url(url: str) -> tuple[str, int, bool]:
@@ -192,8 +272,10 @@ class RelayLink:
         try:
             await self._client.__aenter__()
         except aiomqtt.MqttError as error:
-            raise RelayError(f"cannot connect to {self.settings.host}:{self.settings.port}: "
-                             f"{error}") from None
+            s = self.settings
+            why = describe_connect_failure(error, s.host, s.tls is not None)
+            raise RelayError(f"cannot connect to {s.host}:{s.port}: {why}") \
+                from None
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -343,6 +425,11 @@ def _install_hooks(client: aiomqtt.Client, link: RelayLink) -> paho.Client:
     def on_disconnect(c: Any, userdata: Any, flags: Any, code: Any, props: Any = None) -> None:
         link.on_disconnect(code)
         originals["on_disconnect"](c, userdata, flags, code, props)
+        # Closed before its CONNACK (a TLS relay that wants a client certificate does
+        # that): aiomqtt ignores it and would wait out its whole connect timeout.
+        connecting = getattr(client, "_connected", None)
+        if isinstance(connecting, asyncio.Future) and not connecting.done():
+            connecting.set_exception(aiomqtt.MqttError(_CLOSED_EARLY))
         # aiomqtt keeps an unexpected disconnection as an exception on a future that only
         # its message iterator reads; we report the loss ourselves, so mark it retrieved
         # rather than have asyncio log "Future exception was never retrieved" each time.

@@ -31,7 +31,8 @@ log = logging.getLogger("distillsync.service")
 
 
 def source_password(source: SourceConfig, index: int) -> str | None:
-    return read_secret(source.password_file, source.password_env, f"sources[{index}].password")
+    return read_secret(source.password_file, source.password_env, f"sources[{index}].password",
+                       source.password_credential)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from agent.apiclient import ApiClient
 from bench.parts import Broker
 from tests.relay_support import ConsumerProcess, consumer_toml, publish, stock_event
 from tests.sims.woocommerce import WooCommerceSim
+from tests.support import write_secret
 
 TOPIC = "distillsync/acme/+/out/stock/#"
 PIPELINE = ""  # the defaults: batch_size 100, concurrency 4
@@ -72,8 +73,8 @@ async def consumer_drain(workdir: Path, broker: Broker, backlog: list[tuple[str,
     async with WooCommerceSim() as shop:
         for n in range(skus):
             shop.add(f"SKU-{n}", stock=0)
-        (workdir / "ck").write_text(shop.consumer_key)
-        (workdir / "cs").write_text(shop.consumer_secret)
+        write_secret(workdir / "ck", shop.consumer_key)
+        write_secret(workdir / "cs", shop.consumer_secret)
         config = workdir / "relay.toml"
         config.write_text(consumer_toml(workdir, broker.url, (
             f'[[sinks]]\ntype = "woocommerce"\nname = "woo"\nurl = "{shop.url}"\n'

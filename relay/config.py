@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from relay.settings import Duration, FilePath, Strict
+from relay.settings import CredentialName, Duration, FilePath, Strict, one_way_to_the_secret
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
 Entity = Literal["product", "price", "stock", "promotion", "order_status", "invoice", "customer"]
@@ -50,6 +50,7 @@ class RelaySection(Strict):
     username: str | None = None
     password_file: FilePath | None = None
     password_env: str | None = None
+    password_credential: CredentialName | None = None
     ca_file: FilePath | None = None
     cert_file: FilePath | None = None
     key_file: FilePath | None = None
@@ -68,10 +69,14 @@ class RelaySection(Strict):
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+        if parts.password:  # the URL shows in logs and status; a password there would too
+            raise ValueError("holds a password; put it in password_file, password_env or "
+                             "password_credential instead")
         return url
 
     @model_validator(mode="after")
     def _tls_or_loopback(self) -> RelaySection:
+        one_way_to_the_secret(self, "password")
         host = urlsplit(self.url).hostname or ""
         loopback = host in ("localhost", "::1") or host.startswith("127.")
         if urlsplit(self.url).scheme == "mqtt" and not loopback and not self.allow_insecure:

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from relay.config import ConsumerConfig, sink_settings
 from relay.consumer import Consumer, status_topic, subscriptions
-from relay.settings import SecretMissing, read_secret
+from relay.settings import SecretMissing, check_private, read_secret
 from relay.sinks.base import Sink
 from relay.status import METRICS_CONTENT_TYPE, metrics_text
 from relay.store import VersionStore
@@ -33,10 +33,13 @@ log = logging.getLogger("distillsync.consume")
 def session_settings(config: ConsumerConfig) -> SessionSettings:
     relay = config.relay
     secure = relay.url.startswith("mqtts://")
+    if secure and relay.key_file is not None:
+        check_private(relay.key_file, "relay.key_file")
     return SessionSettings(
         url=relay.url, client_id=config.client_id, topics=subscriptions(config),
         username=relay.username,
-        password=read_secret(relay.password_file, relay.password_env, "relay.password"),
+        password=read_secret(relay.password_file, relay.password_env, "relay.password",
+                             relay.password_credential),
         tls=tls_context(relay.ca_file, relay.cert_file, relay.key_file) if secure else None,
         session_expiry=int(relay.session_expiry), keepalive=int(relay.keepalive),
         receive_maximum=relay.receive_maximum, will_topic=status_topic(config),

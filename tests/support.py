@@ -132,6 +132,14 @@ def stock_levels_source(db: Path, cursor: str = "tms", name: str = "erp") -> str
     return STOCK_LEVELS_SOURCE.format(db=db, cursor=cursor, name=name)
 
 
+def write_secret(path: Path, secret: str | bytes) -> Path:
+    """A secret file as the agent and the consumer require one: mode 0600 (they refuse a
+    secret file its group or other users can read)."""
+    path.write_bytes(secret.encode() if isinstance(secret, str) else secret)
+    path.chmod(0o600)
+    return path
+
+
 def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``distillsync ARGS -c CONFIG`` as a real process."""
     return subprocess.run([sys.executable, "-m", "agent.cli", *args, "-c", str(config)],

@@ -23,6 +23,7 @@ from tests.support import (
     run_cli,
     stock_levels_source,
     wait_until,
+    write_secret,
 )
 
 
@@ -96,7 +97,7 @@ def metric(text: str, name: str) -> float:
 def test_metrics_stream_and_token_on_tcp(broker: Mosquitto, tmp_path: Path) -> None:
     db_path = erp_with_a_good_and_a_bad_row(tmp_path)
     token_file = tmp_path / "api-token"
-    token_file.write_text("s3cret-token\n")
+    write_secret(token_file, "s3cret-token\n")
     port = free_port()
     config = tmp_path / "agent.toml"
     config.write_text(agent_toml(

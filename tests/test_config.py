@@ -10,7 +10,7 @@ import pytest
 
 from agent.config import load_config, parse_duration, read_secret
 from agent.errors import ConfigError
-from tests.support import REPO
+from tests.support import REPO, write_secret
 
 GOOD = """
 [agent]
@@ -111,7 +111,7 @@ BAD = [
      "api.listen: '127.0.0.1:http' is not an address such as \"127.0.0.1:8765\""),
     ('socket = "/run/distillsync/agent.sock"',
      'socket = "/run/distillsync/agent.sock"\nlisten = "[::1]:8765"',
-     "api.token_file: required when listen is set (or token_env)"),
+     "api.token_file: required when listen is set (or token_env, token_credential)"),
 ]
 
 
@@ -168,7 +168,7 @@ def test_durations(text: str, seconds: float) -> None:
 def test_secrets_from_file_and_environment(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     secret = tmp_path / "pw"
-    secret.write_text("s3cret\n")
+    write_secret(secret, "s3cret\n")
     assert read_secret(secret, None, "relay.password") == "s3cret"
     monkeypatch.setenv("RELAY_PW", "from-env")
     assert read_secret(None, "RELAY_PW", "relay.password") == "from-env"

@@ -10,7 +10,7 @@ import pytest
 
 from relay.config import ConfigProblems, load, sink_settings
 from tests.relay_support import consumer_toml, webhook_sink
-from tests.support import REPO
+from tests.support import REPO, write_secret
 
 EXAMPLE = REPO / "config" / "relay.toml"
 
@@ -63,7 +63,7 @@ def test_the_command_exits_78_listing_the_problems(tmp_path: Path) -> None:
 
 def test_a_store_it_cannot_open_exits_69_saying_which(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
-    secret.write_text("s")
+    write_secret(secret, "s")
     path = tmp_path / "relay.toml"
     path.write_text(consumer_toml(
         tmp_path, "mqtt://127.0.0.1:1", webhook_sink("http://127.0.0.1:9/hook", secret),

@@ -21,14 +21,14 @@ from tests.relay_support import (
 )
 from tests.relay_support import consumer_toml as toml
 from tests.sims.webhook import WebhookReceiver
-from tests.support import Mosquitto
+from tests.support import Mosquitto, write_secret
 
 SECRET = b"hook-secret"
 
 
 def secret_file(tmp_path: Path) -> Path:
     path = tmp_path / "hook-secret"
-    path.write_bytes(SECRET)
+    write_secret(path, SECRET)
     return path
 
 
@@ -155,8 +155,8 @@ async def test_a_shop_that_is_down_holds_the_batch_and_an_unknown_sku_is_a_dead_
 
     async with WooCommerceSim() as sim:
         sim.add("KNOWN", stock=0)
-        (tmp_path / "ck").write_text(sim.consumer_key)
-        (tmp_path / "cs").write_text(sim.consumer_secret)
+        write_secret(tmp_path / "ck", sim.consumer_key)
+        write_secret(tmp_path / "cs", sim.consumer_secret)
         config = tmp_path / "relay.toml"
         config.write_text(toml(tmp_path, broker.url, (
             f'[[sinks]]\ntype = "woocommerce"\nname = "woo"\nurl = "{sim.url}"\n'

@@ -22,7 +22,7 @@ from tests.relay_support import (
     webhook_sink,
 )
 from tests.sims.webhook import WebhookReceiver
-from tests.support import Mosquitto
+from tests.support import Mosquitto, write_secret
 
 SECRET = b"crash-secret"
 KEYS = 50
@@ -55,7 +55,7 @@ def check_the_shop(received: list[dict[str, Any]], allowed_repeats: int) -> None
 def settings(tmp_path: Path, url: str, broker: Mosquitto, store: str | None = None,
              name: str = "crash-1", group: str = "") -> Path:
     secret = tmp_path / "secret"
-    secret.write_bytes(SECRET)
+    write_secret(secret, SECRET)
     config = tmp_path / f"{name}.toml"
     config.write_text(consumer_toml(
         tmp_path, broker.url, webhook_sink(url, secret), name=name, store=store,

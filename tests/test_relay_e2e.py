@@ -26,6 +26,7 @@ from tests.support import (
     Mosquitto,
     agent_toml,
     stock_levels_source,
+    write_secret,
 )
 
 SKUS = [f"SKU-{n}" for n in range(20)]
@@ -82,8 +83,8 @@ async def woocommerce(tmp_path: Path) -> AsyncIterator[Shop]:
     async with WooCommerceSim() as sim:
         for sku in SKUS:  # out of date: only the events can bring it in line
             sim.add(sku, price="1.00", stock=0)
-        (tmp_path / "ck").write_text(sim.consumer_key)
-        (tmp_path / "cs").write_text(sim.consumer_secret)
+        write_secret(tmp_path / "ck", sim.consumer_key)
+        write_secret(tmp_path / "cs", sim.consumer_secret)
         yield Shop(f'[[sinks]]\ntype = "woocommerce"\nname = "woo"\nurl = "{sim.url}"\n'
                    f'consumer_key_file = "{tmp_path / "ck"}"\n'
                    f'consumer_secret_file = "{tmp_path / "cs"}"\nwarehouse = "MAD"\n'
@@ -99,7 +100,7 @@ async def shopify(tmp_path: Path) -> AsyncIterator[Shop]:
         madrid, barcelona = sim.add_location(), sim.add_location()
         for sku in SKUS:
             sim.add_product([sku], price="1.00", stock={madrid: 0, barcelona: 0})
-        (tmp_path / "token").write_text(sim.token)
+        write_secret(tmp_path / "token", sim.token)
         yield Shop(f'[[sinks]]\ntype = "shopify"\nname = "shopify"\nshop_url = "{url}"\n'
                    f'access_token_file = "{tmp_path / "token"}"\n'
                    f'locations = {{ MAD = "{madrid}", BCN = "{barcelona}" }}\n',
@@ -117,7 +118,7 @@ async def magento(tmp_path: Path) -> AsyncIterator[Shop]:
         sim.add_source("MAD")
         for sku in SKUS:
             sim.add_product(sku, price="1.00")
-        (tmp_path / "token").write_text(sim.token)
+        write_secret(tmp_path / "token", sim.token)
         yield Shop(f'[[sinks]]\ntype = "magento"\nname = "magento"\nurl = "{url}"\n'
                    f'token_file = "{tmp_path / "token"}"\nsources = {{ MAD = "MAD" }}\n'
                    f'requests_per_second = 50\n',
@@ -130,7 +131,7 @@ async def magento(tmp_path: Path) -> AsyncIterator[Shop]:
 async def prestashop(tmp_path: Path) -> AsyncIterator[Shop]:
     async with PrestaShopSim() as sim:
         ids = {sku: sim.add_product(sku, "1.00", quantity=0) for sku in SKUS}
-        (tmp_path / "key").write_text(sim.key)
+        write_secret(tmp_path / "key", sim.key)
         yield Shop(f'[[sinks]]\ntype = "prestashop"\nname = "presta"\nurl = "{sim.url}"\n'
                    f'api_key_file = "{tmp_path / "key"}"\nwarehouse = "MAD"\n'
                    f'requests_per_second = 100\n',

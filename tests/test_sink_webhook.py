@@ -18,6 +18,7 @@ from relay.sinks.http import retry_after
 from relay.sinks.webhook import Settings, WebhookSink
 from tests.sims import event, sink_maker
 from tests.sims.webhook import WebhookReceiver
+from tests.support import write_secret
 
 SECRET = b"s3cret-shared-with-the-receiver"
 STOCK = event("stock", {"sku": "SKU-1", "warehouse": "MAD", "on_hand": 12})
@@ -35,7 +36,7 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 @pytest.fixture
 async def make_sink(tmp_path: Path, receiver: WebhookReceiver) -> AsyncIterator[MakeSink]:
-    (tmp_path / "secret").write_bytes(SECRET + b"\n")
+    write_secret(tmp_path / "secret", SECRET + b"\n")
     async with sink_maker(WebhookSink, Settings, type="webhook", name="hook", url=receiver.url,
                           secret_file=tmp_path / "secret", backoff="10ms",
                           timeout="2s") as make:
@@ -54,7 +55,7 @@ async def test_events_arrive_as_received_and_signed(receiver: WebhookReceiver,
 
 async def test_a_wrong_secret_stops_the_sink_without_dead_letters(
         receiver: WebhookReceiver, make_sink: MakeSink, tmp_path: Path) -> None:
-    (tmp_path / "wrong").write_text("not-the-receivers-secret\n")
+    write_secret(tmp_path / "wrong", "not-the-receivers-secret\n")
     with pytest.raises(SinkUnavailable, match="HTTP 401") as raised:
         await make_sink(secret_file=tmp_path / "wrong").apply([STOCK])
     assert "not-the-receivers-secret" not in str(raised.value)

@@ -16,6 +16,7 @@ from relay.sinks.base import SinkUnavailable
 from relay.sinks.woocommerce import Settings, WooCommerceSink
 from tests.sims import event, price, sink_maker, statuses, stock
 from tests.sims.woocommerce import WooCommerceSim
+from tests.support import write_secret
 
 MakeSink = Callable[..., WooCommerceSink]
 
@@ -32,7 +33,7 @@ async def shop() -> AsyncIterator[WooCommerceSim]:
 @pytest.fixture
 async def make_sink(tmp_path: Path, shop: WooCommerceSim,
                     monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MakeSink]:
-    (tmp_path / "key").write_text(shop.consumer_key + "\n")
+    write_secret(tmp_path / "key", shop.consumer_key + "\n")
     monkeypatch.setenv("WOO_SECRET", shop.consumer_secret)
     async with sink_maker(WooCommerceSink, Settings, type="woocommerce", name="shop",
                           url=shop.url, warehouse="MAD", consumer_key_file=tmp_path / "key",

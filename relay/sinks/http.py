@@ -1,7 +1,7 @@
 """The HTTP policy every HTTP sink shares: settings, one request, and retries.
 
 - :class:`HttpSettings`: what every HTTP sink's settings have (``name``, ``timeout``,
-  ``max_retries``, ``backoff``, credentials from ``*_file`` or ``*_env``);
+  ``max_retries``, ``backoff``, credentials from ``*_file``, ``*_env`` or ``*_credential``);
   :func:`check_url` checks their URLs (:data:`ShopUrl` a shop's base URL).
 - :class:`LazySession`: the sink's aiohttp session, made on first use.
 - :func:`send`: one request, paced by the sink's :class:`~relay.sinks.base.RateBudget`.
@@ -38,7 +38,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from relay.settings import Duration, SecretMissing, Strict, read_secret
+from relay.settings import Duration, SecretMissing, Strict, one_way_to_the_secret, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
 
 log = logging.getLogger(__name__)
@@ -90,20 +90,21 @@ class HttpSettings(Strict):
     """First pause between retries; it doubles (with jitter) up to 60 s."""
 
     secrets: ClassVar[tuple[str, ...]] = ()
-    """The sink's credentials: each is read from ``{key}_file`` or ``{key}_env``, and exactly
-    one of the two must be set."""
+    """The sink's credentials: each is read from ``{key}_file``, ``{key}_env`` or
+    ``{key}_credential`` (a systemd credential's name), and exactly one of them is set."""
 
     @model_validator(mode="after")
     def _one_source_per_secret(self) -> Self:
         for key in self.secrets:
-            if (getattr(self, f"{key}_file") is None) == (getattr(self, f"{key}_env") is None):
-                raise ValueError(f"set exactly one of {key}_file or {key}_env")
+            one_way_to_the_secret(self, key, required=True)
         return self
 
     def secret(self, key: str, what: str) -> str:
-        """The credential behind ``{key}_file`` or ``{key}_env`` (``what`` it is, for the
-        error); :class:`SecretMissing` when it cannot be read or is empty."""
-        value = read_secret(getattr(self, f"{key}_file"), getattr(self, f"{key}_env"), key)
+        """The credential behind ``{key}_file``, ``{key}_env`` or ``{key}_credential``
+        (``what`` it is, for the error); :class:`SecretMissing` when it cannot be read or
+        is empty."""
+        value = read_secret(getattr(self, f"{key}_file"), getattr(self, f"{key}_env"), key,
+                            getattr(self, f"{key}_credential"))
         if not value:
             raise SecretMissing(f"{key}: {what} is empty")
         return value

@@ -49,7 +49,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from relay.model import Event, SinkResult, Status
-from relay.settings import FilePath, read_secret
+from relay.settings import CredentialName, FilePath, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
 from relay.sinks.http import HttpSettings, LazySession, Reply, ShopUrl, send, with_retries
 from relay.sinks.shop import ENTITIES, Price, Rules, Stock, one_warehouse_each, sort_out
@@ -73,6 +73,7 @@ class Settings(HttpSettings):
     token_file: FilePath | None = None
     """File holding the integration's access token; or ``token_env``."""
     token_env: str | None = None
+    token_credential: CredentialName | None = None
     secrets = ("token",)
     store_code: str = "all"
     """The store code in REST paths; ``all`` is the admin (global) scope."""
@@ -140,7 +141,8 @@ class MagentoSink:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.name = settings.name
-        token = read_secret(settings.token_file, settings.token_env, "token")
+        token = read_secret(settings.token_file, settings.token_env, "token",
+                            settings.token_credential)
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._api = f"{settings.url}/rest/{settings.store_code}/V1"
         self._budget = RateBudget(settings.requests_per_second)

@@ -72,7 +72,7 @@ from xml.etree import ElementTree as ET
 from pydantic import Field
 
 from relay.model import Event, SinkResult, Status
-from relay.settings import FilePath
+from relay.settings import CredentialName, FilePath
 from relay.sinks.base import RateBudget, SinkUnavailable
 from relay.sinks.http import (
     HttpSettings,
@@ -103,6 +103,7 @@ class Settings(HttpSettings):
     api_key_file: FilePath | None = None
     api_key_env: str | None = None
     """The Webservice key (Advanced Parameters > Webservice), sent as the Basic username."""
+    api_key_credential: CredentialName | None = None
     secrets = ("api_key",)
     warehouse: str
     """The ERP warehouse whose stock the shop shows; stock of other warehouses is SKIPPED."""

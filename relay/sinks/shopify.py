@@ -53,7 +53,7 @@ import aiohttp
 from pydantic import field_validator
 
 from relay.model import Event, SinkResult, Status
-from relay.settings import FilePath, read_secret
+from relay.settings import CredentialName, FilePath, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
 from relay.sinks.http import (
     HttpSettings,
@@ -133,6 +133,7 @@ class Settings(HttpSettings):
     access_token_file: FilePath | None = None
     """The Admin API access token (``shpat_...``) in a file; or ``access_token_env``."""
     access_token_env: str | None = None
+    access_token_credential: CredentialName | None = None
     secrets = ("access_token",)
     locations: dict[str, str]
     """ERP warehouse -> Shopify location GID (``gid://shopify/Location/123``). Stock of any
@@ -267,7 +268,7 @@ class ShopifySink:
         self.settings = settings
         self.name = settings.name
         token = read_secret(settings.access_token_file, settings.access_token_env,
-                            "access_token")
+                            "access_token", settings.access_token_credential)
         self.endpoint = f"{settings.shop_url}/admin/api/{settings.api_version}/graphql.json"
         self.budget = CostBudget()
         self._headers = {"X-Shopify-Access-Token": token or "",

@@ -36,7 +36,7 @@ from pydantic import Field, field_validator, model_validator
 
 from relay.envelope import ENTITIES
 from relay.model import Event, SinkResult, Status
-from relay.settings import FilePath
+from relay.settings import CredentialName, FilePath
 from relay.sinks.base import RateBudget, SinkUnavailable
 from relay.sinks.http import HttpSettings, LazySession, Reply, check_url, send, with_retries
 
@@ -54,6 +54,8 @@ class Settings(HttpSettings):
     """File holding the HMAC-SHA256 key shared with the receiver (set this or ``secret_env``)."""
     secret_env: str | None = None
     """Environment variable holding the HMAC key."""
+    secret_credential: CredentialName | None = None
+    """Or the name of a systemd credential holding it."""
     secrets = ("secret",)
     entities: list[str] = Field(default_factory=lambda: list(ENTITIES))
     """Entities to forward; all seven by default."""

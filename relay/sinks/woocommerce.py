@@ -49,7 +49,7 @@ import orjson
 from pydantic import Field, field_validator
 
 from relay.model import Event, SinkResult, Status
-from relay.settings import FilePath
+from relay.settings import CredentialName, FilePath
 from relay.sinks.base import RateBudget, SinkUnavailable
 from relay.sinks.http import HttpSettings, LazySession, Reply, check_url, send, with_retries
 from relay.sinks.shop import ENTITIES, Price, Rules, Stock
@@ -78,6 +78,8 @@ class Settings(HttpSettings):
     consumer_key_env: str | None = None
     consumer_secret_file: FilePath | None = None
     consumer_secret_env: str | None = None
+    consumer_key_credential: CredentialName | None = None
+    consumer_secret_credential: CredentialName | None = None
     secrets = ("consumer_key", "consumer_secret")
     auth: Literal["basic", "query"] = "basic"
     """How the key travels: an Authorization header, or query parameters for servers that
