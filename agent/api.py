@@ -31,8 +31,8 @@ from aiohttp.typedefs import Middleware
 from agent import __version__, metrics
 from agent.config import ApiSection, read_secret
 from agent.delivery import TailEntry
-from agent.errors import ConfigError
-from agent.outbox import OutboxStats
+from agent.errors import ConfigError, OutboxError
+from agent.outbox import OutboxStats, WriteHealth
 
 if TYPE_CHECKING:
     from agent.runners import SourceRunner
@@ -62,6 +62,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except web.HTTPException as error:
         return _error(error.status, error.reason or "error")
+    except OutboxError as error:  # a full or failing disk: the request may work later
+        return _error(503, str(error))
 
 
 class StatusBoard:
@@ -93,7 +95,10 @@ class StatusBoard:
         down_for = time.time() - relay.since
         healthy = relay.state == "connected" or (
             relay.state in ("connecting", "disconnected") and down_for < RELAY_GRACE)
-        return {"healthy": healthy, "relay": relay.state, "relay_since": relay.since}
+        # An outbox that cannot be written captures nothing: unhealthy at once, no grace.
+        write_error = self.agent.outbox.write_health.error
+        return {"healthy": healthy and write_error is None, "relay": relay.state,
+                "relay_since": relay.since, "outbox_write_error": write_error}
 
     async def snapshot(self) -> dict[str, Any]:
         agent, stats = self.agent, await self._outbox_stats()
@@ -117,8 +122,14 @@ class StatusBoard:
                        "dead_letters": stats.dead_letters, "delivered_kept": stats.delivered,
                        # The count may be a second old; what settled since is newer.
                        "last_sequence": max(stats.last_sequence,
-                                            relay.tail[-1].sequence if relay.tail else 0)},
+                                            relay.tail[-1].sequence if relay.tail else 0),
+                       **_write_health(agent.outbox.write_health)},
         }
+
+
+def _write_health(health: WriteHealth) -> dict[str, Any]:
+    error = None if health.error is None else {"message": health.error, "since": health.since}
+    return {"write_error": error, "write_errors": health.failures}
 
 
 def _source_status(runner: SourceRunner) -> dict[str, Any]:
@@ -220,7 +231,7 @@ def build_app(agent: Agent, board: StatusBoard, token: str | None = None) -> web
         except ValueError:
             return _error(400, "after and limit are whole numbers")
         if state == "pending":
-            events = await agent.outbox.fetch_pending(after, limit)
+            events = await agent.outbox.pending_page(after, limit)
             items = [{"sequence": e.sequence, "id": e.event_id, "entity": e.entity,
                       "op": e.op, "subject": e.subject, "time": e.time,
                       "data": orjson.Fragment(e.data)} for e in events]

@@ -122,6 +122,12 @@ def summary(status: dict[str, object], health: dict[str, object]) -> str:
         f"outbox  {outbox['pending']} pending (oldest {outbox['oldest_pending_time'] or '-'}), "
         f"{outbox['dead_letters']} dead letters, last sequence {outbox['last_sequence']}",
     ]
+    write_error = outbox.get("write_error")
+    if isinstance(write_error, dict):  # disk full or failing: nothing is being captured
+        from agent.envelope import rfc3339_from_epoch
+
+        since = rfc3339_from_epoch(float(write_error["since"]))
+        lines.append(f"outbox  CANNOT WRITE since {since}: {write_error['message']}")
     for source in status["sources"]:  # type: ignore[attr-defined]
         paused = " (paused)" if source["paused"] else ""
         for feed in source["feeds"]:

@@ -58,6 +58,11 @@ def _agent_families(status: dict[str, Any]) -> Iterator[Metric]:
     yield _gauge("outbox_last_sequence", "Sequence of the newest event", outbox["last_sequence"])
     yield _gauge("outbox_delivered_per_second", "Delivery rate over the last seconds",
                  outbox["delivered_per_second"])
+    yield _gauge("outbox_write_failing", "1 while the outbox cannot be written (disk full, "
+                 "read-only or failing disk): nothing is captured meanwhile",
+                 0 if outbox["write_error"] is None else 1)
+    yield CounterMetricFamily("distillsync_outbox_write_errors",
+                              "Failed outbox write attempts", value=outbox["write_errors"])
 
 
 _FEED_COUNTERS = (

@@ -12,13 +12,27 @@ even after delivered rows are pruned. Two connections: the writer (behind an asy
 lock, since one aiosqlite connection would otherwise interleave two coroutines'
 statements into one transaction) and a reader for delivery, which under WAL never
 sees an uncommitted page.
+
+When the file cannot be written (disk full, read-only or failing disk, the file removed
+or replaced), a failed page leaves events and cursor as they were, so it is read again
+later and nothing is lost. The outbox then keeps a :class:`WriteHealth` (shown in status,
+health and metrics, logged once when it starts and once when it ends) and hands out
+retries with a capped exponential backoff (:meth:`Outbox.writable`). Delivery's marks
+wait for the next retry rather than fail, so at most ``max_inflight`` events go out
+unrecorded. A reserve file set aside at open is given up on the first ``SQLITE_FULL``:
+the room it frees lets delivery keep marking what it sends, and capture resumes only
+once the reserve fits again with as much to spare (see :data:`RESERVE_BYTES`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +52,47 @@ from agent.model import (
     PublishResult,
 )
 
+log = logging.getLogger("distillsync.outbox")
+
 PENDING, DELIVERED, DEAD = 0, 1, 2
 _CHUNK = 500  # bound for "IN (...)" lists, well under SQLite's variable limit
+
+RESERVE_BYTES = 8 * 1024 * 1024
+"""Set aside next to the outbox (``outbox.db.reserve``) and freed when the disk fills. Once
+capture stops, marks need little room: a mark rewrites pages the file already has, and
+the WAL, once checkpointed, is reused from its start; 8 MiB covers a WAL grown to its
+checkpoint size (1000 pages) and then some."""
+RETRY_FIRST, RETRY_MAX = 0.5, 15.0  # seconds between write attempts while writes fail
+# Primary result codes that mean "the disk, not the statement": the same write can
+# succeed later. Anything else is a bug and is raised as it is.
+_DISK_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
+                         sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB,
+                         sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+class OutboxUnwritable(OutboxError):
+    """A write failed because of the disk or the file, not the statement; retry later."""
+
+    retryable = True
+
+
+@dataclass(slots=True)
+class WriteHealth:
+    """Whether the outbox can be written; the status API, health and metrics read it."""
+
+    error: str | None = None
+    """What the last failed write said, while writes fail; ``None`` while they succeed."""
+    since: float | None = None
+    """Unix time of the first failure of the current spell."""
+    failures: int = 0
+    """Failed write attempts since the agent started (a counter, never reset)."""
+    disk_full: bool = False
+    attempts: int = 0
+    """Failed attempts in the current spell, for the backoff."""
+    retry_at: float = 0.0
+    """``time.monotonic()`` before which no write is tried again."""
+    identity: tuple[int, int] = (0, 0)
+    """(device, inode) of the file opened: another file at the path means it was replaced."""
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -142,22 +195,67 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
         yield items[start : start + size]
 
 
+def _disk_trouble(error: BaseException) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(error, sqlite3.Error) and isinstance(code, int) and (
+        code & 0xFF) in _DISK_CODES
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _make_reserve(path: Path, size: int) -> bool:
+    """Allocate ``size`` bytes at ``path`` (blocks, not a sparse file); False if no room."""
+    if size <= 0:
+        return False
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return False
+    return True
+
+
+def _free_bytes(directory: Path) -> int:
+    info = os.statvfs(directory)
+    return info.f_bavail * info.f_frsize
+
+
 class Outbox:
     """Open with :meth:`open`; every method is safe to call from any task."""
 
     def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
-                 retention: float) -> None:
+                 retention: float, path: Path | None = None, reserve: int = 0) -> None:
         self._writer = writer
         self._reader = reader
         self._retention = retention
         self._lock = asyncio.Lock()
         self.new_events = asyncio.Event()
         """Set whenever a commit enqueued events; delivery waits on it when idle."""
+        self.path = path
+        self.write_health = WriteHealth(identity=(_identity(path) or (0, 0)) if path else (0, 0))
+        self.stopping = asyncio.Event()
+        """Set when the agent stops: writes that keep failing are not retried any more (the
+        outcomes left unrecorded stay pending, and those events are sent again later)."""
+        self._reserve_size = reserve
+        self._reserve = path.with_name(path.name + ".reserve") if path else None
+        self._last_stats: OutboxStats | None = None
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, path: Path, synchronous: str = "full",
-                   retention: float = 3600.0) -> AsyncIterator[Outbox]:
+    async def open(cls, path: Path, synchronous: str = "full", retention: float = 3600.0,
+                   reserve: int = RESERVE_BYTES) -> AsyncIterator[Outbox]:
+        """``reserve``: bytes set aside for a full disk (0: none), see :data:`RESERVE_BYTES`."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             writer = await _connect(path, synchronous)
@@ -166,11 +264,16 @@ class Outbox:
         try:
             await _migrate(writer)
             reader = await _connect(path, synchronous)
+        except aiosqlite.Error as error:  # e.g. a full disk with no room for the WAL index
+            await writer.close()
+            raise OutboxError(f"cannot open outbox {path}: {error}") from error
         except BaseException:
             await writer.close()
             raise
         try:
-            yield cls(writer, reader, retention)
+            outbox = cls(writer, reader, retention, path, reserve)
+            await asyncio.to_thread(outbox._keep_reserve)
+            yield outbox
         finally:
             await reader.close()
             await writer.close()
@@ -178,35 +281,158 @@ class Outbox:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
             try:
+                await self._rollback()  # one a failing disk left open, if any
+                await self._writer.execute("BEGIN IMMEDIATE")
                 yield self._writer
-            except BaseException:
+                await asyncio.shield(self._writer.execute("COMMIT"))
+            except BaseException as error:
                 # Shielded: a cancelled caller must not leave the transaction open.
-                await asyncio.shield(self._writer.execute("ROLLBACK"))
+                await asyncio.shield(self._rollback())
+                if _disk_trouble(error):
+                    raise self._failed(error) from error
                 raise
-            await asyncio.shield(self._writer.execute("COMMIT"))
+
+    @contextlib.contextmanager
+    def _disk_errors(self) -> Iterator[None]:
+        """Statements outside :meth:`_transaction`: a disk's failure counts as a failed write."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            if _disk_trouble(error):
+                raise self._failed(error) from error
+            raise
+
+    async def _rollback(self) -> None:
+        """Roll back what is open. SQLite has often rolled back already (a failed COMMIT
+        on a full disk does), and a dead disk may refuse even this: both are fine."""
+        if self._writer.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                await self._writer.execute("ROLLBACK")
+
+    # --- write health: failing, backing off, recovering -------------------------------------
+
+    @property
+    def writes_failing(self) -> bool:
+        return self.write_health.error is not None
+
+    def _failed(self, error: BaseException | str) -> OutboxUnwritable:
+        """Note a failed write attempt; the first of a spell is logged, later ones counted."""
+        health = self.write_health
+        if isinstance(error, str):
+            message = error
+        else:
+            name = getattr(error, "sqlite_errorname", type(error).__name__)
+            message = f"outbox {self.path}: {error} ({name})"
+            if getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
+                health.disk_full = True
+                self._drop_reserve()
+        if health.error is None:
+            health.since = time.time()
+            log.warning("outbox writes fail: %s; capture is paused (cursors stay where "
+                        "they are), pending events go out while deliveries can be recorded; "
+                        "retrying by itself", message)
+        health.error = message
+        health.failures += 1
+        health.attempts += 1
+        delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (health.attempts - 1))
+        health.retry_at = time.monotonic() + delay
+        return OutboxUnwritable(message)
+
+    def _wrote(self) -> None:
+        """A capture write committed: the spell, if any, is over."""
+        health = self.write_health
+        if health.error is None:
+            return
+        log.info("outbox writable again after %.0fs (%d failed attempts); capture resumes",
+                 time.time() - (health.since or time.time()), health.attempts)
+        health.error, health.since, health.disk_full, health.attempts = None, None, False, 0
+
+    async def writable(self) -> bool:
+        """Whether capture should try a write now: always while writes succeed; while they
+        fail, once the backoff has passed and (on a full disk) the reserve fits again."""
+        health = self.write_health
+        if health.error is None:
+            return True
+        if time.monotonic() < health.retry_at:
+            return False
+        if health.disk_full and not await asyncio.to_thread(self._room_to_resume):
+            self._failed(health.error)
+            return False
+        return True
+
+    def _check_file(self) -> None:
+        """Capture must not go on into a file that is no longer at the outbox's path: all it
+        wrote would be gone with the process, cursors included."""
+        if self.path is None or _identity(self.path) == self.write_health.identity:
+            return
+        raise self._failed(f"outbox {self.path} was removed or replaced while the agent "
+                           f"ran; capture stops until it is back (put the same file back, "
+                           f"or restart the agent to open the one now at that path)")
+
+    def _keep_reserve(self) -> None:
+        if self._reserve is None or self._reserve_size <= 0:
+            return
+        with contextlib.suppress(OSError):
+            if self._reserve.stat().st_size >= self._reserve_size:
+                return
+        if not _make_reserve(self._reserve, self._reserve_size):
+            log.warning("no room for the outbox reserve %s (%d MiB): on a full disk, delivery "
+                        "will stop after relay.max_inflight unrecorded events",
+                        self._reserve, self._reserve_size // 2**20)
+
+    def _drop_reserve(self) -> None:
+        if self._reserve is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._reserve.unlink()
+                log.info("gave up the outbox reserve %s to keep recording deliveries",
+                         self._reserve)
+
+    def _room_to_resume(self) -> bool:
+        """Capture resumes on a once-full disk when the reserve fits again with as much to
+        spare; else it would fill the disk again at once, and deliveries with it."""
+        if self._reserve is None or self._reserve_size <= 0:
+            return True
+        assert self.path is not None
+        try:
+            if _free_bytes(self.path.parent) < 2 * self._reserve_size:
+                return False
+        except OSError:
+            return False
+        return _make_reserve(self._reserve, self._reserve_size)
+
+    async def _wait_to_retry(self) -> bool:
+        """Sleep until the next write may be tried; False once the agent is stopping."""
+        delay = max(0.0, self.write_health.retry_at - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), delay)
+        return not self.stopping.is_set()
 
     # --- feeds: cursor and snapshot generation -------------------------------------------
 
     async def feed_state(self, feed: FeedId) -> tuple[str | None, int]:
         """The stored cursor (``None`` before the first page) and last snapshot generation."""
-        async with self._lock, self._writer.execute(
-            "SELECT cursor, generation FROM feeds WHERE source = ? AND feed = ?",
-            (feed.source, feed.feed),
-        ) as cursor:
-            row = await cursor.fetchone()
+        with self._disk_errors():
+            async with self._lock, self._writer.execute(
+                "SELECT cursor, generation FROM feeds WHERE source = ? AND feed = ?",
+                (feed.source, feed.feed),
+            ) as cursor:
+                row = await cursor.fetchone()
         return (row[0], int(row[1])) if row else (None, 0)
 
     async def finish_generation(self, feed: FeedId, generation: int) -> None:
+        self._check_file()
         async with self._transaction() as db:
             await self._upsert_feed(db, feed, None, generation)
+        self._wrote()
 
     async def forget_cursor(self, feed: FeedId) -> None:
         """The next poll re-reads the whole feed; stored hashes still drop what is unchanged."""
+        self._check_file()
         async with self._transaction() as db:
             await db.execute("UPDATE feeds SET cursor = NULL WHERE source = ? AND feed = ?",
                              (feed.source, feed.feed))
+        self._wrote()
 
     @staticmethod
     async def _upsert_feed(db: aiosqlite.Connection, feed: FeedId, cursor: str | None,
@@ -222,7 +448,9 @@ class Outbox:
     # --- capture side ---------------------------------------------------------------------
 
     async def commit_page(self, page: CapturedPage) -> PageResult:
-        """Enqueue what changed in ``page`` and advance its cursor, all in one transaction."""
+        """Enqueue what changed in ``page`` and advance its cursor, all in one transaction.
+        Raises :class:`OutboxUnwritable` (nothing written) when the disk or file fails."""
+        self._check_file()
         async with self._transaction() as db:
             known = await self._known_hashes(db, page)
             fresh = self._changed(page.changes, known)
@@ -233,6 +461,7 @@ class Outbox:
             await self._store_hashes(db, page, fresh, dead)
             if page.cursor is not None:
                 await self._upsert_feed(db, page.feed, page.cursor, None)
+        self._wrote()
         if fresh:
             self.new_events.set()
         return PageResult(enqueued=len(fresh), unchanged=len(page.changes) - len(fresh),
@@ -310,34 +539,64 @@ class Outbox:
 
     async def unseen_subjects(self, feed: FeedId, generation: int, limit: int) -> list[str]:
         """Keys the snapshot pass ``generation`` did not see: deleted in the ERP."""
-        async with self._lock, self._writer.execute(
-            "SELECT subject FROM key_state WHERE source = ? AND feed = ? AND generation < ? "
-            "AND subject NOT LIKE '#%' ORDER BY subject LIMIT ?",
-            (feed.source, feed.feed, generation, limit),
-        ) as cursor:
-            return [str(row[0]) async for row in cursor]
+        with self._disk_errors():
+            async with self._lock, self._writer.execute(
+                "SELECT subject FROM key_state WHERE source = ? AND feed = ? AND generation < ? "
+                "AND subject NOT LIKE '#%' ORDER BY subject LIMIT ?",
+                (feed.source, feed.feed, generation, limit),
+            ) as cursor:
+                return [str(row[0]) async for row in cursor]
 
     # --- delivery side --------------------------------------------------------------------
 
     async def fetch_pending(self, after: int, limit: int) -> list[PendingEvent]:
-        """Pending events with a sequence above ``after``, oldest first."""
-        async with self._reader.execute(
-            "SELECT id, event_id, entity, op, subject, time, data FROM events "
-            "WHERE state = 0 AND id > ? ORDER BY id LIMIT ?",
-            (after, limit),
-        ) as cursor:
-            return [
-                PendingEvent(int(r[0]), r[1], r[2], r[3], r[4], r[5], bytes(r[6]))
-                async for r in cursor
-            ]
+        """Pending events with a sequence above ``after``, oldest first. For delivery: when
+        the file cannot be read (a failing disk), it waits for the next retry and returns
+        none, so delivery idles instead of failing; :meth:`pending_page` raises instead."""
+        try:
+            return await self.pending_page(after, limit)
+        except OutboxUnwritable:
+            await self._wait_to_retry()
+            return []
+
+    async def pending_page(self, after: int, limit: int) -> list[PendingEvent]:
+        """As :meth:`fetch_pending`, raising :class:`OutboxUnwritable` on a failing disk."""
+        with self._disk_errors():
+            async with self._reader.execute(
+                "SELECT id, event_id, entity, op, subject, time, data FROM events "
+                "WHERE state = 0 AND id > ? ORDER BY id LIMIT ?",
+                (after, limit),
+            ) as cursor:
+                return [
+                    PendingEvent(int(r[0]), r[1], r[2], r[3], r[4], r[5], bytes(r[6]))
+                    async for r in cursor
+                ]
 
     async def record_results(self, results: Sequence[PublishResult]) -> None:
-        """The outbox decides: acked -> delivered, nacked -> dead letter, unknown -> pending."""
+        """The outbox decides: acked -> delivered, nacked -> dead letter, unknown -> pending.
+
+        While the file cannot be written this waits and tries again (with the backoff of
+        :meth:`writable`): delivery holds a window slot per unrecorded outcome, so it stops
+        sending after ``max_inflight`` of them instead of sending everything once unrecorded
+        and again later. If the agent stops first, the events stay pending and go out again
+        after the restart (a duplicate subscribers drop by id)."""
         acked = [r.sequence for r in results if r.outcome is Outcome.ACKED]
         nacked = [r for r in results if r.outcome is Outcome.NACKED]
         if not acked and not nacked:
             return
         now = time.time()
+        while True:
+            try:
+                await self._record(acked, nacked, now)
+                return
+            except OutboxUnwritable:
+                if not await self._wait_to_retry():
+                    log.warning("stopping with %d delivered events not recorded: they stay "
+                                "pending and are sent again after the restart",
+                                len(acked) + len(nacked))
+                    return
+
+    async def _record(self, acked: list[int], nacked: list[PublishResult], now: float) -> None:
         if not nacked and len(acked) <= _CHUNK:
             await self._record_acked(acked, now)
             return
@@ -364,8 +623,9 @@ class Outbox:
             statement = (f"UPDATE events SET state = 1, changed_at = ? "
                          f"WHERE state = 0 AND id IN ({marks})")
             params = (now, *acked)
-        async with self._lock, self._writer.execute(statement, params):
-            pass
+        with self._disk_errors():
+            async with self._lock, self._writer.execute(statement, params):
+                pass
 
     @staticmethod
     async def _dead_event(db: aiosqlite.Connection, result: PublishResult, now: float) -> None:
@@ -383,38 +643,57 @@ class Outbox:
         )
 
     async def prune_delivered(self, now: float | None = None) -> int:
-        """Delete delivered rows older than the retention, in small transactions."""
+        """Delete delivered rows older than the retention, in small transactions. Skipped
+        while writes fail: it frees no disk space (SQLite keeps the pages) and its WAL
+        frames would take room deliveries need."""
         cutoff = (now or time.time()) - self._retention
         total = 0
-        while True:
-            async with self._transaction() as db:
-                cursor = await db.execute(
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events "
-                    "WHERE state = 1 AND changed_at < ? LIMIT 5000)",
-                    (cutoff,),
-                )
-                removed = cursor.rowcount
+        while not self.writes_failing:
+            try:
+                async with self._transaction() as db:
+                    cursor = await db.execute(
+                        "DELETE FROM events WHERE id IN (SELECT id FROM events "
+                        "WHERE state = 1 AND changed_at < ? LIMIT 5000)",
+                        (cutoff,),
+                    )
+                    removed = cursor.rowcount
+            except OutboxUnwritable:
+                break
             total += removed
             if removed < 5000:
-                return total
+                break
+        return total
 
     # --- inspection and operator actions ---------------------------------------------------
 
     async def stats(self) -> OutboxStats:
-        async with self._reader.execute(
-            "SELECT (SELECT count(*) FROM events WHERE state = 0), "
-            "(SELECT count(*) FROM events WHERE state = 1), "
-            "(SELECT count(*) FROM dead_letters), "
-            "(SELECT time FROM events WHERE state = 0 ORDER BY id LIMIT 1), "
-            "(SELECT seq FROM sqlite_sequence WHERE name = 'events')"
-        ) as cursor:
-            row = await cursor.fetchone()
+        """The counts; while the file cannot be read (a failing disk), the last ones taken,
+        so status keeps answering (with the failure in :attr:`write_health`)."""
+        try:
+            with self._disk_errors():
+                async with self._reader.execute(
+                    "SELECT (SELECT count(*) FROM events WHERE state = 0), "
+                    "(SELECT count(*) FROM events WHERE state = 1), "
+                    "(SELECT count(*) FROM dead_letters), "
+                    "(SELECT time FROM events WHERE state = 0 ORDER BY id LIMIT 1), "
+                    "(SELECT seq FROM sqlite_sequence WHERE name = 'events')"
+                ) as cursor:
+                    row = await cursor.fetchone()
+        except OutboxUnwritable:
+            return self._last_stats or OutboxStats(0, 0, 0, None, 0)
         assert row is not None
-        return OutboxStats(int(row[0]), int(row[1]), int(row[2]), row[3], int(row[4] or 0))
+        self._last_stats = OutboxStats(int(row[0]), int(row[1]), int(row[2]), row[3],
+                                       int(row[4] or 0))
+        return self._last_stats
 
     async def pending_count(self) -> int:
-        async with self._reader.execute("SELECT count(*) FROM events WHERE state = 0") as cursor:
-            row = await cursor.fetchone()
+        try:
+            with self._disk_errors():
+                async with self._reader.execute(
+                        "SELECT count(*) FROM events WHERE state = 0") as cursor:
+                    row = await cursor.fetchone()
+        except OutboxUnwritable:
+            return self._last_stats.pending if self._last_stats else 0
         return int(row[0]) if row else 0
 
     async def dead_letters(self, after: int = 0, limit: int = 100) -> list[DeadLetter]:

@@ -15,6 +15,12 @@ The lookback is what catches late commits, in both cursor modes:
   highest id read: ids below what was read stay re-readable for ``lookback`` (rows re-read
   are dropped by hash). ``lookback = "0s"`` is the strict ``id > last``. The very first
   load of a feed settles at once: it does not wait for transactions open before it.
+
+When the outbox cannot be written (disk full, a failing disk), the page whose commit
+failed left events and cursor as they were: the poll ends there, never skipping to the
+next page, and the feed shows the error. Polls then wait for the outbox's backoff
+(:meth:`Outbox.writable`) and read again from the stored cursor, so what changed
+meanwhile is captured once the disk recovers.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from agent.capture import Mapper
 from agent.config import EntityConfig, SourceConfig
 from agent.envelope import key_parts
 from agent.model import CapturedPage, Change, DeadRow, FeedId, PageResult
-from agent.outbox import Outbox
+from agent.outbox import Outbox, OutboxUnwritable
 from agent.sources.cursor import decode_cursor, encode_cursor, shift_back
 from agent.sources.sql import Position, Row, SqlReader
 
@@ -102,18 +108,30 @@ class FeedPoller:
         self._tick_since = 0.0  # when the cursor last moved (monotonic)
 
     async def poll(self) -> PollTotals:
-        """Read everything new once; raises :class:`SourceError` when the ERP fails."""
+        """Read everything new once; raises :class:`SourceError` when the ERP fails. While
+        the outbox cannot be written it does nothing, or stops at the page that failed."""
+        if not await self.outbox.writable():
+            return PollTotals()  # backing off; the outbox's status says why
         self.stats.last_poll_start = time.time()
-        if self.entity.mode == "snapshot":
-            totals = await self._snapshot()
-        else:
-            totals = await self._by_cursor()
-        now = time.time()
-        self.stats.last_poll_end = self.stats.last_success = now
-        self.stats.rows_read += totals.rows
-        self.stats.changes_emitted += totals.enqueued
-        self.stats.dead_letters += totals.dead
+        try:
+            if self.entity.mode == "snapshot":
+                totals = await self._snapshot()
+            else:
+                totals = await self._by_cursor()
+        except OutboxUnwritable as error:
+            self._outbox_failed(error)
+            return PollTotals()
+        self.stats.last_poll_end = self.stats.last_success = time.time()
         return totals
+
+    def _outbox_failed(self, error: OutboxUnwritable) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = str(error)
+        self.stats.last_poll_end = time.time()
+        # Incrementing mode noted the failed page's ids before committing it: forget them,
+        # or a later page could settle the cursor past rows that were never committed.
+        self._seen.clear()
+        self._highest = None
 
     async def _map(self, rows: list[Row]) -> tuple[list[Change], list[DeadRow]]:
         changes: list[Change] = []
@@ -130,6 +148,10 @@ class FeedPoller:
 
     async def _commit(self, page: CapturedPage, rows: int) -> PollTotals:
         result: PageResult = await self.outbox.commit_page(page)
+        # Counted per page, so a poll that stops at a failed page still counts the rest.
+        self.stats.rows_read += rows
+        self.stats.changes_emitted += result.enqueued
+        self.stats.dead_letters += result.dead
         return PollTotals(rows, result.enqueued, result.dead)
 
     async def _by_cursor(self) -> PollTotals:

@@ -143,6 +143,7 @@ class Agent:
             log.info("stopping: finishing the current poll page and in-flight publishes")
             self.notifier.stopping()
             self.sources.stop_all()
+            outbox.stopping.set()  # a failing disk must not hold the stop (see record_results)
 
     # --- SIGHUP ---------------------------------------------------------------------------
 
