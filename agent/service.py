@@ -51,8 +51,10 @@ def single_instance(state_dir: Path) -> Iterator[None]:
                               f"{state_dir}") from None
         lock.seek(0)
         lock.truncate()
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
+        try:  # unbuffered, so a failed write leaves nothing for close() to fail on
+            os.write(lock.fileno(), f"{os.getpid()}\n".encode())
+        except OSError as error:  # a full disk: the lock holds; only the pid note is lost
+            log.warning("cannot note our pid in %s: %s", state_dir / "agent.lock", error)
         yield
 
 
