@@ -280,6 +280,23 @@ async def test_an_unreachable_agent_is_shown_until_it_comes_back() -> None:
         assert "erp-madrid-1" in text(app.screen.query_one("#header"))  # last figures kept
 
 
+async def test_an_outbox_that_cannot_write_is_an_alarm_until_it_can() -> None:
+    failing = updates(2)
+    failing[-1]["status"]["outbox"]["write_error"] = {
+        "message": "outbox /var/lib/distillsync/outbox.db: database or disk is full "
+                   "(SQLITE_FULL)", "since": NOW - 60}
+    agent = FakeAgent(failing)
+    app = dashboard(agent)
+    async with app.run_test(size=(80, 24)) as pilot:
+        banner = app.screen.query_one(Banner)
+        await until(pilot, lambda: banner.has_class("-shown"), "the alarm")
+        assert text(banner).startswith(f"outbox cannot write since {clock(NOW - 60)} · "
+                                       "nothing new is captured · ")
+        assert "SQLITE_FULL" in text(banner)
+        agent.script.plans.put_nowait(updates(1))
+        await until(pilot, lambda: not banner.has_class("-shown"), "the alarm to clear")
+
+
 @pytest.mark.parametrize("key", ["q", "ctrl+c"])
 async def test_quitting_just_returns(key: str) -> None:
     app = dashboard(FakeAgent(updates()))

@@ -20,7 +20,7 @@ from tui.actions import perform
 from tui.follow import Backoff
 from tui.formats import Clock, clock
 from tui.messages import AgentUpdated, Lost, follow
-from tui.model import parse_update
+from tui.model import AgentSnapshot, parse_update
 from tui.screens import DeadLetterScreen
 from tui.sources import AgentSource
 from tui.throughput import Throughput
@@ -80,7 +80,7 @@ class DashboardScreen(Screen[None]):
         delivered = snap.outbox.delivered_per_second
         if delivered is None:
             delivered = self.throughput.recent()
-        self.query_one(Banner).say(None)
+        self.query_one(Banner).say(_alarm(snap))
         self.query("#header, #body").remove_class("-stale")
         self.query_one(AgentHeader).show(snap, delivered, now)
         self.query_one(SourcesTable).show(snap.feeds, now)
@@ -113,3 +113,12 @@ class DashboardScreen(Screen[None]):
 
     def action_leave_filter(self) -> None:
         self.query_one(SourcesTable).focus()
+
+
+def _alarm(snap: AgentSnapshot) -> str | None:
+    """What must not go unseen while the agent answers: an outbox that cannot write."""
+    outbox = snap.outbox
+    if outbox.write_error is None:
+        return None
+    since = f" since {clock(outbox.write_error_since)}" if outbox.write_error_since else ""
+    return f"outbox cannot write{since} · nothing new is captured · {outbox.write_error}"

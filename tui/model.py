@@ -102,6 +102,9 @@ class OutboxInfo:
     oldest_pending_age: float | None
     dead_letters: int
     last_sequence: int
+    write_error: str | None = None
+    """The outbox cannot write (disk full, bad disk): nothing new is being captured."""
+    write_error_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +223,9 @@ def parse_outbox(outbox: Json) -> OutboxInfo:
         pending=_int(outbox, "pending"), in_flight=_int(outbox, "in_flight"),
         delivered_per_second=_float(outbox, "delivered_per_second"),
         oldest_pending_age=_float(outbox, "oldest_pending_age_seconds"),
-        dead_letters=_int(outbox, "dead_letters"), last_sequence=_int(outbox, "last_sequence"))
+        dead_letters=_int(outbox, "dead_letters"), last_sequence=_int(outbox, "last_sequence"),
+        write_error=_opt_str(_dict(outbox, "write_error"), "message"),
+        write_error_since=_float(_dict(outbox, "write_error"), "since"))
 
 
 def parse_status(status: Json, health: Json | None = None) -> AgentSnapshot:
