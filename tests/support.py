@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -130,6 +131,17 @@ PRICES_ENTITY = """  [[sources.entities]]
 def stock_levels_source(db: Path, cursor: str = "tms", name: str = "erp") -> str:
     """A source on a plain SQLite ``stock_levels(sku, warehouse, on_hand, tms)`` table."""
     return STOCK_LEVELS_SOURCE.format(db=db, cursor=cursor, name=name)
+
+
+def product_source(db: Path, *skus: str) -> str:
+    """A source on a new SQLite ``products(sku)`` table holding ``skus``, read in snapshot
+    mode: one product event per SKU, for tests about the link rather than the capture."""
+    with contextlib.closing(sqlite3.connect(db)) as erp, erp:
+        erp.execute("CREATE TABLE products (sku TEXT)")
+        erp.executemany("INSERT INTO products VALUES (?)", [(sku,) for sku in skus])
+    return (f'[[sources]]\nname = "erp"\nurl = "sqlite+aiosqlite:///{db}"\n'
+            '  [[sources.entities]]\n  entity = "product"\n  query = "SELECT sku FROM products"\n'
+            '  key = ["sku"]\n  mode = "snapshot"\n')
 
 
 def write_secret(path: Path, secret: str | bytes) -> Path:

@@ -8,9 +8,7 @@ Clients are raw paho clients (to see each PUBACK's reason code) and real agents.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
-import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -25,7 +23,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.apiclient import ApiClient
 from agent.localbroker import free_port
-from tests.support import REPO, AgentProcess, wait_until, write_secret
+from tests.support import (
+    REPO,
+    AgentProcess,
+    agent_toml,
+    product_source,
+    wait_until,
+    write_secret,
+)
 from tests.tls_support import HAVE_OPENSSL, ConfiguredBroker, make_ca, make_cert
 
 pytestmark = pytest.mark.skipif(not HAVE_OPENSSL or shutil.which("mosquitto_passwd") is None,
@@ -214,10 +219,6 @@ def test_a_consumer_reads_only_its_tenants_and_writes_only_inbound(relay: Relay)
 def agent_config(tmp: Path, relay: Relay, agent_id: str, sku: str, login: str) -> Path:
     """A real agent on ``relay``: ``login`` is ``certificate`` (CN = acme.{agent_id}) or a
     username to log in as with its password."""
-    db = tmp / "erp.db"
-    with contextlib.closing(sqlite3.connect(db)) as erp, erp:
-        erp.execute("CREATE TABLE p (sku TEXT)")
-        erp.execute("INSERT INTO p VALUES (?)", (sku,))
     if login == "certificate":
         user = f"acme.{agent_id}"
         port = relay.certificate_port
@@ -228,34 +229,18 @@ def agent_config(tmp: Path, relay: Relay, agent_id: str, sku: str, login: str) -
         password = write_secret(tmp / "relay-password", password_of(login))
         auth = f'username = "{login}"\npassword_file = "{password}"'
     config = tmp / "agent.toml"
-    config.write_text(f"""
-[agent]
-id = "{agent_id}"
-tenant = "acme"
-state_dir = "{tmp}/state"
-[relay]
-url = "mqtts://localhost:{port}"
-ca_file = "{relay.ca()}"
-client_id = "test-{agent_id}-{login}"
-{auth}
-[api]
-socket = "{tmp}/agent.sock"
-[[sources]]
-name = "erp"
-url = "sqlite+aiosqlite:///{db}"
-  [[sources.entities]]
-  entity = "product"
-  query = "SELECT sku FROM p"
-  key = ["sku"]
-  mode = "snapshot"
-""")
+    config.write_text(agent_toml(
+        tmp / "state", f"mqtts://localhost:{port}", product_source(tmp / "erp.db", sku),
+        agent_id=agent_id,
+        extra=f'ca_file = "{relay.ca()}"\nclient_id = "test-{agent_id}-{login}"\n{auth}'))
     return config
 
 
 def dead_letters(tmp: Path) -> list[str]:
     """The reasons of the agent's dead letters, from its status API."""
     try:
-        code, body = asyncio.run(ApiClient(tmp / "agent.sock").get("/v1/outbox?state=dead"))
+        code, body = asyncio.run(ApiClient(tmp / "state" / "agent.sock")
+                                 .get("/v1/outbox?state=dead"))
     except OSError:
         return []
     return [item["reason"] for item in body["items"]] if code == 200 else []

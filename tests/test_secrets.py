@@ -43,7 +43,14 @@ from relay.service import build_sinks, session_settings
 from tests.erp import MARIADB, STOCK_QUERY, ErpDb
 from tests.relay_support import ConsumerProcess, stock_event
 from tests.sims.webhook import WebhookReceiver
-from tests.support import REPO, AgentProcess, run_cli, wait_until, write_secret
+from tests.support import (
+    REPO,
+    AgentProcess,
+    product_source,
+    run_cli,
+    wait_until,
+    write_secret,
+)
 from tests.tls_support import HAVE_OPENSSL, ConfiguredBroker, make_ca, make_cert
 from tui.app import AgentDashboard
 from tui.sources import ApiSource
@@ -258,7 +265,8 @@ def test_the_agent_refuses_to_start_with_a_secret_others_can_read(tmp_path: Path
     secret.write_text(SECRETS["relay password"])
     secret.chmod(0o644)
     config = tmp_path / "agent.toml"
-    config.write_text(agent_toml(tmp_path, "mqtt://127.0.0.1:1", sqlite_source(tmp_path),
+    source = product_source(tmp_path / "erp.db", "A")
+    config.write_text(agent_toml(tmp_path, "mqtt://127.0.0.1:1", source,
                                  f'username = "acme.erp-1"\npassword_file = "{secret}"'))
     done = run_cli(config, "run")
     assert done.returncode == 78, done.stderr
@@ -302,13 +310,6 @@ def agent_toml(tmp: Path, relay_url: str, sources: str, relay_extra: str,
             f'[api]\nsocket = "{tmp}/agent.sock"\n{api_extra}\n\n{sources}')
 
 
-def sqlite_source(tmp: Path) -> str:
-    (tmp / "erp.db").touch()
-    return (f'[[sources]]\nname = "erp"\nurl = "sqlite+aiosqlite:///{tmp}/erp.db"\n'
-            '  [[sources.entities]]\n  entity = "product"\n  query = "SELECT 1 AS sku"\n'
-            '  key = ["sku"]\n  mode = "snapshot"\n')
-
-
 def consumer_toml(tmp: Path, relay_url: str, relay_extra: str, sink_secret: str,
                   hook_url: str) -> str:
     return (f'[consumer]\nname = "shops-1"\nlog_level = "debug"\n\n'
@@ -344,12 +345,12 @@ def mariadb_login() -> Iterator[tuple[str, str]]:
     user = f"ds_{os.getpid()}"
     admin = pymysql.connect(**MARIADB, autocommit=True)
     with admin.cursor() as cursor:
-        cursor.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'the-real-one'")
+        cursor.execute(f"CREATE OR REPLACE USER '{user}'@'%' IDENTIFIED BY 'the-real-one'")
     try:
         yield user, "mysql"
     finally:
         with admin.cursor() as cursor:
-            cursor.execute(f"DROP USER '{user}'@'%'")
+            cursor.execute(f"DROP USER IF EXISTS '{user}'@'%'")
         admin.close()
 
 

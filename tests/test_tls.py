@@ -20,7 +20,14 @@ from agent.check import check_relay
 from agent.config import load_config, parse_config
 from agent.errors import ConfigError
 from agent.localbroker import free_port
-from tests.support import AgentProcess, run_cli, wait_until, write_secret
+from tests.support import (
+    AgentProcess,
+    agent_toml,
+    product_source,
+    run_cli,
+    wait_until,
+    write_secret,
+)
 from tests.tls_support import HAVE_OPENSSL, ConfiguredBroker, make_ca, make_cert
 
 pytestmark = pytest.mark.skipif(not HAVE_OPENSSL, reason="needs the openssl command")
@@ -76,37 +83,22 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     broker.stop()
 
 
-def agent_config(tmp_path: Path, relay_lines: str) -> Path:
-    (tmp_path / "erp.db").touch()
+def agent_config(tmp_path: Path, relay: tuple[str, str]) -> Path:
+    """An agent for ``relay``, ``(url, the other [relay] lines)``."""
     config = tmp_path / "agent.toml"
-    config.write_text(f"""
-[agent]
-id = "erp-1"
-tenant = "acme"
-state_dir = "{tmp_path}/state"
-[relay]
-{relay_lines}
-[api]
-socket = "{tmp_path}/agent.sock"
-[[sources]]
-name = "erp"
-url = "sqlite+aiosqlite:///{tmp_path}/erp.db"
-  [[sources.entities]]
-  entity = "product"
-  query = "SELECT 'A' AS sku"
-  key = ["sku"]
-  mode = "snapshot"
-""")
+    config.write_text(agent_toml(tmp_path / "state", relay[0],
+                                 product_source(tmp_path / "erp.db", "A"), extra=relay[1]))
     return config
 
 
 def relay_lines(relay: Relay, listener: str, *, host: str = "localhost", ca: str | None = "ca",
                 client: str | None = None, password: str | None = None,
-                secrets: Path | None = None) -> str:
-    """The ``[relay]`` lines for ``listener``: ``ca`` verifies it (None: the system trust
-    store), ``client`` names a certificate to present, ``password`` goes in a file."""
+                secrets: Path | None = None) -> tuple[str, str]:
+    """The relay's url and ``[relay]`` lines for ``listener``: ``ca`` verifies it (None: the
+    system trust store), ``client`` names a certificate to present, ``password`` goes in a
+    file."""
     pki = relay.pki
-    lines = [f'url = "mqtts://{host}:{relay.ports[listener]}"']
+    lines = []
     if ca is not None:
         lines.append(f'ca_file = "{pki}/{ca}.pem"')
     if client is not None:
@@ -115,7 +107,7 @@ def relay_lines(relay: Relay, listener: str, *, host: str = "localhost", ca: str
         assert secrets is not None
         secret = write_secret(secrets / "relay-password", password)
         lines += ['username = "acme.erp-1"', f'password_file = "{secret}"']
-    return "\n".join(lines)
+    return f"mqtts://{host}:{relay.ports[listener]}", "\n".join(lines)
 
 
 CONNECTS = {
@@ -125,7 +117,7 @@ CONNECTS = {
 }
 
 
-async def check_the_relay(tmp_path: Path, lines: str) -> tuple[str, list[str]]:
+async def check_the_relay(tmp_path: Path, lines: tuple[str, str]) -> tuple[str, list[str]]:
     """What ``distillsync check`` says of the relay: its ok line, and its problems."""
     said: list[str] = []
     problems = await check_relay(load_config(agent_config(tmp_path, lines)), said.append)
