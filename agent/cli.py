@@ -20,7 +20,6 @@ from agent.errors import (
     EX_FAILURE,
     EX_OK,
     EX_UNAVAILABLE,
-    EX_USAGE,
     ConfigError,
     DistillSyncError,
 )
@@ -143,17 +142,37 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
     config = _config(args)
     if args.action == "backup":
-        if args.id is None:
-            print("outbox backup needs the file to write, e.g. outbox backup -c FILE "
-                  "/var/backups/distillsync/outbox.db", file=sys.stderr)
-            return EX_USAGE
-        return operate.backup(config, Path(args.id), args.force)
-    if args.id is not None and not args.id.isdigit():
-        print(f"outbox {args.action}: {args.id!r} is not a dead letter id", file=sys.stderr)
-        return EX_USAGE
-    dead_id = int(args.id) if args.id is not None else None
-    return asyncio.run(operate.outbox_command(config, args.action, dead_id, args.state,
-                                              args.limit))
+        return operate.backup(config, args.dest, args.force)
+    return asyncio.run(operate.outbox_command(config, args.action, getattr(args, "id", None),
+                                              getattr(args, "state", "dead"),
+                                              getattr(args, "limit", 50)))
+
+
+def add_outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``outbox ACTION``, one parser per action: each takes ``-c FILE`` before or after its
+    own arguments (``outbox backup -c FILE DEST``), which one parser with an optional
+    positional cannot do."""
+    help_text = "inspect and act on pending and dead-letter events; back the outbox up"
+    outbox = sub.add_parser("outbox", help=help_text, description=help_text)
+    actions = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, text: str) -> argparse.ArgumentParser:
+        p = actions.add_parser(name, help=text, description=text)
+        p.add_argument("-c", "--config", required=True, metavar="FILE",
+                       help="agent TOML file (production: /etc/distillsync/agent.toml)")
+        p.set_defaults(func=cmd_outbox)
+        return p
+
+    listing = action("list", "dead letters with their reason and payload, or pending events")
+    listing.add_argument("--state", choices=["pending", "dead"], default="dead")
+    listing.add_argument("--limit", type=int, default=50)
+    for name, text in (("retry", "capture or publish a dead letter again"),
+                       ("discard", "delete a dead letter")):
+        action(name, text).add_argument("id", type=int, help="the dead letter's id")
+    action("stats", "pending, dead letters, oldest pending, last sequence")
+    backup = action("backup", "a consistent copy of the outbox, safe while the agent runs")
+    backup.add_argument("dest", type=Path, metavar="DEST", help="the file to write")
+    backup.add_argument("--force", action="store_true", help="overwrite DEST if it exists")
 
 
 def cmd_resync(args: argparse.Namespace) -> int:
@@ -212,15 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument("--tenant", help="fleet view: only this tenant")
     tui.add_argument("--prefix", default="distillsync", help="fleet view: topic prefix")
     tui.set_defaults(func=cmd_tui)
-    outbox = with_config("outbox", "inspect and act on pending and dead-letter events, "
-                         "or back the outbox up")
-    outbox.add_argument("action", choices=["list", "retry", "discard", "stats", "backup"])
-    outbox.add_argument("id", nargs="?", metavar="ID|DEST",
-                        help="dead letter id (retry, discard); the file to write (backup)")
-    outbox.add_argument("--state", choices=["pending", "dead"], default="dead")
-    outbox.add_argument("--limit", type=int, default=50)
-    outbox.add_argument("--force", action="store_true", help="backup: overwrite DEST")
-    outbox.set_defaults(func=cmd_outbox)
+    add_outbox_parser(sub)
     resync = with_config("resync", "re-read an entity fully and publish what differs")
     resync.add_argument("entity", help="entity or feed name, e.g. stock, or SOURCE/FEED")
     resync.set_defaults(func=cmd_resync)

@@ -155,7 +155,7 @@ def test_backup_without_an_outbox_or_a_destination(tmp_path: Path) -> None:
     missing = run_cli(config, "outbox", "backup", str(tmp_path / "x.db"))
     assert missing.returncode == 1 and "no outbox at" in missing.stderr
     usage = run_cli(config, "outbox", "backup")
-    assert usage.returncode == 64 and "needs the file to write" in usage.stderr
+    assert usage.returncode == 2 and "the following arguments are required: DEST" in usage.stderr
 
 
 def test_a_restored_backup_resumes_without_republishing(broker: Mosquitto,
