@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,18 +171,20 @@ def agent_toml(state_dir: Path, relay_url: str, sources: str, *, agent_id: str =
 class AgentProcess:
     """``distillsync run`` as a real child process, so tests can SIGKILL it."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None,
+                 prefix: Sequence[str] = (sys.executable, "-m", "agent.cli")) -> None:
+        """``prefix`` runs ``distillsync``: this checkout's by default, or an installed one,
+        or this one inside a sandbox."""
         self.config = config
         self.log = log
         self.env = {**os.environ, **(env or {})}
+        self.command = [*prefix, "run", "-c", str(config)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "run", "-c", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=REPO,
-            )
+            self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
+                                         env=self.env, cwd=REPO)
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -16,13 +16,20 @@ import sqlite3
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from agent import __version__
-from tests.support import REPO, Collector, Mosquitto, agent_toml, stock_levels_source, wait_until
+from tests.support import (
+    REPO,
+    AgentProcess,
+    Collector,
+    Mosquitto,
+    agent_toml,
+    stock_levels_source,
+)
 
 PASSWORD = "correct horse battery staple"
 
@@ -72,19 +79,6 @@ def password_broker(make_broker: Callable[..., Mosquitto], tmp_path: Path) -> Mo
     return make_broker(f"user root\npassword_file {passwd}\n")
 
 
-@contextlib.contextmanager
-def daemon(command: list[str], log: Path, env: dict[str, str]) -> Iterator[
-        subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd="/")
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def test_check_run_and_backup_from_the_install(venv: Path, password_broker: Mosquitto,
                                                tmp_path: Path) -> None:
     erp = tmp_path / "erp.db"
@@ -111,15 +105,13 @@ def test_check_run_and_backup_from_the_install(venv: Path, password_broker: Mosq
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "all good" in checked.stdout and PASSWORD not in checked.stdout + checked.stderr
 
-    log = tmp_path / "agent.log"
-    with Collector(password_broker.port, "distillsync/acme/erp-1/out/#") as sub, \
-            daemon([distillsync, "run", "-c", str(config)], log, env) as agent:
+    agent = AgentProcess(config, tmp_path / "agent.log", env, prefix=[distillsync])
+    with Collector(password_broker.port, "distillsync/acme/erp-1/out/#") as sub, agent:
         sub.wait_for(lambda events: len(events) == 1, 30, "the installed agent's event")
         backup = run(distillsync, "outbox", "backup", "-c", config, tmp_path / "outbox.bak",
                      env=env)
         assert backup.returncode == 0, backup.stderr
         assert "last sequence 1," in backup.stdout
-        agent.terminate()
-        assert agent.wait(30) == 0, log.read_text()
+        assert agent.terminate() == 0, agent.output()
     assert sub.events()[0].event["data"] == {"sku": "A", "warehouse": "W", "on_hand": 1}
-    wait_until(lambda: "stopped" in log.read_text(), 5, "the stop logged")
+    assert "Traceback" not in agent.output()

@@ -21,7 +21,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -283,21 +282,17 @@ def test_the_sandbox_refuses_what_the_unit_forbids() -> None:
         "ok", ""]
 
 
-@contextlib.contextmanager
-def process(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 @needs_systemd
 def test_the_agent_runs_inside_the_units_sandbox(broker: object, tmp_path: Path) -> None:
-    from tests.support import Collector, Mosquitto, agent_toml, stock_levels_source, wait_until
+    # Imported here: run as a program, this module only confines itself and executes.
+    from tests.support import (
+        AgentProcess,
+        Collector,
+        Mosquitto,
+        agent_toml,
+        stock_levels_source,
+        wait_until,
+    )
 
     assert isinstance(broker, Mosquitto)
     erp = tmp_path / "erp.db"
@@ -307,20 +302,18 @@ def test_the_agent_runs_inside_the_units_sandbox(broker: object, tmp_path: Path)
     config = tmp_path / "agent.toml"
     config.write_text(agent_toml(tmp_path / "state", broker.url, stock_levels_source(erp),
                                  agent_id="sandboxed"))
-    log = tmp_path / "agent.log"
-    command = sandboxed(AGENT_UNIT, sys.executable, "-m", "agent.cli", "run", "-c", str(config))
-    with Collector(broker.port, "distillsync/acme/sandboxed/#") as sub, \
-            process(command, log) as agent:
-        wait_until(lambda: "ready" in log.read_text() or agent.poll() is not None, 30,
+    agent = AgentProcess(config, tmp_path / "agent.log",
+                         prefix=sandboxed(AGENT_UNIT, sys.executable, "-m", "agent.cli"))
+    with Collector(broker.port, "distillsync/acme/sandboxed/#") as sub, agent:
+        wait_until(lambda: "ready" in agent.output() or agent.proc.poll() is not None, 30,
                    "the sandboxed agent ready")
-        assert agent.poll() is None, log.read_text()
+        assert agent.proc.poll() is None, agent.output()
         sub.wait_for(lambda events: len(events) == 1, 30, "its first event")
         status = subprocess.run([sys.executable, "-m", "agent.cli", "status", "-c", str(config)],
                                 cwd=REPO, capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stdout + status.stderr
-        agent.terminate()
-        assert agent.wait(30) == 0, log.read_text()
-    assert "Traceback" not in log.read_text() and "ERROR" not in log.read_text()
+        assert agent.terminate() == 0, agent.output()
+    assert "Traceback" not in agent.output() and "ERROR" not in agent.output()
 
 
 if __name__ == "__main__":
