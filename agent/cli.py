@@ -22,6 +22,7 @@ from agent.errors import (
     EX_UNAVAILABLE,
     ConfigError,
     DistillSyncError,
+    OutboxTooNew,
 )
 
 if TYPE_CHECKING:
@@ -259,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration problems in {getattr(args, 'config', '?')}:", file=sys.stderr)
         for problem in error.problems:
             print(f"  {problem}", file=sys.stderr)
+        return EX_CONFIG
+    except OutboxTooNew as error:  # systemd must not restart into the same refusal
+        print(f"distillsync: {error}", file=sys.stderr)
         return EX_CONFIG
     except DistillSyncError as error:
         print(f"distillsync: {error}", file=sys.stderr)

@@ -39,3 +39,7 @@ class RelayError(DistillSyncError):
 
 class OutboxError(DistillSyncError):
     """The local SQLite outbox could not be opened or written."""
+
+
+class OutboxTooNew(OutboxError):
+    """The outbox was written by a newer agent: restarting cannot help (exit 78)."""

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import aiosqlite
 
 from agent.envelope import now_rfc3339, uuid7
-from agent.errors import OutboxError
+from agent.errors import OutboxError, OutboxTooNew
 from agent.model import (
     CapturedPage,
     Change,
@@ -180,7 +180,7 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         row = await cursor.fetchone()
     current = int(row[0]) if row else 0
     if current > len(MIGRATIONS):
-        raise OutboxError(
+        raise OutboxTooNew(
             f"outbox schema version {current} is newer than this agent knows "
             f"({len(MIGRATIONS)}); upgrade the agent or restore a backup"
         )

@@ -78,3 +78,15 @@ def test_outbox_commands_without_an_outbox(tmp_path: Path) -> None:
     result = run_cli(write_config(tmp_path, "mqtt://127.0.0.1:9"), "outbox", "stats")
     assert result.returncode == 1
     assert "no outbox" in result.stderr
+
+
+def test_an_outbox_from_a_newer_agent_exits_78_so_systemd_stops_retrying(
+        tmp_path: Path) -> None:
+    config = write_config(tmp_path, "mqtt://127.0.0.1:1")
+    (tmp_path / "state").mkdir()
+    with sqlite3.connect(tmp_path / "state" / "outbox.db") as db:
+        db.execute("PRAGMA user_version = 99")
+    for command in (("run",), ("outbox", "stats")):
+        done = run_cli(config, *command)
+        assert done.returncode == 78, (command, done.stderr)
+        assert "newer than this agent knows" in done.stderr
