@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -30,6 +32,18 @@ def secret_file(tmp_path: Path) -> Path:
     path = tmp_path / "hook-secret"
     write_secret(path, SECRET)
     return path
+
+
+async def counted(client: ApiClient, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """``/v1/status`` once ``done`` holds: a batch is counted after its record commits,
+    a moment after the shop has seen it."""
+    for _ in range(200):
+        code, status = await client.get("/v1/status")
+        assert code == 200
+        if done(status):
+            break
+        await asyncio.sleep(0.05)
+    return dict(status)
 
 
 def latest(received: list[dict[str, object]]) -> dict[str, int]:
@@ -84,9 +98,8 @@ async def test_invalid_messages_become_dead_letters_and_the_rest_flows(
                 stock_event(3, "B", "MAD", 3)])
             await eventually(lambda: len(shop.received) == 2, 20, "the two good events")
             client = ApiClient(tmp_path / "shops-1.sock")
-            code, status = await client.get("/v1/status")
-            assert code == 200
-            assert status["events"]["invalid"] == 2 and status["events"]["applied"] == 2
+            status = await counted(client, lambda s: s["events"]["applied"] == 2)
+            assert status["events"]["invalid"] == 2
             assert status["sinks"]["hook"]["applied"] == 2
             assert (await client.get("/v1/health"))[0] == 200
             _, metrics = await client.get_text("/v1/metrics")
@@ -170,11 +183,7 @@ async def test_a_shop_that_is_down_holds_the_batch_and_an_unknown_sku_is_a_dead_
                                         stock_event(2, "GHOST", "MAD", 3)])
             await eventually(lambda: sim.stock("KNOWN") == 7, 30, "the shop to come back")
             client = ApiClient(tmp_path / "shops-1.sock")
-            for _ in range(100):  # counted once the batch's record is committed
-                _, status = await client.get("/v1/status")
-                if status["sinks"]["woo"]["dead"]:
-                    break
-                await asyncio.sleep(0.05)
+            status = await counted(client, lambda s: s["sinks"]["woo"]["dead"] == 1)
         woo = status["sinks"]["woo"]
         assert (woo["unavailable"] >= 1, woo["applied"], woo["dead"]) == (True, 1, 1), woo
     async with await VersionStore.open(f"sqlite:///{tmp_path}/shops-1.db") as store:
