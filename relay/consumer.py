@@ -54,7 +54,7 @@ class Applied:
     fresh: int
     duplicates: int
     stale: int
-    per_sink: list[tuple[Sink, list[SinkResult], float]]
+    per_sink: list[tuple[Sink, list[tuple[Event, SinkResult]]]]
 
 
 class Consumer:
@@ -168,20 +168,19 @@ class Consumer:
         async with self.store.claim(events) as claim:
             per_sink = await asyncio.gather(*(self._to_sink(sink, claim.fresh)
                                               for sink in self.sinks))
-            for sink, results, _ in per_sink:
-                mine = [e for e in claim.fresh if e.entity in sink.entities]
-                for event, result in zip(mine, results, strict=True):
+            for sink, outcomes in zip(self.sinks, per_sink, strict=True):
+                for event, result in outcomes:
                     if result.status is Status.DEAD:
                         claim.dead(event, result.reason, sink.name)
             claim.record(claim.fresh)
             return Applied(len(claim.fresh), len(claim.duplicates), len(claim.stale),
-                           list(per_sink))
+                           list(zip(self.sinks, per_sink, strict=True)))
 
     async def _to_sink(self, sink: Sink,
-                       fresh: Sequence[Event]) -> tuple[Sink, list[SinkResult], float]:
+                       fresh: Sequence[Event]) -> list[tuple[Event, SinkResult]]:
+        """What ``sink`` made of each fresh event it takes, in ``max_batch`` chunks."""
         mine = [event for event in fresh if event.entity in sink.entities]
         results: list[SinkResult] = []
-        started = time.monotonic()
         try:
             for start in range(0, len(mine), sink.max_batch):
                 chunk = mine[start:start + sink.max_batch]
@@ -193,16 +192,16 @@ class Consumer:
             stats.unavailable += 1
             stats.last_error = str(error)
             raise
-        return sink, results, time.monotonic() - started
+        return list(zip(mine, results, strict=True))
 
     def _count(self, applied: Applied) -> None:
         outcomes = self.stats.outcomes
         outcomes["duplicate"] += applied.duplicates
         outcomes["stale"] += applied.stale
         dead_events = 0
-        for sink, results, _ in applied.per_sink:
+        for sink, settled in applied.per_sink:
             stats = self.stats.sinks[sink.name]
-            for result in results:
+            for _, result in settled:
                 if result.status is Status.APPLIED:
                     stats.applied += 1
                 elif result.status is Status.SKIPPED:
