@@ -26,9 +26,14 @@ from paho.mqtt.properties import Properties
 
 from agent.apiclient import ApiClient
 from bench.parts import Broker
-from tests.relay_support import ConsumerProcess, consumer_toml, publish, stock_event
+from tests.relay_support import (
+    ConsumerProcess,
+    consumer_toml,
+    publish,
+    stock_event,
+    woocommerce_sink,
+)
 from tests.sims.woocommerce import WooCommerceSim
-from tests.support import write_secret
 
 TOPIC = "distillsync/acme/+/out/stock/#"
 PIPELINE = ""  # the defaults: batch_size 100, concurrency 4
@@ -73,15 +78,10 @@ async def consumer_drain(workdir: Path, broker: Broker, backlog: list[tuple[str,
     async with WooCommerceSim() as shop:
         for n in range(skus):
             shop.add(f"SKU-{n}", stock=0)
-        write_secret(workdir / "ck", shop.consumer_key)
-        write_secret(workdir / "cs", shop.consumer_secret)
         config = workdir / "relay.toml"
-        config.write_text(consumer_toml(workdir, broker.url, (
-            f'[[sinks]]\ntype = "woocommerce"\nname = "woo"\nurl = "{shop.url}"\n'
-            f'consumer_key_file = "{workdir / "ck"}"\n'
-            f'consumer_secret_file = "{workdir / "cs"}"\nwarehouse = "MAD"\n'
-            'requests_per_second = 100000\n'), name="bench", store=store,
-            pipeline=PIPELINE))
+        config.write_text(consumer_toml(
+            workdir, broker.url, woocommerce_sink(shop, workdir, "requests_per_second = 100000\n"),
+            name="bench", store=store, pipeline=PIPELINE))
         consumer = ConsumerProcess(config, workdir / "consumer.log")
         consumer.start()  # once, to make its session, then away while the backlog queues
         client = ApiClient(workdir / "bench.sock")

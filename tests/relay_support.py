@@ -21,7 +21,8 @@ from agent.envelope import envelope, source_urn, subject_of
 from agent.model import PendingEvent
 from relay.config import load
 from relay.service import run
-from tests.support import REPO
+from tests.sims.woocommerce import WooCommerceSim
+from tests.support import REPO, write_secret
 
 TIME = "2026-11-23T12:00:00.000000Z"
 
@@ -63,6 +64,16 @@ def consumer_toml(tmp: Path, broker_url: str, sinks: str, *, name: str = "shops-
             f'[store]\nurl = "{store or f"sqlite:///{tmp}/{name}.db"}"\n\n'
             f'[api]\nsocket = "{tmp}/{name}.sock"\n\n'
             f'[pipeline]\n{pipeline}\n{sinks}')
+
+
+def woocommerce_sink(sim: WooCommerceSim, folder: Path, extra: str = "") -> str:
+    """A ``[[sinks]]`` table for ``sim``, its key and secret written (0600) into ``folder``;
+    the shop shows the MAD warehouse."""
+    write_secret(folder / "ck", sim.consumer_key)
+    write_secret(folder / "cs", sim.consumer_secret)
+    return (f'[[sinks]]\ntype = "woocommerce"\nname = "woo"\nurl = "{sim.url}"\n'
+            f'consumer_key_file = "{folder / "ck"}"\n'
+            f'consumer_secret_file = "{folder / "cs"}"\nwarehouse = "MAD"\n{extra}')
 
 
 def webhook_sink(url: str, secret_file: Path, entities: str = "") -> str:

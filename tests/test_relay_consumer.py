@@ -20,6 +20,7 @@ from tests.relay_support import (
     publish,
     stock_event,
     webhook_sink,
+    woocommerce_sink,
 )
 from tests.relay_support import consumer_toml as toml
 from tests.sims.webhook import WebhookReceiver
@@ -168,14 +169,9 @@ async def test_a_shop_that_is_down_holds_the_batch_and_an_unknown_sku_is_a_dead_
 
     async with WooCommerceSim() as sim:
         sim.add("KNOWN", stock=0)
-        write_secret(tmp_path / "ck", sim.consumer_key)
-        write_secret(tmp_path / "cs", sim.consumer_secret)
         config = tmp_path / "relay.toml"
-        config.write_text(toml(tmp_path, broker.url, (
-            f'[[sinks]]\ntype = "woocommerce"\nname = "woo"\nurl = "{sim.url}"\n'
-            f'consumer_key_file = "{tmp_path / "ck"}"\n'
-            f'consumer_secret_file = "{tmp_path / "cs"}"\nwarehouse = "MAD"\n'
-            'requests_per_second = 100\nmax_retries = 1\nbackoff = "50ms"\n')))
+        config.write_text(toml(tmp_path, broker.url, woocommerce_sink(
+            sim, tmp_path, 'requests_per_second = 100\nmax_retries = 1\nbackoff = "50ms"\n')))
         async with consumer_running(config):
             await asyncio.sleep(0.5)
             sim.fail_next(6, 503, retry_after="1")  # beyond the sink's own retries

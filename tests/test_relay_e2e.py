@@ -15,7 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.relay_support import consumer_running, consumer_toml, eventually
+from tests.relay_support import (
+    consumer_running,
+    consumer_toml,
+    eventually,
+    woocommerce_sink,
+)
 from tests.sims.magento import MagentoSim
 from tests.sims.prestashop import PrestaShopSim
 from tests.sims.shopify import ShopifySim
@@ -83,12 +88,7 @@ async def woocommerce(tmp_path: Path) -> AsyncIterator[Shop]:
     async with WooCommerceSim() as sim:
         for sku in SKUS:  # out of date: only the events can bring it in line
             sim.add(sku, price="1.00", stock=0)
-        write_secret(tmp_path / "ck", sim.consumer_key)
-        write_secret(tmp_path / "cs", sim.consumer_secret)
-        yield Shop(f'[[sinks]]\ntype = "woocommerce"\nname = "woo"\nurl = "{sim.url}"\n'
-                   f'consumer_key_file = "{tmp_path / "ck"}"\n'
-                   f'consumer_secret_file = "{tmp_path / "cs"}"\nwarehouse = "MAD"\n'
-                   f'requests_per_second = 50\n',
+        yield Shop(woocommerce_sink(sim, tmp_path, "requests_per_second = 50\n"),
                    sim.stock, lambda sku: Decimal(sim.price(sku)))
 
 
