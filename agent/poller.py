@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -84,8 +84,10 @@ class PollTotals:
 
 class FeedPoller:
     def __init__(self, source: SourceConfig, entity: EntityConfig, reader: SqlReader,
-                 outbox: Outbox, stop: asyncio.Event | None = None) -> None:
+                 outbox: Outbox, stop: asyncio.Event | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.entity = entity
+        self._clock = clock  # the lookback's clock; tests drive it
         self.stop = stop or asyncio.Event()
         self.feed = FeedId(source.name, entity.feed, entity.entity)
         self.reader = reader
@@ -167,7 +169,7 @@ class FeedPoller:
         if first_load:  # also after a resync forgot the cursor: start the window afresh
             self._seen.clear()
             self._highest = None
-        totals, started_from, began = PollTotals(), stored, time.monotonic()
+        totals, started_from, began = PollTotals(), stored, self._clock()
         while True:
             rows = await self.reader.cursor_page(self.entity, low, after)
             if not rows:
@@ -183,11 +185,11 @@ class FeedPoller:
             page = CapturedPage(self.feed, changes, dead, cursor=_encoded(advanced),
                                 conflate=self.entity.conflate)
             totals += await self._commit(page, len(rows))
-            self._recent.update(seen)  # only once committed
+            self._remember(seen)  # only once committed
             stored = advanced
             self._head = after
             if timestamp and stored != self._tick:  # when this tick was first seen
-                self._tick, self._tick_since = stored, time.monotonic()
+                self._tick, self._tick_since = stored, self._clock()
             if self.stop.is_set():
                 return totals
             if len(rows) < self.reader.config.page_size:
@@ -226,7 +228,7 @@ class FeedPoller:
         if self.entity.lookback <= 0:  # strict: only the cursor's own tick is re-read
             self._older, self._recent = self._recent, {}
             return stored, None, True
-        now = time.monotonic()
+        now = self._clock()
         if self._swept_once and now < self._next_sweep:
             head = self._head
             settled = now - self._tick_since >= TICK_SETTLE
@@ -238,37 +240,56 @@ class FeedPoller:
         self._older, self._recent = self._recent, {}
         return shift_back(base, self.entity.lookback), None, True
 
-    def _drop_known(self, rows: list[Row]) -> tuple[list[Row], list[tuple[int, int]]]:
-        """Rows re-read exactly as they were committed (same values, cursor aside) would map
-        to the stored hash and enqueue nothing: skip mapping them. Sweeps re-read their
-        whole window, so this is most of a sweep's cost (bench/README.md, P3). The
-        fingerprint is Python's 64-bit hash of the raw values, filed under the hash of the
-        key; a new state that collided with the old one would wait for its next change
-        (odds ~1e-19 per re-read row). At most ``MAX_FINGERPRINTS`` are kept (~10 MB):
-        past that, rows are simply mapped."""
+    def _drop_known(self, rows: list[Row]) -> tuple[list[Row], list[tuple[int, int | None]]]:
+        """Rows re-read exactly as they were last committed (same values, cursor aside)
+        would map to the stored hash and enqueue nothing: skip mapping them. Sweeps re-read
+        their whole window, so this is most of a sweep's cost (bench/README.md, P3).
+
+        A row is skipped only when it equals the key's *last* committed state: the
+        fingerprint in ``_recent`` when the key has one there (it is newer), else the one
+        in ``_older``. An older state must never hide a revert (A, a sweep, B, then A
+        again: A equals the older fingerprint but not the last state, B). The fingerprint
+        is a 64-bit SipHash of the values' ``repr`` (not of the values: ``hash(-1) ==
+        hash(-2)`` in Python), filed under the same hash of the key; a new state that
+        collided with the last one would wait for its next change (odds ~1e-19 per
+        re-read row). At most ``MAX_FINGERPRINTS`` are kept (~10 MB): past that, a
+        changed key's fingerprint is forgotten rather than left stale, and its rows are
+        simply mapped. What ``seen`` returns is filed by :meth:`_remember` once the page
+        is committed."""
         fresh: list[Row] = []
-        seen: list[tuple[int, int]] = []
+        seen: list[tuple[int, int | None]] = []
         room = MAX_FINGERPRINTS - len(self._recent)
         for row in rows:
             try:
-                key = hash(tuple(row.get(k) for k in self.entity.key))
-                fingerprint = hash(tuple(v for c, v in row.items() if c != self.entity.cursor))
+                key, fingerprint = self._fingerprints(row)
             except TypeError:  # an unhashable driver value: map it as usual
                 fresh.append(row)
                 continue
-            if self._recent.get(key) == fingerprint:
-                continue
-            if self._older.get(key) == fingerprint:
-                self._recent[key] = fingerprint
+            last = self._recent.get(key, self._older.get(key))
+            if fingerprint == last:
+                self._recent.setdefault(key, fingerprint)  # still the key's last state
                 continue
             fresh.append(row)
-            if len(seen) < room:
-                seen.append((key, fingerprint))
+            seen.append((key, fingerprint if len(seen) < room else None))
         return fresh, seen
+
+    def _fingerprints(self, row: Row) -> tuple[int, int]:
+        keys = tuple(row.get(k) for k in self.entity.key)
+        values = tuple(v for c, v in row.items() if c != self.entity.cursor)
+        return hash(repr(keys)), hash(repr(values))
+
+    def _remember(self, seen: list[tuple[int, int | None]]) -> None:
+        """File the fingerprints of a committed page (``None``: no room, forget the key)."""
+        for key, fingerprint in seen:
+            if fingerprint is None:
+                self._recent.pop(key, None)
+                self._older.pop(key, None)
+            else:
+                self._recent[key] = fingerprint
 
     def _after_timestamp_poll(self, stored: Any, started_from: Any,
                               sweep_began: float | None) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if sweep_began is None:
             return
         self._swept_once = True
@@ -279,13 +300,13 @@ class FeedPoller:
     def _note_highest(self, cursor: Any) -> None:
         highest = _newer(self._highest, cursor)
         if highest is not None and (not self._seen or self._seen[-1][1] != highest):
-            self._seen.append((time.monotonic(), highest))
+            self._seen.append((self._clock(), highest))
         self._highest = highest
 
     def _settle(self, stored: Any, first_load: bool) -> Any:
         """Incrementing mode: the highest cursor read at least ``lookback`` ago. Any id
         below it whose transaction was still open then has had ``lookback`` to commit."""
-        cutoff = math.inf if first_load else time.monotonic() - self.entity.lookback
+        cutoff = math.inf if first_load else self._clock() - self.entity.lookback
         settled = stored
         while self._seen and self._seen[0][0] <= cutoff:
             settled = _newer(settled, self._seen.popleft()[1])
