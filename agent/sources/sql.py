@@ -14,14 +14,25 @@ subquery ``q`` and adds only the cursor filter, the keyset paging and the order:
 Rows whose cursor is NULL are never selected by a cursor mode (document the column as
 NOT NULL, or use snapshot); a snapshot skips rows whose key is NULL, since they have no
 identity to compare.
+
+MySQL/MariaDB ``TIMESTAMP`` columns hold instants (stored in UTC) but come back as naive
+wall-clock times in the *session* time zone, which defaults to the server's. In a zone
+with summer time two instants share each wall-clock time of the autumn's repeated hour,
+and the values go backwards there, so no ``timezone`` could read them back right. Every
+connection therefore sets ``time_zone = '+00:00'`` (an offset: MariaDB often has no named
+zones loaded), and the reader marks TIMESTAMP values as UTC (aware), so the source's
+``timezone`` applies only to ``DATETIME`` and other naive values. Aware datetimes are
+bound back as naive UTC, which the UTC session reads right.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import URL
@@ -34,6 +45,8 @@ from agent.errors import ConfigError, SourceError
 log = logging.getLogger("distillsync.source")
 
 Row = Mapping[str, Any]
+
+MYSQL_TIMESTAMP = 7  # the protocol's type code of a TIMESTAMP column (DATETIME is 12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +61,7 @@ def source_url(config: SourceConfig, password: str | None) -> URL:
     url = make_url(config.url)
     if password is not None:
         url = url.set(password=password)
-    if url.get_backend_name() in ("mysql", "mariadb") and "charset" not in url.query:
+    if _is_mysql(url) and "charset" not in url.query:
         url = url.update_query_dict({"charset": "utf8mb4"})
     return url
 
@@ -59,6 +72,19 @@ def _keep_broken_text(dbapi_connection: Any, _record: Any) -> None:
     # aiosqlite's adapter wraps the stdlib connection; reach it to set the text factory.
     raw = dbapi_connection.driver_connection._conn
     raw.text_factory = lambda data: data.decode("utf-8", "surrogateescape")
+
+
+def _is_mysql(url: URL) -> bool:
+    return url.get_backend_name() in ("mysql", "mariadb")
+
+
+def _utc_session(dbapi_connection: Any, _record: Any) -> None:
+    """MySQL/MariaDB: TIMESTAMP values in UTC on every new connection (see the module)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SET time_zone = '+00:00'")
+    finally:
+        cursor.close()
 
 
 def create_engine(config: SourceConfig, password: str | None, path: str) -> AsyncEngine:
@@ -73,6 +99,8 @@ def create_engine(config: SourceConfig, password: str | None, path: str) -> Asyn
         raise ConfigError([f"{path}.url: {_short(error)}"]) from None
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _keep_broken_text)
+    if _is_mysql(url):
+        event.listen(engine.sync_engine, "connect", _utc_session)
     return engine
 
 
@@ -135,6 +163,9 @@ class SqlReader:
                  path: str = "sources[?]") -> None:
         self.config = config
         self.engine = create_engine(config, password, path)
+        self.mysql = self.engine.dialect.name in ("mysql", "mariadb")
+        self._zone = ZoneInfo(config.timezone)
+        self._instants: dict[str, frozenset[str]] = {}  # feed: its TIMESTAMP columns
         preparer = self.engine.dialect.identifier_preparer
         self._builders = {
             e.feed: QueryBuilder(e, self.engine.dialect.name, preparer.quote)
@@ -144,30 +175,52 @@ class SqlReader:
     async def close(self) -> None:
         await self.engine.dispose()
 
-    async def _fetch(self, sql: str, params: dict[str, Any]) -> list[Row]:
+    async def _fetch(self, feed: str, sql: str, params: dict[str, Any]) -> list[Row]:
+        if self.mysql:
+            params = {name: _naive_utc(value) for name, value in params.items()}
         try:
             async with self.engine.connect() as conn:
                 result = await conn.execute(text(sql), params)
-                return [dict(row) for row in result.mappings()]
+                description = result.cursor.description if result.cursor else None
+                rows = list(result.mappings())
         except (SQLAlchemyError, OSError) as error:
             raise SourceError(f"source {self.config.name}: {_short(error)}") from error
+        if not (self.mysql and description):
+            return [dict(row) for row in rows]
+        self._instants[feed] = instants = frozenset(
+            column[0] for column in description if column[1] == MYSQL_TIMESTAMP)
+        return [{name: _as_utc(value) if name in instants else value
+                 for name, value in row.items()} for row in rows]
+
+    async def _low(self, entity: EntityConfig, low: Any) -> Any:
+        """A naive ``low`` on a TIMESTAMP cursor is a cursor stored before TIMESTAMPs were
+        read in UTC, in the zone they were then read in (the server's, which the config's
+        ``timezone`` had to name): convert it, the earlier instant in a repeated hour."""
+        if not (self.mysql and isinstance(low, dt.datetime) and low.tzinfo is None):
+            return low
+        if entity.feed not in self._instants:
+            await self._fetch(entity.feed, self._builders[entity.feed].probe(), {})
+        if entity.cursor not in self._instants[entity.feed]:
+            return low
+        return low.replace(tzinfo=self._zone).astimezone(dt.UTC)
 
     async def cursor_page(self, entity: EntityConfig, low: Any,
                           after: Position | None) -> list[Row]:
         builder = self._builders[entity.feed]
         params: dict[str, Any] = {"page_size": self.config.page_size}
         if low is not None:
-            params["low"] = low
+            params["low"] = await self._low(entity, low)
         if after is not None:
             params.update(_position_params((after.cursor, *after.keys)))
-        return await self._fetch(builder.cursor_page(low is not None, after is not None), params)
+        return await self._fetch(entity.feed,
+                                 builder.cursor_page(low is not None, after is not None), params)
 
     async def snapshot_page(self, entity: EntityConfig, after: Position | None) -> list[Row]:
         builder = self._builders[entity.feed]
         params: dict[str, Any] = {"page_size": self.config.page_size}
         if after is not None:
             params.update(_position_params(after.keys))
-        return await self._fetch(builder.snapshot_page(after is not None), params)
+        return await self._fetch(entity.feed, builder.snapshot_page(after is not None), params)
 
     async def probe(self, entity: EntityConfig) -> list[str]:
         """Run the query once with a row limit; return the result's column names."""
@@ -178,6 +231,19 @@ class SqlReader:
                 return list(result.keys())
         except (SQLAlchemyError, OSError) as error:
             raise SourceError(f"{_short(error)}") from error
+
+
+def _as_utc(value: Any) -> Any:
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def _naive_utc(value: Any) -> Any:
+    """An aware datetime as the UTC session reads it (drivers drop the zone unconverted)."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
 
 
 def _position_params(values: Sequence[Any]) -> dict[str, Any]:
