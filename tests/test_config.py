@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config, parse_duration, read_secret
+from agent.config import Config, load_config, parse_duration, read_secret
 from agent.errors import ConfigError
 from tests.support import REPO, write_secret
 
@@ -189,3 +189,30 @@ def test_every_example_config_loads(example: Path) -> None:
 
 def test_there_are_example_configs() -> None:
     assert len(EXAMPLES) >= 3
+
+
+def secret_keys(config: Config) -> dict[str, tuple[str, str]]:
+    """Every secret the config gives: key path -> (``file``/``env``/``credential``, value)."""
+    holders: list[tuple[str, object]] = [("relay.password", config.relay)]
+    holders += [(f"sources[{i}].password", s) for i, s in enumerate(config.sources)]
+    holders.append(("api.token", config.api))
+    found = {}
+    for path, holder in holders:
+        stem = path.rsplit(".", 1)[1]
+        for how in ("file", "env", "credential"):
+            value = getattr(holder, f"{stem}_{how}")
+            if value is not None:
+                found[path] = (how, str(value))
+    return found
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_secret_of_an_example_is_a_systemd_credential(example: Path) -> None:
+    """The examples run under systemd/distillsync-agent.service, which hands secrets over
+    as credentials: test_systemd checks that it loads exactly the ones named here."""
+    config = load_config(example)
+    secrets = secret_keys(config)
+    assert {how for how, _ in secrets.values()} == {"credential"}, secrets
+    needed = ["relay.password", *(f"sources[{i}].password" for i, s in
+                                  enumerate(config.sources) if not s.url.startswith("sqlite"))]
+    assert sorted(secrets) == sorted(needed)

@@ -98,13 +98,19 @@ def credentials_named(config: Path) -> set[tuple[str, str]]:
     return set(re.findall(r"/run/credentials/([^/\s\"]+)/([^\s\"]+)", config.read_text()))
 
 
+def loaded_credentials(unit: Path) -> set[str]:
+    return {value.split(":")[0] for value in settings(unit).get("LoadCredential", [])}
+
+
+AGENT_EXAMPLES = sorted((REPO / "config").glob("agent.*.toml"))
+
+
 def test_the_example_configs_name_credentials_and_paths_of_these_units() -> None:
     configs = REPO / "config"
-    for config in [*sorted(configs.glob("agent*.toml")), configs / "relay.toml"]:
+    for config in [*AGENT_EXAMPLES, configs / "relay.toml"]:
         unit = CONSUME_UNIT if config.name == "relay.toml" else AGENT_UNIT
         named = credentials_named(config)
-        assert named, config
-        assert {service for service, _ in named} == {unit.name}, config
+        assert {service for service, _ in named} <= {unit.name}, config
         text = config.read_text()
         for path in re.findall(r"\"(/(?:var/lib|run)/[^\"]+)\"", text) + \
                 re.findall(r"sqlite:///(/[^\"]+)\"", text):
@@ -112,8 +118,48 @@ def test_the_example_configs_name_credentials_and_paths_of_these_units() -> None
                 assert re.match(r"/(var/lib|run)/distillsync(/|$)", path), \
                     f"{config.name}: {path} is outside the unit's StateDirectory= and " \
                     "RuntimeDirectory="
-    loaded = {value.split(":")[0] for value in settings(AGENT_UNIT)["LoadCredential"]}
-    assert loaded == {"relay-password"}
+    assert loaded_credentials(AGENT_UNIT) == {"relay-password", "erp-password"}
+
+
+@pytest.mark.parametrize("example", AGENT_EXAMPLES, ids=lambda p: p.name)
+def test_each_agent_example_takes_its_secrets_from_credentials_the_unit_loads(
+        example: Path) -> None:
+    """What ``distillsync check`` needs of the secrets under the shipped unit: each one the
+    example names is a credential the unit loads (no *_file a check outside the unit
+    cannot read, no *_env the unit does not set), and the unit loads no credential the
+    example leaves unused (a missing one would stop the unit from starting)."""
+    from agent.config import load_config
+    from tests.test_config import secret_keys
+
+    secrets = secret_keys(load_config(example))
+    assert secrets, example.name
+    assert {key: how for key, (how, _) in secrets.items() if how != "credential"} == {}, \
+        f"{example.name}: every secret should be a *_credential the unit loads"
+    assert {name for _, name in secrets.values()} == loaded_credentials(AGENT_UNIT), \
+        example.name
+
+
+@pytest.mark.parametrize("example", AGENT_EXAMPLES, ids=lambda p: p.name)
+def test_each_agent_example_reads_every_secret_as_the_unit_hands_them_over(
+        example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$CREDENTIALS_DIRECTORY as systemd makes it for the shipped unit (one 0440 file per
+    LoadCredential=, nothing else): the relay link and every source get their password,
+    and nothing is refused. The rest of ``check`` (the queries, the relay) needs the ERP
+    and the relay themselves."""
+    from agent.config import load_config
+    from agent.runners import source_password
+    from agent.service import link_settings
+
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    for name in loaded_credentials(AGENT_UNIT):
+        (credentials / name).write_text(f"value-of-{name}\n")
+        (credentials / name).chmod(0o440)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    config = load_config(example)
+    assert link_settings(config).password == "value-of-relay-password"
+    assert [source_password(source, i) for i, source in enumerate(config.sources)] == \
+        ["value-of-erp-password"] * len(config.sources)
 
 
 @pytest.mark.skipif(shutil.which("systemd-sysusers") is None,
