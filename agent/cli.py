@@ -75,6 +75,8 @@ def api_client(args: argparse.Namespace) -> ApiClient:
         token = (read_secret(Path(args.token_file), None, "token") if args.token_file
                  else None)
         return ApiClient(None, url=args.url, token=token)
+    if args.token_file:  # a token given for nothing is a mistake worth saying
+        raise ConfigError(["--token-file: only with --url (the socket takes no token)"])
     socket = Path(args.socket) if args.socket else (
         _config(args).api.socket if args.config else DEFAULT_SOCKET)
     return ApiClient(socket)
@@ -257,7 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as error:
-        print(f"configuration problems in {getattr(args, 'config', '?')}:", file=sys.stderr)
+        where = getattr(args, "config", None) or "the command line"
+        print(f"configuration problems in {where}:", file=sys.stderr)
         for problem in error.problems:
             print(f"  {problem}", file=sys.stderr)
         return EX_CONFIG
