@@ -92,6 +92,8 @@ class Subscriber:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # paho drops what it has not read yet when it disconnects: wait for what the
+        # subscriber should see inside the ``with``, never after it.
         self.client.disconnect()
         self.client.loop_stop()
 

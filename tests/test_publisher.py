@@ -255,11 +255,11 @@ async def test_a_negative_puback_is_a_dead_letter_not_a_delivery(make_broker: Ca
             dead = await h.outbox.dead_letters()
             assert len(h.links) == 1 and not h.links[0].closed.done()
             stats = h.delivery.stats
+        await until(lambda: len(sub.seen()) >= 10, "ten stock events")
     assert [(d.kind, d.event_seq, d.subject) for d in dead] == [("publish", refused, "SKU-1")]
     assert dead[0].reason == "broker refused: Not authorized (0x87)"
     assert {s: states[s] for s in before + after} == dict.fromkeys(before + after, DELIVERED)
     assert (stats.published, stats.nacked) == (10, 1)
-    await until(lambda: len(sub.seen()) >= 10, "ten stock events")
     assert sorted(s.sequence for s in sub.seen()) == before + after
 
 
@@ -301,10 +301,13 @@ async def test_an_event_over_the_brokers_maximum_packet_size_is_a_dead_letter(
             # The connection never dropped: the broker would have cut it for a big packet.
             assert len(h.links) == 1 and not h.links[0].closed.done()
             assert h.delivery.stats.reconnects == 0
+        # Wait while still subscribed: a PUBACK to the agent says the broker has the
+        # message, not that this subscriber has read it yet.
+        await until(lambda: len(sub.seen()) >= 7, "the events that fit",
+                    detail=lambda: (sorted(s.sequence for s in sub.seen()),
+                                    sub.client.is_connected()))
     assert [(d.event_seq, d.reason) for d in dead] == [
         (too_big, "message of 2001 bytes exceeds the broker's maximum packet size 2000")]
-    await until(lambda: len(sub.seen()) >= 7, "the events that fit",
-                detail=lambda: (sorted(s.sequence for s in sub.seen()), sub.client.is_connected()))
     assert sorted(s.sequence for s in sub.seen()) == [*small, fits, *later]
 
 
@@ -327,7 +330,7 @@ async def test_never_more_unacknowledged_publishes_than_the_window(
             assert link.receive_maximum == broker_receive_maximum
             # Every message counts, the retained status too; and the window does fill.
             assert max(s.in_flight for s in link.sent) == window
-    await until(lambda: len(sub.seen()) >= 400, "400 events at the subscriber")
+        await until(lambda: len(sub.seen()) >= 400, "400 events at the subscriber")
 
 
 # --- when PUBACKs do not come --------------------------------------------------------------
@@ -354,11 +357,11 @@ async def test_a_publish_with_no_puback_stays_pending_and_is_delivered_later(
             assert (await h.states())[late] == DELIVERED
             resends = [s for link in h.links[1:] for s in link.event_sends()]
             assert [s.sequence for s in resends] == [late]
-    await until(lambda: late in {s.sequence for s in sub.seen()}, "the late event")
+        await until(lambda: late in {s.sequence for s in sub.seen()}, "the late event")
+        await until(lambda: sub.status_count() >= 4, "four status messages")
     copies = {s.event_id for s in sub.seen() if s.sequence == late}
     assert copies == {resends[0].event_id}
     # While it gave up on the connection, the Will told the fleet this agent was offline.
-    await until(lambda: sub.status_count() >= 4, "four status messages")
     assert [s["state"] for s in sub.status_since(0)] == ["online", "offline", "online",
                                                          "offline"]
 
@@ -378,10 +381,11 @@ async def test_after_a_reconnect_pending_events_are_resent_in_order_with_the_sam
                 await until(first.closed.done, "the link to give up", within=10)
             await until(h.settled, "every event delivered after the reconnect")
             resent = [s for link in h.links[1:] for s in link.event_sends()]
+        await until(lambda: sub.sequences() >= set(acked + unacked),
+                    "all 100 at the subscriber")
     assert [s.sequence for s in resent] == unacked  # exactly the unacked, oldest first
     first_ids = {s.sequence: s.event_id for s in first.event_sends()}
     assert all(first_ids[s.sequence] == s.event_id for s in resent)
-    await until(lambda: sub.sequences() >= set(acked + unacked), "all 100 at the subscriber")
     ids: dict[int, set[str]] = {}
     for seen in sub.seen():
         ids.setdefault(seen.sequence, set()).add(seen.event_id)
