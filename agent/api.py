@@ -155,12 +155,24 @@ def _tail_item(entry: TailEntry) -> dict[str, Any]:
             "reason": entry.reason, "at": entry.at}
 
 
-async def stream(board: StatusBoard, request: web.Request) -> web.StreamResponse:
+async def _tick(stop: asyncio.Event) -> None:
+    """The wait between two looks of a stream: ``STREAM_TICK``, or less if the agent stops."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), STREAM_TICK)
+
+
+async def stream(board: StatusBoard, request: web.Request, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 tick: Callable[[asyncio.Event], Awaitable[None]] = _tick
+                 ) -> web.StreamResponse:
     """``/v1/stream``: one JSON object per line, ``{"status", "health", "events"}``.
 
     The first update carries the last ``TAIL_ON_CONNECT`` settled publishes, later ones
-    only what settled since. An update goes out when something changed, at most every
-    ``STREAM_TICK`` and at least every ``STREAM_HEARTBEAT``; the stream ends with the agent.
+    only what settled since. The stream looks once per ``tick`` and sends at most one
+    update per look: when something changed, or when ``STREAM_HEARTBEAT`` has passed on
+    ``clock`` since the last one. So at most one update every ``STREAM_TICK`` and at least
+    one every ``STREAM_HEARTBEAT``; the stream ends with the agent. Tests drive ``clock``
+    and ``tick``.
     """
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
@@ -172,14 +184,13 @@ async def stream(board: StatusBoard, request: web.Request) -> web.StreamResponse
             seen = relay.tail_total
             status = await board.snapshot()
             body = orjson.dumps({k: v for k, v in status.items() if k != "agent"})
-            now = time.monotonic()
+            now = clock()
             if events or body != last_body or now - last_sent >= STREAM_HEARTBEAT:
                 update = {"status": status, "health": board.health(),
                           "events": [_tail_item(e) for e in events]}
                 await response.write(orjson.dumps(update) + b"\n")
                 last_sent, last_body = now, body
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(agent.stop.wait(), STREAM_TICK)
+            await tick(agent.stop)
     return response
 
 
