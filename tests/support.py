@@ -20,7 +20,9 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
+import psutil
 
+from agent.errors import RelayError
 from agent.localbroker import LocalBroker, free_port, mosquitto_binary  # noqa: F401 (re-export)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,7 +38,42 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
 
 
 class Mosquitto(LocalBroker):
-    """The same private broker the demo uses; failures surface as test errors."""
+    """The same private broker the demo uses; failures surface as test errors.
+
+    ``free_port()`` only finds a port that is free now: another process (a parallel
+    pytest-xdist worker, someone else's tests) may bind it before Mosquitto does. So it
+    counts as started only once this Mosquitto itself listens there, and a first start
+    that lost its port tries again on a new one (a restart keeps its port, as clients
+    reconnect to it).
+    """
+
+    _started_once = False
+
+    def start(self, timeout: float = 10.0) -> None:
+        for _ in range(4):
+            try:
+                super().start(timeout)
+            except RelayError:
+                lost_port = "Address already in use" in self.log_file.read_text(errors="replace")
+                if self._started_once or not lost_port:
+                    raise
+                self.log_file.unlink()
+                self.port = free_port()
+                continue
+            self._started_once = True
+            return
+        raise RelayError(f"mosquitto found no free port; see {self.log_file}")
+
+    def _listening(self) -> bool:
+        if not super()._listening():
+            return False
+        assert self.proc is not None
+        try:
+            listens = psutil.Process(self.proc.pid).net_connections("tcp")
+        except psutil.NoSuchProcess:
+            return False  # it exited: the next look says so
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port
+                   for c in listens)
 
 
 @dataclass
