@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import paho.mqtt.publish
 
+from agent.apiclient import ApiClient
 from agent.envelope import envelope, source_urn, subject_of
 from agent.model import PendingEvent
 from relay.config import load
@@ -130,4 +131,22 @@ async def eventually(predicate: Any, seconds: float, what: str) -> None:
     deadline = loop.time() + seconds
     while not predicate():
         assert loop.time() < deadline, f"timed out after {seconds}s waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def subscribed(socket: Path, seconds: float = 30) -> dict[str, Any]:
+    """Until the consumer serving ``socket`` says its relay is ``connected``; returns its
+    ``/v1/status``. It says so only once the broker has answered each of its SUBSCRIBEs
+    (SUBACK), so what is published after this reaches it (or its share group)."""
+    client = ApiClient(socket)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    last: object = "no answer yet"
+    while True:
+        with contextlib.suppress(OSError):  # not serving yet
+            code, status = await client.get("/v1/status")
+            if code == 200 and status["relay"]["state"] == "connected":
+                return dict(status)
+            last = status
+        assert loop.time() < deadline, f"{socket}: not subscribed after {seconds}s: {last}"
         await asyncio.sleep(0.05)

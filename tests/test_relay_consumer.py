@@ -19,6 +19,7 @@ from tests.relay_support import (
     eventually,
     publish,
     stock_event,
+    subscribed,
     webhook_sink,
     woocommerce_sink,
 )
@@ -61,7 +62,7 @@ async def test_duplicates_and_old_states_never_reach_the_shop(broker: Mosquitto,
         config.write_text(toml(tmp_path, broker.url,
                                webhook_sink(shop.url, secret_file(tmp_path))))
         async with consumer_running(config):
-            await asyncio.sleep(0.5)  # subscribed
+            await subscribed(tmp_path / "shops-1.sock")
             first = [stock_event(n, f"SKU-{n % 5}", "MAD", n) for n in range(1, 21)]
             await publish(broker.port, first)
             await eventually(lambda: latest(shop.received).get("SKU-4/MAD") == 19, 20,
@@ -92,7 +93,7 @@ async def test_invalid_messages_become_dead_letters_and_the_rest_flows(
         bad_stock = entity_event(2, "stock", {"sku": "X", "warehouse": "MAD", "on_hand": "n/a"},
                                  "X/MAD")
         async with consumer_running(config):
-            await asyncio.sleep(0.5)
+            await subscribed(tmp_path / "shops-1.sock")
             await publish(broker.port, [
                 stock_event(1, "A", "MAD", 1), bad_stock,
                 ("distillsync/acme/erp-1/out/stock/junk", b"{not json"),
@@ -137,7 +138,8 @@ async def test_a_backlog_drains_orders_first_then_stock_then_prices(broker: Mosq
                                webhook_sink(shop.url, secret_file(tmp_path)), name="drain-1",
                                pipeline="batch_size = 10\nconcurrency = 1\nlinger = \"50ms\"\n"))
         async with consumer_running(config):
-            await asyncio.sleep(0.5)  # the persistent session subscribes, then goes away
+            # The persistent session subscribes, then goes away: the broker keeps its queue.
+            await subscribed(tmp_path / "drain-1.sock")
         backlog = []
         for n in range(1, 301):  # catalogue, prices, stock and orders, interleaved
             kind = ("product", "price", "stock", "order_status")[n % 4]
@@ -173,7 +175,7 @@ async def test_a_shop_that_is_down_holds_the_batch_and_an_unknown_sku_is_a_dead_
         config.write_text(toml(tmp_path, broker.url, woocommerce_sink(
             sim, tmp_path, 'requests_per_second = 100\nmax_retries = 1\nbackoff = "50ms"\n')))
         async with consumer_running(config):
-            await asyncio.sleep(0.5)
+            await subscribed(tmp_path / "shops-1.sock")
             sim.fail_next(6, 503, retry_after="1")  # beyond the sink's own retries
             await publish(broker.port, [stock_event(1, "KNOWN", "MAD", 7),
                                         stock_event(2, "GHOST", "MAD", 3)])

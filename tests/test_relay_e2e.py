@@ -19,6 +19,7 @@ from tests.relay_support import (
     consumer_running,
     consumer_toml,
     eventually,
+    subscribed,
     woocommerce_sink,
 )
 from tests.sims.magento import MagentoSim
@@ -162,7 +163,7 @@ async def test_the_shop_ends_up_as_the_erp(shop_name: str, broker: Mosquitto,
                          or {sku: other(sku) for sku in SKUS} == erp.stock("BCN")))
 
         async with consumer_running(config):
-            await asyncio.sleep(0.5)  # subscribed before the agent's first events
+            await subscribed(tmp_path / "shops-1.sock")  # before the agent's first events
             with AgentProcess(agent_config, tmp_path / "agent.log") as agent:
                 rng = random.Random(4)
                 for _ in range(10):
