@@ -12,6 +12,7 @@ publishes the sentinel has re-read everything older inside the lookback.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import re
@@ -28,6 +29,7 @@ from typing import Any
 import orjson
 import pytest
 
+from agent.apiclient import ApiClient
 from agent.envelope import CONTENT_TYPE, encode_part
 from agent.sources.cursor import decode_cursor
 from tests.erp import (
@@ -174,11 +176,46 @@ def counts(events: list[Received]) -> Counter[tuple[str, str, bytes]]:
                    for m in events)
 
 
-def settle_with_sentinel(sub: Collector, erp: ErpDb, product: int, warehouse: int,
-                         quantity: float, polls: int = 5) -> None:
-    """Let the agent poll several more times, then prove it did: a sentinel change made
-    afterwards must arrive, and its poll re-read everything older inside the lookback."""
-    time.sleep(polls * 0.2)
+def api_socket(config: Path) -> Path:
+    """Where the agent of a :func:`write_config` config serves its status API."""
+    return config.parent / f"state-{config.stem}" / "agent.sock"
+
+
+def wait_for_polls(config: Path, count: int) -> None:
+    """Until every feed of the agent has finished ``count`` successful polls that began
+    after this call, as its ``/v1/status`` tells: a ``last_poll_start`` newer than the one
+    seen first is a poll that began since, and it has finished once ``last_success`` has
+    caught up with it. Sampling may miss a poll; then this waits for more, never fewer."""
+    client = ApiClient(api_socket(config))
+
+    def feeds() -> dict[str, tuple[float | None, float | None]]:
+        code, status = asyncio.run(client.get("/v1/status"))
+        assert code == 200, status
+        return {f"{source['name']}/{feed['feed']}": (feed["last_poll_start"],
+                                                       feed["last_success"])
+                for source in status["sources"] for feed in source["feeds"]}
+
+    first = {feed: start or 0.0 for feed, (start, _) in feeds().items()}
+    assert first, "the agent shows no feeds"
+    begun: dict[str, set[float]] = {feed: set() for feed in first}
+    finished: dict[str, int] = dict.fromkeys(first, 0)
+
+    def enough() -> bool:
+        for feed, (start, success) in feeds().items():
+            if start is not None and start > first[feed]:
+                begun[feed].add(start)
+            finished[feed] = sum(1 for s in begun[feed] if success is not None and success >= s)
+        return all(n >= count for n in finished.values())
+
+    wait_until(enough, WAIT, f"{count} more polls of every feed ({finished} so far)")
+
+
+def settle_with_sentinel(sub: Collector, config: Path, erp: ErpDb, product: int,
+                         warehouse: int, quantity: float, polls: int = 5) -> None:
+    """Let the agent poll several more times (counted on its status API), then prove what
+    they did: a sentinel change made afterwards must arrive, and its poll re-read
+    everything older inside the lookback."""
+    wait_for_polls(config, polls)
     erp.set_stock(product, warehouse, quantity)
     wait_for_event(sub, "distillsync.stock.upsert", f"SKU-{product}/WH{warehouse}",
                    on_hand=quantity)
@@ -223,7 +260,7 @@ def test_inserts_updates_and_deletes_reach_the_subscriber(
         # a delete: no tombstone in Dolibarr, so only the snapshot feed can see it
         erp.delete_product(3)
         wait_for_event(sub, "distillsync.product.delete", "SKU-3")
-        settle_with_sentinel(sub, erp, 2, 2, 1.25)
+        settle_with_sentinel(sub, config, erp, 2, 2, 1.25)
     events = sub.events()
 
     check_stream(events, agent_id)
@@ -302,7 +339,7 @@ def test_same_second_commits_all_arrive_and_rereads_emit_nothing(
             wait_for_event(sub, kind, f"SKU-{product}/WH1", on_hand=quantity)
         # A row re-saved without a change moves only tms: nothing to publish.
         touch_stock(erp, 4, 1)
-        settle_with_sentinel(sub, erp, 6, 1, 99)
+        settle_with_sentinel(sub, config, erp, 6, 1, 99)
     events = sub.events()
 
     check_stream(events, agent_id)
@@ -385,7 +422,7 @@ def test_late_commit_on_postgres(make_erp: Any, broker: Mosquitto, tmp_path: Pat
             # started after the late commit, with a bound above the late row's tms.
             erp.set_stock(3, 1, 55)
             wait_for_event(sub, kind, "SKU-3/WH1", on_hand=55)
-            settle_with_sentinel(sub, erp, 3, 1, 56)
+            settle_with_sentinel(sub, config, erp, 3, 1, 56)
     events = sub.events()
 
     check_stream(events, agent_id)
@@ -454,7 +491,7 @@ def test_incrementing_mode_sends_new_rows_in_order_and_not_again_after_restart(
             sub.wait_for(lambda ev: len(ev) >= 10, WAIT, "invoices 9 and 10")
             add_invoices(erp, range(11, 13))
             sub.wait_for(lambda ev: len(ev) >= 12, WAIT, "invoices 11 and 12")
-            time.sleep(1.0)  # several more polls, which must find nothing new
+            wait_for_polls(config, 5)  # several more polls, which must find nothing new
             add_invoices(erp, range(13, 14))  # sentinel: polled after those
             sub.wait_for(lambda ev: len(ev) >= 13, WAIT, "invoice 13")
     events = sub.events()
@@ -526,7 +563,7 @@ def test_incrementing_mode_catches_an_id_committed_late(
             wait_for_event(sub, kind, "1/FA2611-0004")
         add_invoices(erp, range(6, 7))  # committed after the late one: a later poll reads it
         wait_for_event(sub, kind, "1/FA2611-0006")
-        time.sleep(1.0)
+        wait_for_polls(config, 5)  # re-reading the window: 4 and 6 must not come again
         add_invoices(erp, range(7, 8))
         wait_for_event(sub, kind, "1/FA2611-0007")
     events = sub.events()
