@@ -237,13 +237,21 @@ def agent_config(tmp: Path, relay: Relay, agent_id: str, sku: str, login: str) -
 
 
 def dead_letters(tmp: Path) -> list[str]:
-    """The reasons of the agent's dead letters, from its status API."""
+    """The reasons of the agent's dead letters, from its status API; an agent that does
+    not answer is an error, never "no dead letters"."""
+    code, body = asyncio.run(ApiClient(tmp / "state" / "agent.sock")
+                             .get("/v1/outbox?state=dead"))
+    assert code == 200, (code, body)
+    return [item["reason"] for item in body["items"]]
+
+
+def serving(tmp: Path) -> bool:
+    """The agent's status API answers (its socket is there before it first polls)."""
     try:
-        code, body = asyncio.run(ApiClient(tmp / "state" / "agent.sock")
-                                 .get("/v1/outbox?state=dead"))
+        code, _ = asyncio.run(ApiClient(tmp / "state" / "agent.sock").get("/v1/health"))
     except OSError:
-        return []
-    return [item["reason"] for item in body["items"]] if code == 200 else []
+        return False
+    return code in (200, 503)
 
 
 def test_a_real_agent_logged_in_as_another_gets_dead_letters_not_delivery(
@@ -255,13 +263,17 @@ def test_a_real_agent_logged_in_as_another_gets_dead_letters_not_delivery(
     (tmp_path / "impostor").mkdir()
     a_config = agent_config(tmp_path / "a", relay, "erp-madrid-1", "A-SKU", "certificate")
     impostor = agent_config(tmp_path / "impostor", relay, "erp-madrid-1", "FORGED-SKU", B)
-    with Client(relay, CONSUMER) as consumer, \
-            AgentProcess(a_config, tmp_path / "a.log") as agent_a, \
-            AgentProcess(impostor, tmp_path / "impostor.log") as agent_b:
-        consumer.subscribe("distillsync/acme/+/out/#")
-        wait_until(lambda: dead_letters(tmp_path / "impostor"), 30, "the refused event")
-        wait_until(lambda: consumer.topics(), 30, "agent A's event")
-        assert dead_letters(tmp_path / "impostor") == ["broker refused: Not authorized (0x87)"]
-        assert dead_letters(tmp_path / "a") == []
-        assert agent_a.terminate() == 0 and agent_b.terminate() == 0
+    with Client(relay, CONSUMER) as consumer:
+        # Subscribed (SUBACK, QoS 1 granted) before either agent publishes anything.
+        assert consumer.subscribe("distillsync/acme/+/out/#") == 1
+        with AgentProcess(a_config, tmp_path / "a.log") as agent_a, \
+                AgentProcess(impostor, tmp_path / "impostor.log") as agent_b:
+            for folder in (tmp_path / "a", tmp_path / "impostor"):
+                wait_until(lambda f=folder: serving(f), 30, f"{folder.name}'s status API")
+            wait_until(lambda: dead_letters(tmp_path / "impostor"), 30, "the refused event")
+            wait_until(lambda: consumer.topics(), 30, "agent A's event")
+            assert dead_letters(tmp_path / "impostor") == [
+                "broker refused: Not authorized (0x87)"]
+            assert dead_letters(tmp_path / "a") == []
+            assert agent_a.terminate() == 0 and agent_b.terminate() == 0
     assert consumer.topics() == [f"{base(A)}/out/product/A-SKU"]
