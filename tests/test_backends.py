@@ -56,10 +56,17 @@ def new_agent_id(kind: str, erp: ErpDb) -> str:
     return f"{kind}-{erp.backend}-{secrets.token_hex(3)}"
 
 
+def state_dir(tmp_path: Path, agent_id: str) -> Path:
+    """The agent's state directory, named by the id's random part only: its API socket
+    must fit in a unix socket path (108 bytes) however deep pytest's tmp_path is
+    (pytest-xdist adds a level)."""
+    return tmp_path / f"state-{agent_id.rsplit('-', 1)[-1]}"
+
+
 def write_config(tmp_path: Path, broker: Mosquitto, erp: ErpDb, agent_id: str,
                  entities: str, page_size: int = 1000) -> Path:
     config = tmp_path / f"{agent_id}.toml"
-    config.write_text(agent_toml(tmp_path / f"state-{agent_id}", broker.url,
+    config.write_text(agent_toml(state_dir(tmp_path, agent_id), broker.url,
                                  source_toml(erp, entities, POLL, page_size),
                                  agent_id=agent_id))
     return config
@@ -178,7 +185,7 @@ def counts(events: list[Received]) -> Counter[tuple[str, str, bytes]]:
 
 def api_socket(config: Path) -> Path:
     """Where the agent of a :func:`write_config` config serves its status API."""
-    return config.parent / f"state-{config.stem}" / "agent.sock"
+    return state_dir(config.parent, config.stem) / "agent.sock"
 
 
 def wait_for_polls(config: Path, count: int) -> None:
@@ -410,7 +417,7 @@ def test_late_commit_on_postgres(make_erp: Any, broker: Mosquitto, tmp_path: Pat
             assert newer_tms > late_tms
             wait_for_event(sub, kind, "SKU-2/WH1", on_hand=77)
             # ... so the agent's committed cursor is now past the late row's stamp.
-            cursor = stored_cursor(tmp_path / f"state-{agent_id}", "stock")
+            cursor = stored_cursor(state_dir(tmp_path, agent_id), "stock")
             assert cursor is not None and cursor >= newer_tms > late_tms
             # The agent's polls do not wait for the open transaction (MVCC): it is still open.
             assert not has(sub, kind, "SKU-1/WH1", on_hand=42)
