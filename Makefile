@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test check lint typecheck pytest demo bench clean mosquitto
+.PHONY: test check lint typecheck pytest soak demo bench clean mosquitto
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ pytest: $(STAMP) mosquitto
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: check pytest
+
+# `make test` SOAK_RUNS times (default 3) in a fresh clone of HEAD, one core kept busy.
+soak:
+	bash tests/soak.sh
 
 # No broker needed: the demo embeds amqtt when the mosquitto binary is missing.
 demo: $(STAMP)
