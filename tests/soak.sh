@@ -18,14 +18,17 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/distillsync-soak.XXXXXX")
 stress=""
+running=""
 failed=0
 
+stop_group() {  # a job started under set -m: its process group, children and all
+    kill -TERM -- "-$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
 finish() {
-    if [[ -n $stress ]]; then
-        # Its own process group: the stressor workers go with it.
-        kill -TERM -- "-$stress" 2>/dev/null || true
-        wait "$stress" 2>/dev/null || true
-    fi
+    [[ -z $running ]] || stop_group "$running"  # interrupted mid-run: that make test too
+    [[ -z $stress ]] || stop_group "$stress"
     if [[ $failed -eq 0 && ${SOAK_KEEP:-0} != 1 ]]; then
         rm -rf "$work"
     else
@@ -33,10 +36,14 @@ finish() {
     fi
 }
 trap finish EXIT
-trap 'exit 130' INT TERM
+trap 'echo "soak: interrupted"; exit 130' INT TERM
 
 git clone -q "$repo" "$work/repo"
 echo "soak: $runs x make test of $(git -C "$work/repo" log -1 --format='%h %s' | cut -c1-72)"
+# The clone's virtualenv first, so that no run's time includes installing it.
+make -C "$work/repo" .venv/.installed >"$work/install.log" 2>&1 \
+    || { echo "soak: cannot install the clone's virtualenv:"; tail -20 "$work/install.log"
+         failed=1; exit 1; }
 
 # One core busy for as long as the soak can last; --timeout ends it even if this script
 # is killed before its trap runs. set -m: in a process group of its own (pgid = its pid),
@@ -47,14 +54,26 @@ stress=$!
 set +m
 echo "soak: stress-ng --cpu 1 running (pid $stress)"
 
+passed=0
 for run in $(seq 1 "$runs"); do
     log="$work/run-$run.log"
     start=$(date +%s)
-    if make -C "$work/repo" test >"$log" 2>&1; then result=PASS; else result=FAIL; failed=1; fi
+    # In the background and waited for, so a signal reaches the trap at once (bash runs
+    # traps only between foreground commands), in its own group so the trap can stop it.
+    set -m
+    make -C "$work/repo" test >"$log" 2>&1 &
+    running=$!
+    set +m
+    if wait "$running"; then
+        result=PASS; passed=$((passed + 1))
+    else
+        result=FAIL; failed=1
+    fi
+    running=""
     seconds=$(($(date +%s) - start))
     # pytest's closing line, e.g. "=== 400 passed, 3 skipped in 512.3s ===".
-    counts=$(grep -E '^=+ .*[0-9]+ (passed|failed|error)' "$log" | tail -1 | tr -d '=' \
-             | sed 's/^ *//; s/ *$//')
+    counts=$( (grep -E '^=+ .*[0-9]+ (passed|failed|error)' "$log" || true) | tail -1 \
+             | tr -d '=' | sed 's/^ *//; s/ *$//')
     printf 'soak: run %d/%d %s in %d s: %s\n' "$run" "$runs" "$result" "$seconds" \
         "${counts:-no pytest summary (see $log)}"
     if [[ $result == FAIL ]]; then
@@ -63,7 +82,7 @@ for run in $(seq 1 "$runs"); do
 done
 
 if [[ $failed -ne 0 ]]; then
-    echo "soak: FAILED (logs in $work)"
+    echo "soak: FAILED: $passed of $runs runs passed (logs in $work)"
     exit 1
 fi
 echo "soak: all $runs runs passed"
