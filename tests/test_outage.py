@@ -54,7 +54,10 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            self.samples.append(self.process.memory_info().rss)
+            try:
+                self.samples.append(self.process.memory_info().rss)
+            except psutil.NoSuchProcess:
+                return  # the agent has exited (its terminate() runs inside running())
 
     @contextmanager
     def running(self) -> Iterator[RssSampler]:

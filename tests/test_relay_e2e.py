@@ -123,7 +123,10 @@ async def magento(tmp_path: Path) -> AsyncIterator[Shop]:
         yield Shop(f'[[sinks]]\ntype = "magento"\nname = "magento"\nurl = "{url}"\n'
                    f'token_file = "{tmp_path / "token"}"\nsources = {{ MAD = "MAD" }}\n'
                    f'requests_per_second = 50\n',
-                   lambda sku: int(sim.quantity(sku, "MAD")), lambda sku: sim.prices[sku])
+                   # No source item until the first stock update for it: not in sync yet.
+                   lambda sku: (int(sim.quantity(sku, "MAD"))
+                                if (sku, "MAD") in sim.source_items else None),
+                   lambda sku: sim.prices[sku])
     finally:
         await sim.close()
 
