@@ -28,8 +28,13 @@ typecheck: $(STAMP)
 
 check: lint typecheck
 
+# Two pytest-xdist workers: each has its own session Mosquitto on a free port and its own
+# tmp_path tree; databases are made per test under random names. PYTEST_WORKERS=0 runs
+# everything in one process.
+PYTEST_WORKERS ?= 2
+
 pytest: $(STAMP) mosquitto
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test: check pytest
 
