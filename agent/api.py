@@ -30,7 +30,7 @@ from aiohttp.typedefs import Middleware
 
 from agent import __version__, metrics
 from agent.config import ApiSection, read_secret
-from agent.delivery import TailEntry
+from agent.delivery import SequenceCheck, TailEntry
 from agent.errors import ConfigError, OutboxError
 from agent.outbox import OutboxStats, WriteHealth
 
@@ -124,7 +124,19 @@ class StatusBoard:
                        "last_sequence": max(stats.last_sequence,
                                             relay.tail[-1].sequence if relay.tail else 0),
                        **_write_health(agent.outbox.write_health)},
+            "sequence": _sequence_status(relay.sequence),
         }
+
+
+def _sequence_status(check: SequenceCheck) -> dict[str, Any]:
+    move = check.moved
+    moved = None if move is None else {
+        "from": move.last_before, "above": move.floor, "renumbered": move.renumbered,
+        "at": check.moved_at}
+    return {"check": check.state, "checked_at": check.checked_at,
+            "relay_watermark": check.relay_watermark, "unread_reason": check.unread_reason,
+            "watermark_published": check.published, "watermark_error": check.watermark_error,
+            "moved": moved}
 
 
 def _write_health(health: WriteHealth) -> dict[str, Any]:

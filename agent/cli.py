@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -130,6 +130,9 @@ def summary(status: dict[str, object], health: dict[str, object]) -> str:
 
         since = rfc3339_from_epoch(float(write_error["since"]))
         lines.append(f"outbox  CANNOT WRITE since {since}: {write_error['message']}")
+    sequence = status.get("sequence")
+    if isinstance(sequence, dict):
+        lines += _sequence_lines(sequence)
     for source in status["sources"]:  # type: ignore[attr-defined]
         paused = " (paused)" if source["paused"] else ""
         for feed in source["feeds"]:
@@ -138,6 +141,30 @@ def summary(status: dict[str, object], health: dict[str, object]) -> str:
                          f"{feed['rows_read']} rows read, {feed['changes_emitted']} changes, "
                          f"{feed['dead_letters']} dead, {feed['errors']} errors{error}")
     return "\n".join(lines)
+
+
+def _sequence_lines(sequence: dict[str, Any]) -> list[str]:
+    """The sequence check of ``summary``: checked, unread or not yet, and any move."""
+    check, watermark = sequence["check"], sequence["relay_watermark"]
+    if check == "ok":
+        held = "none, a new agent" if watermark is None else watermark
+        lines = [f"sequence checked against the relay's watermark ({held}); "
+                 f"{sequence['watermark_published']} acknowledged since"]
+    elif check == "unread":
+        lines = [f"sequence NOT CHECKED against the relay: {sequence['unread_reason']}"]
+    else:
+        lines = ["sequence not checked yet: nothing is published before (relay not reached)"]
+    if sequence.get("watermark_error"):
+        lines.append(f"sequence the relay refuses the watermark: {sequence['watermark_error']}")
+    moved = sequence.get("moved")
+    if isinstance(moved, dict):
+        from agent.envelope import rfc3339_from_epoch
+
+        lines.append(f"sequence MOVED at {rfc3339_from_epoch(float(moved['at']))}: the outbox "
+                     f"was at {moved['from']}, the relay had seen {moved['above']} (a restored "
+                     f"backup or a new outbox.db); {moved['renumbered']} pending events "
+                     f"renumbered above it")
+    return lines
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:

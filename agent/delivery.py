@@ -14,6 +14,15 @@ The window slides: a new publish goes out as soon as a slot frees, never batch-a
 * events sent but whose outcome is not yet committed to the outbox <= ``max_inflight``,
   so a crash re-sends at most that many (an acked event that was not yet recorded as
   delivered is re-sent, just like an unacked one).
+
+The sequence never goes back, even when the outbox does (a restored backup, a lost
+``outbox.db``): the agent keeps its watermark, the highest sequence it has sent, retained
+on ``{base}/sequence``, at most ``MARK_EVERY`` seconds behind. On every connection, before
+anything else is published, it reads that watermark back and moves the outbox's sequence
+above it (:meth:`agent.outbox.Outbox.move_sequence_above`). A relay that cannot be reached
+holds publishing back, never the check; one that answers but cannot say (an ACL that denies
+reading the topic) is warned about, and publishing goes on unchecked. Not the status topic:
+the Will replaces that one, with what it said at connect time, exactly when an agent dies.
 """
 
 from __future__ import annotations
@@ -40,8 +49,8 @@ from agent.envelope import (
 )
 from agent.errors import RelayError
 from agent.model import Outcome, PendingEvent, PublishResult
-from agent.outbox import Outbox
-from agent.publisher import Ack, RelayLink, message_properties
+from agent.outbox import Outbox, OutboxUnwritable, SequenceMove
+from agent.publisher import Ack, RelayLink, RetainedUnknown, message_properties
 
 log = logging.getLogger("distillsync.delivery")
 
@@ -49,6 +58,9 @@ FETCH_BATCH = 1000
 IDLE_WAKEUP = 1.0  # seconds; also bounds how late a stop or a dead link is noticed
 ANNOUNCE_EVERY = 15.0  # seconds between retained status refreshes (the contract: <= 30 s)
 TAIL_LENGTH = 1000
+MARK_EVERY = 1.0  # seconds: the retained watermark lags the highest sequence sent by at most this
+SEQUENCE_TOPIC = "sequence"
+_MAX_WATERMARK = 2**62  # far beyond any outbox (SQLite's ids stop at 2**63 - 1): not a sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +75,27 @@ class TailEntry:
     outcome: str  # "delivered" | "refused"
     reason: str | None
     at: float
+
+
+@dataclass(slots=True)
+class SequenceCheck:
+    """The sequence against the relay's watermark: ``sequence`` in ``/v1/status``."""
+
+    state: str = "unchecked"
+    """``unchecked`` until a connection read the watermark (nothing is published before),
+    ``ok`` once the last connection read it, ``unread`` when the relay could not say (then
+    publishing goes on unchecked, and no watermark is written over what it may hold)."""
+    checked_at: float | None = None
+    relay_watermark: int | None = None
+    """What the relay held at the last reading (``None``: nothing, a new agent)."""
+    unread_reason: str | None = None
+    published: int = 0
+    """The highest watermark the relay acknowledged from this process."""
+    watermark_error: str | None = None
+    """Why the relay refused the last watermark, while it does (an ACL)."""
+    moved: SequenceMove | None = None
+    """Set once the outbox was found behind the watermark and moved above it."""
+    moved_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +114,7 @@ class RelayStats:
     tail: deque[TailEntry] = field(default_factory=lambda: deque(maxlen=TAIL_LENGTH))
     tail_total: int = 0
     """How many entries ever entered ``tail``; readers remember it to see what is new."""
+    sequence: SequenceCheck = field(default_factory=SequenceCheck)
 
     def become(self, state: str) -> None:
         if state != self.state:
@@ -128,6 +162,22 @@ class _Slots:
     """Events sent whose outcome is not committed yet: max_inflight."""
 
 
+def watermark_payload(sequence: int) -> bytes:
+    """The retained ``sequence`` message: the highest sequence this agent has sent."""
+    return orjson.dumps({"sequence": sequence_text(sequence), "time": now_rfc3339()})
+
+
+def parse_watermark(payload: bytes) -> int:
+    """The sequence in a retained ``sequence`` message; ``ValueError`` if it holds none."""
+    try:
+        text = orjson.loads(payload)["sequence"]
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        raise ValueError(f"not a watermark: {payload[:80]!r}") from None
+    if not isinstance(text, str) or not text.isdigit() or int(text) > _MAX_WATERMARK:
+        raise ValueError(f"not a sequence: {text!r}")
+    return int(text)
+
+
 def status_payload(state: str, started_at: str, extra: dict[str, Any] | None = None) -> bytes:
     """The retained ``status`` message; the fleet view reads ``extra`` (backlog, errors)."""
     return orjson.dumps({"state": state, "version": __version__, "started_at": started_at,
@@ -158,6 +208,14 @@ class Delivery:
         self._results: list[tuple[PublishResult, asyncio.Semaphore]] = []
         """Outcomes waiting to be committed, each with the settle slot it frees then."""
         self._results_ready = asyncio.Event()
+        self._sent_high = 0
+        """The highest sequence handed to a link: what subscribers may have seen (a lost
+        PUBACK does not mean a lost event), so what the watermark must cover."""
+        self._relay_high = 0
+        """The highest watermark read from the relay."""
+        self._marked = 0
+        """The watermark last sent on the current connection (what the relay holds, or will)."""
+        self._sent_more = asyncio.Event()
 
     async def run(self) -> None:
         """Connect, pump, reconnect with jittered exponential backoff, until stopped."""
@@ -186,6 +244,8 @@ class Delivery:
                     await asyncio.wait_for(self.stop.wait(), delay)
 
     async def _connected(self, link: RelayLink) -> None:
+        if not await self._check_sequence(link):
+            return  # stopping while the outbox could not be written
         window = max(1, min(self.settings.max_inflight, link.receive_maximum))
         log.info("relay connected (window %d, max packet %d bytes)", window,
                  link.max_packet_size)
@@ -195,17 +255,107 @@ class Delivery:
         recorder = asyncio.create_task(self._record_results(finished), name="delivery-recorder")
         watchdog = asyncio.create_task(self._watch_acks(link), name="delivery-ack-watchdog")
         announcer = asyncio.create_task(self._announce(link, slots), name="delivery-status")
+        marker = asyncio.create_task(self._mark_sequence(link, slots), name="delivery-sequence")
         try:
             await self._pump(link, slots)
             announcer.cancel()
+            marker.cancel()
             await self._drain(link)
         finally:
             watchdog.cancel()
             announcer.cancel()
+            marker.cancel()
             # Let the recorder finish its batch rather than cancel it mid-transaction.
             finished.set()
             self._results_ready.set()
             await recorder
+
+    # --- the sequence watermark -----------------------------------------------------------
+
+    async def _check_sequence(self, link: RelayLink) -> bool:
+        """Read the relay's watermark and move the outbox above it, before this link
+        publishes anything; False if the agent stopped while the outbox could not be written.
+        A lost connection raises (:class:`~agent.publisher.LinkLost`), to be tried again."""
+        check = self.stats.sequence
+        try:
+            payload = await link.read_retained(self._sequence_topic(),
+                                               self.settings.ack_timeout)
+            watermark = None if payload is None else parse_watermark(payload)
+        except (RetainedUnknown, ValueError) as error:
+            self._unread(check, f"{self._sequence_topic()}: {error}")
+            return True
+        check.state, check.checked_at, check.unread_reason = "ok", time.time(), None
+        check.relay_watermark = watermark
+        self._relay_high = max(self._relay_high, watermark or 0)
+        self._marked = watermark or 0
+        if watermark is None:
+            return True
+        try:
+            move = await self.outbox.move_sequence_above(watermark)
+        except OutboxUnwritable:
+            return False
+        if move is not None:
+            self._moved(check, move)
+        return True
+
+    def _unread(self, check: SequenceCheck, reason: str) -> None:
+        if check.unread_reason != reason:  # once, not on every reconnect
+            log.warning("cannot read this agent's sequence watermark from the relay (%s): "
+                        "publishing anyway, unchecked; if the outbox went back in time (a "
+                        "restored backup, a new outbox.db) subscribers drop its events as "
+                        "stale. Let the agent read and write that topic (see the ACL)", reason)
+        check.state, check.checked_at, check.unread_reason = "unread", time.time(), reason
+
+    def _moved(self, check: SequenceCheck, move: SequenceMove) -> None:
+        check.moved, check.moved_at = move, time.time()
+        renumbered = (f"; its {move.renumbered} pending events now start at {move.floor + 1}, "
+                      f"in their order, with new ids" if move.renumbered else "")
+        log.warning("the relay has seen sequence %d from this agent but the outbox was at %d "
+                    "(a restored backup, or a new outbox.db): sequences now go on above %d, "
+                    "so subscribers do not drop new events as stale%s", move.floor,
+                    move.last_before, move.floor, renumbered)
+
+    def _watermark(self) -> int:
+        return max(self._sent_high, self._relay_high)
+
+    async def _mark_sequence(self, link: RelayLink, slots: _Slots) -> None:
+        """The retained watermark, when it has grown, at most every ``MARK_EVERY`` seconds;
+        never while the relay could not be read (it would write over a higher one)."""
+        while not link.closed.done() and self.stats.sequence.state == "ok":
+            self._sent_more.clear()
+            value = self._watermark()
+            if value > self._marked:
+                if not await self._take_slot(slots.acks, link):
+                    return
+                self._send_watermark(link, value).add_done_callback(
+                    lambda _: slots.acks.release())
+                await _first_of(link.closed, within=MARK_EVERY)
+            else:
+                await _first_of(link.closed, self._sent_more.wait())
+
+    def _send_watermark(self, link: RelayLink, value: int) -> asyncio.Future[Ack]:
+        self._marked = value
+        sent = link.send(self._sequence_topic(), watermark_payload(value), None, retain=True)
+        check = self.stats.sequence
+
+        def done(f: asyncio.Future[Ack]) -> None:
+            ack = f.result() if not f.cancelled() else Ack(Outcome.UNKNOWN, "cancelled")
+            if ack.outcome is Outcome.ACKED:
+                check.published, check.watermark_error = max(check.published, value), None
+            elif ack.outcome is Outcome.NACKED:
+                if check.watermark_error is None:
+                    log.warning("the relay refuses this agent's sequence watermark on %s: %s; "
+                                "let the agent write that topic (see the ACL)",
+                                self._sequence_topic(), ack.reason)
+                check.watermark_error = ack.reason
+
+        sent.add_done_callback(done)
+        return sent
+
+    def _sequence_topic(self) -> str:
+        return f"{self.settings.topic_base}/{SEQUENCE_TOPIC}"
+
+    # --- the retained status ----------------------------------------------------------------
 
     async def _announce(self, link: RelayLink, slots: _Slots) -> None:
         """The retained ``online`` status with the compact summary, on connect, whenever
@@ -236,6 +386,9 @@ class Delivery:
                     return
                 self._publish(link, event, slots)
                 after = event.sequence
+                if after > self._sent_high:
+                    self._sent_high = after
+                    self._sent_more.set()
 
     async def _take_slot(self, slots: asyncio.Semaphore, link: RelayLink) -> bool:
         if not slots.locked():
@@ -320,9 +473,24 @@ class Delivery:
         return f"{self.settings.topic_base}/status"
 
     async def _say_offline(self, link: RelayLink) -> None:
+        """On a clean stop: the last watermark, then the retained ``offline`` status."""
+        if self.stats.sequence.state == "ok" and self._watermark() > self._marked:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._send_watermark(
+                    link, self._watermark())), 2.0)
         future = link.send(self._status_topic(), status_payload("offline", self.started_at),
                            None, retain=True)
         with contextlib.suppress(TimeoutError):
             ack = await asyncio.wait_for(asyncio.shield(future), 2.0)
             if ack.outcome is Outcome.ACKED:
                 link.leave_will = False  # said it ourselves; the Will would only repeat it
+
+
+async def _first_of(*waits: Awaitable[Any], within: float | None = None) -> None:
+    """Until the first of ``waits`` is done (or ``within`` seconds); the others are cancelled,
+    except futures shared with others (a link's ``closed``), which are only let go."""
+    tasks = [w if isinstance(w, asyncio.Future) else asyncio.ensure_future(w) for w in waits]
+    await asyncio.wait(tasks, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    for task, wait in zip(tasks, waits, strict=True):
+        if task is not wait:
+            task.cancel()

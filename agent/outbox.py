@@ -739,3 +739,98 @@ class Outbox:
             )
             cursor = await db.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,))
             return cursor.rowcount > 0
+
+    # --- the sequence floor: never below what the relay has seen -----------------------------
+
+    async def move_sequence_above(self, floor: int) -> SequenceMove | None:
+        """Make every sequence still to be published greater than ``floor``, the highest one
+        the relay has seen from this agent; ``None`` when the outbox is past it already.
+
+        Behind it means the outbox went back in time: a backup restored, or ``outbox.db``
+        lost and started afresh. Subscribers drop an event whose sequence is not above the
+        last one they applied for its key, so new events must be numbered above ``floor``:
+        the events table's AUTOINCREMENT counter (``sqlite_sequence``) is moved to it.
+
+        The pending events are renumbered above it too, in their order (one shift, so their
+        gaps stay), and each gets a new ``id``. They are the restored backup's undelivered
+        events and whatever capture enqueued since the agent started; with their low numbers
+        subscribers would drop them as stale, and with their old ids as duplicates of what
+        they applied before the loss. They must be applied: the backup's key hashes count
+        them as sent, so capture does not send those states again (a row changed after the
+        backup and back to its earlier value before the loss would otherwise stay at the
+        later state in the shop). Applied again they are harmless (absolute state), a newer
+        state captured later still comes after them, and capture order is kept. Delivered
+        and dead rows keep their numbers: sent already, or not to be sent.
+
+        One transaction, committed before delivery publishes anything on the connection that
+        read ``floor``. While the disk refuses the write this waits and tries again; it
+        raises :class:`OutboxUnwritable` only once the agent is stopping.
+        """
+        while True:
+            try:
+                move = await self._move_sequence_above(floor)
+                break
+            except OutboxUnwritable:
+                if not await self._wait_to_retry():
+                    raise
+        if move is not None and move.renumbered:
+            self.new_events.set()
+        return move
+
+    async def _move_sequence_above(self, floor: int) -> SequenceMove | None:
+        async with self._transaction() as db:
+            async with db.execute(
+                "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'events'), "
+                "(SELECT min(id) FROM events WHERE state = 0)"
+            ) as cursor:
+                row = await cursor.fetchone()
+            assert row is not None
+            last = int(row[0] or 0)
+            if last >= floor:
+                return None
+            renumbered = 0
+            if row[1] is not None:  # every id is <= last < floor: shifted, they collide with none
+                renumbered = await self._renumber_pending(db, last, floor + 1 - int(row[1]))
+            async with db.execute("SELECT max(id) FROM events") as cursor:
+                row = await cursor.fetchone()
+            new_last = max(floor, int(row[0] or 0) if row else 0)
+            # UPDATE does not move the AUTOINCREMENT counter; a new file has no row for it yet.
+            cursor = await db.execute(
+                "UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'", (new_last,))
+            if cursor.rowcount == 0:
+                await db.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (new_last,))
+        return SequenceMove(last, floor, renumbered, new_last)
+
+    @staticmethod
+    async def _renumber_pending(db: aiosqlite.Connection, last: int, shift: int) -> int:
+        """Pending ids up to ``last`` move up by ``shift`` with new event ids, in batches (a
+        backlog may be large); a moved row is above ``last`` and is not read again."""
+        after, total = 0, 0
+        while True:
+            async with db.execute(
+                "SELECT id FROM events WHERE state = 0 AND id > ? AND id <= ? ORDER BY id "
+                "LIMIT ?", (after, last, _RENUMBER_BATCH),
+            ) as cursor:
+                ids = [int(r[0]) async for r in cursor]
+            if not ids:
+                return total
+            await db.executemany("UPDATE events SET id = ?, event_id = ? WHERE id = ?",
+                                 [(old + shift, uuid7(), old) for old in ids])
+            after, total = ids[-1], total + len(ids)
+
+
+_RENUMBER_BATCH = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceMove:
+    """What :meth:`Outbox.move_sequence_above` did."""
+
+    last_before: int
+    """The outbox's last sequence before: 0 for a new file."""
+    floor: int
+    """The relay's watermark it was moved above."""
+    renumbered: int
+    """Pending events given numbers above ``floor`` (from ``floor + 1``, in their order)."""
+    last_after: int

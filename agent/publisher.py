@@ -35,7 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
+import secrets
 import socket
 import ssl
 import time
@@ -89,6 +91,11 @@ class Ack:
 
 class LinkLost(RelayError):
     """The connection dropped; every unacknowledged publish is of unknown fate."""
+
+
+class RetainedUnknown(RelayError):
+    """The link is up but cannot tell what the relay retains on a topic: the subscription or
+    the probe was refused (an ACL), or neither came back in time. Another connection may."""
 
 
 def tls_context(ca_file: Path | None, cert_file: Path | None,
@@ -335,6 +342,69 @@ class RelayLink:
         self._pending[info.mid] = (future, time.monotonic())
         return future
 
+    async def read_retained(self, topic: str, within: float) -> bytes | None:
+        """The message the relay retains on ``topic``, or ``None`` when it retains none.
+
+        MQTT has no "that was all" for retained messages, so rather than wait out a timeout
+        when there is none: subscribe, then publish a probe (QoS 1, not retained, a random
+        payload) to the same topic. A broker sends the retained message as it takes the
+        subscription, before it forwards anything published afterwards, so once the probe
+        comes back no retained message is still to come. The retain flag tells the two apart
+        (a forwarded publish has it cleared, in 3.1.1 and in 5 without Retain As Published).
+        Raises :class:`RetainedUnknown` when the relay cannot tell within ``within``
+        seconds, :class:`LinkLost` when the connection goes first.
+
+        The subscription is withdrawn afterwards. Whatever still arrives on ``topic`` later
+        (a session kept across a crash keeps its subscription too) is dropped here, rather
+        than queued in aiomqtt for a reader that does not exist.
+        """
+        found: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        probe = b'{"probe": "%s"}' % secrets.token_hex(8).encode()
+
+        def on_message(_client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
+            if found.done():
+                return
+            if message.retain:
+                found.set_result(bytes(message.payload))
+            elif message.payload == probe:
+                found.set_result(None)
+
+        self._paho.message_callback_add(topic, on_message)
+        try:
+            return await asyncio.wait_for(self._subscribe_and_probe(topic, probe, found),
+                                          within)
+        except TimeoutError:
+            raise RetainedUnknown(f"nothing came back on {topic} within {within:.0f}s (may "
+                                  f"this agent read that topic?)") from None
+        finally:
+            self._paho.message_callback_add(topic, _drop_message)
+            if not self.closed.done():
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    await self._client.unsubscribe(topic, timeout=within)
+
+    async def _subscribe_and_probe(self, topic: str, probe: bytes,
+                                   found: asyncio.Future[bytes | None]) -> bytes | None:
+        try:
+            codes = await self._client.subscribe(topic, qos=1, timeout=math.inf)
+        except aiomqtt.MqttError as error:
+            raise LinkLost(f"cannot subscribe to {topic}: {error}") from None
+        refused = [code for code in codes
+                   if (code.value if isinstance(code, ReasonCode) else code) >= 0x80]
+        if refused:
+            code = refused[0]
+            words = _reason_text(code) if isinstance(code, ReasonCode) else f"0x{code:02x}"
+            raise RetainedUnknown(f"the relay refused the subscription to {topic}: {words}")
+        ack = await self.send(topic, probe, None)
+        if ack.outcome is Outcome.NACKED:
+            raise RetainedUnknown(f"the relay refused a publish to {topic}: {ack.reason}")
+        if ack.outcome is Outcome.UNKNOWN:
+            raise LinkLost(f"no answer to the probe on {topic}: {ack.reason}")
+        waits: list[asyncio.Future[Any]] = [found, self.closed]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if not found.done():
+            raise LinkLost(f"connection lost while reading {topic}")
+        return found.result()
+
     @staticmethod
     def packet_size(topic: str, payload: bytes, properties: PackedProperties | None,
                     mqtt5: bool = True) -> int:
@@ -401,6 +471,10 @@ class RelayLink:
         for future, _ in pending.values():
             if not future.done():
                 future.set_result(Ack(Outcome.UNKNOWN, why))
+
+
+def _drop_message(_client: Any, _userdata: Any, _message: paho.MQTTMessage) -> None:
+    """What arrives on a topic read once and left (see :meth:`RelayLink.read_retained`)."""
 
 
 def _install_hooks(client: aiomqtt.Client, link: RelayLink) -> paho.Client:

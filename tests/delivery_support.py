@@ -71,6 +71,8 @@ class Subscriber:
             with self.lock:
                 self.statuses.append(orjson.loads(msg.payload))
             return
+        if "/out/" not in msg.topic:
+            return  # the agent's retained sequence watermark (and its probe): not an event
         event = orjson.loads(msg.payload)
         user = dict(getattr(msg.properties, "UserProperty", []) or [])
         seen = Seen(msg.topic, event["id"], event["subject"], int(event["sequence"]),
