@@ -147,6 +147,12 @@ class Consumer:
                 self.window.finish(queued.ticket)
 
     @property
+    def waiting(self) -> int:
+        """Received and not applied yet, including batches retried against a shop that
+        is down: what an operator watching a stalled shop needs to see grow."""
+        return self.scheduler.waiting
+
+    @property
     def window_connection(self) -> int:
         return self._session.connection if self._session else -1
 
@@ -218,7 +224,7 @@ class Consumer:
     # --- the retained status and housekeeping ---------------------------------------------
 
     def _retained(self, state: str) -> bytes:
-        return self.stats.retained(state, self.dead_letters, len(self.scheduler))
+        return self.stats.retained(state, self.dead_letters, self.waiting)
 
     async def _announce(self, session: Session) -> None:
         while True:

@@ -83,9 +83,17 @@ class Scheduler(Generic[T]):
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _filling: asyncio.Lock = field(default_factory=asyncio.Lock)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
+    _held: int = 0
 
     def __len__(self) -> int:
+        """Events queued, not yet in a batch."""
         return sum(len(queue) for queue in self._classes.values())
+
+    @property
+    def waiting(self) -> int:
+        """Events not applied yet: queued, or in a batch not released (being filled,
+        applied, or retried against a shop that is down)."""
+        return len(self) + self._held
 
     def put(self, event: Event, ticket: Ticket[T]) -> None:
         self._classes.setdefault(event.priority, deque()).append(
@@ -110,6 +118,7 @@ class Scheduler(Generic[T]):
         kept.extend(queue)
         self._classes[priority] = kept
         self._busy_keys |= taken
+        self._held += len(batch)
         return batch
 
     async def next_batch(self) -> list[Queued[T]]:
@@ -142,11 +151,13 @@ class Scheduler(Generic[T]):
             batch += self._collect(priority, self.batch_size - len(batch), taken)
 
     def release(self, batch: list[Queued[T]]) -> None:
+        self._held -= len(batch)
         for queued in batch:
             self._busy_keys.discard(queued.event.key)
         self._changed.set()
 
     def forget(self) -> None:
-        """The connection is gone: drop what waits; the broker redelivers it."""
+        """The connection is gone: drop what waits; the broker redelivers it. Batches
+        in flight go on (and stay counted) until they are released."""
         self._classes.clear()
         self._changed.set()

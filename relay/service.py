@@ -52,7 +52,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 def status_app(consumer: Consumer) -> web.Application:
     def counts() -> tuple[int, int]:
-        return len(consumer.scheduler), len(consumer.window)
+        return consumer.waiting, len(consumer.window)
 
     async def health(_: web.Request) -> web.Response:
         healthy = consumer.stats.relay_state == "connected"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from agent.apiclient import ApiClient
 from relay.store import VersionStore
@@ -24,6 +25,7 @@ from tests.relay_support import (
     woocommerce_sink,
 )
 from tests.relay_support import consumer_toml as toml
+from tests.sims import Served
 from tests.sims.webhook import WebhookReceiver
 from tests.support import Mosquitto, write_secret
 
@@ -187,3 +189,61 @@ async def test_a_shop_that_is_down_holds_the_batch_and_an_unknown_sku_is_a_dead_
     async with await VersionStore.open(f"sqlite:///{tmp_path}/shops-1.db") as store:
         [dead] = await store.dead_letters()
     assert dead.sink == "woo" and "unknown SKU GHOST" in dead.reason
+
+
+class ShopSwitch(Served):
+    """A webhook receiver that answers 503 while :attr:`down`, and takes the events once
+    the test brings it back: a shop that is down for exactly as long as the test says."""
+
+    path = "/hook"
+
+    def __init__(self) -> None:
+        self.down = True
+        self.received: list[dict[str, Any]] = []
+        self.refused = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(self.path, self._hook)
+        return app
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.down:
+            self.refused += 1
+            return web.Response(status=503)
+        self.received.append(orjson.loads(body))
+        return web.Response(status=204)
+
+
+def waiting_metric(metrics: str) -> float:
+    found = re.search(r"^distillsync_consumer_waiting_events (\S+)$", metrics, re.MULTILINE)
+    assert found, metrics
+    return float(found.group(1))
+
+
+async def test_events_held_by_a_shop_that_is_down_count_as_waiting(
+        broker: Mosquitto, tmp_path: Path) -> None:
+    """Not only the queue: a batch retried against a 503 holds its events, and the status,
+    and the metric say how many until the shop takes them."""
+    async with ShopSwitch() as shop:
+        config = tmp_path / "relay.toml"
+        sink = webhook_sink(shop.url, secret_file(tmp_path)) + \
+            'max_retries = 0\nbackoff = "50ms"\n'
+        config.write_text(toml(tmp_path, broker.url, sink, name="held-1",
+                               pipeline='retry_max = "200ms"\n'))
+        async with consumer_running(config):
+            await subscribed(tmp_path / "held-1.sock")
+            await publish(broker.port, [stock_event(n, f"SKU-{n}", "MAD", n)
+                                        for n in range(1, 6)])
+            client = ApiClient(tmp_path / "held-1.sock")
+            # A batch refused twice is under retry: out of the queue, yet not applied.
+            status = await counted(client, lambda s: s["sinks"]["hook"]["unavailable"] >= 2)
+            assert status["events"]["waiting"] == 5, status["events"]
+            assert waiting_metric((await client.get_text("/v1/metrics"))[1]) == 5
+            shop.down = False
+            status = await counted(client, lambda s: s["events"]["applied"] == 5
+                                   and s["events"]["waiting"] == 0)
+            assert (status["events"]["applied"], status["events"]["waiting"]) == (5, 0)
+            assert waiting_metric((await client.get_text("/v1/metrics"))[1]) == 0
+        assert sorted(int(str(e["sequence"])) for e in shop.received) == [1, 2, 3, 4, 5]

@@ -99,3 +99,16 @@ async def test_a_batch_that_does_not_fill_goes_out_when_the_linger_ends() -> Non
     scheduler.put(event("stock", "K0", 1), Ticket(0))
     batch = await asyncio.wait_for(scheduler.next_batch(), 30)
     assert [q.ticket.item for q in batch] == [0]
+
+
+async def test_waiting_counts_batches_until_they_are_released() -> None:
+    """A batch a shop keeps refusing is out of the queue but not applied: still waiting."""
+    scheduler: Scheduler[int] = Scheduler(batch_size=2, linger=0)
+    for n in range(3):
+        scheduler.put(event("stock", f"K{n}", n + 1), Ticket(n))
+    batch = await scheduler.next_batch()
+    assert (len(scheduler), scheduler.waiting) == (1, 3)
+    scheduler.forget()  # the connection went; the batch in flight is still held
+    assert scheduler.waiting == 2
+    scheduler.release(batch)
+    assert scheduler.waiting == 0
