@@ -12,10 +12,11 @@ from pydantic import ValidationError
 
 from relay.model import Status
 from relay.settings import SecretMissing
+from relay.sinks import woocommerce
 from relay.sinks.base import SinkUnavailable
 from relay.sinks.woocommerce import Settings, WooCommerceSink
 from tests.sims import event, price, sink_maker, statuses, stock
-from tests.sims.woocommerce import WooCommerceSim
+from tests.sims.woocommerce import Hit, WooCommerceSim
 from tests.support import write_secret
 
 MakeSink = Callable[..., WooCommerceSink]
@@ -235,6 +236,37 @@ async def test_query_string_auth_works(shop: WooCommerceSim, make_sink: MakeSink
     assert shop.price("CAP") == "2.00"
 
 
+async def test_a_lookup_longer_than_a_page_is_read_to_the_end(
+        shop: WooCommerceSim, make_sink: MakeSink, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(woocommerce, "PER_PAGE", 2)  # four matches: two pages
+    skus = ["MUG", "CAP", "TEE-S", "TEE-M"]
+    results = await make_sink().apply([stock(sku, 5) for sku in skus])
+    assert statuses(results) == [Status.APPLIED] * 4
+    assert [hit.query["page"] for hit in shop.requests("GET", "/products")] == ["1", "2"]
+    assert all(shop.stock(sku) == 5 for sku in skus)
+
+
+async def test_a_catalogue_shrinking_between_pages_is_read_again(
+        shop: WooCommerceSim, make_sink: MakeSink, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(woocommerce, "PER_PAGE", 2)
+    shop.add("OLD-1")
+    shop.add("OLD-2")  # the newest: on the first page, which the shop lists newest first
+
+    def retire_after_the_first_page(hit: Hit) -> None:
+        if hit.path == "/products":
+            shop.on_hit = None
+            shop.remove("OLD-1")
+            shop.remove("OLD-2")  # page 2 now lies past the end
+
+    shop.on_hit = retire_after_the_first_page
+    results = await make_sink().apply([stock(sku, 3) for sku in ["MUG", "CAP", "OLD-1",
+                                                                 "OLD-2"]])
+    pages = [(hit.query["page"], hit.status) for hit in shop.requests("GET", "/products")]
+    assert pages == [("1", 200), ("2", 200), ("1", 200)]  # the past-the-end page is 200 []
+    assert statuses(results) == [Status.APPLIED, Status.APPLIED, Status.DEAD, Status.DEAD]
+    assert (shop.stock("MUG"), shop.stock("CAP")) == (3, 3)
+
+
 async def test_a_lowered_batch_limit_is_found_and_kept(shop: WooCommerceSim,
                                                        make_sink: MakeSink) -> None:
     shop.batch_limit = 30
@@ -265,12 +297,14 @@ async def test_the_simulator_answers_as_woocommerce_documents(shop: WooCommerceS
         async with http.get("products", params={"per_page": "2", "page": "2", **auth}) as page:
             assert (page.headers["X-WP-Total"], page.headers["X-WP-TotalPages"]) == ("3", "2")
             assert [product["sku"] for product in await page.json()] == ["MUG"]
+        async with http.get("products", params={"per_page": "2", "page": "9", **auth}) as past:
+            assert (past.status, await past.json()) == (200, [])  # not a 400, as WordPress's own
+            assert (past.headers["X-WP-Total"], past.headers["X-WP-TotalPages"]) == ("3", "2")
         async with http.get("products", params={"sku": "TEE-S", **auth}) as variation:
             assert [(p["type"], p["parent_id"]) for p in await variation.json()] == [
                 ("variation", shop.find("TEE").id)]
         for params, status, code in [
                 ({"per_page": "101", **auth}, 400, "rest_invalid_param"),
-                ({"page": "9", **auth}, 400, "rest_post_invalid_page_number"),
                 ({}, 401, "woocommerce_rest_cannot_view"),
                 ({**auth, "consumer_key": "ck_other"}, 401,
                  "woocommerce_rest_authentication_error")]:

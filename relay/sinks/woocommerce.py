@@ -13,7 +13,10 @@ variations" (batch update), and the batch controller they describe.
   Basic is the default because it keeps the secret out of URLs, hence out of access logs.
 - **SKU -> id.** ``GET /products?sku=A,B,...`` (commas separate SKUs); when ``sku`` is
   given WooCommerce searches variations too and returns them with their ``parent_id``. Up to
-  50 SKUs a lookup with ``per_page=100``, so one page holds every match. Ids are cached for the
+  50 SKUs a lookup with ``per_page=100``, so one page holds every match of unique SKUs; more
+  pages (a shop that allows duplicate SKUs) are read as ``X-WP-TotalPages`` says, and a
+  listing whose ``X-WP-Total`` changed between pages is read again from the first (offset
+  pages shift when products come or go; a page past the end is ``200 []``). Ids are cached for the
   life of the sink. When a write says the id is gone (``*_invalid_id``), the SKU is looked up
   once more; still nothing, or refused again, is that event's ``DEAD`` result.
 - **Writes.** ``POST /products/batch`` for products and ``POST /products/{parent}/variations/
@@ -59,7 +62,9 @@ BATCH_LIMIT = 100
 LOOKUP_SKUS = 50
 """SKUs per lookup: keeps the URL short whatever the SKUs look like."""
 PER_PAGE = 100
-"""The largest page WooCommerce serves; more than a lookup can match."""
+"""The largest page WooCommerce serves; more than a lookup of unique SKUs can match."""
+LISTING_READS = 3
+"""Reads of a lookup whose match count keeps moving before the sink waits for calmer times."""
 STALE_ID = frozenset({
     "woocommerce_rest_product_invalid_id",            # no such product
     "woocommerce_rest_product_variation_invalid_id",  # no such variation of that parent
@@ -123,6 +128,11 @@ class Write:
     sku: str
     what: str
     fields: dict[str, Any]
+
+
+def _int(header: str | None) -> int:
+    """A count header; 0 when absent or not a number (read no further)."""
+    return int(header) if header is not None and header.strip().isdigit() else 0
 
 
 def _error(reply: Reply) -> tuple[str, str]:
@@ -277,16 +287,35 @@ class WooCommerceSink:
                                                     int(product.get("parent_id") or 0))
 
     async def _products(self, sku_query: str) -> list[Any]:
-        """``GET /products?sku=...``: one page holds every match, as SKUs are unique and a
-        query names fewer of them than a page holds."""
-        params = {"sku": sku_query, "per_page": str(PER_PAGE)}
-        reply = await self._call("GET", "products", params=params)
-        found = orjson.loads(reply.body) if reply.ok else None
-        if not isinstance(found, list):
-            code, message = _error(reply)
-            raise SinkUnavailable(f"woocommerce {self.name}: the product lookup failed "
-                                  f"(HTTP {reply.status} {code}: {message})")
-        return found
+        """Every product ``GET /products?sku=...`` lists, over as many pages as it takes."""
+        for _ in range(LISTING_READS):
+            listing = await self._listing(sku_query)
+            if listing is not None:
+                return listing
+        raise SinkUnavailable(f"woocommerce {self.name}: the product lookup kept changing "
+                              f"while it was read ({LISTING_READS} times); trying later")
+
+    async def _listing(self, sku_query: str) -> list[Any] | None:
+        """The pages of one lookup; None when the match count moved between them, since
+        offset pages then skip or repeat products."""
+        found: list[Any] = []
+        totals: set[str] = set()
+        page = 1
+        while True:
+            params = {"sku": sku_query, "per_page": str(PER_PAGE), "page": str(page)}
+            reply = await self._call("GET", "products", params=params)
+            products = orjson.loads(reply.body) if reply.ok else None
+            if not isinstance(products, list):
+                code, message = _error(reply)
+                raise SinkUnavailable(f"woocommerce {self.name}: the product lookup failed "
+                                      f"(HTTP {reply.status} {code}: {message})")
+            found += products
+            totals.add(reply.headers.get("X-WP-Total", ""))
+            if len(totals) > 1:
+                return None
+            if not products or page >= _int(reply.headers.get("X-WP-TotalPages")):
+                return found
+            page += 1
 
     # --- HTTP --------------------------------------------------------------------------
 

@@ -11,8 +11,10 @@ and the controllers they document:
   ("Consumer key is invalid." / "Consumer secret is invalid.").
 - ``GET /wp-json/wc/v3/products``: ``sku`` (split on commas, the whole string matched as
   well; with ``sku`` variations are returned too, with their ``parent_id``), ``page``,
-  ``per_page`` (default 10, at most 100, else 400 ``rest_invalid_param``), a page past the
-  end is 400 ``rest_post_invalid_page_number``; ``X-WP-Total`` and ``X-WP-TotalPages``.
+  ``per_page`` (default 10, at most 100, else 400 ``rest_invalid_param``); ``X-WP-Total``
+  and ``X-WP-TotalPages`` on every page. A page past the end is ``200 []`` with the same
+  headers: WooCommerce's CRUD controllers count the matches again and never refuse a page
+  (the 400 ``rest_post_invalid_page_number`` is WordPress's posts controller, not theirs).
 - ``POST /wp-json/wc/v3/products/batch`` and ``/products/{id}/variations/batch``: more than
   ``batch_limit`` items (100 unless a shop filters ``woocommerce_rest_batch_items_limit``)
   is 413 ``woocommerce_rest_request_entity_too_large``; each ``update`` item answers the
@@ -35,6 +37,7 @@ import hmac
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +102,8 @@ class WooCommerceSim(Served):
         self._faults: deque[Fault] = deque()
         self._window_start = 0.0
         self._window_count = 0
+        self.on_hit: Callable[[Hit], None] | None = None
+        """Called with each request once answered: a test changes the shop between two."""
 
     # --- the catalogue ---------------------------------------------------------------
 
@@ -161,6 +166,8 @@ class WooCommerceSim(Served):
         query = {k: v for k, v in request.query.items() if not k.startswith("consumer_")}
         path = request.path.removeprefix(API)
         self.hits.append(Hit(arrived, request.method, path, query, items, response.status))
+        if self.on_hit is not None:
+            self.on_hit(self.hits[-1])
         return response
 
     async def _gate(self, request: web.Request, now: float) -> web.StreamResponse | None:
@@ -215,10 +222,6 @@ class WooCommerceSim(Served):
                                                 "and 100 (inclusive)"})
         matches = self._matching(request.query.get("sku", ""))
         pages = math.ceil(len(matches) / per_page)
-        if page > max(pages, 1):
-            return wp_error(400, "rest_post_invalid_page_number",
-                            "The page number requested is larger than the number of pages "
-                            "available.")
         shown = matches[(page - 1) * per_page:page * per_page]
         return web.json_response([product.as_json() for product in shown],
                                  headers={"X-WP-Total": str(len(matches)),
