@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from relay.model import SinkResult, Status
+from relay.model import Event, SinkResult, Status
 from relay.settings import SecretMissing
 from relay.sinks.base import SinkUnavailable
 from relay.sinks.shopify import Settings, ShopifySink, idempotency_key, sku_search
@@ -20,6 +22,11 @@ MAD = "gid://shopify/Location/1"
 BCN = "gid://shopify/Location/2"
 
 MakeSink = Callable[..., ShopifySink]
+
+
+def from_agent(sent: Event, agent: str) -> Event:
+    """``sent`` as agent ``agent`` of tenant acme published it (its key is that agent's)."""
+    return dataclasses.replace(sent, source=f"urn:distillsync:acme:{agent}")
 
 
 def two_locations(**options: Any) -> ShopifySim:
@@ -254,6 +261,99 @@ async def test_a_lost_answer_is_retried_with_the_same_key_and_applied_once(
     sent = [{"inventoryItemId": sim.variant("SOCK").inventory_item_id, "locationId": MAD,
              "quantity": 8, "changeFromQuantity": 2}]
     assert sim.keys_seen == [idempotency_key([sock.id], sent)] * 2
+
+
+async def test_two_agents_rows_for_one_sku_and_location_are_both_applied(
+        sim: ShopifySim, make_sink: MakeSink) -> None:
+    # Two ERPs each send TEE at their warehouse MAD: distinct keys, so one batch holds both.
+    sim.add_product(["TEE"], stock={MAD: 1, BCN: 1})
+    first, second = stock("TEE", 4), from_agent(stock("TEE", 9), "erp-2")
+    other = stock("TEE", 2, "BCN")
+
+    assert await make_sink().apply([first, other, second]) == [APPLIED] * 3
+
+    # What one event at a time leaves: the batch's last row for TEE at MAD.
+    assert (sim.on_hand("TEE", MAD), sim.on_hand("TEE", BCN)) == (9, 2)
+    assert sim.calls["SetStock"] == 1
+    item = sim.variant("TEE").inventory_item_id
+    sent = [{"inventoryItemId": item, "locationId": MAD, "quantity": 9, "changeFromQuantity": 1},
+            {"inventoryItemId": item, "locationId": BCN, "quantity": 2, "changeFromQuantity": 1}]
+    # The key names every event the write carries, so it is the batch's alone.
+    assert sim.keys_seen == [idempotency_key([first.id, second.id, other.id], sent)]
+
+
+async def test_two_agents_rows_for_a_location_that_does_not_stock_the_item_are_both_dead(
+        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim.add_product(["TEE"], stock={BCN: 1})
+
+    results = await make_sink().apply([stock("TEE", 4), from_agent(stock("TEE", 9), "erp-2")])
+
+    assert results == [SinkResult(Status.DEAD, f"TEE: not stocked at Shopify location {MAD} "
+                                               "(activate it there)")] * 2
+    assert sim.calls["SetStock"] == 0
+
+
+async def test_the_simulator_refuses_a_pair_named_twice_in_one_call(sim: ShopifySim) -> None:
+    sim.add_product(["TEE"], stock={MAD: 1})
+    item = sim.variant("TEE").inventory_item_id
+    quantity = {"inventoryItemId": item, "locationId": MAD, "changeFromQuantity": 1}
+    variables = {"idempotencyKey": "k-1", "input": {
+        "name": "on_hand", "reason": "correction",
+        "quantities": [quantity | {"quantity": 4}, quantity | {"quantity": 9}]}}
+    query = ("mutation SetStock { inventorySetQuantities(input: $input) "
+             "@idempotent(key: $idempotencyKey) { userErrors { field message code } } }")
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{sim.url}/admin/api/{sim.api_version}/graphql.json",
+            json={"query": query, "variables": variables, "operationName": "SetStock"},
+            headers={"X-Shopify-Access-Token": TOKEN}) as response:
+        answer = await response.json()
+
+    errors = answer["data"]["inventorySetQuantities"]["userErrors"]
+    assert errors == [{"field": ["input", "quantities", str(position), "locationId"],
+                       "message": "The combination of inventoryItemId and locationId must be "
+                                  "unique.",
+                       "code": "NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR"}
+                      for position in (0, 1)]
+    assert sim.on_hand("TEE", MAD) == 1  # all or nothing
+
+
+async def test_a_request_still_in_progress_is_asked_again_with_its_key(
+        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim.add_product(["SOCK"], stock={MAD: 2})
+    # Shopify takes the write, its gateway gives up (504) while the write goes on; it
+    # completes once the retry has been told it is still in progress.
+    sim.hold_next = 1
+    sim.after_concurrent = [sim.finish_held]
+
+    assert await make_sink().apply([stock("SOCK", 8)]) == [APPLIED]
+
+    assert sim.on_hand("SOCK", MAD) == 8
+    assert sim.concurrent == 1
+    # The same request again, not a new one: Shopify answered it from the first result.
+    assert sim.replays == 1
+    assert len(sim.keys_seen) == 3 and len(set(sim.keys_seen)) == 1
+    assert len(sim.adjustments) == 1
+    assert sim.calls["StockLevels"] == 1
+
+
+async def test_a_request_in_progress_past_the_retries_goes_back_and_keeps_its_key(
+        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim.add_product(["SOCK"], stock={MAD: 2})
+    sim.hold_next = 1
+    sock = stock("SOCK", 8)
+
+    with pytest.raises(SinkUnavailable, match="still processing"):
+        await make_sink(max_retries=1).apply([sock])  # not a dead letter: the batch goes back
+    assert sim.concurrent == 1 and sim.on_hand("SOCK", MAD) == 2
+
+    # The consumer's retry, by a new process after a crash: the same batch, the same
+    # quantities read, so the same key; the first request completes meanwhile.
+    sim.after_concurrent = [sim.finish_held]
+    assert await make_sink().apply([sock]) == [APPLIED]
+
+    assert sim.on_hand("SOCK", MAD) == 8
+    assert len(set(sim.keys_seen)) == 1
+    assert (sim.concurrent, sim.replays, len(sim.adjustments)) == (2, 1, 1)
 
 
 def test_the_idempotency_key_is_deterministic() -> None:

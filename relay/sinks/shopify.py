@@ -14,14 +14,24 @@ One endpoint, ``{shop_url}/admin/api/{api_version}/graphql.json``, with the app'
   reads the current quantities of the batch first (one ``nodes`` query per location), sends
   them as ``changeFromQuantity``, and on ``CHANGE_FROM_QUANTITY_STALE`` (a sale landed
   between the read and the write) reads again and retries (so too when Shopify answers that
-  the same key is still in progress, or failed before). A quantity that already equals
-  the ERP's is not written at all, so a redelivered event changes nothing.
+  a request with the same key failed before). A quantity that already equals the ERP's is
+  not written at all, so a redelivered event changes nothing.
+- **One quantity per item and location**: Shopify refuses a call that names an (inventory
+  item, location) pair twice (``NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR``), which a
+  batch does when two agents send the same SKU for warehouses mapped to one location.
+  The batch's writes to a pair are folded into its last one (see :func:`_fold_stock`).
 - **Idempotency**: ``@idempotent(key: ...)``, required for this mutation from 2026-04. The
   key is a UUID5 of the batch's event ids, of the exact quantities sent and of the attempt
-  (the how-manieth write of this batch after refusals): the retry of a request whose answer
-  was lost carries the same key, and Shopify answers it with the first result instead of
-  applying it twice; a different request (other events, or a write after a stale compare)
-  gets a different key, as Shopify requires of distinct requests and of failed ones.
+  (the how-manieth write of this batch after refusals), so it depends on the batch's
+  content and the quantities read, never on the process: the retry of a request whose
+  answer was lost carries the same key, and so does the same batch redelivered to a new
+  consumer after a crash, and Shopify answers it with the first result instead of applying
+  it twice; a different request (other events, or a write after a stale compare) gets a
+  different key, as Shopify requires of distinct requests and of failed ones.
+  ``IDEMPOTENCY_CONCURRENT_REQUEST`` (the first request with this key is still being
+  processed) is transient: the same request, same key, goes again with the HTTP retries'
+  backoff, and past those the batch goes back to the consumer, whose retry makes the same
+  key again from the same batch (unless the write has landed by then: nothing to write).
 - **Prices**: ``productVariantsBulkUpdate`` once per product with ``allowPartialUpdates``, so
   one rejected price does not hold back its sibling variants.
 - **SKUs** become variant, product and inventory item ids through ``productVariants(query:
@@ -46,7 +56,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
@@ -76,9 +86,10 @@ MAX_BATCH = 50
 Standard plan's 1,000-point bucket each, far below the 1,000-point single-query cap, while
 ``inventorySetQuantities`` costs 10 whatever its size."""
 CAS_ROUNDS = 5
-AGAIN = frozenset({"CHANGE_FROM_QUANTITY_STALE", "IDEMPOTENCY_CONCURRENT_REQUEST",
-                   "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"})
+AGAIN = frozenset({"CHANGE_FROM_QUANTITY_STALE", "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"})
 """Stock ``userErrors`` that a fresh read and another write (with a new key) get past."""
+IN_PROGRESS = "IDEMPOTENCY_CONCURRENT_REQUEST"
+"""A ``userErrors`` code that says: this very request (same key) again, later."""
 MAX_QUANTITY = 1_000_000_000  # Shopify's INVALID_QUANTITY_TOO_HIGH limit
 
 _VERSION = re.compile(r"^\d{4}-(01|04|07|10)$")
@@ -180,11 +191,19 @@ class _Write:
     """The quantity to set, or the price as a decimal string."""
     location: str = ""
     variant: Variant | None = None
+    folded: list[_Write] = field(default_factory=list)
+    """Earlier stock writes of the batch to the same item and location: this one's
+    quantity overwrites theirs, and its result is theirs (:func:`_fold_stock`)."""
 
     @property
     def item(self) -> str:
         assert self.variant is not None
         return self.variant.inventory_item_id
+
+    @property
+    def event_ids(self) -> list[str]:
+        """The events this write carries: the folded ones first, in batch order."""
+        return [*(write.event_id for write in self.folded), self.event_id]
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +268,40 @@ def _user_errors(errors: Any, prefix: tuple[str, ...]) -> dict[int, _UserError]:
         found.setdefault(index, _UserError(str(error.get("code") or ""),
                                            str(error.get("message") or "rejected")))
     return found
+
+
+def _fold_stock(writes: list[_Write]) -> list[_Write]:
+    """One write per (inventory item, location): the batch's last, carrying the others.
+
+    Why fold rather than split the batch into calls: every write sets an absolute
+    quantity, so applying a batch one event at a time leaves each pair at its last event's
+    quantity whatever came before, and that last write is the one kept. The earlier writes
+    of a pair share its fate (APPLIED, or DEAD for the same item or location): the shop
+    can refuse only the item or the location, which they share (each quantity is a
+    non-negative whole number under Shopify's cap before it gets here), and an equal
+    quantity makes the last write "already so" as it would one event at a time. A split
+    would cost a read and a write per extra row, and show the shop, for a moment, and in
+    its adjustment history, quantities that one-by-one application overwrites at once.
+    ``tests/test_shopify_fold.py`` checks the fold against one event at a time.
+
+    This folds rows of different keys (two agents' rows for one SKU and location), which
+    the consumer puts in one batch: what ``relay/pipeline.py`` refuses to fold, several
+    states of one key, never meets here.
+    """
+    kept: dict[tuple[str, str], _Write] = {}
+    for write in writes:
+        earlier = kept.get((write.item, write.location))
+        if earlier is not None:
+            write.folded = [*earlier.folded, earlier]
+        kept[(write.item, write.location)] = write  # keeps the pair's first position
+    return list(kept.values())
+
+
+def _in_progress(data: dict[str, Any]) -> bool:
+    """Whether a mutation's ``userErrors`` say its key's first request is still running."""
+    return any(error.get("code") == IN_PROGRESS
+               for payload in data.values() if isinstance(payload, dict)
+               for error in payload.get("userErrors") or [] if isinstance(error, dict))
 
 
 def _dead(write: _Write, reason: str) -> SinkResult:
@@ -349,6 +402,16 @@ class ShopifySink:
     # --- stock -----------------------------------------------------------------------
 
     async def _stock(self, writes: list[_Write]) -> dict[int, SinkResult]:
+        """Each item and location set once (:func:`_fold_stock`); folded writes share the
+        result of the write that carries them."""
+        sent = _fold_stock(writes)
+        results = await self._compare_and_set(sent)
+        for write in sent:
+            for earlier in write.folded:
+                results[earlier.index] = results[write.index]
+        return results
+
+    async def _compare_and_set(self, writes: list[_Write]) -> dict[int, SinkResult]:
         """Read, compare, set; again for the quantities that moved under us."""
         results: dict[int, SinkResult] = {}
         for attempt in range(CAS_ROUNDS):
@@ -407,7 +470,8 @@ class ShopifySink:
         quantities = [{"inventoryItemId": write.item, "locationId": write.location,
                        "quantity": write.value, "changeFromQuantity": now}
                       for write, now in pending]
-        key = idempotency_key((write.event_id for write, _ in pending), quantities, attempt)
+        key = idempotency_key((event for write, _ in pending for event in write.event_ids),
+                              quantities, attempt)
         data = await self._graphql("SetStock", SET_STOCK_MUTATION, {
             "input": {"name": "on_hand", "reason": "correction", "quantities": quantities,
                       "referenceDocumentUri": f"gid://distillsync/StockSync/{key}"},
@@ -504,6 +568,11 @@ class ShopifySink:
         data = body.get("data")
         if not isinstance(data, dict):
             raise SinkUnavailable(f"shopify {self.name}: {operation} answered no data")
+        if _in_progress(data):
+            # Shopify's own advice: the same request, same key, again; it then answers
+            # the first one's result. A new key would make it a second, distinct write.
+            raise Transient(f"{operation}: Shopify is still processing the first request "
+                            "with this idempotency key")
         return data
 
     def _refill_time(self, body: dict[str, Any]) -> float:

@@ -16,17 +16,27 @@ resolvers check them. Modelled from shopify.dev:
   match), ``first`` at most 250, opaque cursors and ``pageInfo``.
 - ``inventorySetQuantities`` as of 2026-04: ``changeFromQuantity`` required on every quantity
   (``null`` skips the check; a mismatch is ``CHANGE_FROM_QUANTITY_STALE``), the
-  ``@idempotent(key:)`` directive required; the call is all or nothing. Idempotency
-  ("Implementing idempotency"): the same key with the same input answers the first result
-  without applying again; with another input, ``IDEMPOTENCY_KEY_PARAMETER_MISMATCH``; after
-  a failed first attempt, ``IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED``.
+  ``@idempotent(key:)`` directive required; the call is all or nothing. An (inventory item,
+  location) pair named twice in one call is refused before anything is looked up:
+  ``NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR`` ("The combination of inventoryItemId and
+  locationId must be unique.") on every quantity of the pair, ``field: ["input",
+  "quantities", "<i>", "locationId"]``. Idempotency ("Implementing idempotency"): the same
+  key with the same input answers the first result without applying again; with another
+  input, ``IDEMPOTENCY_KEY_PARAMETER_MISMATCH``; after a failed first attempt,
+  ``IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED``; while the first request with the key is still
+  being processed, ``IDEMPOTENCY_CONCURRENT_REQUEST`` ("This request is currently in
+  progress, please try again": the client asks again with the same key). Keys are kept for
+  the simulator's life (Shopify keeps them a day; no test runs that long).
 - ``productVariantsBulkUpdate(productId, variants, allowPartialUpdates)``: per-variant
   ``userErrors`` with ``field: ["variants", "<i>", ...]``.
 
 Faults for tests: :attr:`ShopifySim.fail_next` (HTTP statuses answered before anything
 runs), :attr:`ShopifySim.lose_next` (apply a mutation, then answer 502 as if the answer got
 lost), :attr:`ShopifySim.before_writes` (each runs just before one stock write: a sale
-that lands between the sink's read and its write).
+that lands between the sink's read and its write), :attr:`ShopifySim.hold_next` (a stock
+write that is still being processed when its gateway answers 504; :meth:`ShopifySim.finish_held`
+completes it, and :attr:`ShopifySim.after_concurrent` hooks run after each answer that it is
+still in progress).
 """
 
 from __future__ import annotations
@@ -60,6 +70,10 @@ REASONS = {"correction", "cycle_count_available", "damaged", "movement_created",
 Outcome = tuple[dict[str, Any], int]
 """An operation's ``data`` and its actual cost."""
 _SKU_TERM = re.compile(r'^sku:(?:"((?:[^"\\]|\\.)*)"|([^\s"]+))$')
+
+
+class GatewayTimeout(Exception):
+    """Shopify goes on processing the call, but its gateway stops waiting: HTTP 504."""
 
 
 class GraphQLError(Exception):
@@ -117,6 +131,17 @@ def _user_error(field: list[str], message: str, code: str) -> dict[str, Any]:
     return {"field": field, "message": message, "code": code}
 
 
+def _whole_call_error(code: str, message: str) -> dict[str, Any]:
+    """An ``inventorySetQuantities`` refused as a whole (no input field to blame)."""
+    return {"inventorySetQuantities": {"inventoryAdjustmentGroup": None,
+                                       "userErrors": [_user_error([], message, code)]}}
+
+
+def _key_mismatch() -> dict[str, Any]:
+    return _whole_call_error("IDEMPOTENCY_KEY_PARAMETER_MISMATCH", "The same idempotency key "
+                             "cannot be used with different operation parameters.")
+
+
 class ShopifySim(Served):
     """One shop: products, variants, inventory levels per location, and a cost bucket."""
 
@@ -143,7 +168,14 @@ class ShopifySim(Served):
         self.fail_next: list[int] = []
         self.lose_next = 0
         self.before_writes: list[Callable[[], None]] = []
+        self.hold_next = 0
+        """The next this many stock writes stay in progress, their callers answered 504."""
+        self.after_concurrent: list[Callable[[], None]] = []
+        """Each runs once an answer of IDEMPOTENCY_CONCURRENT_REQUEST is made."""
+        self.concurrent = 0
         self._idempotency: dict[str, tuple[str, dict[str, Any], bool]] = {}
+        self._held: dict[str, tuple[str, dict[str, Any]]] = {}
+        """Key -> fingerprint and input of a stock write still being processed."""
         self._numbers = itertools.count(1001)
         self.operations = {
             "VariantsBySku": Operation("productVariants(", self._variants_cost,
@@ -206,8 +238,11 @@ class ShopifySim(Served):
             return web.json_response({"errors": "Internal Server Error"}, status=status,
                                      headers={"Retry-After": "0"} if status == 429 else None)
         body = await request.json()
-        answer = self._execute(str(body.get("operationName") or ""), str(body.get("query", "")),
-                               body.get("variables") or {})
+        try:
+            answer = self._execute(str(body.get("operationName") or ""),
+                                   str(body.get("query", "")), body.get("variables") or {})
+        except GatewayTimeout:
+            return web.json_response({"errors": "Gateway Timeout"}, status=504)
         if self.lose_next and "data" in answer and body.get("operationName", "").startswith("Set"):
             self.lose_next -= 1  # applied, but the answer never reaches the client
             return web.json_response({"errors": "Bad Gateway"}, status=502)
@@ -237,6 +272,9 @@ class ShopifySim(Served):
         except GraphQLError as error:
             self.bucket += requested  # refused before it ran
             return {"errors": [{"message": str(error), "extensions": {"code": error.code}}]}
+        except GatewayTimeout:
+            self.calls[name] += 1  # it runs on: only its answer is lost
+            raise
         self.bucket = min(self.maximum, self.bucket + requested - actual)
         self.calls[name] += 1
         return {"data": data, "extensions": {"cost": self._cost(requested, actual)}}
@@ -325,16 +363,34 @@ class ShopifySim(Served):
             raise GraphQLError("The @idempotent directive with a key is required for "
                                "inventorySetQuantities", code="BAD_REQUEST")
         payload = variables.get("input")
-        quantities = self._check_set_input(payload)
+        self._check_set_input(payload)
         assert isinstance(payload, dict)
         self.keys_seen.append(key)
         fingerprint = json.dumps(payload, sort_keys=True)
+        if key in self._held:
+            return self._in_progress(key, fingerprint), 10
         if key in self._idempotency:
             return self._replay(key, fingerprint), 10
+        if self.hold_next:
+            self.hold_next -= 1
+            self._held[key] = (fingerprint, payload)
+            raise GatewayTimeout
+        return self._run_set(key, fingerprint, payload), 10
+
+    def finish_held(self) -> None:
+        """Complete the stock writes still in progress, as Shopify would once it gets to them."""
+        held, self._held = self._held, {}
+        for key, (fingerprint, payload) in held.items():
+            self._run_set(key, fingerprint, payload)
+
+    def _run_set(self, key: str, fingerprint: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Apply one ``inventorySetQuantities`` input (all or nothing) and keep its result."""
         if self.before_writes:
             self.before_writes.pop(0)()
-        errors = [error for position, quantity in enumerate(quantities)
-                  for error in self._check_quantity(position, quantity)]
+        quantities = payload["quantities"]
+        errors = self._duplicate_pairs(quantities) or [
+            error for position, quantity in enumerate(quantities)
+            for error in self._check_quantity(position, quantity)]
         result: dict[str, Any] = {"inventoryAdjustmentGroup": None, "userErrors": errors}
         if not errors:
             result["inventoryAdjustmentGroup"] = {"id": _gid("InventoryAdjustmentGroup",
@@ -343,7 +399,18 @@ class ShopifySim(Served):
                 self._write_quantity(payload["name"], quantity)
         data = {"inventorySetQuantities": result}
         self._idempotency[key] = (fingerprint, data, not errors)
-        return data, 10
+        return data
+
+    @staticmethod
+    def _duplicate_pairs(quantities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every quantity whose (inventory item, location) another quantity names too."""
+        pairs = Counter((quantity["inventoryItemId"], quantity["locationId"])
+                        for quantity in quantities)
+        return [_user_error(["input", "quantities", str(position), "locationId"],
+                            "The combination of inventoryItemId and locationId must be unique.",
+                            "NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR")
+                for position, quantity in enumerate(quantities)
+                if pairs[(quantity["inventoryItemId"], quantity["locationId"])] > 1]
 
     def _check_set_input(self, payload: Any) -> list[dict[str, Any]]:
         if not isinstance(payload, dict):
@@ -369,19 +436,27 @@ class ShopifySim(Served):
                 raise GraphQLError(f"quantities.{position} was provided invalid value")
         return quantities
 
+    def _in_progress(self, key: str, fingerprint: str) -> dict[str, Any]:
+        """The answer to a key whose first request is still being processed."""
+        if self._held[key][0] != fingerprint:
+            return _key_mismatch()
+        self.concurrent += 1
+        answer = _whole_call_error("IDEMPOTENCY_CONCURRENT_REQUEST", "This request is currently "
+                                   "in progress, please try again.")
+        if self.after_concurrent:
+            self.after_concurrent.pop(0)()  # after the answer: it stays "in progress"
+        return answer
+
     def _replay(self, key: str, fingerprint: str) -> dict[str, Any]:
         first_fingerprint, data, succeeded = self._idempotency[key]
         if first_fingerprint != fingerprint:
-            code, message = ("IDEMPOTENCY_KEY_PARAMETER_MISMATCH", "The same idempotency key "
-                             "cannot be used with different operation parameters.")
-        elif not succeeded:
-            code, message = ("IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED", "A previous request with "
-                             "this idempotency key failed. Retry with a new idempotency key.")
-        else:
-            self.replays += 1
-            return data
-        return {"inventorySetQuantities": {"inventoryAdjustmentGroup": None,
-                                           "userErrors": [_user_error([], message, code)]}}
+            return _key_mismatch()
+        if not succeeded:
+            return _whole_call_error("IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED", "A previous request "
+                                     "with this idempotency key failed. Retry with a new "
+                                     "idempotency key.")
+        self.replays += 1
+        return data
 
     def _check_quantity(self, position: int, quantity: dict[str, Any]) -> list[dict[str, Any]]:
         field = ["input", "quantities", str(position)]
