@@ -29,7 +29,7 @@ def consume(path: Path) -> int:
                         force=True)
     for noisy in ("aiomqtt", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from relay.service import run
+    from relay.service import SocketBusy, run
     from relay.store import SchemaTooNew, StoreError
 
     try:
@@ -37,7 +37,7 @@ def consume(path: Path) -> int:
     except (SecretMissing, SchemaTooNew) as error:
         print(f"configuration problems in {path}:\n  {error}", file=sys.stderr)
         return EX_CONFIG
-    except StoreError as error:  # unreachable or busy: systemd may try again later
+    except (StoreError, SocketBusy) as error:  # unreachable or busy: systemd may retry later
         print(f"distillsync consume: {error}", file=sys.stderr)
         return EX_UNAVAILABLE
     return EX_OK

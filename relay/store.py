@@ -18,8 +18,9 @@ Two backends behind one interface, chosen by the URL:
   take turns inside the process; the file is written in short ``BEGIN IMMEDIATE``
   transactions (one to read the versions, one to record), never held open while a shop
   is called, so the consumer's batches on distinct keys run side by side. A lock file
-  taken at the first claim keeps a second consuming process out: two processes gating
-  on one file would each apply what the other has not recorded yet.
+  (:meth:`VersionStore.reserve`, at the latest at the first claim) keeps a second
+  consuming process out: two processes gating on one file would each apply what the
+  other has not recorded yet.
 * **PostgreSQL** (``postgresql://...``) serves consumers that scale out. A claim is one
   transaction held for the whole block: it locks the version rows of its keys
   (``INSERT .. ON CONFLICT DO NOTHING`` creates the missing ones, then
@@ -426,7 +427,7 @@ class VersionStore:
     @asynccontextmanager
     async def _claim_turns(self, events: list[Event]) -> AsyncIterator[Claim]:
         """SQLite: the keys held in the process; read, then write, in short transactions."""
-        self._take_lock_file()
+        self.reserve()
         keys = sorted({e.key for e in events})
         async with self._turns.hold(keys):
             async with self._transaction() as conn:
@@ -488,18 +489,23 @@ class VersionStore:
             where=or_(_VERSIONS.c.sequence.is_(None), _VERSIONS.c.sequence < new.sequence),
         )
 
-    def _take_lock_file(self) -> None:
-        if self._lock_file is not None:
+    def reserve(self) -> None:
+        """SQLite: take the lock file that keeps other consuming processes out, or raise
+        :class:`StoreBusy`. A consumer calls it before it connects to the broker (where a
+        second one would knock the first off, under the same client id); the first claim
+        takes it otherwise. PostgreSQL needs none: its claims lock rows."""
+        if self.backend != "sqlite" or self._lock_file is not None:
             return
-        path = Path(f"{self.engine.url.database}.lock")
+        database = str(self.engine.url.database)
+        path = Path(f"{database}.lock")
         handle = path.open("ab")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             raise StoreBusy(
-                f"version store {self.url}: another process is consuming with it; a SQLite "
-                "store serves one consumer (use PostgreSQL to run several)") from None
+                f"another consumer holds the version store {database}, and a SQLite store "
+                "serves one consumer (use PostgreSQL to run several)") from None
         self._lock_file = handle
 
     # --- the rest ---------------------------------------------------------------------
