@@ -422,6 +422,7 @@ async def _consume_in_process(url: str, batches: list[list[Event]], log_file: st
     async with await VersionStore.open(url) as store:
         print("ready", flush=True)
         sys.stdin.readline()  # both start together
+        waiting_for_the_other = True
         for batch in batches:
             async with store.claim(batch) as claim:
                 await asyncio.sleep(0.02)
@@ -429,11 +430,39 @@ async def _consume_in_process(url: str, batches: list[list[Event]], log_file: st
                     line = [event.id, *event.key, event.sequence, os.getpid()]
                     os.write(log, orjson.dumps(line) + b"\n")
                 claim.record(claim.fresh)
+            if claim.fresh and waiting_for_the_other:
+                # Both take part however the machine schedules us: each pauses after its
+                # first write until the other has written too (see the test).
+                print("wrote", flush=True)
+                sys.stdin.readline()
+                waiting_for_the_other = False
+        if waiting_for_the_other:
+            print("wrote nothing", flush=True)
     os.close(log)
+
+
+def tell(consumers: Sequence[subprocess.Popen[str]], word: str) -> None:
+    for consumer in consumers:
+        assert consumer.stdin is not None
+        consumer.stdin.write(f"{word}\n")
+        consumer.stdin.flush()
+
+
+def heard(consumers: Sequence[subprocess.Popen[str]]) -> list[str]:
+    lines = []
+    for consumer in consumers:
+        assert consumer.stdout is not None
+        lines.append(consumer.stdout.readline())
+    return lines
 
 
 @pytest.mark.postgres
 def test_two_consumer_processes_never_write_stale_nor_twice(tmp_path: Path) -> None:
+    """Each consumer has the whole stream, scrambled its own way: whoever claims a key
+    first writes it. A consumer that the machine runs late would find everything written
+    already, so each one pauses after its first write until the other has written too
+    (one that is paused holds no key, and the other always finds something newer than a
+    batch); then both race through the rest."""
     stream = stream_of(keys=4, updates=150, seed=4)
     log_file = tmp_path / "writes.log"
     with postgres_database() as url:
@@ -449,20 +478,19 @@ def test_two_consumer_processes_never_write_stale_nor_twice(tmp_path: Path) -> N
                  "from tests.test_relay_store import process_main; process_main()",
                  url, str(batches_file), str(log_file)],
                 cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
-        for consumer in consumers:
-            assert consumer.stdout is not None and consumer.stdout.readline() == "ready\n"
-        for consumer in consumers:
-            assert consumer.stdin is not None
-            consumer.stdin.write("go\n")
-            consumer.stdin.close()
+        assert heard(consumers) == ["ready\n"] * 2
+        tell(consumers, "go")
+        assert heard(consumers) == ["wrote\n"] * 2  # both took part
+        tell(consumers, "on")
         assert [consumer.wait(timeout=60) for consumer in consumers] == [0, 0]
         for consumer in consumers:
-            assert consumer.stdout is not None
+            assert consumer.stdin is not None and consumer.stdout is not None
+            consumer.stdin.close()
             consumer.stdout.close()
     writes = [orjson.loads(line) for line in log_file.read_bytes().splitlines()]
     by_id = {e.id: e for e in stream}
     applied = [by_id[event_id] for event_id, *_ in writes]
-    assert len({pid for *_, pid in writes}) == 2  # both consumers took part
+    assert len({pid for *_, pid in writes}) == 2  # both consumers wrote
     assert_every_write_was_newer(applied)
     final = {e.key: e for e in applied}
     assert final == newest_per_key(stream)
