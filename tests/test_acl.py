@@ -245,6 +245,13 @@ def dead_letters(tmp: Path) -> list[str]:
     return [item["reason"] for item in body["items"]]
 
 
+def sequence_check(tmp: Path) -> dict[str, Any]:
+    """The agent's check of its sequence against the relay's watermark (``/v1/status``)."""
+    code, body = asyncio.run(ApiClient(tmp / "state" / "agent.sock").get("/v1/status"))
+    assert code == 200, (code, body)
+    return dict(body["sequence"])
+
+
 def serving(tmp: Path) -> bool:
     """The agent's status API answers (its socket is there before it first polls)."""
     try:
@@ -275,5 +282,11 @@ def test_a_real_agent_logged_in_as_another_gets_dead_letters_not_delivery(
             assert dead_letters(tmp_path / "impostor") == [
                 "broker refused: Not authorized (0x87)"]
             assert dead_letters(tmp_path / "a") == []
+            # A's own watermark is readable and writable under the acl; the impostor's
+            # (A's topic, B's login) is neither, which it says rather than trusting a void.
+            wait_until(lambda: sequence_check(tmp_path / "a")["watermark_published"] > 0,
+                       30, "agent A's sequence watermark acknowledged")
+            assert sequence_check(tmp_path / "a")["check"] == "ok"
+            assert sequence_check(tmp_path / "impostor")["check"] == "unread"
             assert agent_a.terminate() == 0 and agent_b.terminate() == 0
     assert consumer.topics() == [f"{base(A)}/out/product/A-SKU"]
