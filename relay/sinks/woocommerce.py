@@ -4,13 +4,19 @@ Followed: the WooCommerce REST API docs (woocommerce.github.io/woocommerce-rest-
 "Authentication", "Pagination", "Errors", "Products" (list, batch update) and "Product
 variations" (batch update), and the batch controller they describe.
 
-- **Auth.** Consumer key and secret as HTTP Basic credentials, which is what WooCommerce
-  takes over HTTPS; ``auth = "query"`` sends them as ``consumer_key``/``consumer_secret``
-  query parameters instead, the documented fallback for servers that drop the
-  Authorization header ("Consumer key is missing"). Over plain http WooCommerce wants OAuth
-  1.0a signatures, which this sink does not do: ``url`` must be https, and plain http is
-  accepted only to loopback (the test simulator, or a TLS-terminating proxy on the host).
-  Basic is the default because it keeps the secret out of URLs, hence out of access logs.
+- **Auth.** Over https, the consumer key and secret as HTTP Basic credentials;
+  ``auth = "query"`` sends them as ``consumer_key``/``consumer_secret`` query parameters
+  instead, the documented fallback for servers that drop the Authorization header
+  ("Consumer key is missing"). Basic is the default because it keeps the secret out of URLs,
+  hence out of access logs. WooCommerce takes neither over plain http (it answers as to a
+  visitor who is not logged in): there the sink signs every request with OAuth 1.0a
+  one-legged, as WooCommerce documents it: ``oauth_consumer_key``, ``oauth_timestamp``,
+  ``oauth_nonce`` (new for every attempt, retries included: WooCommerce refuses a nonce
+  twice), ``oauth_signature_method=HMAC-SHA256`` and ``oauth_signature`` in the query
+  string, the HMAC of RFC 5849's signature base string (3.4.1) under ``consumer_secret +
+  "&"`` (no token). The secret never travels; stock and prices do, in clear, so plain http
+  to a host other than loopback needs ``allow_insecure = true``. The shop's clock must be
+  within 15 minutes of ours.
 - **SKU -> id.** ``GET /products?sku=A,B,...`` (commas separate SKUs); when ``sku`` is
   given WooCommerce searches variations too and returns them with their ``parent_id``. Up to
   50 SKUs a lookup with ``per_page=100``, so one page holds every match of unique SKUs; more
@@ -36,20 +42,26 @@ variations" (batch update), and the batch controller they describe.
 - **Rate.** WooCommerce documents no request limit; hosts and WAFs impose their own and
   answer 429. The default budget is a modest 5 requests/s (each can carry 100 updates);
   raise it for a shop that takes more. 429s and 5xx are retried honouring ``Retry-After``.
-- **401/403** (a wrong or read-only key) fail every write alike: the sink raises
-  :class:`SinkUnavailable` naming the shop's error code, rather than dead-letter the stream.
+- **401/403** (a wrong or read-only key, a bad signature, a clock off) fail every write
+  alike: the sink raises :class:`SinkUnavailable` naming the shop's error and what it means
+  (:data:`REFUSALS`), rather than dead-letter the stream.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import secrets
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from relay.model import Event, SinkResult, Status
 from relay.settings import CredentialName, FilePath
@@ -87,8 +99,11 @@ class Settings(HttpSettings):
     consumer_secret_credential: CredentialName | None = None
     secrets = ("consumer_key", "consumer_secret")
     auth: Literal["basic", "query"] = "basic"
-    """How the key travels: an Authorization header, or query parameters for servers that
-    drop that header."""
+    """How the key travels over https: an Authorization header, or query parameters for
+    servers that drop that header. Over http requests are signed with OAuth 1.0a instead."""
+    allow_insecure: bool = False
+    """Allow plain http to a host that is not loopback (signed, but stock and prices travel
+    in clear)."""
     warehouse: str
     """The ERP warehouse whose stock the shop shows; stock of other warehouses is skipped."""
     price_list: str | None = None
@@ -99,9 +114,73 @@ class Settings(HttpSettings):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str) -> str:
-        return check_url(url, allow_http=False, why="cannot carry the consumer key (WooCommerce "
-                         "takes it over http only with OAuth 1.0a signatures, which this sink "
-                         "does not send)").rstrip("/")
+        return check_url(url, allow_http=True).rstrip("/")  # _scheme weighs allow_insecure
+
+    @model_validator(mode="after")
+    def _scheme(self) -> Self:
+        check_url(self.url, allow_http=self.allow_insecure,
+                  why="sends stock and prices in clear (requests are signed with OAuth 1.0a, "
+                      "so the secret does not travel; set allow_insecure = true to accept "
+                      "that)")
+        return self
+
+
+# --- OAuth 1.0a, one-legged (RFC 5849 section 3.4, as WooCommerce takes it over http) ------
+
+
+def oauth_encode(text: str) -> str:
+    """RFC 5849 3.6: UTF-8, every byte but ``A-Z a-z 0-9 - . _ ~`` as ``%XX``."""
+    return quote(text, safe="")
+
+
+def base_string(method: str, url: str, params: Iterable[tuple[str, str]]) -> str:
+    """RFC 5849 3.4.1: ``METHOD&base-URI&parameters``, each part encoded. ``url``'s own
+    query joins ``params`` (form and ``oauth_*`` parameters, without ``oauth_signature``)."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    host = f"[{host}]" if ":" in host else host
+    if parts.port is not None and parts.port != {"http": 80, "https": 443}.get(scheme):
+        host += f":{parts.port}"
+    pairs = sorted((oauth_encode(name), oauth_encode(value)) for name, value in
+                   [*parse_qsl(parts.query, keep_blank_values=True), *params])
+    normalized = "&".join(f"{name}={value}" for name, value in pairs)
+    return "&".join([method.upper(), oauth_encode(f"{scheme}://{host}{parts.path or '/'}"),
+                     oauth_encode(normalized)])
+
+
+def signature(text: str, key: str, method: str = "HMAC-SHA256") -> str:
+    """RFC 5849 3.4.2: base64 of the HMAC of ``text`` under ``key`` (client secret, ``&``,
+    token secret); ``method`` is ``HMAC-SHA1`` or ``HMAC-SHA256``."""
+    digest = hashlib.sha1 if method == "HMAC-SHA1" else hashlib.sha256
+    return base64.b64encode(hmac.new(key.encode(), text.encode(), digest).digest()).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """How the consumer key goes with each request."""
+
+    key: str
+    secret: str
+    how: Literal["basic", "query", "oauth1"]
+
+    def headers(self) -> dict[str, str]:
+        if self.how != "basic":
+            return {}
+        basic = base64.b64encode(f"{self.key}:{self.secret}".encode()).decode()
+        return {"Authorization": f"Basic {basic}"}
+
+    def params(self, method: str, url: str, params: dict[str, str]) -> dict[str, str]:
+        """``params`` with the key, or signed; called anew for every attempt."""
+        if self.how == "query":
+            return {**params, "consumer_key": self.key, "consumer_secret": self.secret}
+        if self.how == "basic":
+            return params
+        signed = {**params, "oauth_consumer_key": self.key, "oauth_nonce": secrets.token_hex(16),
+                  "oauth_signature_method": "HMAC-SHA256",
+                  "oauth_timestamp": str(int(time.time()))}
+        # WooCommerce's key is the secret and "&" (no token), the secret not encoded.
+        text = base_string(method, url, signed.items())
+        return {**signed, "oauth_signature": signature(text, f"{self.secret}&")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +237,8 @@ class WooCommerceSink:
                                    "the catalogue")
         key = settings.secret("consumer_key", "the consumer key")
         secret = settings.secret("consumer_secret", "the consumer secret")
-        basic = base64.b64encode(f"{key}:{secret}".encode()).decode()
-        self._auth_headers = {"Authorization": f"Basic {basic}"} if settings.auth == "basic" else {}
-        self._auth_params = ({"consumer_key": key, "consumer_secret": secret}
-                             if settings.auth == "query" else {})
+        plain = urlsplit(settings.url).scheme == "http"  # WooCommerce's is_ssl() is false
+        self._credentials = Credentials(key, secret, "oauth1" if plain else settings.auth)
         self._api = f"{settings.url}/wp-json/wc/v3/"
         self._budget = RateBudget(settings.requests_per_second)
         self._batch_limit = BATCH_LIMIT
@@ -322,14 +399,52 @@ class WooCommerceSink:
     async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
                     json: Any = None) -> Reply:
         """One API request with retries; a refused key stops the sink, not the event."""
+        url, credentials = self._api + path, self._credentials
         reply = await with_retries(
-            lambda: send(self._session(), self._budget, method, self._api + path,
-                         time_limit=self.settings.timeout, headers=self._auth_headers, json=json,
-                         params={**(params or {}), **self._auth_params}),
+            lambda: send(self._session(), self._budget, method, url,
+                         time_limit=self.settings.timeout, headers=credentials.headers(),
+                         json=json, params=credentials.params(method, url, params or {})),
             sink=f"woocommerce {self.name}", settings=self.settings)
         if reply.status in (401, 403):
             code, message = _error(reply)
-            raise SinkUnavailable(f"woocommerce {self.name}: the shop refused the consumer key "
-                                  f"(HTTP {reply.status} {code}: {message}); check "
-                                  "consumer_key, consumer_secret and the key's read/write access")
+            raise SinkUnavailable(f"woocommerce {self.name}: the shop refused the request "
+                                  f"(HTTP {reply.status} {code}: {message}); "
+                                  f"{_meaning(reply.status, code, message, credentials.how)}")
         return reply
+
+
+REFUSALS = (
+    ("Consumer key is invalid", "it knows no such consumer key: check consumer_key"),
+    ("Consumer secret is invalid", "the secret does not go with the key: check consumer_secret"),
+    ("signature does not match", "the OAuth 1.0a signature does not match, so the secret does "
+                                 "not go with the key: check consumer_secret (or url is not the "
+                                 "store's address as WordPress has it)"),
+    ("Invalid timestamp", "the shop's clock and this machine's are more than 15 minutes apart: "
+                          "set both right (NTP)"),
+    ("nonce has already been used", "the shop saw this request before (a proxy that repeats "
+                                    "requests?); each attempt carries a new nonce"),
+    ("permissions.", "the key lacks that access: give it Read/Write (WooCommerce > Settings > "
+                     "Advanced > REST API)"),
+)
+"""The shop's words (``code: message``) and what they mean to the operator; the first match wins."""
+ANONYMOUS = {
+    "basic": "it took the request as anonymous: it knows no such consumer key, or a server in "
+             "front of it drops the Authorization header (then set auth = \"query\")",
+    "query": "it took the request as anonymous: it knows no such consumer key: check "
+             "consumer_key",
+    "oauth1": "it took the request as anonymous: the OAuth 1.0a parameters did not reach "
+              "WooCommerce (a proxy or security plugin in front of it may strip them)",
+}
+"""A 401 ``woocommerce_rest_cannot_*``: the key was not taken at all, by how it went."""
+
+
+def _meaning(status: int, code: str, message: str, how: str) -> str:
+    words = f"{code}: {message}"
+    for needle, meaning in REFUSALS:
+        if needle in words:
+            return meaning
+    if code.startswith("woocommerce_rest_cannot_"):
+        return ANONYMOUS[how] if status == 401 else ("the key's WordPress user may not do this: "
+                                                     "give the key to a shop manager or an "
+                                                     "administrator")
+    return "check consumer_key, consumer_secret and the key's Read/Write access"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ class Served:
     """Appended to the server's address to make :attr:`url`."""
     url = ""
     """Where the sink is pointed (no trailing slash); set by :meth:`start`."""
+    tls: ssl.SSLContext | None = None
+    """A server context to serve https instead of http (set before :meth:`start`)."""
     _server: TestServer | None = None
     _closed: asyncio.Event | None = None
 
@@ -59,7 +62,7 @@ class Served:
 
     async def start(self) -> str:
         self._closed = asyncio.Event()
-        self._server = TestServer(self.app(), host="127.0.0.1", port=0)
+        self._server = TestServer(self.app(), host="127.0.0.1", port=0, ssl=self.tls)
         await self._server.start_server()
         self.url = str(self._server.make_url(self.path)).rstrip("/")
         return self.url

@@ -3,12 +3,28 @@
 Followed: the WooCommerce REST API docs (woocommerce.github.io/woocommerce-rest-api-docs)
 and the controllers they document:
 
-- Auth: the consumer key/secret as HTTP Basic credentials or as ``consumer_key`` /
-  ``consumer_secret`` query parameters. (Real WooCommerce takes these only over HTTPS and
-  wants OAuth 1.0a over plain http; this loopback server stands in for an HTTPS shop.)
-  No credentials: 401 ``woocommerce_rest_cannot_view`` (list) or ``_cannot_batch``; an
-  unknown key or a wrong secret: 401 ``woocommerce_rest_authentication_error``
-  ("Consumer key is invalid." / "Consumer secret is invalid.").
+- Auth, as ``WC_REST_Authentication`` does it (WooCommerce's "Authentication" docs; the
+  class in ``includes/class-wc-rest-authentication.php``):
+
+  - Over https only (WordPress's ``is_ssl()``; here: :attr:`tls` is set), the key as
+    ``consumer_key`` / ``consumer_secret`` query parameters (both given) or else HTTP Basic.
+    A known key with the wrong secret: 401 ``woocommerce_rest_authentication_error``
+    "Consumer secret is invalid."; an unknown key is no refusal of its own.
+  - Then, over http or https, OAuth 1.0a one-legged, its parameters in the query string
+    (the ``Authorization: OAuth`` header form is not modelled): some of ``oauth_consumer_key``,
+    ``oauth_timestamp``, ``oauth_nonce``, ``oauth_signature``, ``oauth_signature_method``
+    missing is 401 ``woocommerce_rest_authentication_missing_parameter``; the rest are 401
+    ``woocommerce_rest_authentication_error``: "Consumer key is invalid.", "Invalid
+    signature - signature method is invalid." (not HMAC-SHA1 or HMAC-SHA256), "Invalid
+    signature - provided signature does not match." (HMAC under ``consumer_secret + "&"``
+    of ``METHOD&url&params``, every query parameter but the signature, sorted by name),
+    "Invalid timestamp." (more than 15 minutes from the shop's :attr:`clock`, either way),
+    "Invalid nonce - nonce has already been used." (nonces are kept 15 minutes, one per
+    timestamp, as WooCommerce stores them: a second nonce in the same second replaces the
+    first).
+  - Neither, over http Basic and query keys among them: the request goes on as anonymous,
+    and the route refuses it: 401 ``woocommerce_rest_cannot_view`` (list) or
+    ``woocommerce_rest_cannot_batch``.
 - ``GET /wp-json/wc/v3/products``: ``sku`` (split on commas, the whole string matched as
   well; with ``sku`` variations are returned too, with their ``parent_id``), ``page``,
   ``per_page`` (default 10, at most 100, else 400 ``rest_invalid_param``); ``X-WP-Total``
@@ -40,12 +56,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
 from tests.sims import Fault, Served
 
 API = "/wp-json/wc/v3"
+OAUTH_PARAMS = ("oauth_consumer_key", "oauth_timestamp", "oauth_nonce", "oauth_signature",
+                "oauth_signature_method")
+OAUTH_WINDOW = 15 * 60
+"""Seconds a timestamp may be off, either way, and a nonce is remembered."""
 
 
 @dataclass
@@ -102,6 +123,10 @@ class WooCommerceSim(Served):
         self._faults: deque[Fault] = deque()
         self._window_start = 0.0
         self._window_count = 0
+        self.clock: Callable[[], float] = time.time
+        """The shop's clock, which OAuth timestamps are judged by."""
+        self._nonces: dict[int, str] = {}
+        """OAuth nonces seen, by their timestamp (one each, as WooCommerce keeps them)."""
         self.on_hit: Callable[[Hit], None] | None = None
         """Called with each request once answered: a test changes the shop between two."""
 
@@ -192,23 +217,67 @@ class WooCommerceSim(Served):
                                  status=429, headers={"Retry-After": str(max(1, wait))})
 
     def _authenticate(self, request: web.Request) -> web.StreamResponse | None:
-        key = request.query.get("consumer_key")
+        """Key auth over https, then OAuth 1.0a; a request that neither logs in nor is
+        refused goes on as anonymous, which the routes refuse."""
+        refused = None
+        if request.secure:  # only then does WooCommerce take the key as it is
+            user, refused = self._key_auth(request)
+            if user:
+                return None
+        user, oauth_refused = self._oauth(request)
+        if user:
+            return None
+        return oauth_refused or refused or anonymous(request)
+
+    def _key_auth(self, request: web.Request) -> tuple[bool, web.Response | None]:
+        key = request.query.get("consumer_key", "")
         secret = request.query.get("consumer_secret", "")
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        if scheme == "Basic":
+        if not (key and secret) and scheme == "Basic":
             key, _, secret = base64.b64decode(credentials).decode().partition(":")
-        if key is None:
-            code, message = (("woocommerce_rest_cannot_view", "Sorry, you cannot list resources.")
-                             if request.method == "GET" else
-                             ("woocommerce_rest_cannot_batch",
-                              "Sorry, you are not allowed to batch manipulate this resource."))
-            return wp_error(401, code, message)
-        if not hmac.compare_digest(key, self.consumer_key):
-            return wp_error(401, "woocommerce_rest_authentication_error",
-                            "Consumer key is invalid.")
+        if not (key and secret) or not hmac.compare_digest(key, self.consumer_key):
+            return False, None
         if not hmac.compare_digest(secret, self.consumer_secret):
-            return wp_error(401, "woocommerce_rest_authentication_error",
-                            "Consumer secret is invalid.")
+            return False, auth_error("Consumer secret is invalid.")
+        return True, None
+
+    def _oauth(self, request: web.Request) -> tuple[bool, web.Response | None]:
+        params = dict(request.query)  # PHP's $_GET: decoded values
+        missing = [name for name in OAUTH_PARAMS if not params.get(name)]
+        if len(missing) == len(OAUTH_PARAMS):
+            return False, None  # not even trying OAuth
+        if missing:
+            plural = "s" if len(missing) > 1 else ""
+            return False, wp_error(401, "woocommerce_rest_authentication_missing_parameter",
+                                   f"Missing OAuth parameter{plural} {', '.join(missing)}")
+        if not hmac.compare_digest(params["oauth_consumer_key"], self.consumer_key):
+            return False, auth_error("Consumer key is invalid.")
+        problem = self._signature_problem(request, params) or self._replay_problem(params)
+        return problem is None, auth_error(problem) if problem else None
+
+    def _signature_problem(self, request: web.Request, params: dict[str, str]) -> str | None:
+        home = f"{request.scheme}://{request.host}{request.rel_url.raw_path}"
+        text = string_to_sign(request.method, home, params)
+        method = params["oauth_signature_method"]
+        if method not in ("HMAC-SHA1", "HMAC-SHA256"):
+            return "Invalid signature - signature method is invalid."
+        digest = hmac.new(f"{self.consumer_secret}&".encode(), text.encode(),
+                          method.removeprefix("HMAC-").lower()).digest()
+        given = params["oauth_signature"].replace(" ", "+")  # $_GET made a bare + a space
+        if not hmac.compare_digest(base64.b64encode(digest).decode(), given):
+            return "Invalid signature - provided signature does not match."
+        return None
+
+    def _replay_problem(self, params: dict[str, str]) -> str | None:
+        now = self.clock()
+        stamp = int(params["oauth_timestamp"]) if params["oauth_timestamp"].isdigit() else 0
+        if abs(stamp - now) > OAUTH_WINDOW:
+            return "Invalid timestamp."
+        if params["oauth_nonce"] in self._nonces.values():
+            return "Invalid nonce - nonce has already been used."
+        self._nonces[stamp] = params["oauth_nonce"]
+        self._nonces = {at: nonce for at, nonce in self._nonces.items()
+                        if at >= now - OAUTH_WINDOW}
         return None
 
     # --- endpoints -------------------------------------------------------------------
@@ -287,6 +356,32 @@ class WooCommerceSim(Served):
         if price is not None:
             product.regular_price = price
         return product.as_json()
+
+
+def auth_error(message: str) -> web.Response:
+    return wp_error(401, "woocommerce_rest_authentication_error", message)
+
+
+def anonymous(request: web.Request) -> web.Response:
+    """What a route answers a visitor who is not logged in."""
+    if request.method == "GET":
+        return wp_error(401, "woocommerce_rest_cannot_view", "Sorry, you cannot list resources.")
+    return wp_error(401, "woocommerce_rest_cannot_batch",
+                    "Sorry, you are not allowed to batch manipulate this resource.")
+
+
+def string_to_sign(method: str, home: str, params: dict[str, str]) -> str:
+    """WooCommerce's own steps: the names sorted as they came, each name and value
+    rawurlencoded, ``name=value`` encoded again, the pairs joined with ``%26``."""
+    signed = sorted((name, value) for name, value in params.items() if name != "oauth_signature")
+    query = "%26".join(rawurlencode(f"{rawurlencode(name)}={rawurlencode(value)}")
+                       for name, value in signed)
+    return f"{method}&{rawurlencode(home)}&{query}"
+
+
+def rawurlencode(text: str) -> str:
+    """PHP's ``rawurlencode``: all but letters, digits and ``-_.~`` percent-encoded."""
+    return quote(text, safe="")
 
 
 def item_error(item: dict[str, Any], code: str, message: str) -> dict[str, Any]:
