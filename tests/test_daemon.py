@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import sqlite3
-import time
 from pathlib import Path
 
 from agent.notify import Notifier
@@ -96,8 +95,8 @@ def test_sigterm_while_the_relay_is_down_still_exits_zero(tmp_path: Path) -> Non
     config.write_text(agent_toml(tmp_path / "state", "mqtt://127.0.0.1:9",
                                  stock_levels_source(tmp_path / "erp.db"), agent_id="nobroker"))
     with AgentProcess(config, tmp_path / "agent.log") as agent:
-        wait_until(lambda: "relay unreachable" in agent.output(), 30, "a failed connect")
-        time.sleep(0.5)
+        # Past one failed connect and into the backoff before the next: mid-retry.
+        wait_until(lambda: "(attempt 2)" in agent.output(), 30, "two failed connects")
         assert agent.terminate() == 0
     assert "Traceback" not in agent.output()
 
