@@ -67,6 +67,21 @@ def _positive(seconds: float) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+
+SUN_PATH_MAX = 107
+"""Bytes of a Unix socket's path: Linux's ``sun_path`` holds 108 with the final NUL."""
+
+
+def _fits_sun_path(path: Path) -> Path:
+    size = len(os.fsencode(path))
+    if size > SUN_PATH_MAX:
+        raise ValueError(f"{path} is {size} bytes long; a Unix socket's path can hold at most "
+                         f"{SUN_PATH_MAX}: choose a shorter one")
+    return path
+
+
+# The relay kit stands alone, so relay.settings keeps its own copy of this rule.
+SocketPath = Annotated[Path, Field(strict=False), AfterValidator(_fits_sun_path)]
 Slug = Annotated[str, Field(pattern=_SLUG, min_length=1, max_length=64)]
 # Paths come from TOML as strings, so they are the one place strict mode must convert.
 FilePath = Annotated[Path, Field(strict=False)]
@@ -180,7 +195,7 @@ class RelaySection(_Strict):
 
 
 class ApiSection(_Strict):
-    socket: FilePath = Path("/run/distillsync/agent.sock")
+    socket: SocketPath = Path("/run/distillsync/agent.sock")
     """Always served, mode 0660: the agent's group may read status and act."""
     listen: str | None = None
     """Also serve on TCP, ``"127.0.0.1:8765"``; loopback only, and only with a token."""

@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from relay.settings import CredentialName, Duration, FilePath, Strict, one_way_to_the_secret
+from relay.settings import (
+    CredentialName,
+    Duration,
+    FilePath,
+    SocketPath,
+    Strict,
+    one_way_to_the_secret,
+)
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
 Entity = Literal["product", "price", "stock", "promotion", "order_status", "invoice", "customer"]
@@ -99,7 +106,7 @@ class StoreSection(Strict):
 
 
 class ApiSection(Strict):
-    socket: FilePath = Path("/run/distillsync/relay.sock")
+    socket: SocketPath = Path("/run/distillsync/relay.sock")
 
 
 class PipelineSection(Strict):

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -29,6 +29,19 @@ def seconds(value: Any) -> float:
 
 Duration = Annotated[float, BeforeValidator(seconds)]
 FilePath = Annotated[Path, Field(strict=False)]
+SUN_PATH_MAX = 107
+"""Bytes of a Unix socket's path: Linux's ``sun_path`` holds 108 with the final NUL."""
+
+
+def _fits_sun_path(path: Path) -> Path:
+    size = len(os.fsencode(path))
+    if size > SUN_PATH_MAX:
+        raise ValueError(f"{path} is {size} bytes long; a Unix socket's path can hold at most "
+                         f"{SUN_PATH_MAX}: choose a shorter one")
+    return path
+
+
+SocketPath = Annotated[Path, Field(strict=False), AfterValidator(_fits_sun_path)]
 # A systemd credential's name: a file name in $CREDENTIALS_DIRECTORY (LoadCredential=ID:...).
 CredentialName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$", max_length=255)]
 

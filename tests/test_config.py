@@ -112,6 +112,9 @@ BAD = [
     ('socket = "/run/distillsync/agent.sock"',
      'socket = "/run/distillsync/agent.sock"\nlisten = "[::1]:8765"',
      "api.token_file: required when listen is set (or token_env, token_credential)"),
+    ('socket = "/run/distillsync/agent.sock"', f'socket = "/run/{"x" * 100}/agent.sock"',
+     f"api.socket: /run/{'x' * 100}/agent.sock is 116 bytes long; a Unix socket's path "
+     "can hold at most 107: choose a shorter one"),
 ]
 
 

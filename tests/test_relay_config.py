@@ -37,6 +37,8 @@ BAD = [
      "sinks[0].warehouse: required"),
     ('name = "shop-fr"', 'name = "shop-es"', "sinks: name 'shop-es' is used twice"),
     ('[pipeline]', '[pipeline]\nturbo = true', "pipeline.turbo: unknown key"),
+    ('socket = "/run/distillsync/relay.sock"', f'socket = "/run/{"x" * 100}/relay.sock"',
+     f"api.socket: /run/{'x' * 100}/relay.sock is 116 bytes long; a Unix socket's path"),
 ]
 
 
