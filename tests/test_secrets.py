@@ -194,12 +194,17 @@ def test_every_agent_secret_reads_a_systemd_credential(credentials: Path) -> Non
 
 def test_every_consumer_secret_reads_a_systemd_credential(credentials: Path,
                                                           tmp_path: Path) -> None:
-    """config/relay.toml with each ``*_file`` turned into a ``*_credential``: the consumer
-    and every sink read theirs, and a missing one is named by its full key path."""
-    text = re.sub(r'(\w+)_file = "/run/credentials/distillsync-consume\.service/([\w-]+)"',
-                  r'\1_credential = "\2"', (REPO / "config" / "relay.toml").read_text())
+    """config/relay.toml as shipped names each secret as a ``*_credential`` that
+    systemd/distillsync-consume.service loads (commented out for the sinks, which one keeps
+    as needed): the consumer and every sink read theirs, and a missing one is named by its
+    full key path."""
+    text = (REPO / "config" / "relay.toml").read_text()
     names = re.findall(r'^(\w+)_credential = "([\w-]+)"', text, re.MULTILINE)
     assert len(names) == 7, "the relay password and six sink secrets"
+    unit = (REPO / "systemd" / "distillsync-consume.service").read_text()
+    loaded = re.findall(r"^#?LoadCredential=([\w-]+):/etc/distillsync/credentials/\1$", unit,
+                        re.MULTILINE)
+    assert sorted(loaded) == sorted(name for _, name in names)
     config_path = tmp_path / "relay.toml"
     config_path.write_text(text)
     config = load_consumer(config_path)
