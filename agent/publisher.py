@@ -57,6 +57,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config import MQTT5, MQTT311, check_private
 from agent.errors import ConfigError, RelayError
 from agent.model import Outcome
+from common.tls import ClosedOnFailedHandshake
 
 log = logging.getLogger("distillsync.relay")
 
@@ -106,7 +107,7 @@ def tls_context(ca_file: Path | None, cert_file: Path | None,
     private key others may read is refused (:func:`agent.config.check_private`)."""
     try:
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        context.sslsocket_class = _ClosedOnFailedHandshake
+        context.sslsocket_class = ClosedOnFailedHandshake
     except (OSError, ssl.SSLError) as error:
         raise ConfigError([f"relay.ca_file: cannot load {ca_file}: {_ssl_words(error)}"]) \
             from None
@@ -118,18 +119,6 @@ def tls_context(ca_file: Path | None, cert_file: Path | None,
             raise ConfigError([f"relay.cert_file: cannot use {cert_file} with relay.key_file "
                                f"{key_file}: {_ssl_words(error)}"]) from None
     return context
-
-
-class _ClosedOnFailedHandshake(ssl.SSLSocket):
-    """paho leaves the socket of a failed TLS handshake open (a refused certificate), one
-    more with every reconnect attempt until the garbage collector finds them."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        try:
-            super().do_handshake(block)
-        except BaseException:
-            self.close()
-            raise
 
 
 def _no_passphrase() -> str:

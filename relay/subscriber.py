@@ -21,6 +21,8 @@ import orjson
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from common.tls import ClosedOnFailedHandshake
+
 MQTT5, MQTT311 = "5", "3.1.1"
 
 
@@ -136,6 +138,7 @@ def tls_context(ca_file: Path | None, cert_file: Path | None,
                 key_file: Path | None) -> ssl.SSLContext:
     """Verify the relay's certificate and hostname; optionally present a client cert."""
     context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    context.sslsocket_class = ClosedOnFailedHandshake  # paho leaks a refused one otherwise
     if cert_file is not None and key_file is not None:
         context.load_cert_chain(str(cert_file), str(key_file))
     return context
