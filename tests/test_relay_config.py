@@ -36,6 +36,8 @@ BAD = [
     ('warehouse = "MAD"                # the', 'colour = "blue"  # the',
      "sinks[0].warehouse: required"),
     ('name = "shop-fr"', 'name = "shop-es"', "sinks: name 'shop-es' is used twice"),
+    ('requests_per_second = 5\n', 'requests_per_second = 5\nca_file = "/nonexistent/ca.pem"\n',
+     "sinks[0].ca_file: cannot load /nonexistent/ca.pem: No such file or directory"),
     ('[pipeline]', '[pipeline]\nturbo = true', "pipeline.turbo: unknown key"),
     ('socket = "/run/distillsync/relay.sock"', f'socket = "/run/{"x" * 100}/relay.sock"',
      f"api.socket: /run/{'x' * 100}/relay.sock is 116 bytes long; a Unix socket's path"),

@@ -1,14 +1,16 @@
 """The HTTP policy every HTTP sink shares: settings, one request, and retries.
 
 - :class:`HttpSettings`: what every HTTP sink's settings have (``name``, ``timeout``,
-  ``max_retries``, ``backoff``, credentials from ``*_file``, ``*_env`` or ``*_credential``);
-  :func:`check_url` checks their URLs (:data:`ShopUrl` a shop's base URL).
-- :class:`LazySession`: the sink's aiohttp session, made on first use.
+  ``max_retries``, ``backoff``, ``ca_file``, credentials from ``*_file``, ``*_env`` or
+  ``*_credential``); :func:`check_url` checks their URLs (:data:`ShopUrl` a shop's base URL).
+- :class:`LazySession`: the sink's aiohttp session, made on first use, verifying https
+  against ``ca_file`` when one is set (:meth:`HttpSettings.tls`).
 - :func:`send`: one request, paced by the sink's :class:`~relay.sinks.base.RateBudget`.
   408, 429, 5xx, a timeout or a lost connection raise :class:`Transient` (a 429's
   ``Retry-After`` also pauses the budget); any other answer is a :class:`Reply` for the sink
   to read (2xx applied, 4xx that event's dead letter or, for a refused key, the whole
-  sink's :class:`~relay.sinks.base.SinkUnavailable`).
+  sink's :class:`~relay.sinks.base.SinkUnavailable`). A certificate that fails verification
+  raises :class:`Refused` (not retried), saying what is wrong with it (:func:`connect_failure`).
 - :func:`with_retries`: a call again while it raises :class:`Transient`, with jittered
   exponential backoff that waits at least what ``Retry-After`` says (seconds or an HTTP
   date); after ``max_retries``, or when the shop asks for a pause longer than
@@ -20,17 +22,20 @@ Errors name a host at most, never a URL or a header: those may carry credentials
 from __future__ import annotations
 
 import logging
+import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -38,7 +43,14 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from relay.settings import Duration, SecretMissing, Strict, one_way_to_the_secret, read_secret
+from relay.settings import (
+    Duration,
+    FilePath,
+    SecretMissing,
+    Strict,
+    one_way_to_the_secret,
+    read_secret,
+)
 from relay.sinks.base import RateBudget, SinkUnavailable
 
 log = logging.getLogger(__name__)
@@ -48,6 +60,11 @@ MAX_WAIT = 60.0
 EXCERPT = 200
 
 T = TypeVar("T")
+
+
+class Refused(Exception):
+    """An endpoint that cannot be used as it is (its certificate fails verification): no
+    retry can help, so :func:`with_retries` makes it SinkUnavailable at once."""
 
 
 class Transient(Exception):
@@ -88,10 +105,24 @@ class HttpSettings(Strict):
     """Retries of a request the endpoint failed as a whole, before SinkUnavailable."""
     backoff: Duration = 0.5
     """First pause between retries; it doubles (with jitter) up to 60 s."""
+    ca_file: FilePath | None = None
+    """PEM bundle of the CAs that https endpoints are verified against, in place of the
+    system's trust store (a shop on a private CA); the hostname is always verified too."""
 
     secrets: ClassVar[tuple[str, ...]] = ()
     """The sink's credentials: each is read from ``{key}_file``, ``{key}_env`` or
     ``{key}_credential`` (a systemd credential's name), and exactly one of them is set."""
+
+    @field_validator("ca_file")
+    @classmethod
+    def _loadable(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            trust(path)  # a bad file is a config error naming the key, not a failing shop
+        return path
+
+    def tls(self) -> ssl.SSLContext | None:
+        """The context that verifies against ``ca_file``; None for the system's trust store."""
+        return trust(self.ca_file) if self.ca_file is not None else None
 
     @model_validator(mode="after")
     def _one_source_per_secret(self) -> Self:
@@ -108,6 +139,24 @@ class HttpSettings(Strict):
         if not value:
             raise SecretMissing(f"{key}: {what} is empty")
         return value
+
+
+def trust(ca_file: Path) -> ssl.SSLContext:
+    """A client context that trusts only the CAs in ``ca_file``; ValueError, in OpenSSL's
+    words, when it cannot be read or holds no certificate."""
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as error:
+        raise ValueError(f"cannot load {ca_file}: {ssl_words(error)}") from None
+
+
+def ssl_words(error: Exception) -> str:
+    """OpenSSL's reason without its library tag and source line: ``[SSL:
+    CERTIFICATE_VERIFY_FAILED] certificate verify failed: ... (_ssl.c:1006)`` ->
+    ``certificate verify failed: ...``."""
+    if isinstance(error, OSError) and not isinstance(error, ssl.SSLError) and error.strerror:
+        return error.strerror
+    return re.sub(r"^\[[^]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(error)).strip()
 
 
 def is_loopback(host: str) -> bool:
@@ -144,15 +193,19 @@ since the credentials travel with every request."""
 
 class LazySession:
     """A sink's :class:`aiohttp.ClientSession`, made on first use (a sink may be built before
-    the event loop runs) with ``options``, and closed by the sink's ``close``."""
+    the event loop runs) with ``options``, and closed by the sink's ``close``. ``tls``
+    (:meth:`HttpSettings.tls`) verifies https against the sink's ``ca_file``."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None, **options: Any) -> None:
+        self._tls = tls
         self._options = options
         self._session: aiohttp.ClientSession | None = None
 
     def __call__(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(**self._options)
+            # The connector needs the running loop, hence made here and not in __init__.
+            connector = aiohttp.TCPConnector(ssl=self._tls) if self._tls is not None else None
+            self._session = aiohttp.ClientSession(connector=connector, **self._options)
         return self._session
 
     async def close(self) -> None:
@@ -194,6 +247,8 @@ async def send(session: aiohttp.ClientSession, budget: RateBudget, method: str, 
             body = await response.read()
     except TimeoutError:
         raise Transient(f"no answer within {time_limit:g}s") from None
+    except aiohttp.ClientConnectorCertificateError as error:
+        raise Refused(connect_failure(error)) from None
     except aiohttp.ClientConnectorError as error:
         raise Transient(f"cannot connect to {error.host}:{error.port}") from None
     except aiohttp.ClientError as error:
@@ -205,6 +260,29 @@ async def send(session: aiohttp.ClientSession, budget: RateBudget, method: str, 
             budget.pause(hint)  # the shop's clock, not ours, says when the next request may go
         raise Transient(f"HTTP {response.status}", hint)
     return Reply(response.status, body, response.headers)
+
+
+# What a failed verification means, in an operator's words: (OpenSSL's words, the meaning).
+# The first match wins; OpenSSL's own words follow in brackets.
+_CERTIFICATE_FAILURES = (
+    ("certificate has expired", "the shop's certificate has expired (or this machine's clock "
+                                "is wrong)"),
+    ("certificate is not yet valid", "the shop's certificate is not valid yet (or this "
+                                     "machine's clock is wrong)"),
+    ("mismatch", "the shop's certificate is not issued for {host}: use a URL with a name the "
+                 "certificate lists"),
+)
+
+
+def connect_failure(error: aiohttp.ClientConnectorCertificateError) -> str:
+    """``cannot connect to HOST:PORT: `` and why the certificate was refused."""
+    words = ssl_words(error.certificate_error)
+    meaning = next((meaning.format(host=error.host) for needle, meaning in _CERTIFICATE_FAILURES
+                    if needle in words), None)
+    why = (f"{meaning} ({words})" if meaning else
+           f"the shop's certificate is not trusted ({words}): set ca_file to the CA that "
+           "signed it")
+    return f"cannot connect to {error.host}:{error.port}: {why}"
 
 
 # --- retries -------------------------------------------------------------------------------
@@ -241,6 +319,8 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, sink: str,
         async for attempt in retrying:
             with attempt:
                 return await call()
+    except Refused as error:
+        raise SinkUnavailable(f"{sink}: {error}") from None
     except Transient as error:
         attempts = retrying.statistics.get("attempt_number", 1)
         raise SinkUnavailable(f"{sink}: {error} (gave up after {attempts} attempts)",
@@ -248,5 +328,6 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, sink: str,
     raise AssertionError("unreachable: tenacity returns or raises")
 
 
-__all__ = ["MAX_WAIT", "HttpSettings", "LazySession", "Reply", "ShopUrl", "Transient", "check_url",
-           "is_loopback", "is_transient", "retry_after", "send", "with_retries"]
+__all__ = ["MAX_WAIT", "HttpSettings", "LazySession", "Refused", "Reply", "ShopUrl", "Transient",
+           "check_url", "connect_failure", "is_loopback", "is_transient", "retry_after", "send",
+           "ssl_words", "trust", "with_retries"]

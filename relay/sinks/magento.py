@@ -151,7 +151,7 @@ class MagentoSink:
                            places=settings.sources, place="a Magento source",
                            price_list=settings.price_list)
         self._sources: set[str] = set()
-        self._session = LazySession()
+        self._session = LazySession(tls=settings.tls())
 
     async def close(self) -> None:
         await self._session.close()

@@ -157,7 +157,7 @@ class PrestaShopSink:
         # aiohttp's BasicAuth is deprecated in 3.14 and its replacement is not in 3.9.
         authorization = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
         self._budget = RateBudget(settings.requests_per_second)
-        self._session = LazySession(headers={"Authorization": authorization})
+        self._session = LazySession(tls=settings.tls(), headers={"Authorization": authorization})
         # Negative prices are the shop's to refuse (a product's: error 85, invalid price).
         self.rules = Rules("PrestaShop", fractions="floor", oversold="keep",
                            warehouse=settings.warehouse, price_list=settings.price_list,

@@ -101,7 +101,7 @@ class WebhookSink:
         self._secret = settings.secret("secret", "the HMAC key").encode()
         self._budget = RateBudget(settings.requests_per_second)
         self._slots = asyncio.Semaphore(settings.concurrency)
-        self._session = LazySession()
+        self._session = LazySession(tls=settings.tls())
 
     async def apply(self, events: Sequence[Event]) -> list[SinkResult]:
         """POST each event, up to ``concurrency`` at once; one result per event, in order."""

@@ -243,7 +243,7 @@ class WooCommerceSink:
         self._budget = RateBudget(settings.requests_per_second)
         self._batch_limit = BATCH_LIMIT
         self._ids: dict[str, Ref] = {}
-        self._session = LazySession()
+        self._session = LazySession(tls=settings.tls())
 
     async def apply(self, events: Sequence[Event]) -> list[SinkResult]:
         """Stock and price updates in as few batch calls as the shop takes."""

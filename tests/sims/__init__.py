@@ -62,8 +62,8 @@ class Served:
 
     async def start(self) -> str:
         self._closed = asyncio.Event()
-        self._server = TestServer(self.app(), host="127.0.0.1", port=0, ssl=self.tls)
-        await self._server.start_server()
+        self._server = TestServer(self.app(), host="127.0.0.1", port=0)
+        await self._server.start_server(ssl=self.tls)
         self.url = str(self._server.make_url(self.path)).rstrip("/")
         return self.url
 
