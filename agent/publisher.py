@@ -57,6 +57,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config import MQTT5, MQTT311, check_private
 from agent.errors import ConfigError, RelayError
 from agent.model import Outcome
+from common.paho_io import register_write_when_open
 from common.tls import ClosedOnFailedHandshake
 
 log = logging.getLogger("distillsync.relay")
@@ -504,33 +505,6 @@ def _install_hooks(client: aiomqtt.Client, link: RelayLink) -> paho.Client:
     inner.on_connect = on_connect
     inner.on_publish = on_publish
     inner.on_disconnect = on_disconnect
-    inner.on_socket_register_write = _register_write_when_open(client)
+    inner.on_socket_register_write = register_write_when_open(client)
     return inner
 
-
-def _register_write_when_open(client: aiomqtt.Client) -> Callable[..., None]:
-    """aiomqtt's write registration, run only if the socket is still paho's and open.
-
-    paho asks from its connect thread or from inside a read, so the registration runs
-    later, on the loop: by then paho may have closed the socket (a TLS relay that hangs up
-    on a missing client certificate), and aiomqtt's own registration then fails with
-    "Bad file descriptor" in the loop's exception handler, or watches a number the
-    system has already given to another file."""
-    loop = asyncio.get_running_loop()
-
-    def register(paho_client: paho.Client, _userdata: Any, sock: Any) -> None:
-        def write() -> None:
-            try:
-                paho_client.loop_write()
-            except Exception as error:  # a broken pipe: the link is lost, as aiomqtt says
-                if not client._disconnected.done():
-                    client._disconnected.set_exception(error)
-
-        def add_writer() -> None:
-            current = paho_client.socket()
-            if current is sock and current is not None and current.fileno() >= 0:
-                loop.add_writer(current.fileno(), write)
-
-        loop.call_soon_threadsafe(add_writer)
-
-    return register

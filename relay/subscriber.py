@@ -21,6 +21,7 @@ import orjson
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from common.paho_io import register_write_when_open
 from common.tls import ClosedOnFailedHandshake
 
 MQTT5, MQTT311 = "5", "3.1.1"
@@ -72,8 +73,10 @@ def _client(url: str, client_id: str, protocol: str) -> aiomqtt.Client:
     parts = urlsplit(url)
     version = (aiomqtt.ProtocolVersion.V311 if protocol == MQTT311
                else aiomqtt.ProtocolVersion.V5)
-    return aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883,
-                          identifier=client_id, protocol=version)
+    client = aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883,
+                            identifier=client_id, protocol=version)
+    client._client.on_socket_register_write = register_write_when_open(client)
+    return client
 
 
 async def watch(url: str, topic: str | list[str], client_id: str,
@@ -172,8 +175,10 @@ class Session:
             password=settings.password, protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False, properties=props, will=will, tls_context=settings.tls,
             keepalive=settings.keepalive)
-        self._paho = self.client._client  # the one reach below aiomqtt: manual acks
+        self._paho = self.client._client  # the reach below aiomqtt: manual acks, and
         self._paho.manual_ack_set(True)
+        # no writer for a socket paho closed meanwhile (common.paho_io)
+        self._paho.on_socket_register_write = register_write_when_open(self.client)
 
     async def __aenter__(self) -> Session:
         try:

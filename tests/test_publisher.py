@@ -15,7 +15,6 @@ import hashlib
 import inspect
 import os
 import signal
-import socket
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -215,41 +214,6 @@ async def test_our_paho_hooks_are_installed_and_chain_to_aiomqtts(broker: Mosqui
         finally:
             thief.disconnect()
             thief.loop_stop()
-
-
-async def test_a_write_registered_for_a_socket_closed_meanwhile_is_not_made(
-        broker: Mosquitto, tmp_path: Path) -> None:
-    """paho asks for a writer from its connect thread or inside a read; if the relay hangs
-    up before the loop gets to it, the socket is gone (seen: "Bad file descriptor" in the
-    daemon's log, once a TLS relay refused a missing client certificate)."""
-    link = RelayLink(link_settings(make_config(broker, tmp_path, "writer")))
-    inner, loop = link._paho, asyncio.get_running_loop()
-    errors: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    mine, theirs = socket.socketpair()
-    try:
-        inner._sock = mine
-        inner.on_socket_register_write(inner, None, mine)  # type: ignore[misc]
-        mine.close()  # paho read end-of-file and closed it before the loop ran
-        await asyncio.sleep(0)  # one turn of the loop: the registration has run
-        assert errors == []
-
-        reused, other = socket.socketpair()  # the number may already be another file's
-        try:
-            inner.on_socket_register_write(inner, None, mine)  # type: ignore[misc]
-            await asyncio.sleep(0)
-            assert not loop.remove_writer(reused.fileno())
-            inner._sock = reused
-            inner.on_socket_register_write(inner, None, reused)  # type: ignore[misc]
-            await asyncio.sleep(0)
-            assert loop.remove_writer(reused.fileno())  # the live one is watched
-        finally:
-            reused.close()
-            other.close()
-    finally:
-        inner._sock = None
-        theirs.close()
-        loop.set_exception_handler(None)
 
 
 async def test_install_hooks_refuses_an_aiomqtt_it_does_not_know() -> None:
