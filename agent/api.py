@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,8 +30,9 @@ from aiohttp.typedefs import Middleware
 from agent import __version__, metrics
 from agent.config import ApiSection, read_secret
 from agent.delivery import SequenceCheck, TailEntry
-from agent.errors import ConfigError, OutboxError
+from agent.errors import ApiError, ConfigError, OutboxError
 from agent.outbox import OutboxStats, WriteHealth
+from common.unix_socket import claimed_socket
 
 if TYPE_CHECKING:
     from agent.runners import SourceRunner
@@ -295,41 +295,40 @@ def build_app(agent: Agent, board: StatusBoard, token: str | None = None) -> web
     return app
 
 
-def _remove_socket(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
-def _prepare_socket_path(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_socket(path)  # a stale socket of a dead agent: the state-dir lock says we own it
-
-
 @contextlib.asynccontextmanager
 async def serve(agent: Agent, api: ApiSection) -> AsyncIterator[None]:
     """Serve the API on ``api.socket`` (mode 0660), and on ``api.listen`` with the bearer
-    token when configured, for as long as the context is open."""
+    token when configured, for as long as the context is open. A socket another live
+    process serves (a second agent given the same path) is an :class:`ApiError`, and left
+    alone; a stale one (an agent SIGKILLed) is replaced."""
     board = StatusBoard(agent)
-    runners = [web.AppRunner(build_app(agent, board), access_log=None,
-                             shutdown_timeout=1.0)]
-    _prepare_socket_path(api.socket)
-    try:
-        await runners[0].setup()
-        old_umask = os.umask(0o117)
+    runners: list[web.AppRunner] = []
+    busy = ApiError(f"another process serves api.socket {api.socket}; stop it, or give "
+                    "this agent another [api] socket")
+    with claimed_socket(api.socket, busy):
         try:
-            await web.UnixSite(runners[0], str(api.socket)).start()
+            await _start(runners, agent, board, api)
+            yield
         finally:
-            os.umask(old_umask)
-        if api.tcp_address is not None:
-            token = read_secret(api.token_file, api.token_env, "api.token", api.token_credential)
-            if not token:
-                raise ConfigError(["api.token: the bearer token is empty"])
-            runners.append(web.AppRunner(build_app(agent, board, token), access_log=None,
-                                         shutdown_timeout=1.0))
-            await runners[1].setup()
-            await web.TCPSite(runners[1], *api.tcp_address).start()
-        yield
+            for runner in runners:
+                await runner.cleanup()
+
+
+async def _start(runners: list[web.AppRunner], agent: Agent, board: StatusBoard,
+                 api: ApiSection) -> None:
+    runners.append(web.AppRunner(build_app(agent, board), access_log=None,
+                                 shutdown_timeout=1.0))
+    await runners[0].setup()
+    old_umask = os.umask(0o117)
+    try:
+        await web.UnixSite(runners[0], str(api.socket)).start()
     finally:
-        for runner in runners:
-            await runner.cleanup()
-        _remove_socket(api.socket)
+        os.umask(old_umask)
+    if api.tcp_address is not None:
+        token = read_secret(api.token_file, api.token_env, "api.token", api.token_credential)
+        if not token:
+            raise ConfigError(["api.token: the bearer token is empty"])
+        runners.append(web.AppRunner(build_app(agent, board, token), access_log=None,
+                                     shutdown_timeout=1.0))
+        await runners[1].setup()
+        await web.TCPSite(runners[1], *api.tcp_address).start()

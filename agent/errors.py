@@ -41,5 +41,9 @@ class OutboxError(DistillSyncError):
     """The local SQLite outbox could not be opened or written."""
 
 
+class ApiError(DistillSyncError):
+    """The status API cannot be served: another live process holds ``api.socket``."""
+
+
 class OutboxTooNew(OutboxError):
     """The outbox was written by a newer agent: restarting cannot help (exit 78)."""

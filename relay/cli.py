@@ -29,7 +29,8 @@ def consume(path: Path) -> int:
                         force=True)
     for noisy in ("aiomqtt", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from relay.service import SocketBusy, run
+    from common.unix_socket import SocketBusy
+    from relay.service import run
     from relay.store import SchemaTooNew, StoreError
 
     try:

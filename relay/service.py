@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from common.unix_socket import SocketBusy, claimed_socket
 from relay.config import ConsumerConfig, sink_settings
 from relay.consumer import Consumer, status_topic, subscriptions
 from relay.settings import SecretMissing, check_private, read_secret
@@ -76,40 +75,6 @@ def status_app(consumer: Consumer) -> web.Application:
     return app
 
 
-class SocketBusy(Exception):
-    """Another live process serves the status socket this consumer is configured with."""
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
-def _answers(path: Path) -> bool:
-    """Whether a process listens on the unix socket ``path`` (a stale one refuses)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
-@contextlib.contextmanager
-def _socket_lock(path: Path) -> Iterator[None]:
-    """Hold ``PATH.lock`` while serving ``path``: two consumers starting together cannot
-    both find the socket stale, and a SIGKILLed one releases it with its last breath. A
-    live socket without the lock (another program on that path) is left alone too."""
-    with Path(f"{path}.lock").open("ab") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SocketBusy(_busy(path)) from None
-        if _answers(path):
-            raise SocketBusy(_busy(path))
-        yield  # closing the file releases the lock; the file stays, so no unlink race
-
-
 def _busy(path: Path) -> str:
     return (f"another process serves the status socket {path}; stop it, or give this "
             "consumer another [api] socket")
@@ -117,9 +82,7 @@ def _busy(path: Path) -> str:
 
 @contextlib.asynccontextmanager
 async def serve_status(consumer: Consumer, path: Path) -> AsyncIterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _socket_lock(path):
-        _remove(path)  # a stale socket of a consumer that died: nobody answers on it
+    with claimed_socket(path, SocketBusy(_busy(path))):
         runner = web.AppRunner(status_app(consumer), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         old_umask = os.umask(0o117)
@@ -131,7 +94,6 @@ async def serve_status(consumer: Consumer, path: Path) -> AsyncIterator[None]:
             yield
         finally:
             await runner.cleanup()
-            _remove(path)
 
 
 def build_sinks(config: ConsumerConfig) -> list[Sink]:

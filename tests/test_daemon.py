@@ -12,6 +12,7 @@ from tests.support import (
     Collector,
     Mosquitto,
     agent_toml,
+    run_cli,
     stock_levels_source,
     wait_until,
 )
@@ -115,3 +116,37 @@ def test_a_second_agent_on_the_same_state_dir_refuses_to_start(broker: Mosquitto
         assert f"already running on {tmp_path / 'state'}" in second.output()
         assert str(first.pid) in second.output()
         assert first.terminate() == 0
+
+
+def test_a_second_agent_on_the_same_api_socket_leaves_it_to_the_first(
+        broker: Mosquitto, tmp_path: Path) -> None:
+    """Two state directories, one socket path (a copied config): the second exits 1 saying
+    so, and the first's status API still answers. A SIGKILLed agent's stale socket does not
+    stop the next one."""
+    make_erp(tmp_path / "erp.db")
+    shared = tmp_path / "agent.sock"
+
+    def config(name: str) -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(agent_toml(tmp_path / name, broker.url,
+                                   stock_levels_source(tmp_path / "erp.db"), agent_id=name)
+                        .replace(f'socket = "{tmp_path / name}/agent.sock"',
+                                 f'socket = "{shared}"'))
+        return path
+
+    def answers() -> bool:
+        return run_cli(config("first"), "status").returncode == 0
+
+    with AgentProcess(config("first"), tmp_path / "first.log") as first:
+        wait_until(answers, 30, "the first agent's status API")
+        second = AgentProcess(config("second"), tmp_path / "second.log")
+        second.start()
+        assert second.proc is not None and second.proc.wait(30) == 1
+        assert f"another process serves api.socket {shared}" in second.output()
+        assert answers()
+        first.kill()
+    assert shared.exists()  # left behind by the SIGKILL
+    with AgentProcess(config("second"), tmp_path / "third.log") as third:
+        wait_until(answers, 30, "the next agent's status API on the stale path")
+        assert third.terminate() == 0
+    assert not shared.exists()
