@@ -24,6 +24,7 @@ from relay.config import ConsumerConfig, sink_settings
 from relay.consumer import Consumer, status_topic, subscriptions
 from relay.settings import SecretMissing, check_private, read_secret
 from relay.sinks.base import Sink
+from relay.sinks.lookup import LookupSettings
 from relay.status import METRICS_CONTENT_TYPE, metrics_text
 from relay.store import VersionStore
 from relay.subscriber import SessionSettings, tls_context
@@ -96,12 +97,14 @@ async def serve_status(consumer: Consumer, path: Path) -> AsyncIterator[None]:
             await runner.cleanup()
 
 
-def build_sinks(config: ConsumerConfig) -> list[Sink]:
-    """Each sink reads its secrets here; a missing one is named by its full key path."""
+def build_sinks(config: ConsumerConfig, store: VersionStore | None = None) -> list[Sink]:
+    """Each sink reads its secrets here; a missing one is named by its full key path. The
+    shop sinks keep the SKU ids they look up in ``store`` (:mod:`relay.sinks.lookup`)."""
     sinks = []
     for index, (sink_class, settings) in enumerate(sink_settings(config)):
         try:
-            sinks.append(sink_class(settings))
+            sinks.append(sink_class(settings, store) if isinstance(settings, LookupSettings)
+                         else sink_class(settings))
         except SecretMissing as error:
             raise SecretMissing(f"sinks[{index}].{error}") from None
     return sinks
@@ -114,12 +117,15 @@ async def run(config: ConsumerConfig, stop: asyncio.Event | None = None) -> None
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-    sinks = build_sinks(config)
+    for unused in build_sinks(config):  # secrets first: a missing one is a config error
+        await unused.close()             # (78) even with a store that cannot be opened (69)
     store = await VersionStore.open(config.store.url)
+    sinks: list[Sink] = []
     try:
         # Before the broker: a second consumer of this store, under the same client id,
         # would knock the running one off the broker before it found the store taken.
         store.reserve()
+        sinks = build_sinks(config, store)
         consumer = Consumer(config, sinks, store, session_settings(config), stop)
         consumer.dead_letters = (await store.stats()).dead_letters
         async with serve_status(consumer, config.api.socket):

@@ -28,6 +28,10 @@ Two backends behind one interface, chosen by the URL:
   consumer whose batch overlaps waits, then reads the first one's record: neither
   applies a stale version nor an event twice.
 
+The store also keeps what the shop sinks learnt of their SKUs (``relay_sku_ids``, see
+:mod:`relay.sinks.lookup`): a cache, outside the claims' transactions, that a restarted
+consumer starts from.
+
 Both go through SQLAlchemy's async engine (aiosqlite, asyncpg), one statement per table
 per claim: lookups are ``IN`` lists of up to :data:`CHUNK` keys (a batch of 1000 events
 is one statement each), writes are ``executemany``.
@@ -39,7 +43,7 @@ import asyncio
 import contextlib
 import fcntl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +61,7 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
+    bindparam,
     delete,
     func,
     inspect,
@@ -87,7 +92,8 @@ __all__ = [
     "store_url",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: versions, seen ids, dead letters. 2: adds ``relay_sku_ids`` (the sinks' known ids)."""
 CHUNK = 1000
 """Keys per lookup statement: 3000 parameters, under SQLite's 32766 and asyncpg's 32767."""
 BUSY_TIMEOUT_MS = 30_000
@@ -168,6 +174,13 @@ _DEAD = Table(
     Column("sink", Text),
     Column("raw", LargeBinary, nullable=False),
     sqlite_autoincrement=True,  # ids never reused: readers page with "after"
+)
+_SKU_IDS = Table(  # schema 2: what relay.sinks.lookup remembers of each sink's SKUs
+    "relay_sku_ids", _METADATA,
+    Column("sink", _Text, primary_key=True),
+    Column("sku", _Text, primary_key=True),
+    Column("ids", Text, nullable=False),  # JSON text, the sink's to read
+    Column("updated", Double, nullable=False),
 )
 _KEY_COLUMNS = (_VERSIONS.c.source, _VERSIONS.c.entity, _VERSIONS.c.subject)
 
@@ -361,7 +374,8 @@ class _KeyTurns:
 
 
 class VersionStore:
-    """Recorded ids, the last recorded sequence per key, and dead letters."""
+    """Recorded ids, the last recorded sequence per key, dead letters, and the sinks'
+    known SKU ids (:mod:`relay.sinks.lookup`)."""
 
     def __init__(self, engine: AsyncEngine, backend: Backend, url: URL) -> None:
         self.engine = engine
@@ -508,6 +522,41 @@ class VersionStore:
                 "serves one consumer (use PostgreSQL to run several)") from None
         self._lock_file = handle
 
+    # --- the sinks' known ids (relay.sinks.lookup.IdStore) ------------------------------
+
+    async def sku_ids(self, sink: str, skus: Sequence[str]) -> dict[str, str]:
+        """The stored ids (JSON text) of those of ``skus`` that ``sink`` has some for."""
+        found: dict[str, str] = {}
+        async with self._transaction() as conn:
+            for part in _chunks(list(skus)):
+                rows = await conn.execute(select(_SKU_IDS.c.sku, _SKU_IDS.c.ids).where(
+                    _SKU_IDS.c.sink == sink, _SKU_IDS.c.sku.in_(part)))
+                found.update((row.sku, row.ids) for row in rows)
+        return found
+
+    async def keep_sku_ids(self, sink: str, ids: Mapping[str, str]) -> None:
+        """Store ``ids`` (SKU -> JSON text) of ``sink``, replacing what it had."""
+        if not ids:
+            return
+        statement = self._insert(_SKU_IDS)
+        upsert = statement.on_conflict_do_update(
+            index_elements=[_SKU_IDS.c.sink, _SKU_IDS.c.sku],
+            set_={"ids": statement.excluded.ids, "updated": statement.excluded.updated})
+        now = self.clock()
+        async with self._transaction() as conn:
+            await conn.execute(upsert, [{"sink": sink, "sku": sku, "ids": text, "updated": now}
+                                        for sku, text in sorted(ids.items())])
+
+    async def drop_sku_ids(self, sink: str, stale: Mapping[str, str]) -> None:
+        """Delete each SKU's row of ``sink`` that still holds the ids given (a row another
+        consumer replaced since with newer ids stays)."""
+        statement = delete(_SKU_IDS).where(
+            _SKU_IDS.c.sink == sink, _SKU_IDS.c.sku == bindparam("stale_sku"),
+            _SKU_IDS.c.ids == bindparam("stale_ids"))
+        async with self._transaction() as conn:
+            await conn.execute(statement, [{"stale_sku": sku, "stale_ids": text}
+                                           for sku, text in sorted(stale.items())])
+
     # --- the rest ---------------------------------------------------------------------
 
     async def add_dead_letter(self, raw: bytes, topic: str, reason: str,
@@ -561,10 +610,13 @@ class VersionStore:
                     f"version store {self.url} has schema version {found}, newer than this "
                     f"relay kit's {SCHEMA_VERSION}: upgrade distillsync, or point store.url "
                     "at another database")
-            await conn.run_sync(_METADATA.create_all)
+            await conn.run_sync(_METADATA.create_all)  # migrations so far only add tables
             if found is None:
                 await conn.execute(_META.insert().values(name="schema_version",
                                                          value=str(SCHEMA_VERSION)))
+            elif found < SCHEMA_VERSION:
+                await conn.execute(_META.update().where(_META.c.name == "schema_version")
+                                   .values(value=str(SCHEMA_VERSION)))
 
     @staticmethod
     async def _schema_version(conn: AsyncConnection) -> int | None:

@@ -34,6 +34,11 @@ validators; magento2 ``BasePriceStorage``).
 - **Rate.** Magento documents no REST request limit; hosts and CDNs add their own and answer
   429. The default budget is 10 requests/s, each carrying up to 100 writes. 429s, 5xx,
   timeouts and refused connections are retried, honouring ``Retry-After``.
+- **Unknown SKUs.** Magento addresses products by SKU, so there are no ids to look up or
+  keep. A SKU Magento says it has no product for (``Product with requested "sku" ... was not
+  found.``, ``Invalid attribute SKU = ...``) is remembered for ``unknown_sku_ttl``
+  (:class:`relay.sinks.lookup.Misses`): until then its events are DEAD with Magento's words
+  and left out of the calls, which spares the call again with the rest of the batch.
 - **Deletes** of stock or price are SKIPPED: a row gone from the ERP is not zero stock or a
   free product; unassigning a source or disabling a product is done in Magento.
 """
@@ -52,6 +57,7 @@ from relay.model import Event, SinkResult, Status
 from relay.settings import CredentialName, FilePath, read_secret
 from relay.sinks.base import RateBudget, SinkUnavailable
 from relay.sinks.http import HttpSettings, LazySession, Reply, ShopUrl, send, with_retries
+from relay.sinks.lookup import IdStore, LookupSettings, Misses
 from relay.sinks.shop import ENTITIES, Price, Rules, Stock, one_warehouse_each, sort_out
 
 MAX_BATCH = 100
@@ -63,9 +69,9 @@ _STORE_CODE = re.compile(r"^[a-z0-9_]+$")
 _PLACEHOLDER = re.compile(r"%(\w+)")
 
 
-class Settings(HttpSettings):
+class Settings(HttpSettings, LookupSettings):
     """``[[sinks]] type = "magento"`` (with ``name``, ``timeout``, ``max_retries``, ``backoff``
-    as every HTTP sink)."""
+    as every HTTP sink, and ``unknown_sku_ttl`` as every shop sink)."""
 
     type: Literal["magento"]
     url: ShopUrl
@@ -125,6 +131,21 @@ def render(error: Any) -> str:
     return _PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), message)
 
 
+def _unknown_sku(error: Any) -> str | None:
+    """The SKU an error says Magento has no product for; ``None`` for any other error."""
+    if not isinstance(error, dict):
+        return None
+    message, parameters = str(error.get("message", "")), error.get("parameters")
+    if isinstance(parameters, dict) and "was not found" in message and (
+            str(parameters.get("field")).lower() == "sku"):
+        return str(parameters.get("value"))
+    values = list(parameters.values()) if isinstance(parameters, dict) else parameters
+    if message.startswith("Invalid attribute") and isinstance(values, list) and (
+            len(values) == 2 and str(values[0]).lower() == "sku"):
+        return str(values[1])
+    return None
+
+
 def _values(error: Any) -> set[str]:
     parameters = error.get("parameters") if isinstance(error, dict) else None
     if isinstance(parameters, dict):
@@ -138,7 +159,8 @@ class MagentoSink:
     entities = ENTITIES
     max_batch = MAX_BATCH
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ids: IdStore | None = None) -> None:
+        """``ids`` is not used: Magento takes SKUs as they are, there are no ids to keep."""
         self.settings = settings
         self.name = settings.name
         token = read_secret(settings.token_file, settings.token_env, "token",
@@ -151,6 +173,7 @@ class MagentoSink:
                            places=settings.sources, place="a Magento source",
                            price_list=settings.price_list)
         self._sources: set[str] = set()
+        self.misses = Misses(settings.unknown_sku_ttl)
         self._session = LazySession(tls=settings.tls())
 
     async def close(self) -> None:
@@ -167,6 +190,9 @@ class MagentoSink:
     def _plan(self, index: int, event: Event) -> _Item | SinkResult:
         """What to write for one event, or why nothing will be."""
         planned = self.rules.plan(event)
+        miss = self.misses.get(planned.sku) if isinstance(planned, Stock | Price) else None
+        if miss is not None:
+            return SinkResult(Status.DEAD, miss.reason)
         if isinstance(planned, Stock):
             quantity = planned.quantity
             return _Item(index, planned.sku, {"sku": planned.sku, "source_code": planned.place,
@@ -241,6 +267,9 @@ class MagentoSink:
         if not errors:
             return {item.index: SinkResult(Status.APPLIED) for item in items}
         named = self._reasons(errors, {item.sku for item in items})
+        for sku in {_unknown_sku(error) for error in errors}:
+            if sku in named:
+                self.misses.add(sku, f"{sku}: {named[sku]}")
         results = {item.index: SinkResult(Status.DEAD, f"{item.sku}: {named[item.sku]}")
                    for item in items if item.sku in named}
         rest = [item for item in items if item.sku not in named]

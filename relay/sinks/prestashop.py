@@ -39,8 +39,10 @@ between two events is kept. What is stripped before a PUT, and why:
   left alone; sent back stale they would replace newer ones.
 - XML attributes such as ``xlink:href`` and ``notFilterable``: output decoration only.
 
-SKU -> (id_product, id_product_attribute) and -> stock_available id are cached; a 404 on
-a cached id (a product deleted and re-created) forgets it and looks the SKU up again.
+SKU -> (id_product, id_product_attribute, stock_available id) is remembered in the version
+store (:mod:`relay.sinks.lookup`); a 404 on a cached id (a product deleted and re-created)
+forgets it and looks the SKU up again. A reference no product or combination has (or
+several, or a product with combinations) is remembered so for ``unknown_sku_ttl``.
 Lookups filter on ``reference``, which PrestaShop matches without regard to case; the sink
 keeps only an exact match. A SKU the filter syntax cannot express (``[`` or ``|`` inside,
 or ``N,M`` which the filter reads as an interval) is DEAD with that reason.
@@ -64,7 +66,7 @@ import asyncio
 import base64
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
@@ -83,6 +85,7 @@ from relay.sinks.http import (
     send,
     with_retries,
 )
+from relay.sinks.lookup import IdStore, LookupSettings, Miss, SkuIds
 from relay.sinks.shop import ENTITIES, Rules, Stock
 
 __all__ = ["PrestaShopSink", "Settings"]
@@ -92,9 +95,9 @@ NOT_FOR_PUT = ("associations",)
 _INTERVAL = re.compile(r"^[\d.:\-\s]+,[\d.:\-\s]+$")
 
 
-class Settings(HttpSettings):
+class Settings(HttpSettings, LookupSettings):
     """``[[sinks]] type = "prestashop"`` (with ``name``, ``timeout``, ``max_retries`` and
-    ``backoff`` as every HTTP sink has them)."""
+    ``backoff`` as every HTTP sink has them, ``unknown_sku_ttl`` as every shop sink)."""
 
     type: Literal["prestashop"]
     url: ShopUrl
@@ -125,10 +128,17 @@ class Item:
 
     product: int
     attribute: int = 0
+    stock: int = 0
+    """Its stock_available's id; 0 until a stock write looked it up."""
 
 
 class Dead(Exception):
     """This event can never apply; the message is the dead letter's reason."""
+
+
+class Unknown(Dead):
+    """The catalogue has no single product or combination for the SKU: remembered for
+    ``unknown_sku_ttl``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +159,7 @@ class PrestaShopSink:
     entities = ENTITIES
     max_batch = 20
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ids: IdStore | None = None) -> None:
         self.settings = settings
         self.name = settings.name
         key = settings.secret("api_key", "the Webservice key")
@@ -163,8 +173,7 @@ class PrestaShopSink:
                            warehouse=settings.warehouse, price_list=settings.price_list,
                            currency=settings.currency, negative_prices=True,
                            deletes="PrestaShop has no equivalent: send the new state")
-        self._items: dict[str, Item] = {}
-        self._stock_ids: dict[Item, int] = {}
+        self.ids = SkuIds(self.name, Item, settings.unknown_sku_ttl, ids)
 
     # -- the Sink interface ---------------------------------------------------------------
 
@@ -205,11 +214,11 @@ class PrestaShopSink:
 
     async def _set_stock(self, sku: str, quantity: int) -> None:
         item = await self._item(sku)
-        stock = await self._stock_available(item)
+        stock = await self._stock_available(sku, item)
         if stock is None:  # the cached id vanished: look the SKU up afresh, once
-            self._forget(sku, item)
+            await self.ids.stale(sku, item)
             item = await self._item(sku)
-            stock = await self._stock_available(item)
+            stock = await self._stock_available(sku, item)
         if stock is None:
             raise Dead(f"PrestaShop lost the stock_available of {_describe(item)} meanwhile")
         if _int(stock, "quantity") != quantity:
@@ -220,7 +229,7 @@ class PrestaShopSink:
         item = await self._item(sku)
         product = await self._get("products", item.product)
         if product is None:
-            self._forget(sku, item)
+            await self.ids.stale(sku, item)
             item = await self._item(sku)
             product = await self._get("products", item.product)
         if product is None:
@@ -230,7 +239,7 @@ class PrestaShopSink:
             return
         combination = await self._get("combinations", item.attribute)
         if combination is None:
-            self._forget(sku, item)
+            await self.ids.stale(sku, item)
             raise Dead(f"PrestaShop lost combination {item.attribute} meanwhile")
         impact = price - _price(product)
         await self._write_price(combination, "combinations", impact, NOT_FOR_PUT)
@@ -245,14 +254,20 @@ class PrestaShopSink:
     # -- SKU lookups (cached) -----------------------------------------------------------
 
     async def _item(self, sku: str) -> Item:
-        cached = self._items.get(sku)
-        if cached is not None:
-            return cached
+        known = await self.ids.get(sku)
+        if isinstance(known, Miss):
+            raise Dead(known.reason)
+        if known is not None:
+            return known
         _check_filterable(sku)
-        item = await self._find_product(sku) or await self._find_combination(sku)
-        if item is None:
-            raise Dead("no product or combination has this reference in PrestaShop")
-        self._items[sku] = item
+        try:
+            item = await self._find_product(sku) or await self._find_combination(sku)
+            if item is None:
+                raise Unknown("no product or combination has this reference in PrestaShop")
+        except Unknown as unknown:
+            self.ids.missing(sku, str(unknown))
+            raise
+        await self.ids.found({sku: item})
         return item
 
     async def _find_product(self, sku: str) -> Item | None:
@@ -260,7 +275,7 @@ class PrestaShopSink:
         if row is None:
             return None
         if _int(row, "cache_default_attribute"):
-            raise Dead("the product has combinations, so its stock and price are theirs: "
+            raise Unknown("the product has combinations, so its stock and price are theirs: "
                        "send the combinations' references")
         return Item(_int(row, "id"))
 
@@ -275,14 +290,13 @@ class PrestaShopSink:
         found = [row for row in rows if _text(row, "reference") == sku]
         if len(found) > 1:
             ids = ", ".join(_text(row, "id") for row in found)
-            raise Dead(f"the reference is on several {plural} ({ids})")
+            raise Unknown(f"the reference is on several {plural} ({ids})")
         return found[0] if found else None
 
-    async def _stock_available(self, item: Item) -> ET.Element | None:
+    async def _stock_available(self, sku: str, item: Item) -> ET.Element | None:
         """The item's stock_available, fresh; ``None`` when a cached id is gone."""
-        cached = self._stock_ids.get(item)
-        if cached is not None:
-            return await self._get("stock_availables", cached)
+        if item.stock:
+            return await self._get("stock_availables", item.stock)
         query = {"filter[id_product]": f"[{item.product}]",
                  "filter[id_product_attribute]": f"[{item.attribute}]", "display": "full"}
         if self.settings.shop_id is not None:
@@ -293,12 +307,8 @@ class PrestaShopSink:
         if len(rows) > 1:
             raise Dead(f"{_describe(item)} has {len(rows)} stock_availables (one per shop?): "
                        "set shop_id")
-        self._stock_ids[item] = _int(rows[0], "id")
+        await self.ids.found({sku: replace(item, stock=_int(rows[0], "id"))})
         return rows[0]
-
-    def _forget(self, sku: str, item: Item) -> None:
-        self._items.pop(sku, None)
-        self._stock_ids.pop(item, None)
 
     # -- the Webservice's verbs ---------------------------------------------------------
 

@@ -35,8 +35,12 @@ One endpoint, ``{shop_url}/admin/api/{api_version}/graphql.json``, with the app'
 - **Prices**: ``productVariantsBulkUpdate`` once per product with ``allowPartialUpdates``, so
   one rejected price does not hold back its sibling variants.
 - **SKUs** become variant, product and inventory item ids through ``productVariants(query:
-  "sku:\\"A\\" OR sku:\\"B\\"")``, paged by ``pageInfo``, exact matches only, cached for the
-  sink's life. A SKU that matches no variant, or several, is a dead letter.
+  "sku:\\"A\\" OR sku:\\"B\\"")``, paged by ``pageInfo``, exact matches only, remembered in
+  the version store (:mod:`relay.sinks.lookup`). A SKU that matches no variant, or several,
+  is a dead letter, and remembered so for ``unknown_sku_ttl``. An inventory item Shopify
+  no longer has (its product deleted and re-created) is forgotten and its SKU looked up
+  again in the same batch; a variant or product a price write finds gone is forgotten, and
+  that price is a dead letter.
 - **Throttle**: Shopify charges every call its calculated query cost from a leaky bucket.
   Each response's ``extensions.cost.throttleStatus`` resets the sink's own copy of that
   bucket (:class:`CostBudget`), and every call first waits until its estimated cost is
@@ -74,6 +78,7 @@ from relay.sinks.http import (
     retry_after,
     with_retries,
 )
+from relay.sinks.lookup import IdStore, LookupSettings, SkuIds
 from relay.sinks.shop import ENTITIES, Price, Rules, Stock, one_warehouse_each, sort_out
 
 API_VERSION = "2026-10"
@@ -91,6 +96,8 @@ AGAIN = frozenset({"CHANGE_FROM_QUANTITY_STALE", "IDEMPOTENCY_PREVIOUS_ATTEMPT_F
 IN_PROGRESS = "IDEMPOTENCY_CONCURRENT_REQUEST"
 """A ``userErrors`` code that says: this very request (same key) again, later."""
 MAX_QUANTITY = 1_000_000_000  # Shopify's INVALID_QUANTITY_TOO_HIGH limit
+GONE = frozenset({"PRODUCT_DOES_NOT_EXIST", "PRODUCT_VARIANT_DOES_NOT_EXIST"})
+"""Price ``userErrors`` that say the cached variant is gone: forget it."""
 
 _VERSION = re.compile(r"^\d{4}-(01|04|07|10)$")
 _LOCATION = re.compile(r"^gid://shopify/Location/\d+$")
@@ -133,9 +140,9 @@ mutation SetPrices($productId: ID!, $variants: [ProductVariantsBulkInput!]!) {
 }"""
 
 
-class Settings(HttpSettings):
+class Settings(HttpSettings, LookupSettings):
     """``[[sinks]] type = "shopify"`` (with ``name``, ``timeout``, ``max_retries``, ``backoff``
-    as every HTTP sink)."""
+    as every HTTP sink, and ``unknown_sku_ttl`` as every shop sink)."""
 
     type: Literal["shopify"]
     shop_url: ShopUrl
@@ -317,7 +324,7 @@ class ShopifySink:
     entities = ENTITIES
     max_batch = MAX_BATCH
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ids: IdStore | None = None) -> None:
         self.settings = settings
         self.name = settings.name
         token = read_secret(settings.access_token_file, settings.access_token_env,
@@ -329,7 +336,7 @@ class ShopifySink:
         self.rules = Rules("Shopify", fractions="refuse", oversold="zero",
                            places=settings.locations, place="a Shopify location",
                            price_list=settings.price_list)
-        self._variants: dict[str, Variant] = {}
+        self.ids = SkuIds(self.name, Variant, settings.unknown_sku_ttl, ids)
         self._session = LazySession(timeout=aiohttp.ClientTimeout(total=settings.timeout))
 
     async def close(self) -> None:
@@ -366,7 +373,10 @@ class ShopifySink:
 
     async def _resolve(self, skus: set[str]) -> dict[str, Variant | str]:
         """Each SKU's variant, or why it has none (unknown, or on several variants)."""
-        missing = sorted(skus - self._variants.keys())
+        found: dict[str, Variant | str] = {
+            sku: known if isinstance(known, Variant) else known.reason
+            for sku, known in (await self.ids.known(skus)).items()}
+        missing = sorted(skus - found.keys())
         matches: dict[str, list[Variant]] = {sku: [] for sku in missing}
         if missing:
             async for node in self._variant_nodes(sku_search(missing)):
@@ -374,16 +384,16 @@ class ShopifySink:
                 if node.get("sku") in matches:
                     matches[node["sku"]].append(Variant(
                         node["id"], node["product"]["id"], node["inventoryItem"]["id"]))
-        found: dict[str, Variant | str] = {sku: self._variants[sku]
-                                           for sku in skus if sku in self._variants}
+        single: dict[str, Variant] = {}
         for sku, variants in matches.items():
             if len(variants) == 1:
-                self._variants[sku] = found[sku] = variants[0]
-            elif not variants:
-                found[sku] = "no variant has this SKU in Shopify"
-            else:
-                found[sku] = (f"{len(variants)} variants share this SKU in Shopify ("
-                              + ", ".join(variant.id for variant in variants) + ")")
+                single[sku] = found[sku] = variants[0]
+                continue
+            found[sku] = "no variant has this SKU in Shopify" if not variants else (
+                f"{len(variants)} variants share this SKU in Shopify ("
+                + ", ".join(variant.id for variant in variants) + ")")
+            self.ids.missing(sku, str(found[sku]))
+        await self.ids.found(single)
         return found
 
     async def _variant_nodes(self, search: str) -> AsyncIterator[dict[str, Any]]:
@@ -439,8 +449,40 @@ class ShopifySink:
         return results
 
     async def _read_levels(self, writes: list[_Write]) -> dict[int, int | str]:
-        """The current on_hand of each write's item at its location, or why there is none."""
-        current: dict[int, int | str] = {}
+        """The current on_hand of each write's item at its location, or why there is none.
+        An item Shopify no longer has (its product deleted, perhaps re-created) is
+        forgotten, its SKU looked up again, and the new item read."""
+        current = await self._levels(writes)
+        gone = [write for write in writes if current[write.index] is None]
+        if gone:
+            again = await self._look_again(gone, current)
+            current |= await self._levels(again)
+        items = {write.index: write.item for write in writes}
+        return {index: f"inventory item {items[index]} no longer exists in Shopify"
+                if now is None else now for index, now in current.items()}
+
+    async def _look_again(self, gone: list[_Write], current: dict[int, int | str | None]
+                          ) -> list[_Write]:
+        """Forget the variants of ``gone``; those whose SKU is now on another variant are
+        returned with it, the others get the lookup's reason in ``current``."""
+        for write in gone:
+            assert write.variant is not None
+            await self.ids.stale(write.sku, write.variant)
+        found = await self._resolve({write.sku for write in gone})
+        again = []
+        for write in gone:
+            match = found[write.sku]
+            if isinstance(match, str):
+                current[write.index] = match
+            elif match != write.variant:
+                write.variant = match
+                again.append(write)
+        return again
+
+    async def _levels(self, writes: list[_Write]) -> dict[int, int | str | None]:
+        """One read per location: each write's on_hand, why it has none, or ``None``
+        when Shopify has no such inventory item."""
+        current: dict[int, int | str | None] = {}
         for location in sorted({write.location for write in writes}):
             here = [write for write in writes if write.location == location]
             ids = sorted({write.item for write in here})
@@ -449,13 +491,11 @@ class ShopifySink:
                 {"ids": ids, "locationId": location, "names": ["on_hand"]}, cost=3 * len(ids))
             nodes = {node["id"]: node for node in data["nodes"] if node}
             for write in here:
-                current[write.index] = self._level(write, nodes.get(write.item))
+                node = nodes.get(write.item)
+                current[write.index] = None if node is None else self._level(write, node)
         return current
 
-    def _level(self, write: _Write, node: dict[str, Any] | None) -> int | str:
-        if node is None:
-            self._variants.pop(write.sku, None)  # deleted in Shopify: look it up afresh
-            return f"inventory item {write.item} no longer exists in Shopify"
+    def _level(self, write: _Write, node: dict[str, Any]) -> int | str:
         level = node.get("inventoryLevel")
         if level is None:
             return f"not stocked at Shopify location {write.location} (activate it there)"
@@ -486,8 +526,8 @@ class ShopifySink:
             elif error is None or error.code in AGAIN:
                 redo.append(write)  # the call is all or nothing: a sibling's error stopped it
             else:
-                if error.code == "INVALID_INVENTORY_ITEM":
-                    self._variants.pop(write.sku, None)
+                if error.code == "INVALID_INVENTORY_ITEM" and write.variant is not None:
+                    await self.ids.stale(write.sku, write.variant)
                 results[write.index] = _dead(write, f"{error.message} ({error.code})")
         return redo
 
@@ -508,6 +548,8 @@ class ShopifySink:
             errors = _user_errors(data["productVariantsBulkUpdate"]["userErrors"], ("variants",))
             for position, write in enumerate(group):
                 error = errors.get(position) or errors.get(-1)
+                if error is not None and error.code in GONE and write.variant is not None:
+                    await self.ids.stale(write.sku, write.variant)
                 results[write.index] = (APPLIED if error is None else
                                         _dead(write, f"{error.message} ({error.code})"))
         return results

@@ -22,9 +22,11 @@ variations" (batch update), and the batch controller they describe.
   50 SKUs a lookup with ``per_page=100``, so one page holds every match of unique SKUs; more
   pages (a shop that allows duplicate SKUs) are read as ``X-WP-TotalPages`` says, and a
   listing whose ``X-WP-Total`` changed between pages is read again from the first (offset
-  pages shift when products come or go; a page past the end is ``200 []``). Ids are cached for the
-  life of the sink. When a write says the id is gone (``*_invalid_id``), the SKU is looked up
-  once more; still nothing, or refused again, is that event's ``DEAD`` result.
+  pages shift when products come or go; a page past the end is ``200 []``). Ids are kept in
+  the version store (:mod:`relay.sinks.lookup`), and a SKU the shop does not have is
+  remembered so for ``unknown_sku_ttl``. When a write says the id is gone (``*_invalid_id``),
+  it is forgotten and the SKU looked up once more; still nothing, or refused again, is that
+  event's ``DEAD`` result.
 - **Writes.** ``POST /products/batch`` for products and ``POST /products/{parent}/variations/
   batch`` for variations, ``{"update": [{"id": ..., ...}]}``, at most 100 items a call (the
   default of ``woocommerce_rest_batch_items_limit``; a shop that lowered it answers 413
@@ -67,6 +69,7 @@ from relay.model import Event, SinkResult, Status
 from relay.settings import CredentialName, FilePath
 from relay.sinks.base import RateBudget, SinkUnavailable
 from relay.sinks.http import HttpSettings, LazySession, Reply, check_url, send, with_retries
+from relay.sinks.lookup import IdStore, LookupSettings, SkuIds
 from relay.sinks.shop import ENTITIES, Price, Rules, Stock
 
 BATCH_LIMIT = 100
@@ -85,7 +88,7 @@ STALE_ID = frozenset({
 """Per-item error codes meaning the cached id no longer fits the SKU."""
 
 
-class Settings(HttpSettings):
+class Settings(HttpSettings, LookupSettings):
     """``[[sinks]] type = "woocommerce"``."""
 
     type: Literal["woocommerce"]
@@ -225,7 +228,7 @@ def _error(reply: Reply) -> tuple[str, str]:
 
 
 class WooCommerceSink:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ids: IdStore | None = None) -> None:
         self.settings = settings
         self.name = settings.name
         self.entities = ENTITIES
@@ -242,7 +245,7 @@ class WooCommerceSink:
         self._api = f"{settings.url}/wp-json/wc/v3/"
         self._budget = RateBudget(settings.requests_per_second)
         self._batch_limit = BATCH_LIMIT
-        self._ids: dict[str, Ref] = {}
+        self.ids = SkuIds(self.name, Ref, settings.unknown_sku_ttl, ids)
         self._session = LazySession(tls=settings.tls())
 
     async def apply(self, events: Sequence[Event]) -> list[SinkResult]:
@@ -282,35 +285,33 @@ class WooCommerceSink:
         (unless ``last``, when those are dead too)."""
         if not writes:
             return []
-        await self._lookup({write.sku for write in writes} - self._ids.keys())
+        refs = await self._refs({write.sku for write in writes})
         by_endpoint: dict[str, list[tuple[Write, Ref]]] = defaultdict(list)
         for write in writes:
-            ref = self._ids.get(write.sku)
-            if ref is None:
-                results[write.index] = SinkResult(
-                    Status.DEAD, f"unknown SKU {write.sku}: no WooCommerce product or "
-                                 "variation has it")
-            else:
+            ref = refs[write.sku]
+            if isinstance(ref, Ref):
                 by_endpoint[ref.endpoint].append((write, ref))
+            else:
+                results[write.index] = SinkResult(Status.DEAD, ref)
         stale: list[Write] = []
         for endpoint, items in by_endpoint.items():
             for (write, ref), answer in await self._batch(endpoint, items):
-                result = self._result(write, ref, answer, last=last)
+                result = await self._result(write, ref, answer, last=last)
                 if result is None:
                     stale.append(write)
                 else:
                     results[write.index] = result
         return stale
 
-    def _result(self, write: Write, ref: Ref, answer: dict[str, Any],
-                *, last: bool) -> SinkResult | None:
+    async def _result(self, write: Write, ref: Ref, answer: dict[str, Any],
+                      *, last: bool) -> SinkResult | None:
         error = answer.get("error")
         if not error:
             return SinkResult(Status.APPLIED)
         code = error.get("code", "") if isinstance(error, dict) else ""
         message = error.get("message", "") if isinstance(error, dict) else str(error)
         if code in STALE_ID:
-            self._ids.pop(write.sku, None)
+            await self.ids.stale(write.sku, ref)
             if not last:
                 return None
             return SinkResult(Status.DEAD, f"SKU {write.sku}: WooCommerce refused id {ref.id} "
@@ -349,8 +350,21 @@ class WooCommerceSink:
 
     # --- lookups -----------------------------------------------------------------------
 
-    async def _lookup(self, skus: Iterable[str]) -> None:
-        """Cache the ids of ``skus``; those the shop does not know stay out of the cache."""
+    async def _refs(self, skus: set[str]) -> dict[str, Ref | str]:
+        """Each SKU's ref, or why it has none: known, else looked up (and remembered)."""
+        refs: dict[str, Ref | str] = {
+            sku: known if isinstance(known, Ref) else known.reason
+            for sku, known in (await self.ids.known(skus)).items()}
+        found = await self._lookup(skus - refs.keys())
+        await self.ids.found(found)
+        for sku in skus - refs.keys() - found.keys():
+            refs[sku] = reason = f"unknown SKU {sku}: no WooCommerce product or variation has it"
+            self.ids.missing(sku, reason)
+        return refs | found
+
+    async def _lookup(self, skus: Iterable[str]) -> dict[str, Ref]:
+        """The ids of those of ``skus`` the shop has."""
+        found: dict[str, Ref] = {}
         wanted = set(skus)
         plain = sorted(sku for sku in wanted if "," not in sku)
         # WooCommerce splits ?sku= on commas: a SKU with a comma is looked up on its own
@@ -360,8 +374,9 @@ class WooCommerceSink:
         for query in queries:
             for product in await self._products(query):
                 if product.get("sku") in wanted:
-                    self._ids[product["sku"]] = Ref(int(product["id"]),
-                                                    int(product.get("parent_id") or 0))
+                    found[product["sku"]] = Ref(int(product["id"]),
+                                                int(product.get("parent_id") or 0))
+        return found
 
     async def _products(self, sku_query: str) -> list[Any]:
         """Every product ``GET /products?sku=...`` lists, over as many pages as it takes."""

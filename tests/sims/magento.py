@@ -61,6 +61,8 @@ class MagentoSim(Served):
         self.sources: dict[str, str] = {"default": "Default Source"}
         self.source_items: dict[tuple[str, str], tuple[float, int]] = {}
         self.calls: Counter[str] = Counter()
+        self.sent: Counter[str] = Counter()
+        """How many source-items calls carried each SKU."""
         self.fail_next: list[int] = []
         self.retry_after = "0"
         self.disabled: set[str] = set()
@@ -119,6 +121,7 @@ class MagentoSim(Served):
             return _required("sourceItems")
         if not items:
             return _error(400, "Input data is empty")
+        self.sent.update(str(item.get("sku")) for item in items if isinstance(item, dict))
         errors = [error for item in items for error in self._check_item(item)]
         if errors:
             return _error(400, "Validation Failed", errors=errors)

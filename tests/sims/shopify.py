@@ -158,6 +158,8 @@ class ShopifySim(Served):
         self.location_ids: list[str] = []
         self.levels: dict[tuple[str, str], Level] = {}
         self.calls: Counter[str] = Counter()
+        self.searched: Counter[str] = Counter()
+        """How many VariantsBySku searches named each SKU."""
         self.throttled = 0
         self.stale = 0
         self.replays = 0
@@ -302,7 +304,9 @@ class ShopifySim(Served):
             raise GraphQLError("The page size must be between 1 and 250 (first)")
         if not isinstance(search, str):
             raise GraphQLError("Variable $query of type String! was provided invalid value")
-        wanted = {sku.casefold() for sku in self._search_terms(search)}
+        terms = self._search_terms(search)
+        self.searched.update(terms)
+        wanted = {sku.casefold() for sku in terms}
         matches = sorted((variant for variant in self.variants.values()
                           if variant.sku.casefold() in wanted),
                          key=lambda variant: int(variant.id.rsplit("/", 1)[1]))
