@@ -15,11 +15,12 @@ import pytest
 from pydantic import ValidationError
 
 from relay.model import Status
-from relay.sinks import magento, prestashop, webhook, woocommerce
+from relay.sinks import magento, prestashop, shopify, webhook, woocommerce
 from relay.sinks.base import SinkUnavailable
 from tests.sims import Served, sink_maker, statuses, stock
 from tests.sims.magento import TOKEN, MagentoSim
 from tests.sims.prestashop import PrestaShopSim
+from tests.sims.shopify import ShopifySim
 from tests.sims.webhook import WebhookReceiver
 from tests.sims.woocommerce import WooCommerceSim
 from tests.support import write_secret
@@ -207,12 +208,22 @@ def _prestashop(sim: Served, folder: Path) -> dict[str, Any]:
             "warehouse": "MAD"}
 
 
+def _shopify(sim: Served, folder: Path) -> dict[str, Any]:
+    assert isinstance(sim, ShopifySim)
+    write_secret(folder / "token", sim.token)
+    madrid = sim.add_location()
+    sim.add_product(["MUG"], price="4.00", stock={madrid: 0})
+    return {"type": "shopify", "name": "shop", "shop_url": sim.url,
+            "access_token_file": folder / "token", "locations": {"MAD": madrid}}
+
+
 OTHERS = {
     "webhook": OtherShop(lambda: WebhookReceiver(b"s3cret"), _webhook_settings,
                          webhook.WebhookSink, webhook.Settings),
     "magento": OtherShop(MagentoSim, _magento, magento.MagentoSink, magento.Settings),
     "prestashop": OtherShop(PrestaShopSim, _prestashop, prestashop.PrestaShopSink,
                             prestashop.Settings),
+    "shopify": OtherShop(ShopifySim, _shopify, shopify.ShopifySink, shopify.Settings),
 }
 
 

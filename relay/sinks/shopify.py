@@ -72,8 +72,10 @@ from relay.sinks.base import RateBudget, SinkUnavailable
 from relay.sinks.http import (
     HttpSettings,
     LazySession,
+    Refused,
     ShopUrl,
     Transient,
+    connect_failure,
     is_transient,
     retry_after,
     with_retries,
@@ -337,7 +339,8 @@ class ShopifySink:
                            places=settings.locations, place="a Shopify location",
                            price_list=settings.price_list)
         self.ids = SkuIds(self.name, Variant, settings.unknown_sku_ttl, ids)
-        self._session = LazySession(timeout=aiohttp.ClientTimeout(total=settings.timeout))
+        self._session = LazySession(tls=settings.tls(),
+                                    timeout=aiohttp.ClientTimeout(total=settings.timeout))
 
     async def close(self) -> None:
         await self._session.close()
@@ -572,6 +575,8 @@ class ShopifySink:
                 status, headers, raw = response.status, response.headers, await response.read()
         except TimeoutError:
             raise Transient(f"{operation}: no answer within {self.settings.timeout:g}s") from None
+        except aiohttp.ClientConnectorCertificateError as error:
+            raise Refused(connect_failure(error)) from None
         except aiohttp.ClientError as error:
             raise Transient(f"{operation}: connection failed ({type(error).__name__})") from None
         if status != 200:
