@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test check lint typecheck pytest soak demo bench clean mosquitto
+.PHONY: test check lint typecheck pytest soak demo bench clean mosquitto guarantees
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ test: check pytest
 # `make test` SOAK_RUNS times (default 3) in a fresh clone of HEAD, one core kept busy.
 soak:
 	bash tests/soak.sh
+
+# Guarantee-breaking mutations, one at a time in a scratch copy: each must fail its tests
+# (tests/guarantees.py; GUARANTEES=name1,name2 for a subset).
+guarantees: $(STAMP) mosquitto
+	$(BIN)/python -m tests.guarantees
 
 # No broker needed: the demo embeds amqtt when the mosquitto binary is missing.
 demo: $(STAMP)
