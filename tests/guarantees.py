@@ -178,6 +178,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_sequence_floor.py::"
          "test_changes_after_the_outbox_went_back_still_reach_the_shop[the outbox lost-5]",),
         "on connect the outbox is not moved above the relay's retained sequence watermark"),
+    Mutation(
+        "restored-pending-not-renumbered", 3, "agent/outbox.py",
+        "renumbered = await self._renumber_pending(db, last, floor + 1 - int(row[1]))",
+        "renumbered = 0",
+        ("tests/test_sequence_floor.py::"
+         "test_a_restored_backups_pending_events_are_renumbered_and_applied",),
+        "a restored backup's pending events keep their old numbers, below the watermark"),
     # --- 5. durable by default -------------------------------------------------------------
     Mutation(
         "config-synchronous-normal", 5, "agent/config.py",

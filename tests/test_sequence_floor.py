@@ -158,3 +158,69 @@ async def test_changes_after_the_outbox_went_back_still_reach_the_shop(
     log = running.output()
     assert log.count("sequences now go on above") == 1, log
     assert "Traceback" not in log
+
+
+async def test_a_restored_backups_pending_events_are_renumbered_and_applied(
+        broker: Mosquitto, tmp_path: Path) -> None:
+    """The backup holds events it had not delivered (here: captured while the relay was
+    unreachable), and its row hashes count them as sent. After the restore the ERP holds
+    those very values again, so capture sends nothing new: only the pending events,
+    renumbered above the watermark, can bring the shop back to them."""
+    erp = Erp(tmp_path / "erp.db")
+    config, state = tmp_path / "agent.toml", tmp_path / "state"
+    agent_id = f"floor-{secrets.token_hex(4)}"
+
+    def agent(relay: str = broker.url) -> AgentProcess:
+        config.write_text(agent_toml(state, relay, stock_levels_source(erp.path),
+                                     agent_id=agent_id))
+        return AgentProcess(config, tmp_path / "agent.log")
+
+    async with PrestaShopSim() as sim:
+        ids = {sku: sim.add_product(sku, "1.00", quantity=0) for sku in SKUS}
+        write_secret(tmp_path / "key", sim.key)
+        relay = tmp_path / "relay.toml"
+        relay.write_text(consumer_toml(
+            tmp_path, broker.url,
+            f'[[sinks]]\ntype = "prestashop"\nname = "presta"\nurl = "{sim.url}"\n'
+            f'api_key_file = "{tmp_path / "key"}"\nwarehouse = "MAD"\n'
+            f'requests_per_second = 100\n'))
+
+        def in_sync() -> bool:
+            return {sku: sim.stock(ids[sku]) for sku in SKUS} == erp.stock()
+
+        async with consumer_running(relay):
+            await subscribed(tmp_path / "shops-1.sock")
+            with agent() as running:
+                await eventually(in_sync, 60, "the shop to show the first stock")
+                assert running.terminate() == 0
+
+            erp.set_all(700)  # captured while the relay cannot be reached: pending
+            with agent("mqtt://127.0.0.1:9") as running:
+                await eventually(lambda: pending(state) == len(SKUS), 30, "the pending events")
+                backup = await asyncio.to_thread(run_cli, config, "outbox", "backup",
+                                                 str(tmp_path / "outbox.bak"))
+                assert backup.returncode == 0, backup.stderr
+                assert running.terminate() == 0
+            assert f"{len(SKUS)} events pending" in backup.stdout, backup.stdout
+
+            with agent() as running:
+                for round_ in range(ROUNDS_BEFORE_THE_LOSS):
+                    erp.set_all(100 * (round_ + 2))
+                    await eventually(in_sync, 60, f"the shop to follow round {round_}")
+                await watermark_covers_the_outbox(state)
+                running.kill()
+
+            shutil.rmtree(state)
+            state.mkdir()
+            shutil.copy(tmp_path / "outbox.bak", state / "outbox.db")
+            erp.set_all(700)  # back to what the backup's pending events hold
+            with agent() as running:
+                await eventually(in_sync, 60, "the shop to show the backup's pending values")
+                moved = (await status(state))["sequence"]["moved"]
+                assert running.terminate() == 0
+    assert moved["renumbered"] == len(SKUS)
+
+
+def pending(state: Path) -> int:
+    with contextlib.closing(sqlite3.connect(state / "outbox.db", timeout=30)) as db:
+        return int(db.execute("SELECT count(*) FROM events WHERE state = 0").fetchone()[0])
