@@ -78,7 +78,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "sweep-from-cursor", 1, "agent/poller.py",
         "base = self._sweep_base if self._sweep_base is not None else stored",
         "base = stored",
-        (f"{MODEL}test_a_late_commit_in_the_last_third_of_the_lookback_is_swept_up",),
+        (f"{MODEL}test_sqlite_outbox_ends_with_the_erps_state_over_random_histories",
+         f"{MODEL}test_a_late_commit_in_the_last_third_of_the_lookback_is_swept_up"),
         "a sweep re-reads from the current cursor - lookback, not the previous sweep's base"),
     Mutation(
         "skip-any-fingerprint", 1, "agent/poller.py",
@@ -86,7 +87,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "                self._recent.setdefault(key, fingerprint)",
         "            if fingerprint in (self._recent.get(key), self._older.get(key)):\n"
         "                self._recent[key] = fingerprint",
-        (f"{MODEL}test_a_revert_across_a_sweep_is_published",),
+        (f"{MODEL}test_sqlite_outbox_ends_with_the_erps_state_over_random_histories",
+         f"{MODEL}test_a_revert_across_a_sweep_is_published"),
         "a re-read row equal to any remembered state is skipped, and that state kept as "
         "the last (4832b4c's bug: A, a sweep, B, A again is never published)"),
     Mutation(
