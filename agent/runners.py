@@ -132,7 +132,9 @@ class SourceSet:
                 built.append(SourceRunner(config, pollers, stop, reader))
         except BaseException:
             for runner in built:
-                asyncio.get_running_loop().create_task(_close(runner))
+                closing = asyncio.get_running_loop().create_task(_close(runner))
+                _CLOSING.add(closing)  # the loop keeps only a weak reference to a task
+                closing.add_done_callback(_CLOSING.discard)
             raise
         return built
 
@@ -172,6 +174,10 @@ async def retire(runner: SourceRunner) -> None:
     if runner.task is not None:
         await runner.task
     await _close(runner)
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+"""Readers being closed after a failed build, kept until they are."""
 
 
 async def _close(runner: SourceRunner) -> None:
