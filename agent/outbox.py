@@ -55,6 +55,9 @@ from agent.model import (
 log = logging.getLogger("distillsync.outbox")
 
 PENDING, DELIVERED, DEAD = 0, 1, 2
+"""An event's ``state``. Statements name them; the partial indexes in :data:`MIGRATIONS` hold
+the numbers, as shipped (a migration is never edited), and a statement's ``state = {PENDING}``
+is the same text they were planned for."""
 _CHUNK = 500  # bound for "IN (...)" lists, well under SQLite's variable limit
 
 RESERVE_BYTES = 8 * 1024 * 1024
@@ -495,7 +498,7 @@ class Outbox:
         feed = page.feed
         if page.conflate and fresh:
             await db.executemany(
-                "DELETE FROM events WHERE state = 0 AND entity = ? AND subject = ?",
+                f"DELETE FROM events WHERE state = {PENDING} AND entity = ? AND subject = ?",
                 [(feed.entity, c.subject) for c in fresh],
             )
         now = now_rfc3339()
@@ -564,7 +567,7 @@ class Outbox:
         with self._disk_errors():
             async with self._reader.execute(
                 "SELECT id, event_id, entity, op, subject, time, data FROM events "
-                "WHERE state = 0 AND id > ? ORDER BY id LIMIT ?",
+                f"WHERE state = {PENDING} AND id > ? ORDER BY id LIMIT ?",
                 (after, limit),
             ) as cursor:
                 return [
@@ -605,7 +608,8 @@ class Outbox:
                 await db.executemany("DELETE FROM events WHERE id = ?", [(s,) for s in acked])
             else:
                 await db.executemany(
-                    "UPDATE events SET state = 1, changed_at = ? WHERE id = ? AND state = 0",
+                    f"UPDATE events SET state = {DELIVERED}, changed_at = ? "
+                    f"WHERE id = ? AND state = {PENDING}",
                     [(now, s) for s in acked],
                 )
             for result in nacked:
@@ -620,8 +624,8 @@ class Outbox:
         if self._retention <= 0:
             statement, params = f"DELETE FROM events WHERE id IN ({marks})", (*acked,)
         else:
-            statement = (f"UPDATE events SET state = 1, changed_at = ? "
-                         f"WHERE state = 0 AND id IN ({marks})")
+            statement = (f"UPDATE events SET state = {DELIVERED}, changed_at = ? "
+                         f"WHERE state = {PENDING} AND id IN ({marks})")
             params = (now, *acked)
         with self._disk_errors():
             async with self._lock, self._writer.execute(statement, params):
@@ -630,7 +634,8 @@ class Outbox:
     @staticmethod
     async def _dead_event(db: aiosqlite.Connection, result: PublishResult, now: float) -> None:
         cursor = await db.execute(
-            "UPDATE events SET state = 2, changed_at = ? WHERE id = ? AND state = 0",
+            f"UPDATE events SET state = {DEAD}, changed_at = ? "
+            f"WHERE id = ? AND state = {PENDING}",
             (now, result.sequence),
         )
         if cursor.rowcount == 0:
@@ -653,7 +658,7 @@ class Outbox:
                 async with self._transaction() as db:
                     cursor = await db.execute(
                         "DELETE FROM events WHERE id IN (SELECT id FROM events "
-                        "WHERE state = 1 AND changed_at < ? LIMIT 5000)",
+                        f"WHERE state = {DELIVERED} AND changed_at < ? LIMIT 5000)",
                         (cutoff,),
                     )
                     removed = cursor.rowcount
@@ -672,10 +677,10 @@ class Outbox:
         try:
             with self._disk_errors():
                 async with self._reader.execute(
-                    "SELECT (SELECT count(*) FROM events WHERE state = 0), "
-                    "(SELECT count(*) FROM events WHERE state = 1), "
+                    f"SELECT (SELECT count(*) FROM events WHERE state = {PENDING}), "
+                    f"(SELECT count(*) FROM events WHERE state = {DELIVERED}), "
                     "(SELECT count(*) FROM dead_letters), "
-                    "(SELECT time FROM events WHERE state = 0 ORDER BY id LIMIT 1), "
+                    f"(SELECT time FROM events WHERE state = {PENDING} ORDER BY id LIMIT 1), "
                     "(SELECT seq FROM sqlite_sequence WHERE name = 'events')"
                 ) as cursor:
                     row = await cursor.fetchone()
@@ -690,7 +695,7 @@ class Outbox:
         try:
             with self._disk_errors():
                 async with self._reader.execute(
-                        "SELECT count(*) FROM events WHERE state = 0") as cursor:
+                        f"SELECT count(*) FROM events WHERE state = {PENDING}") as cursor:
                     row = await cursor.fetchone()
         except OutboxUnwritable:
             return self._last_stats.pending if self._last_stats else 0
@@ -720,7 +725,8 @@ class Outbox:
                 return False
             kind, source, feed, subject, event_seq = row
             if kind == "publish":
-                await db.execute("UPDATE events SET state = 0 WHERE id = ?", (event_seq,))
+                await db.execute(f"UPDATE events SET state = {PENDING} WHERE id = ?",
+                                 (event_seq,))
             else:
                 await db.execute(
                     "DELETE FROM key_state WHERE source = ? AND feed = ? AND subject = ?",
@@ -733,7 +739,7 @@ class Outbox:
     async def discard_dead(self, dead_id: int) -> bool:
         async with self._transaction() as db:
             await db.execute(
-                "DELETE FROM events WHERE state = 2 AND id = "
+                f"DELETE FROM events WHERE state = {DEAD} AND id = "
                 "(SELECT event_seq FROM dead_letters WHERE id = ?)",
                 (dead_id,),
             )
@@ -781,7 +787,7 @@ class Outbox:
         async with self._transaction() as db:
             async with db.execute(
                 "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'events'), "
-                "(SELECT min(id) FROM events WHERE state = 0)"
+                f"(SELECT min(id) FROM events WHERE state = {PENDING})"
             ) as cursor:
                 row = await cursor.fetchone()
             assert row is not None
@@ -809,7 +815,8 @@ class Outbox:
         after, total = 0, 0
         while True:
             async with db.execute(
-                "SELECT id FROM events WHERE state = 0 AND id > ? AND id <= ? ORDER BY id "
+                f"SELECT id FROM events WHERE state = {PENDING} AND id > ? AND id <= ? "
+                "ORDER BY id "
                 "LIMIT ?", (after, last, _RENUMBER_BATCH),
             ) as cursor:
                 ids = [int(r[0]) async for r in cursor]
