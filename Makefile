@@ -20,11 +20,11 @@ mosquitto:
 		|| { echo "cannot install mosquitto (need root and the Debian mirror)"; exit 1; }; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check agent tui relay common tests bench
+	$(BIN)/ruff check agent tui relay common cli demo tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy agent
-	$(BIN)/mypy --strict tui relay common
+	$(BIN)/mypy --strict tui relay common cli demo
 
 check: lint typecheck
 

@@ -30,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.localbroker import LocalBroker
+from demo.localbroker import LocalBroker
 from tests.erp import ErpDb
 
 REPO = Path(__file__).resolve().parent.parent
@@ -454,7 +454,8 @@ class RssSampler:
 
 
 class Agent:
-    """``python -m agent.cli run -c FILE`` as a child process (optionally under cProfile)."""
+    """``python -m cli run -c FILE`` as a child process (optionally under cProfile), in
+    ``tree``, this checkout or another."""
 
     def __init__(self, workdir: Path, config: Path, profile: Path | None = None,
                  tree: Path = REPO) -> None:
@@ -470,9 +471,11 @@ class Agent:
 
     def start(self) -> None:
         runner = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
+        # A tree from before the command line left agent/ (issue 10) runs it as agent.cli.
+        main = "cli" if (self.tree / "cli").is_dir() else "agent.cli"
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, *runner, "-m", "agent.cli", "run", "-c", str(self.config)],
+                [sys.executable, *runner, "-m", main, "run", "-c", str(self.config)],
                 stdout=out, stderr=subprocess.STDOUT, cwd=self.tree,
             )
         self.ps = psutil.Process(self.proc.pid)

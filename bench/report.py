@@ -42,7 +42,7 @@ class Results:
 
 
 def mosquitto_version() -> str:
-    from agent.localbroker import mosquitto_binary
+    from demo.localbroker import mosquitto_binary
 
     done = subprocess.run([mosquitto_binary(), "-h"], capture_output=True, text=True,
                           check=False)

@@ -168,7 +168,7 @@ def _sequence_lines(sequence: dict[str, Any]) -> list[str]:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from agent import operate
+    from cli import operate
 
     config = _config(args)
     if args.action == "backup":
@@ -206,7 +206,7 @@ def add_outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def cmd_resync(args: argparse.Namespace) -> int:
-    from agent import operate
+    from cli import operate
 
     config = _config(args)
     return asyncio.run(operate.resync(config, args.entity))
@@ -219,7 +219,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
+    from demo.run import run_demo
 
     setup_logging("warning")
     return asyncio.run(run_demo(seconds=args.seconds, products=args.products,
@@ -300,7 +300,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EX_FAILURE
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

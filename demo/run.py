@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 from agent.apiclient import ApiClient
 from agent.config import parse_config
 from agent.errors import DistillSyncError
-from agent.localbroker import EmbeddedBroker, embedded_broker
 from agent.service import Agent
+from demo.localbroker import EmbeddedBroker, embedded_broker
 from relay.subscriber import ReceivedEvent, VersionGate, subscribe
 
 if TYPE_CHECKING:

@@ -104,7 +104,7 @@ class ConsumerProcess:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "consume", "-c", str(self.config)],
+                [sys.executable, "-m", "cli", "consume", "-c", str(self.config)],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ))
 
     def kill(self) -> None:

@@ -23,7 +23,7 @@ import paho.mqtt.client as paho
 import psutil
 
 from agent.errors import RelayError
-from agent.localbroker import LocalBroker, free_port, mosquitto_binary  # noqa: F401 (re-export)
+from demo.localbroker import LocalBroker, free_port, mosquitto_binary  # noqa: F401 (re-export)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -191,7 +191,7 @@ def write_secret(path: Path, secret: str | bytes) -> Path:
 
 def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``distillsync ARGS -c CONFIG`` as a real process."""
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args, "-c", str(config)],
+    return subprocess.run([sys.executable, "-m", "cli", *args, "-c", str(config)],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
 
 
@@ -209,7 +209,7 @@ class AgentProcess:
     """``distillsync run`` as a real child process, so tests can SIGKILL it."""
 
     def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None,
-                 prefix: Sequence[str] = (sys.executable, "-m", "agent.cli")) -> None:
+                 prefix: Sequence[str] = (sys.executable, "-m", "cli")) -> None:
         """``prefix`` runs ``distillsync``: this checkout's by default, or an installed one,
         or this one inside a sandbox."""
         self.config = config

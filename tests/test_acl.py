@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.apiclient import ApiClient
-from agent.localbroker import free_port
+from demo.localbroker import free_port
 from tests.support import (
     REPO,
     AgentProcess,

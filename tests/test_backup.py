@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.operate import copy_outbox
+from cli.operate import copy_outbox
 from tests.delivery_support import outbox_last_sequence, outbox_rows
 from tests.support import (
     AgentProcess,

@@ -141,7 +141,7 @@ def test_a_url_sqlalchemy_cannot_parse_is_a_config_error(tmp_path: Path) -> None
     text = GOOD.replace("postgresql+asyncpg://sync@127.0.0.1/erp",
                         "postgresql+asyncpg://sync@127.0.0.1:notaport/erp")
     path = write(tmp_path, text.replace("/tmp/distillsync-test", str(tmp_path / "state")))
-    result = subprocess.run([sys.executable, "-m", "agent.cli", "run", "-c", str(path)],
+    result = subprocess.run([sys.executable, "-m", "cli", "run", "-c", str(path)],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 78
     assert "sources[0].url: " in result.stderr and "Traceback" not in result.stderr
@@ -156,7 +156,7 @@ def test_toml_syntax_and_missing_file(tmp_path: Path) -> None:
 
 def test_cli_exits_78_listing_problems(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace('tenant = "acme"', 'tenant = "A"'))
-    result = subprocess.run([sys.executable, "-m", "agent.cli", "check", "-c", str(path)],
+    result = subprocess.run([sys.executable, "-m", "cli", "check", "-c", str(path)],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 78
     assert "agent.tenant: 'A' does not match" in result.stderr

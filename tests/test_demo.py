@@ -14,7 +14,7 @@ from tests.support import REPO
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
 def test_demo_runs_headless_and_fills_the_shop(broker: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "demo", "--headless", "--broker", broker,
+        [sys.executable, "-m", "cli", "demo", "--headless", "--broker", broker,
          "--seconds", "8", "--products", "40"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )

@@ -5,8 +5,8 @@ copies its outbox.
 
 The wheel is installed without its dependencies, which come from this test's own
 virtualenv through a ``.pth`` line: the test needs no package index and stays fast, and
-every ``agent``, ``relay`` and ``tui`` module it runs is the wheel's (checked), so a
-module or data file missing from the wheel fails here.
+every ``agent``, ``relay``, ``tui``, ``common``, ``cli`` and ``demo`` module it runs is the
+wheel's (checked), so a module or data file missing from the wheel fails here.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_wheel_runs_from_its_own_virtualenv(venv: Path) -> None:
+    packages = "agent, relay, tui, common, cli, demo"
     where = run(venv / "bin/python", "-c",
-                "import agent, relay, tui; print(agent.__file__, relay.__file__, tui.__file__)")
+                f"import {packages}; print(*(p.__file__ for p in ({packages},)))")
     assert where.returncode == 0, where.stderr
     assert all(Path(f).is_relative_to(venv) for f in where.stdout.split()), where.stdout
     version = run(venv / "bin/distillsync", "--version")

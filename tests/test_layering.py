@@ -1,4 +1,5 @@
-"""One module owns each outside dependency; the agent never imports the TUI toolkit."""
+"""One module owns each outside dependency; agent/ is the daemon alone, apart from the relay
+kit, the command line, the demo and the TUI toolkit."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ OWNERS = {
 def importers(package: str) -> set[str]:
     pattern = re.compile(rf"^\s*(import|from)\s+{package}\b", re.MULTILINE)
     found = set()
-    for folder in ("agent", "relay"):
+    for folder in ("agent", "relay", "common", "cli", "demo"):
         for path in (REPO / folder).rglob("*.py"):
             if pattern.search(path.read_text()):
                 found.add(str(path.relative_to(REPO)))
@@ -38,28 +39,42 @@ def test_each_dependency_has_one_owner(package: str) -> None:
 
 @pytest.mark.parametrize("package", ["textual", "amqtt"])
 def test_running_the_agent_loads_neither_the_tui_nor_the_demo_broker(package: str) -> None:
-    code = ("import sys, agent.service, agent.cli, agent.check, agent.demo, agent.localbroker; "
-            f"print({package!r} in sys.modules)")
+    code = ("import sys, agent.service, agent.check, cli.main, cli.operate, demo.run, "
+            f"demo.localbroker; print({package!r} in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
 
 
 def test_the_tui_package_does_not_reach_into_the_agent() -> None:
-    for path in Path(REPO / "tui").rglob("*.py"):
-        assert not re.search(r"^\s*(import|from)\s+agent\.(outbox|service|poller|delivery)",
-                             path.read_text(), re.MULTILINE), path
+    """The dashboards read each side through its client only: the agent through its
+    status API, the fleet through the relay's retained statuses."""
+    pattern = re.compile(r"^\s*(?:import|from)\s+((?:agent|relay)\.\w+)", re.MULTILINE)
+    reached = {name for path in Path(REPO / "tui").rglob("*.py")
+               for name in pattern.findall(path.read_text())}
+    assert reached <= {"agent.apiclient", "relay.subscriber"}
 
 
-def test_the_relay_kit_and_the_agent_stand_apart() -> None:
-    """The relay kit is written from the contract alone (other teams port it); only the
-    demo, which stages both sides, and the command line, which dispatches to both,
-    import from both."""
-    pattern = re.compile(r"^\s*(import|from)\s+(agent|relay)\b", re.MULTILINE)
-    crossing = {
-        str(path.relative_to(REPO))
-        for folder, other in (("agent", "relay"), ("relay", "agent"))
-        for path in (REPO / folder).rglob("*.py")
-        if any(m.group(2) == other for m in pattern.finditer(path.read_text()))
-    }
-    assert crossing == {"agent/demo.py", "agent/cli.py"}
+def imports_of(folder: str) -> dict[str, set[str]]:
+    """Each module under ``folder`` and the top-level packages of this tree it imports."""
+    pattern = re.compile(r"^\s*(?:import|from)\s+(agent|relay|tui|cli|demo|common)\b",
+                         re.MULTILINE)
+    return {str(path.relative_to(REPO)): set(pattern.findall(path.read_text()))
+            for path in (REPO / folder).rglob("*.py")}
+
+
+@pytest.mark.parametrize(("folder", "others"), [
+    ("agent", {"relay", "tui", "cli", "demo"}),
+    ("relay", {"agent", "tui", "cli", "demo"}),
+    ("common", {"agent", "relay", "tui", "cli", "demo"}),
+    ("tui", {"cli", "demo"}),
+])
+def test_the_relay_kit_and_the_agent_stand_apart(folder: str, others: set[str]) -> None:
+    """The relay kit is written from the contract alone (other teams port it), and agent/
+    is the daemon alone: neither imports the other, nor the command line, the demo or the
+    dashboards. Only cli/, which dispatches to both, and demo/, which stages both sides,
+    import from both; common/ sits below both and imports neither."""
+    crossing = {module: found & others for module, found in imports_of(folder).items()
+                if found & others}
+    assert crossing == {}
+

@@ -24,16 +24,17 @@ import paho.mqtt.client as paho
 import pytest
 
 import agent
-from agent import config, localbroker
+from agent import config
 from agent.config import Config, MqttProtocol, RelaySection, parse_config
 from agent.delivery import Delivery
 from agent.envelope import now_rfc3339
 from agent.errors import DistillSyncError, RelayError
-from agent.localbroker import AmqttBroker, EmbeddedBroker, LocalBroker, embedded_broker
 from agent.model import Outcome
 from agent.outbox import DELIVERED, Outbox
 from agent.publisher import _DEFAULT_MAX_PACKET, Ack, RelayLink, message_properties
 from agent.service import delivery_settings, link_settings
+from demo import localbroker
+from demo.localbroker import AmqttBroker, EmbeddedBroker, LocalBroker, embedded_broker
 from relay.subscriber import MQTT5, MQTT311
 from tests.erp import ErpDb, source_toml, stock_entity
 from tests.support import AgentProcess, Mosquitto, agent_toml

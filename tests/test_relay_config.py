@@ -87,5 +87,5 @@ def test_a_missing_sink_secret_is_named_by_its_key(tmp_path: Path) -> None:
 
 
 def consume(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", "consume", "-c", str(path)],
+    return subprocess.run([sys.executable, "-m", "cli", "consume", "-c", str(path)],
                           capture_output=True, text=True, cwd=REPO, timeout=60)

@@ -42,7 +42,7 @@ def config_file(tmp_path: Path, shop: WebhookReceiver, broker: Mosquitto, *, nam
 async def second_consumer(config: Path) -> subprocess.CompletedProcess[str]:
     """``distillsync consume`` run to its end; a second consumer must end by itself."""
     return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "agent.cli", "consume", "-c", str(config)],
+        subprocess.run, [sys.executable, "-m", "cli", "consume", "-c", str(config)],
         capture_output=True, text=True, cwd=REPO, timeout=60)
 
 

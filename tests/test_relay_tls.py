@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from agent import publisher
-from agent.localbroker import free_port
+from demo.localbroker import free_port
 from relay import subscriber
 from relay.subscriber import Session, SessionSettings
 from tests.support import REPO

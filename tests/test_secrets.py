@@ -32,10 +32,10 @@ from agent.apiclient import ApiClient
 from agent.check import check_api
 from agent.config import check_private, parse_config, read_secret
 from agent.errors import ConfigError
-from agent.localbroker import free_port
 from agent.publisher import tls_context
 from agent.runners import source_password
 from agent.service import link_settings
+from demo.localbroker import free_port
 from relay import settings as kit
 from relay.config import ConfigProblems
 from relay.config import load as load_consumer
@@ -287,7 +287,7 @@ def test_the_consumer_refuses_to_start_with_a_secret_others_can_read(tmp_path: P
     config = tmp_path / "relay.toml"
     config.write_text(consumer_toml(tmp_path, "mqtt://127.0.0.1:1", "", f'secret_file = '
                                     f'"{secret}"', "https://hooks.example.com/x"))
-    done = subprocess.run([sys.executable, "-m", "agent.cli", "consume", "-c", str(config)],
+    done = subprocess.run([sys.executable, "-m", "cli", "consume", "-c", str(config)],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 78, done.stderr
     assert f"sinks[0].secret_file: {secret} holds a secret but its group can read it" \
@@ -468,7 +468,7 @@ async def run_the_agent_and_look_everywhere(
 
 def run_cli_with_env(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``run_cli`` with this process' environment (the credentials, MARIA_PASSWORD)."""
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args, "-c", str(config)],
+    return subprocess.run([sys.executable, "-m", "cli", *args, "-c", str(config)],
                           capture_output=True, text=True, cwd=REPO, timeout=60,
                           env=dict(os.environ))
 

@@ -19,7 +19,7 @@ import pytest
 from agent.check import check_relay
 from agent.config import load_config, parse_config
 from agent.errors import ConfigError
-from agent.localbroker import free_port
+from demo.localbroker import free_port
 from tests.support import (
     AgentProcess,
     agent_toml,

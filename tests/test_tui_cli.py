@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import tui.cli
-from agent.cli import api_client, build_parser
+from cli.main import api_client, build_parser
 from tests.support import write_secret
 
 DISTILLSYNC = Path(sys.executable).parent / "distillsync"

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from agent.localbroker import LocalBroker
+from demo.localbroker import LocalBroker
 
 HAVE_OPENSSL = shutil.which("openssl") is not None
 _KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")

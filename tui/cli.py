@@ -1,4 +1,4 @@
-"""What ``distillsync tui`` (agent/cli.py, the one command line) runs once it has parsed
+"""What ``distillsync tui`` (cli/, the one command line) runs once it has parsed
 its arguments and read the token, with the agent's check on the token file."""
 
 from __future__ import annotations
