@@ -9,9 +9,8 @@ from collections.abc import Callable
 from agent.config import Config, read_secret
 from agent.errors import ConfigError, DistillSyncError
 from agent.publisher import RelayLink
-from agent.runners import source_password
+from agent.runners import open_source
 from agent.service import link_settings
-from agent.sources.sql import SqlReader
 
 Say = Callable[[str], object]
 
@@ -20,7 +19,7 @@ async def check_sources(config: Config, say: Say) -> list[str]:
     problems: list[str] = []
     for i, source in enumerate(config.sources):
         try:
-            reader = SqlReader(source, source_password(source, i), f"sources[{i}]")
+            reader = open_source(source, i)
         except DistillSyncError as error:
             problems.append(str(error))
             continue

@@ -25,6 +25,7 @@ from agent.config import SourceConfig, read_secret
 from agent.errors import SourceError
 from agent.outbox import Outbox
 from agent.poller import FeedPoller
+from agent.sources.base import Source
 from agent.sources.sql import SqlReader
 
 log = logging.getLogger("distillsync.service")
@@ -35,6 +36,14 @@ def source_password(source: SourceConfig, index: int) -> str | None:
                        source.password_credential)
 
 
+def open_source(source: SourceConfig, index: int) -> Source:
+    """The source ``[[sources]]`` table ``index`` describes (connections open lazily); a
+    bad URL or secret raises :class:`ConfigError` naming its key."""
+    match source.type:
+        case "sql":
+            return SqlReader(source, source_password(source, index), f"sources[{index}]")
+
+
 @dataclass
 class SourceRunner:
     """Polls one source's feeds every ``poll_interval``; a failing source backs off alone."""
@@ -42,7 +51,7 @@ class SourceRunner:
     config: SourceConfig
     pollers: list[FeedPoller]
     stop: asyncio.Event
-    reader: SqlReader | None = None
+    reader: Source | None = None
     first_attempt: asyncio.Event = field(default_factory=asyncio.Event)
     paused: bool = False
     task: asyncio.Task[None] | None = None
@@ -125,7 +134,7 @@ class SourceSet:
         built: list[SourceRunner] = []
         try:
             for index, config in indexed.items():
-                reader = SqlReader(config, source_password(config, index), f"sources[{index}]")
+                reader = open_source(config, index)
                 stop = asyncio.Event()
                 pollers = [FeedPoller(config, entity, reader, self.outbox, stop)
                            for entity in config.entities]

@@ -75,14 +75,14 @@ DURABILITY = "tests/test_outbox_durability.py::"
 MUTATIONS: tuple[Mutation, ...] = (
     # --- 1. no change is missed --------------------------------------------------------
     Mutation(
-        "sweep-from-cursor", 1, "agent/poller.py",
+        "sweep-from-cursor", 1, "agent/modes/timestamp.py",
         "base = self._sweep_base if self._sweep_base is not None else stored",
         "base = stored",
         (f"{MODEL}test_sqlite_outbox_ends_with_the_erps_state_over_random_histories",
          f"{MODEL}test_a_late_commit_in_the_last_third_of_the_lookback_is_swept_up"),
         "a sweep re-reads from the current cursor - lookback, not the previous sweep's base"),
     Mutation(
-        "skip-any-fingerprint", 1, "agent/poller.py",
+        "skip-any-fingerprint", 1, "agent/modes/fingerprints.py",
         "            if fingerprint == last:\n"
         "                self._recent.setdefault(key, fingerprint)",
         "            if fingerprint in (self._recent.get(key), self._older.get(key)):\n"
@@ -99,15 +99,15 @@ MUTATIONS: tuple[Mutation, ...] = (
          "test_same_second_commits_all_arrive_and_rereads_emit_nothing[sqlite-0s]",),
         "timestamp reads `cursor > low` (Kafka Connect's bug): same-tick commits missed"),
     Mutation(
-        "incrementing-no-holdback", 1, "agent/poller.py",
+        "incrementing-no-holdback", 1, "agent/modes/incrementing.py",
         "cutoff = math.inf if first_load else self._clock() - self.entity.lookback",
         "cutoff = math.inf",
         ("tests/test_backend_incrementing.py::"
          "test_an_id_that_appears_below_the_highest_read[sqlite-1h]",),
         "incrementing cursor settles at once: an id committed after a higher one is skipped"),
     Mutation(
-        "snapshot-no-deletes", 1, "agent/poller.py",
-        "        totals += await self._sweep(generation)\n",
+        "snapshot-no-deletes", 1, "agent/modes/snapshot.py",
+        "        totals += await self._delete_unseen(poller, generation)\n",
         "",
         ("tests/test_backends.py::test_inserts_updates_and_deletes_reach_the_subscriber[sqlite]",),
         "a complete snapshot pass never looks for the keys it did not see (deletes lost)"),

@@ -274,7 +274,7 @@ async def test_poller_pages_every_row_into_the_outbox_once(erp: ErpDb, tmp_path:
             assert (first.rows, first.enqueued, first.dead) == (20, 20, 0)
             head = await timestamp.poll()
             assert head.rows <= 20 and head.enqueued == 0  # the cursor's own second only
-            timestamp._next_sweep = 0.0  # the sweep is due
+            timestamp.mode._next_sweep = 0.0  # the sweep is due
             again = await timestamp.poll()
             assert (again.rows, again.enqueued) == (20, 0)  # all re-read in the lookback
             snap = await snapshot.poll()

@@ -1,10 +1,10 @@
 """Model test of timestamp capture: over random histories, the outbox ends with the ERP's state.
 
 Guarantee 1 ("no change is missed") and the shortcuts capture takes for speed (head reads
-between sweeps, the settled-tick skip, the raw-row fingerprints of ``_drop_known``) are
-checked against the plain rule they must not bend: **for every key, the last event in the
-outbox equals the ERP's final row**, and (guarantee 2) no key gets two consecutive events
-with the same data.
+between sweeps, the settled-tick skip, the raw-row fingerprints of
+``Fingerprints.drop_known``) are checked against the plain rule they must not bend: **for
+every key, the last event in the outbox equals the ERP's final row**, and (guarantee 2) no
+key gets two consecutive events with the same data.
 
 One feed is driven through random steps: writes of a few values per key (so reverts
 A → B → A, repeats and several rows per second are common, and ``-1``/``-2`` whose Python

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import agent.poller
+import agent.modes.timestamp
 from agent.config import SourceConfig
 from agent.outbox import Outbox
 from agent.poller import FeedPoller
@@ -24,7 +24,7 @@ def source(db: Path) -> SourceConfig:
 
 async def test_a_late_row_in_a_settled_tick_is_left_to_the_sweep_which_finds_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(agent.poller, "TICK_SETTLE", 0.0)
+    monkeypatch.setattr(agent.modes.timestamp, "TICK_SETTLE", 0.0)
     db = sqlite3.connect(tmp_path / "erp.db", isolation_level=None)
     db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, tms TEXT)")
     db.executemany("INSERT INTO stock_levels VALUES (?, 'W', 1, '2026-01-01 10:00:00')",
@@ -43,7 +43,7 @@ async def test_a_late_row_in_a_settled_tick_is_left_to_the_sweep_which_finds_it(
             db.execute("INSERT INTO stock_levels VALUES ('S2', 'W', 8, '2026-01-01 10:00:01')")
             head = await poller.poll()
             assert (head.rows, head.enqueued) == (1, 1)
-            poller._next_sweep = 0.0  # the sweep is due
+            poller.mode._next_sweep = 0.0  # the sweep is due
             sweep = await poller.poll()
             assert sweep.enqueued == 1  # the late S1, re-read from cursor - lookback
             pending = await outbox.fetch_pending(0, 100)
@@ -78,12 +78,12 @@ async def test_rows_re_read_unchanged_are_not_mapped_again_but_changes_are(
             db.execute("UPDATE stock_levels SET tms = '2026-01-01 10:00:05' WHERE sku = 'S1'")
             db.execute("UPDATE stock_levels SET on_hand = 9 WHERE sku = 'S2'")
             mapped.clear()
-            poller._next_sweep = 0.0
+            poller.mode._next_sweep = 0.0
             sweep = await poller.poll()
             assert (sweep.rows, sweep.enqueued) == (6, 1)
             assert mapped == ["S2"]  # the five unchanged rows were never mapped again
             mapped.clear()
-            poller._next_sweep = 0.0
+            poller.mode._next_sweep = 0.0
             assert (await poller.poll()).enqueued == 0
             assert mapped == []
     finally:

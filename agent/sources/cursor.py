@@ -78,3 +78,13 @@ def shift_back(value: Any, seconds: float) -> Any:
     if isinstance(value, int | Decimal):
         return value - type(value)(math.ceil(seconds))
     return value
+
+
+def newer(stored: Any, candidate: Any) -> Any:
+    """The cursor never moves backwards, even if the ERP's clock does."""
+    if stored is None:
+        return candidate
+    try:
+        return candidate if candidate > stored else stored
+    except TypeError:  # the column's type changed (e.g. a migration): trust the ERP
+        return candidate

@@ -6,9 +6,9 @@ subquery ``q`` and adds only the cursor filter, the keyset paging and the order:
 * ``timestamp``:    ``WHERE q.c >= :low`` (``low`` = stored cursor - lookback), then
   ``ORDER BY q.c, q.k1, ...`` in pages continued by keyset, never by OFFSET;
 * ``incrementing``: ``WHERE q.c > :last ORDER BY q.c``, where ``last`` is held back by
-  the lookback (see :mod:`agent.poller`: ids are allocated before they commit); for SQL
-  Server ``rowversion``, put ``WHERE rv < MIN_ACTIVE_ROWVERSION()`` in the query itself
-  so rows of open transactions are read only once they commit;
+  the lookback (see :mod:`agent.modes.incrementing`: ids are allocated before they
+  commit); for SQL Server ``rowversion``, put ``WHERE rv < MIN_ACTIVE_ROWVERSION()`` in
+  the query itself so rows of open transactions are read only once they commit;
 * ``snapshot``:     every row in key order (keyset pages), then keys not seen are deletes.
 
 Rows whose cursor is NULL are never selected by a cursor mode (document the column as
@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -41,20 +40,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agent.config import EntityConfig, SourceConfig
 from agent.errors import ConfigError, SourceError
+from agent.sources.base import Position, Row
 
 log = logging.getLogger("distillsync.source")
 
-Row = Mapping[str, Any]
-
 MYSQL_TIMESTAMP = 7  # the protocol's type code of a TIMESTAMP column (DATETIME is 12)
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where the previous page ended: the keyset to continue after."""
-
-    cursor: Any
-    keys: tuple[Any, ...]
 
 
 def source_url(config: SourceConfig, password: str | None) -> URL:
@@ -157,7 +147,8 @@ class QueryBuilder:
 
 
 class SqlReader:
-    """Reads pages of one source's entity feeds; knows SQL, nothing of the outbox."""
+    """A :class:`~agent.sources.base.Source`: reads pages of one source's entity feeds;
+    knows SQL, nothing of the outbox."""
 
     def __init__(self, config: SourceConfig, password: str | None,
                  path: str = "sources[?]") -> None:
