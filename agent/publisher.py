@@ -60,7 +60,7 @@ from agent.model import Outcome
 from common.paho_io import register_write_when_open
 from common.tls import ClosedOnFailedHandshake
 
-log = logging.getLogger("distillsync.relay")
+log = logging.getLogger("distillsync.link")
 
 # Only loud failures of the broker's side are refusals; 0x10 "no matching subscribers" is
 # a success, and the event is delivered as far as the relay is concerned.

@@ -1,4 +1,9 @@
-"""``distillsync consume -c FILE``; the agent's command line dispatches here."""
+"""``distillsync consume -c FILE``; the agent's command line dispatches here.
+
+Exit codes: 0 after SIGTERM/SIGINT; 78 (EX_CONFIG) for a bad config, or any error that
+retrying cannot fix; 69 (EX_UNAVAILABLE) for a retryable one (the store unreachable or
+busy, the status socket taken), which systemd may restart.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import sys
 from pathlib import Path
 
 from relay.config import ConfigProblems, load
-from relay.settings import SecretMissing
+from relay.errors import RelayKitError
 
 EX_OK, EX_UNAVAILABLE, EX_CONFIG = 0, 69, 78
 
@@ -29,16 +34,14 @@ def consume(path: Path) -> int:
                         force=True)
     for noisy in ("aiomqtt", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from common.unix_socket import SocketBusy
     from relay.service import run
-    from relay.store import SchemaTooNew, StoreError
 
     try:
         asyncio.run(run(config))
-    except (SecretMissing, SchemaTooNew) as error:
+    except RelayKitError as error:
+        if error.retryable:  # unreachable or busy: systemd may retry later
+            print(f"distillsync consume: {error}", file=sys.stderr)
+            return EX_UNAVAILABLE
         print(f"configuration problems in {path}:\n  {error}", file=sys.stderr)
         return EX_CONFIG
-    except (StoreError, SocketBusy) as error:  # unreachable or busy: systemd may retry later
-        print(f"distillsync consume: {error}", file=sys.stderr)
-        return EX_UNAVAILABLE
     return EX_OK

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from relay.errors import ConfigProblems as ConfigProblems  # importable from here too
 from relay.settings import (
     CredentialName,
     Duration,
@@ -38,12 +39,6 @@ SINK_TYPES = {
     "prestashop": ("relay.sinks.prestashop", "PrestaShopSink"),
     "magento": ("relay.sinks.magento", "MagentoSink"),
 }
-
-
-class ConfigProblems(Exception):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
 
 class ConsumerSection(Strict):

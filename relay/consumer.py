@@ -6,7 +6,8 @@ before and sequences not newer than the last applied for the key, and locks the 
 apply what is fresh to every sink that takes its entity, record the outcome, commit,
 and only then acknowledge, in arrival order. A crash anywhere before the commit leaves
 the messages unacknowledged: the broker redelivers them and the store makes the repeat
-a no-op. A shop that is down holds its batch (with backoff) without blocking other keys.
+a no-op. A shop that is down (a sink's retryable error, :class:`~relay.errors.SinkUnavailable`)
+holds its batch (with backoff) without blocking other keys; any other error stops the consumer.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from relay.config import ConsumerConfig
-from relay.envelope import InvalidEvent, parse
+from relay.envelope import parse
+from relay.errors import InvalidEvent, RelayKitError
 from relay.model import Event, SinkResult, Status
 from relay.pipeline import AckWindow, Queued, Scheduler, Ticket
-from relay.sinks.base import Sink, SinkUnavailable
+from relay.sinks.base import Sink
 from relay.status import ConsumerStats, SinkStats
 from relay.store import VersionStore
 from relay.subscriber import Incoming, Session, SessionSettings
 
-log = logging.getLogger("distillsync.consume")
+log = logging.getLogger("distillsync.relay.consumer")
 
 ANNOUNCE_EVERY = 15.0
 PRUNE_EVERY = 3600.0
@@ -162,7 +164,9 @@ class Consumer:
             try:
                 self._count(await self._apply(events))
                 return
-            except SinkUnavailable as error:
+            except RelayKitError as error:
+                if not error.retryable:
+                    raise
                 attempt += 1
                 delay = min(self.config.pipeline.retry_max, 2 ** min(attempt, 10) * 0.5)
                 delay = max(delay * random.uniform(0.5, 1.0), error.retry_after or 0.0)
@@ -193,7 +197,9 @@ class Consumer:
                 began = time.monotonic()
                 results += await sink.apply(chunk)
                 self.stats.sinks[sink.name].latencies.append(time.monotonic() - began)
-        except SinkUnavailable as error:
+        except RelayKitError as error:
+            if not error.retryable:
+                raise
             stats = self.stats.sinks[sink.name]
             stats.unavailable += 1
             stats.last_error = str(error)

@@ -16,6 +16,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 
+from relay.errors import InvalidEvent as InvalidEvent  # importable from here too
 from relay.model import Event, Op
 
 ENTITIES = ("product", "price", "stock", "promotion", "order_status", "invoice", "customer")
@@ -23,10 +24,6 @@ _TYPE = re.compile(r"^distillsync\.([a-z_]+)\.(upsert|delete)$")
 _SEQUENCE = re.compile(r"^\d{20}$")
 _SOURCE = re.compile(r"^urn:distillsync:[a-z0-9-]+:[a-z0-9-]+$")
 _REQUIRED = ("specversion", "id", "source", "type", "subject", "time", "sequence", "data")
-
-
-class InvalidEvent(Exception):
-    """Not an event this kit may apply; the message says why."""
 
 
 @functools.cache

@@ -19,17 +19,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from common.unix_socket import SocketBusy, claimed_socket
+from common.unix_socket import claimed_socket
 from relay.config import ConsumerConfig, sink_settings
 from relay.consumer import Consumer, status_topic, subscriptions
-from relay.settings import SecretMissing, check_private, read_secret
+from relay.errors import SecretMissing, SocketBusy
+from relay.settings import check_private, read_secret
 from relay.sinks.base import Sink
 from relay.sinks.lookup import LookupSettings
 from relay.status import METRICS_CONTENT_TYPE, metrics_text
 from relay.store import VersionStore
 from relay.subscriber import SessionSettings, tls_context
 
-log = logging.getLogger("distillsync.consume")
+log = logging.getLogger("distillsync.relay.service")
 
 
 def session_settings(config: ConsumerConfig) -> SessionSettings:

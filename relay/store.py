@@ -76,6 +76,7 @@ from sqlalchemy.event import listen
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from relay.errors import SchemaTooNew, StoreBusy, StoreError
 from relay.model import Event
 
 __all__ = [
@@ -102,18 +103,6 @@ _DEADLOCK = "40P01"
 
 Key = tuple[str, str, str]
 Backend = Literal["sqlite", "postgresql"]
-
-
-class StoreError(Exception):
-    """The version store cannot be used as configured; the message names what and why."""
-
-
-class SchemaTooNew(StoreError):
-    """The database was written by a newer relay kit; this one must not touch it."""
-
-
-class StoreBusy(StoreError):
-    """Another process already consumes with this SQLite store."""
 
 
 @dataclass(frozen=True, slots=True)

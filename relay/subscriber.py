@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 
 from common.paho_io import register_write_when_open
 from common.tls import ClosedOnFailedHandshake
+from relay.errors import RelayUnavailable
 
 MQTT5, MQTT311 = "5", "3.1.1"
 
@@ -83,7 +84,8 @@ async def watch(url: str, topic: str | list[str], client_id: str,
                 protocol: str = MQTT5) -> AsyncIterator[tuple[str, bytes]]:
     """Every message on ``topic`` (or each of a list) as ``(topic, payload)``, retained
     ones first; an empty payload is a cleared retained message. What the TUI's fleet view
-    reads. A lost or refused connection raises :class:`OSError`."""
+    reads. A lost or refused connection raises :class:`~relay.errors.RelayUnavailable`
+    (an :class:`OSError`)."""
     try:
         async with _client(url, client_id, protocol) as client:
             for each in [topic] if isinstance(topic, str) else topic:
@@ -94,7 +96,7 @@ async def watch(url: str, topic: str | list[str], client_id: str,
                     yield str(message.topic), bytes(payload)
     except aiomqtt.MqttError as error:
         # One exception type for "the relay is gone" across the kit and the TUI.
-        raise OSError(f"relay unreachable at {url}: {error}") from None
+        raise RelayUnavailable(f"relay unreachable at {url}: {error}") from None
 
 
 async def subscribe(url: str, topic: str, client_id: str,
@@ -186,7 +188,7 @@ class Session:
             for topic in self.settings.topics:
                 await self.client.subscribe(topic, qos=1)
         except aiomqtt.MqttError as error:
-            raise OSError(f"relay unreachable at {self.settings.url}: {error}") from None
+            raise RelayUnavailable(f"relay unreachable at {self.settings.url}: {error}") from None
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -194,7 +196,8 @@ class Session:
             await self.client.__aexit__(None, None, None)
 
     async def messages(self) -> AsyncIterator[Incoming]:
-        """Every message until the connection drops, which raises :class:`OSError`."""
+        """Every message until the connection drops, which raises
+        :class:`~relay.errors.RelayUnavailable` (an :class:`OSError`)."""
         try:
             async for message in self.client.messages:
                 payload = message.payload
@@ -202,7 +205,7 @@ class Session:
                     yield Incoming(str(message.topic), bytes(payload), message.mid,
                                    self.connection)
         except aiomqtt.MqttError as error:
-            raise OSError(f"relay connection lost: {error}") from None
+            raise RelayUnavailable(f"relay connection lost: {error}") from None
 
     def ack(self, incoming: Incoming) -> None:
         """PUBACK; a message of an earlier connection will be redelivered instead."""

@@ -15,15 +15,8 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from relay.errors import SinkUnavailable as SinkUnavailable  # what apply() raises
 from relay.model import Event, SinkResult
-
-
-class SinkUnavailable(Exception):
-    """The shop cannot take writes now; ``retry_after`` seconds is its hint, if it gave one."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class Sink(Protocol):

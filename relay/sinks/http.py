@@ -9,12 +9,12 @@
   408, 429, 5xx, a timeout or a lost connection raise :class:`Transient` (a 429's
   ``Retry-After`` also pauses the budget); any other answer is a :class:`Reply` for the sink
   to read (2xx applied, 4xx that event's dead letter or, for a refused key, the whole
-  sink's :class:`~relay.sinks.base.SinkUnavailable`). A certificate that fails verification
+  sink's :class:`~relay.errors.SinkUnavailable`). A certificate that fails verification
   raises :class:`Refused` (not retried), saying what is wrong with it (:func:`connect_failure`).
 - :func:`with_retries`: a call again while it raises :class:`Transient`, with jittered
   exponential backoff that waits at least what ``Retry-After`` says (seconds or an HTTP
   date); after ``max_retries``, or when the shop asks for a pause longer than
-  :data:`MAX_WAIT`, :class:`~relay.sinks.base.SinkUnavailable` for the consumer to wait out.
+  :data:`MAX_WAIT`, :class:`~relay.errors.SinkUnavailable` for the consumer to wait out.
 
 Errors name a host at most, never a URL or a header: those may carry credentials.
 """
@@ -43,36 +43,17 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from relay.settings import (
-    Duration,
-    FilePath,
-    SecretMissing,
-    Strict,
-    one_way_to_the_secret,
-    read_secret,
-)
-from relay.sinks.base import RateBudget, SinkUnavailable
+from relay.errors import Refused, SecretMissing, SinkUnavailable, Transient
+from relay.settings import Duration, FilePath, Strict, one_way_to_the_secret, read_secret
+from relay.sinks.base import RateBudget
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("distillsync.relay.sinks.http")
 
 MAX_WAIT = 60.0
 """The longest pause slept inside a sink; a longer ``Retry-After`` goes to the consumer."""
 EXCERPT = 200
 
 T = TypeVar("T")
-
-
-class Refused(Exception):
-    """An endpoint that cannot be used as it is (its certificate fails verification): no
-    retry can help, so :func:`with_retries` makes it SinkUnavailable at once."""
-
-
-class Transient(Exception):
-    """A failure of the whole endpoint that may pass: 408, 429, 5xx, timeout, no connection."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)

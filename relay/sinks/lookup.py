@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_TTL", "IdStore", "LookupSettings", "Miss", "Misses", "SkuIds"]
 
-log = logging.getLogger("distillsync.consume")
+log = logging.getLogger("distillsync.relay.sinks.lookup")
 
 DEFAULT_TTL = 300.0
 """Five minutes: a product the merchant creates is written soon, and a SKU the shop lacks

@@ -53,9 +53,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from relay.errors import SinkUnavailable
 from relay.model import Event, SinkResult, Status
 from relay.settings import CredentialName, FilePath, read_secret
-from relay.sinks.base import RateBudget, SinkUnavailable
+from relay.sinks.base import RateBudget
 from relay.sinks.http import HttpSettings, LazySession, Reply, ShopUrl, send, with_retries
 from relay.sinks.lookup import IdStore, LookupSettings, Misses
 from relay.sinks.shop import ENTITIES, Price, Rules, Stock, one_warehouse_each, sort_out

@@ -73,18 +73,11 @@ from xml.etree import ElementTree as ET
 
 from pydantic import Field
 
+from relay.errors import RelayKitError, SinkUnavailable, Transient
 from relay.model import Event, SinkResult, Status
 from relay.settings import CredentialName, FilePath
-from relay.sinks.base import RateBudget, SinkUnavailable
-from relay.sinks.http import (
-    HttpSettings,
-    LazySession,
-    Reply,
-    ShopUrl,
-    Transient,
-    send,
-    with_retries,
-)
+from relay.sinks.base import RateBudget
+from relay.sinks.http import HttpSettings, LazySession, Reply, ShopUrl, send, with_retries
 from relay.sinks.lookup import IdStore, LookupSettings, Miss, SkuIds
 from relay.sinks.shop import ENTITIES, Rules, Stock
 
@@ -132,8 +125,8 @@ class Item:
     """Its stock_available's id; 0 until a stock write looked it up."""
 
 
-class Dead(Exception):
-    """This event can never apply; the message is the dead letter's reason."""
+class Dead(RelayKitError):
+    """This event can never apply; the message is the dead letter's reason (not retried)."""
 
 
 class Unknown(Dead):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, TypeVar
 
+from relay.errors import RelayKitError
 from relay.model import Event, SinkResult, Status
 
 ENTITIES = frozenset({"stock", "price"})
@@ -37,8 +38,9 @@ NOT_ZERO = "a row gone from the ERP is not zero stock or a free product"
 W = TypeVar("W")
 
 
-class Invalid(ValueError):
-    """Event data no shop can take; the message names the field and its value."""
+class Invalid(RelayKitError, ValueError):
+    """Event data no shop can take; the message names the field and its value (the
+    event's dead letter reason: never retried)."""
 
 
 @dataclass(frozen=True, slots=True)

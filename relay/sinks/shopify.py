@@ -66,15 +66,14 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import field_validator
 
+from relay.errors import Refused, SinkUnavailable, Transient
 from relay.model import Event, SinkResult, Status
 from relay.settings import CredentialName, FilePath, read_secret
-from relay.sinks.base import RateBudget, SinkUnavailable
+from relay.sinks.base import RateBudget
 from relay.sinks.http import (
     HttpSettings,
     LazySession,
-    Refused,
     ShopUrl,
-    Transient,
     connect_failure,
     is_transient,
     retry_after,

@@ -35,9 +35,10 @@ from typing import Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from relay.envelope import ENTITIES
+from relay.errors import SinkUnavailable
 from relay.model import Event, SinkResult, Status
 from relay.settings import CredentialName, FilePath
-from relay.sinks.base import RateBudget, SinkUnavailable
+from relay.sinks.base import RateBudget
 from relay.sinks.http import HttpSettings, LazySession, Reply, check_url, send, with_retries
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"

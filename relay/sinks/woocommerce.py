@@ -65,9 +65,10 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import orjson
 from pydantic import Field, field_validator, model_validator
 
+from relay.errors import SinkUnavailable
 from relay.model import Event, SinkResult, Status
 from relay.settings import CredentialName, FilePath
-from relay.sinks.base import RateBudget, SinkUnavailable
+from relay.sinks.base import RateBudget
 from relay.sinks.http import HttpSettings, LazySession, Reply, check_url, send, with_retries
 from relay.sinks.lookup import IdStore, LookupSettings, SkuIds
 from relay.sinks.shop import ENTITIES, Price, Rules, Stock
