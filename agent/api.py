@@ -32,6 +32,17 @@ from agent.config import ApiSection, read_secret
 from agent.delivery import SequenceCheck, TailEntry
 from agent.errors import ApiError, ConfigError, OutboxError
 from agent.outbox import OutboxStats, WriteHealth
+from agent.status import (
+    AgentInfo,
+    AgentStatus,
+    FeedStatus,
+    OutboxStatus,
+    RelayStatus,
+    SequenceMoved,
+    SequenceStatus,
+    SourceStatus,
+    WriteError,
+)
 from common.unix_socket import claimed_socket
 
 if TYPE_CHECKING:
@@ -75,9 +86,9 @@ class StatusBoard:
         self._outbox_at = 0.0
         self._published: deque[tuple[float, int]] = deque()
 
-    async def _outbox_stats(self) -> OutboxStats:
+    async def _outbox_stats(self, fresh: bool) -> OutboxStats:
         now = time.monotonic()
-        if self._outbox is None or now - self._outbox_at > OUTBOX_STATS_TTL:
+        if fresh or self._outbox is None or now - self._outbox_at > OUTBOX_STATS_TTL:
             self._outbox, self._outbox_at = await self.agent.outbox.stats(), now
         return self._outbox
 
@@ -100,59 +111,69 @@ class StatusBoard:
         return {"healthy": healthy and write_error is None, "relay": relay.state,
                 "relay_since": relay.since, "outbox_write_error": write_error}
 
-    async def snapshot(self) -> dict[str, Any]:
-        agent, stats = self.agent, await self._outbox_stats()
+    async def status(self, *, fresh: bool = False) -> AgentStatus:
+        """The snapshot; ``fresh`` counts the outbox now rather than sharing the count."""
+        agent, stats = self.agent, await self._outbox_stats(fresh)
         relay = agent.delivery.stats
-        return {
-            "agent": {"id": agent.config.agent.id, "tenant": agent.config.agent.tenant,
-                      "version": __version__, "started_at": agent.started_at,
-                      "uptime_seconds": round(time.monotonic() - agent.started_monotonic, 1)},
-            "relay": {"url": agent.config.relay.url, "state": relay.state,
-                      "since": relay.since, "reconnects": relay.reconnects,
-                      "published": relay.published, "refused": relay.nacked,
-                      "in_flight": relay.in_flight, "last_publish": relay.last_publish,
-                      "last_error": relay.last_error,
-                      "published_by_entity": dict(relay.published_by_entity),
-                      "failures": dict(relay.failures)},
-            "sources": [_source_status(runner) for runner in agent.runners],
-            "outbox": {"pending": stats.pending, "in_flight": relay.in_flight,
-                       "delivered_per_second": self._delivery_rate(),
-                       "oldest_pending_time": stats.oldest_pending_time,
-                       "oldest_pending_age_seconds": _age(stats.oldest_pending_time),
-                       "dead_letters": stats.dead_letters, "delivered_kept": stats.delivered,
-                       # The count may be a second old; what settled since is newer.
-                       "last_sequence": max(stats.last_sequence,
-                                            relay.tail[-1].sequence if relay.tail else 0),
-                       **_write_health(agent.outbox.write_health)},
-            "sequence": _sequence_status(relay.sequence),
-        }
+        return AgentStatus(
+            agent=AgentInfo(id=agent.config.agent.id, tenant=agent.config.agent.tenant,
+                            version=__version__, started_at=agent.started_at,
+                            uptime_seconds=round(time.monotonic() - agent.started_monotonic,
+                                                 1)),
+            relay=RelayStatus(url=agent.config.relay.url, state=relay.state,
+                              since=relay.since, reconnects=relay.reconnects,
+                              published=relay.published, refused=relay.nacked,
+                              in_flight=relay.in_flight, last_publish=relay.last_publish,
+                              last_error=relay.last_error,
+                              published_by_entity=dict(relay.published_by_entity),
+                              failures=dict(relay.failures)),
+            sources=tuple(_source_status(runner) for runner in agent.runners),
+            outbox=OutboxStatus(
+                pending=stats.pending, in_flight=relay.in_flight,
+                delivered_per_second=self._delivery_rate(),
+                oldest_pending_time=stats.oldest_pending_time,
+                oldest_pending_age_seconds=_age(stats.oldest_pending_time),
+                dead_letters=stats.dead_letters, delivered_kept=stats.delivered,
+                # The count may be a second old; what settled since is newer.
+                last_sequence=max(stats.last_sequence,
+                                  relay.tail[-1].sequence if relay.tail else 0),
+                write_error=_write_error(agent.outbox.write_health),
+                write_errors=agent.outbox.write_health.failures),
+            sequence=_sequence_status(relay.sequence),
+        )
+
+    async def snapshot(self) -> dict[str, Any]:
+        """``/v1/status``'s body: :meth:`status` as JSON values."""
+        return (await self.status()).to_json()
 
 
-def _sequence_status(check: SequenceCheck) -> dict[str, Any]:
+def _sequence_status(check: SequenceCheck) -> SequenceStatus:
     move = check.moved
-    moved = None if move is None else {
-        "from": move.last_before, "above": move.floor, "renumbered": move.renumbered,
-        "at": check.moved_at}
-    return {"check": check.state, "checked_at": check.checked_at,
-            "relay_watermark": check.relay_watermark, "unread_reason": check.unread_reason,
-            "watermark_published": check.published, "watermark_error": check.watermark_error,
-            "moved": moved}
+    moved = None if move is None else SequenceMoved(
+        from_=move.last_before, above=move.floor, renumbered=move.renumbered,
+        at=check.moved_at)
+    return SequenceStatus(check=check.state, checked_at=check.checked_at,
+                          relay_watermark=check.relay_watermark,
+                          unread_reason=check.unread_reason,
+                          watermark_published=check.published,
+                          watermark_error=check.watermark_error, moved=moved)
 
 
-def _write_health(health: WriteHealth) -> dict[str, Any]:
-    error = None if health.error is None else {"message": health.error, "since": health.since}
-    return {"write_error": error, "write_errors": health.failures}
+def _write_error(health: WriteHealth) -> WriteError | None:
+    if health.error is None:
+        return None
+    return WriteError(message=health.error, since=health.since or 0.0)  # stamped with it
 
 
-def _source_status(runner: SourceRunner) -> dict[str, Any]:
-    return {"name": runner.config.name, "paused": runner.paused,
-            "feeds": [{"feed": p.feed.feed, "entity": p.feed.entity, "mode": p.stats.mode,
-                       "last_poll_start": p.stats.last_poll_start,
-                       "last_poll_end": p.stats.last_poll_end,
-                       "last_success": p.stats.last_success, "rows_read": p.stats.rows_read,
-                       "changes_emitted": p.stats.changes_emitted,
-                       "dead_letters": p.stats.dead_letters, "errors": p.stats.errors,
-                       "last_error": p.stats.last_error} for p in runner.pollers]}
+def _source_status(runner: SourceRunner) -> SourceStatus:
+    return SourceStatus(
+        name=runner.config.name, paused=runner.paused,
+        feeds=tuple(FeedStatus(
+            feed=p.feed.feed, entity=p.feed.entity, mode=p.stats.mode,
+            last_poll_start=p.stats.last_poll_start, last_poll_end=p.stats.last_poll_end,
+            last_success=p.stats.last_success, rows_read=p.stats.rows_read,
+            changes_emitted=p.stats.changes_emitted, dead_letters=p.stats.dead_letters,
+            errors=p.stats.errors, last_error=p.stats.last_error) for p in runner.pollers))
 
 
 def _age(rfc3339: str | None) -> float | None:
@@ -237,7 +258,7 @@ def build_app(agent: Agent, board: StatusBoard, token: str | None = None) -> web
 
     @routes.get("/v1/metrics")
     async def metrics_text(_: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(await board.snapshot()),
+        return web.Response(body=metrics.render(await board.status()),
                             headers={"Content-Type": metrics.CONTENT_TYPE})
 
     @routes.get("/v1/stream")

@@ -9,12 +9,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
 from agent import __version__
 from agent.config import Config, load_config, read_secret
+from agent.envelope import rfc3339_from_epoch
 from agent.errors import (
     EX_CONFIG,
     EX_FAILURE,
@@ -24,6 +25,7 @@ from agent.errors import (
     DistillSyncError,
     OutboxTooNew,
 )
+from agent.status import AgentStatus, SequenceStatus
 
 if TYPE_CHECKING:
     from agent.apiclient import ApiClient
@@ -111,58 +113,50 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return run_agent_tui(api_client(args))
 
 
-def summary(status: dict[str, object], health: dict[str, object]) -> str:
+def summary(received: object, health: dict[str, object]) -> str:
     """The human one-screen view of ``/v1/status``."""
-    agent: dict[str, object] = status["agent"]  # type: ignore[assignment]
-    relay: dict[str, object] = status["relay"]  # type: ignore[assignment]
-    outbox: dict[str, object] = status["outbox"]  # type: ignore[assignment]
+    status = AgentStatus.from_json(received)
+    agent, relay, outbox = status.agent, status.relay, status.outbox
     lines = [
-        f"agent   {agent['tenant']}/{agent['id']} {agent['version']}, "
-        f"up {agent['uptime_seconds']}s, {'healthy' if health['healthy'] else 'UNHEALTHY'}",
-        f"relay   {relay['url']}: {relay['state']}, {relay['published']} published, "
-        f"{relay['refused']} refused, {relay['reconnects']} reconnects",
-        f"outbox  {outbox['pending']} pending (oldest {outbox['oldest_pending_time'] or '-'}), "
-        f"{outbox['dead_letters']} dead letters, last sequence {outbox['last_sequence']}",
+        f"agent   {agent.tenant}/{agent.id} {agent.version}, "
+        f"up {agent.uptime_seconds}s, {'healthy' if health['healthy'] else 'UNHEALTHY'}",
+        f"relay   {relay.url}: {relay.state}, {relay.published} published, "
+        f"{relay.refused} refused, {relay.reconnects} reconnects",
+        f"outbox  {outbox.pending} pending (oldest {outbox.oldest_pending_time or '-'}), "
+        f"{outbox.dead_letters} dead letters, last sequence {outbox.last_sequence}",
     ]
-    write_error = outbox.get("write_error")
-    if isinstance(write_error, dict):  # disk full or failing: nothing is being captured
-        from agent.envelope import rfc3339_from_epoch
-
-        since = rfc3339_from_epoch(float(write_error["since"]))
-        lines.append(f"outbox  CANNOT WRITE since {since}: {write_error['message']}")
-    sequence = status.get("sequence")
-    if isinstance(sequence, dict):
-        lines += _sequence_lines(sequence)
-    for source in status["sources"]:  # type: ignore[attr-defined]
-        paused = " (paused)" if source["paused"] else ""
-        for feed in source["feeds"]:
-            error = f", last error: {feed['last_error']}" if feed["last_error"] else ""
-            lines.append(f"source  {source['name']}/{feed['feed']}{paused} [{feed['mode']}]: "
-                         f"{feed['rows_read']} rows read, {feed['changes_emitted']} changes, "
-                         f"{feed['dead_letters']} dead, {feed['errors']} errors{error}")
+    if outbox.write_error is not None:  # disk full or failing: nothing is being captured
+        since = rfc3339_from_epoch(outbox.write_error.since)
+        lines.append(f"outbox  CANNOT WRITE since {since}: {outbox.write_error.message}")
+    lines += _sequence_lines(status.sequence)
+    for source in status.sources:
+        paused = " (paused)" if source.paused else ""
+        for feed in source.feeds:
+            error = f", last error: {feed.last_error}" if feed.last_error else ""
+            lines.append(f"source  {source.name}/{feed.feed}{paused} [{feed.mode}]: "
+                         f"{feed.rows_read} rows read, {feed.changes_emitted} changes, "
+                         f"{feed.dead_letters} dead, {feed.errors} errors{error}")
     return "\n".join(lines)
 
 
-def _sequence_lines(sequence: dict[str, Any]) -> list[str]:
+def _sequence_lines(sequence: SequenceStatus) -> list[str]:
     """The sequence check of ``summary``: checked, unread or not yet, and any move."""
-    check, watermark = sequence["check"], sequence["relay_watermark"]
-    if check == "ok":
+    if sequence.check == "ok":
+        watermark = sequence.relay_watermark
         held = "none, a new agent" if watermark is None else watermark
         lines = [f"sequence checked against the relay's watermark ({held}); "
-                 f"{sequence['watermark_published']} acknowledged since"]
-    elif check == "unread":
-        lines = [f"sequence NOT CHECKED against the relay: {sequence['unread_reason']}"]
+                 f"{sequence.watermark_published} acknowledged since"]
+    elif sequence.check == "unread":
+        lines = [f"sequence NOT CHECKED against the relay: {sequence.unread_reason}"]
     else:
         lines = ["sequence not checked yet: nothing is published before (relay not reached)"]
-    if sequence.get("watermark_error"):
-        lines.append(f"sequence the relay refuses the watermark: {sequence['watermark_error']}")
-    moved = sequence.get("moved")
-    if isinstance(moved, dict):
-        from agent.envelope import rfc3339_from_epoch
-
-        lines.append(f"sequence MOVED at {rfc3339_from_epoch(float(moved['at']))}: the outbox "
-                     f"was at {moved['from']}, the relay had seen {moved['above']} (a restored "
-                     f"backup or a new outbox.db); {moved['renumbered']} pending events "
+    if sequence.watermark_error:
+        lines.append(f"sequence the relay refuses the watermark: {sequence.watermark_error}")
+    moved = sequence.moved
+    if moved is not None:
+        lines.append(f"sequence MOVED at {rfc3339_from_epoch(moved.at)}: the outbox "
+                     f"was at {moved.from_}, the relay had seen {moved.above} (a restored "
+                     f"backup or a new outbox.db); {moved.renumbered} pending events "
                      f"renumbered above it")
     return lines
 

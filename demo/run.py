@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent.api import StatusBoard
 from agent.apiclient import ApiClient
 from agent.config import parse_config
 from agent.errors import DistillSyncError
@@ -170,22 +171,25 @@ async def _shop(broker: EmbeddedBroker, shop: DemoShop) -> None:
         shop.apply(received)
 
 
-async def summary_line(agent: Agent, shop: DemoShop, sim: Simulator) -> str:
-    """One line that fits 80 columns: the agent's side, then the shop's."""
-    stats, erp_stock = await agent.outbox.stats(), sim.stock_levels()
-    relay = agent.delivery.stats
+async def summary_line(board: StatusBoard, shop: DemoShop, sim: Simulator,
+                       fresh: bool = False) -> str:
+    """One line that fits 80 columns: the agent's side (its ``/v1/status``), then the
+    shop's."""
+    status, erp_stock = await board.status(fresh=fresh), sim.stock_levels()
+    relay, outbox = status.relay, status.outbox
     trouble = "" if relay.state == "connected" else f" | relay {relay.state}"
-    return (f"{time.strftime('%H:%M:%S')} {relay.published} sent, {stats.pending} pending, "
-            f"{stats.dead_letters} dead | shop: {shop.in_sync(erp_stock)}/{len(erp_stock)} "
+    return (f"{time.strftime('%H:%M:%S')} {relay.published} sent, {outbox.pending} pending, "
+            f"{outbox.dead_letters} dead | shop: {shop.in_sync(erp_stock)}/{len(erp_stock)} "
             f"stock = ERP, {len(shop.prices)} prices{trouble}")
 
 
-async def _summaries(agent: Agent, shop: DemoShop, sim: Simulator, stop: asyncio.Event) -> None:
+async def _summaries(board: StatusBoard, shop: DemoShop, sim: Simulator,
+                     stop: asyncio.Event) -> None:
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), SUMMARY_EVERY)
         if not stop.is_set():
-            print(await summary_line(agent, shop, sim), flush=True)
+            print(await summary_line(board, shop, sim), flush=True)
 
 
 async def run_demo(seconds: float = 0, products: int = 300, headless: bool = False,
@@ -207,6 +211,7 @@ class Demo:
                  rng: random.Random) -> None:
         self.workdir, self.broker, self.products = workdir, broker, products
         self.agent = Agent(parse_config(demo_config(workdir, broker.url, broker.protocol)))
+        self.board = StatusBoard(self.agent)
         self.shop, self.stop = DemoShop(), asyncio.Event()
         self.sim = Simulator(workdir / "erp.db", products, rng)
 
@@ -223,7 +228,7 @@ class Demo:
         if headless:
             print("headless: a summary every few seconds; Ctrl-C to stop", flush=True)
             tasks.append(asyncio.create_task(
-                _summaries(self.agent, self.shop, self.sim, self.stop), name="summaries"))
+                _summaries(self.board, self.shop, self.sim, self.stop), name="summaries"))
         try:
             await self._until_done(seconds, headless)
         finally:
@@ -266,7 +271,8 @@ class Demo:
         self.stop.set()  # the simulator stops writing first
         if not tasks[0].done():  # the last word, while the agent's outbox is still open
             await self._settle()
-            print(await summary_line(self.agent, self.shop, self.sim), flush=True)
+            print(await summary_line(self.board, self.shop, self.sim, fresh=True),
+                  flush=True)
         self.agent.request_stop()
         await tasks[0]  # the agent: finishes its page and in-flight publishes
         for task in tasks[1:]:

@@ -48,11 +48,23 @@ def test_running_the_agent_loads_neither_the_tui_nor_the_demo_broker(package: st
 
 def test_the_tui_package_does_not_reach_into_the_agent() -> None:
     """The dashboards read each side through its client only: the agent through its
-    status API, the fleet through the relay's retained statuses."""
+    status API (and the snapshot's types), the fleet through the relay's retained
+    statuses."""
     pattern = re.compile(r"^\s*(?:import|from)\s+((?:agent|relay)\.\w+)", re.MULTILINE)
     reached = {name for path in Path(REPO / "tui").rglob("*.py")
                for name in pattern.findall(path.read_text())}
-    assert reached <= {"agent.apiclient", "relay.subscriber"}
+    assert reached <= {"agent.apiclient", "agent.status", "relay.subscriber"}
+
+
+def test_the_status_types_load_nothing_of_the_daemon() -> None:
+    """The TUI and the command line parse ``/v1/status`` into ``agent.status``: reading it
+    must not load the outbox, the MQTT link or the sources."""
+    heavy = ["aiosqlite", "aiomqtt", "paho", "sqlalchemy", "aiohttp", "agent.outbox",
+             "agent.delivery", "agent.service"]
+    code = f"import sys, agent.status; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def imports_of(folder: str) -> dict[str, set[str]]:

@@ -62,11 +62,11 @@ def test_a_long_gap_counts_only_inside_the_window() -> None:
 def test_a_stream_update_parses_into_snapshot_and_events() -> None:
     update = parse_update(updates(1)[0])
     snap = update.snapshot
-    assert (snap.agent_id, snap.tenant, snap.healthy) == ("erp-madrid-1", "acme", True)
+    assert (snap.agent.id, snap.agent.tenant, snap.healthy) == ("erp-madrid-1", "acme", True)
     assert snap.agent_time == pytest.approx(NOW)
     assert snap.relay.state == "connected" and snap.outbox.pending == 1204
     assert [feed.key for feed in snap.feeds][-1] == "crm/customer"
-    assert snap.feeds[-1].failing and not snap.feeds[0].failing
+    assert snap.feeds[-1].feed.failing and not snap.feeds[0].feed.failing
     assert snap.feeds[3].paused
     assert update.events[-2].reason == "not authorized (0x87)"
     assert update.events[0].matches("SKU-1/") and not update.events[0].matches("refused")
@@ -77,8 +77,8 @@ def test_parsing_is_lenient_with_an_older_or_newer_agent() -> None:
                          "outbox": {"pending": 3, "future_field": 1},
                          "sources": [{"name": "erp", "feeds": [{"feed": "stock"}]}, "odd"]})
     assert snap.outbox.delivered_per_second is None and snap.outbox.pending == 3
-    assert snap.feeds[0].key == "erp/stock" and snap.feeds[0].last_success is None
-    assert snap.healthy is None and snap.uptime == 0.0
+    assert snap.feeds[0].key == "erp/stock" and snap.feeds[0].feed.last_success is None
+    assert snap.healthy is None and snap.agent.uptime_seconds == 0.0
     assert parse_update({}).events == ()
 
 

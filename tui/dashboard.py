@@ -117,8 +117,8 @@ class DashboardScreen(Screen[None]):
 
 def _alarm(snap: AgentSnapshot) -> str | None:
     """What must not go unseen while the agent answers: an outbox that cannot write."""
-    outbox = snap.outbox
-    if outbox.write_error is None:
+    error = snap.outbox.write_error
+    if error is None:
         return None
-    since = f" since {clock(outbox.write_error_since)}" if outbox.write_error_since else ""
-    return f"outbox cannot write{since} · nothing new is captured · {outbox.write_error}"
+    since = f" since {clock(error.since)}" if error.since else ""
+    return f"outbox cannot write{since} · nothing new is captured · {error.message}"

@@ -1,7 +1,9 @@
 """What the dashboard shows, parsed from the status API's and the relay's JSON.
 
 Parsing is lenient on purpose: the TUI may face an older or newer agent than itself, and
-a field it does not find shows as a blank instead of stopping the dashboard.
+a field it does not find shows as a blank instead of stopping the dashboard. The status
+itself is ``agent.status``'s, parsed as ``distillsync status`` parses it; what is the
+dashboard's alone (the live tail, dead letters, the fleet's retained statuses) is here.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from agent.status import AgentInfo, AgentStatus, FeedStatus, OutboxStatus, RelayStatus
 from tui.formats import epoch
 
 Json = Mapping[str, Any]
@@ -57,75 +60,43 @@ class FeedRow:
     """One feed of one source: a row of the sources table."""
 
     source: str
-    feed: str
-    entity: str
-    mode: str
     paused: bool
-    last_poll_end: float | None
-    last_success: float | None
-    rows_read: int
-    changes: int
-    dead_letters: int
-    errors: int
-    last_error: str | None
+    feed: FeedStatus
 
     @property
     def key(self) -> str:
-        return f"{self.source}/{self.feed}"
-
-    @property
-    def failing(self) -> bool:
-        """The last poll ended without success (a success stamps both ends at once)."""
-        if self.last_poll_end is None or self.last_error is None:
-            return False
-        return self.last_success is None or self.last_success < self.last_poll_end
-
-
-@dataclass(frozen=True, slots=True)
-class RelayInfo:
-    url: str
-    state: str
-    since: float | None
-    reconnects: int
-    published: int
-    refused: int
-    in_flight: int
-    last_publish: float | None
-    last_error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxInfo:
-    pending: int
-    in_flight: int
-    delivered_per_second: float | None
-    oldest_pending_age: float | None
-    dead_letters: int
-    last_sequence: int
-    write_error: str | None = None
-    """The outbox cannot write (disk full, bad disk): nothing new is being captured."""
-    write_error_since: float | None = None
+        return f"{self.source}/{self.feed.feed}"
 
 
 @dataclass(frozen=True, slots=True)
 class AgentSnapshot:
     """One ``/v1/status`` (plus the health verdict the stream sends with it)."""
 
-    agent_id: str
-    tenant: str
-    version: str
-    started_at: str
-    uptime: float
+    status: AgentStatus
     healthy: bool | None
-    relay: RelayInfo
-    outbox: OutboxInfo
-    feeds: tuple[FeedRow, ...]
+
+    @property
+    def agent(self) -> AgentInfo:
+        return self.status.agent
+
+    @property
+    def relay(self) -> RelayStatus:
+        return self.status.relay
+
+    @property
+    def outbox(self) -> OutboxStatus:
+        return self.status.outbox
+
+    @property
+    def feeds(self) -> tuple[FeedRow, ...]:
+        return tuple(FeedRow(source.name, source.paused, feed)
+                     for source in self.status.sources for feed in source.feeds)
 
     @property
     def agent_time(self) -> float:
         """The agent's own clock (start + uptime): throughput is measured against it, so
         the rate does not depend on when an update happened to reach the TUI."""
-        return (epoch(self.started_at) or 0.0) + self.uptime
+        return (epoch(self.agent.started_at) or 0.0) + self.agent.uptime_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,46 +170,10 @@ class FleetAgent:
         return (self.tenant, self.agent)
 
 
-def parse_feed(source: Json, feed: Json) -> FeedRow:
-    return FeedRow(
-        source=_str(source, "name"), feed=_str(feed, "feed"), entity=_str(feed, "entity"),
-        mode=_str(feed, "mode"), paused=bool(source.get("paused")),
-        last_poll_end=_float(feed, "last_poll_end"), last_success=_float(feed, "last_success"),
-        rows_read=_int(feed, "rows_read"), changes=_int(feed, "changes_emitted"),
-        dead_letters=_int(feed, "dead_letters"), errors=_int(feed, "errors"),
-        last_error=_opt_str(feed, "last_error"))
-
-
-def parse_relay(relay: Json) -> RelayInfo:
-    return RelayInfo(
-        url=_str(relay, "url"), state=_str(relay, "state", "unknown"),
-        since=_float(relay, "since"), reconnects=_int(relay, "reconnects"),
-        published=_int(relay, "published"), refused=_int(relay, "refused"),
-        in_flight=_int(relay, "in_flight"), last_publish=_float(relay, "last_publish"),
-        last_error=_opt_str(relay, "last_error"))
-
-
-def parse_outbox(outbox: Json) -> OutboxInfo:
-    return OutboxInfo(
-        pending=_int(outbox, "pending"), in_flight=_int(outbox, "in_flight"),
-        delivered_per_second=_float(outbox, "delivered_per_second"),
-        oldest_pending_age=_float(outbox, "oldest_pending_age_seconds"),
-        dead_letters=_int(outbox, "dead_letters"), last_sequence=_int(outbox, "last_sequence"),
-        write_error=_opt_str(_dict(outbox, "write_error"), "message"),
-        write_error_since=_float(_dict(outbox, "write_error"), "since"))
-
-
 def parse_status(status: Json, health: Json | None = None) -> AgentSnapshot:
-    agent = _dict(status, "agent")
     healthy = health.get("healthy") if health else None
-    return AgentSnapshot(
-        agent_id=_str(agent, "id", "?"), tenant=_str(agent, "tenant", "?"),
-        version=_str(agent, "version"), started_at=_str(agent, "started_at"),
-        uptime=_float(agent, "uptime_seconds") or 0.0,
-        healthy=healthy if isinstance(healthy, bool) else None,
-        relay=parse_relay(_dict(status, "relay")), outbox=parse_outbox(_dict(status, "outbox")),
-        feeds=tuple(parse_feed(source, feed) for source in _list(status, "sources")
-                    for feed in _list(source, "feeds")))
+    return AgentSnapshot(AgentStatus.from_json(status),
+                         healthy if isinstance(healthy, bool) else None)
 
 
 def parse_event(event: Json) -> TailEvent:

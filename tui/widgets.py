@@ -13,8 +13,9 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widgets import DataTable, Input, Sparkline, Static
 
+from agent.status import OutboxStatus
 from tui.formats import NONE, age, clock, count, rate, span
-from tui.model import AgentSnapshot, FeedRow, OutboxInfo, TailEvent
+from tui.model import AgentSnapshot, FeedRow, TailEvent
 
 TAIL_KEPT = 1000  # events remembered for filtering
 TAIL_SHOWN = 200  # rows drawn: a screen never shows more, and redrawing stays cheap
@@ -70,12 +71,12 @@ class AgentHeader(Static):
         relay = snap.relay
         relay_for = f" {span(now - relay.since)}" if relay.since is not None else ""
         parts: list[str | tuple[str, str]] = [
-            (f" {snap.agent_id} ", "bold reverse $accent"), f" {snap.tenant}  ",
+            (f" {snap.agent.id} ", "bold reverse $accent"), f" {snap.agent.tenant}  ",
             ("relay ", "dim"), (f"● {relay.state}{relay_for}", state_style(relay.state)),
-            ("  up ", "dim"), span(snap.uptime), ("  rate ", "dim"), rate(delivered)]
+            ("  up ", "dim"), span(snap.agent.uptime_seconds), ("  rate ", "dim"), rate(delivered)]
         if snap.healthy is False:
             parts.append(("  UNHEALTHY", "bold $error"))
-        parts += [("  v", "dim"), (snap.version, "dim")]
+        parts += [("  v", "dim"), (snap.agent.version, "dim")]
         self.update(Content.assemble(*parts))
 
 
@@ -170,12 +171,13 @@ class SourcesTable(FittedTable[FeedRow]):
         return feed.source if feed else None
 
     def cells_of(self, item: FeedRow, now: float) -> list[Text]:
-        mode = SHORT_MODES.get(item.mode, item.mode) if self.compact else item.mode
-        return [Text(item.key), Text(mode), Text(age(item.last_poll_end, now)),
-                Text(age(item.last_success, now), style="red" if item.failing else ""),
-                _figure(item.rows_read), _figure(item.changes),
-                _figure(item.dead_letters, "bold red"), _figure(item.errors, "red"),
-                _feed_state(item), Text(item.last_error or "", style="red")]
+        feed = item.feed
+        mode = SHORT_MODES.get(feed.mode, feed.mode) if self.compact else feed.mode
+        return [Text(item.key), Text(mode), Text(age(feed.last_poll_end, now)),
+                Text(age(feed.last_success, now), style="red" if feed.failing else ""),
+                _figure(feed.rows_read), _figure(feed.changes_emitted),
+                _figure(feed.dead_letters, "bold red"), _figure(feed.errors, "red"),
+                _feed_state(item), Text(feed.last_error or "", style="red")]
 
 
 def _figure(value: int, alarm: str = "") -> Text:
@@ -183,10 +185,10 @@ def _figure(value: int, alarm: str = "") -> Text:
     return Text(count(value), justify="right", style=alarm if value else "")
 
 
-def _feed_state(feed: FeedRow) -> Text:
-    if feed.paused:
+def _feed_state(row: FeedRow) -> Text:
+    if row.paused:
         return Text("paused", style="bold yellow")
-    if feed.failing:
+    if row.feed.failing:
         return Text("failing", style="bold red")
     return Text("ok", style="green")
 
@@ -198,9 +200,9 @@ class OutboxPanel(Vertical):
         yield Static("waiting for the first update…", id="outbox-figures")
         yield Sparkline([], id="throughput")
 
-    def show(self, outbox: OutboxInfo, delivered: float | None, series: list[float]) -> None:
-        oldest = span(outbox.oldest_pending_age) if outbox.oldest_pending_age is not None \
-            else NONE
+    def show(self, outbox: OutboxStatus, delivered: float | None, series: list[float]) -> None:
+        oldest_age = outbox.oldest_pending_age_seconds
+        oldest = span(oldest_age) if oldest_age is not None else NONE
         dead_style = "bold $error" if outbox.dead_letters else ""
         self.query_one("#outbox-figures", Static).update(Content.assemble(
             (rate(delivered), "bold"), ("  pending ", "dim"), (f"{outbox.pending:,}", "bold"),
