@@ -105,40 +105,58 @@ class StatusBoard:
         relay = self.agent.delivery.stats
         down_for = time.time() - relay.since
         healthy = relay.state == "connected" or (
-            relay.state in ("connecting", "disconnected") and down_for < RELAY_GRACE)
+            relay.state in ("connecting", "disconnected") and down_for < RELAY_GRACE
+        )
         # An outbox that cannot be written captures nothing: unhealthy at once, no grace.
         write_error = self.agent.outbox.write_health.error
-        return {"healthy": healthy and write_error is None, "relay": relay.state,
-                "relay_since": relay.since, "outbox_write_error": write_error}
+        return {
+            "healthy": healthy and write_error is None,
+            "relay": relay.state,
+            "relay_since": relay.since,
+            "outbox_write_error": write_error,
+        }
 
     async def status(self, *, fresh: bool = False) -> AgentStatus:
         """The snapshot; ``fresh`` counts the outbox now rather than sharing the count."""
         agent, stats = self.agent, await self._outbox_stats(fresh)
         relay = agent.delivery.stats
         return AgentStatus(
-            agent=AgentInfo(id=agent.config.agent.id, tenant=agent.config.agent.tenant,
-                            version=__version__, started_at=agent.started_at,
-                            uptime_seconds=round(time.monotonic() - agent.started_monotonic,
-                                                 1)),
-            relay=RelayStatus(url=agent.config.relay.url, state=relay.state,
-                              since=relay.since, reconnects=relay.reconnects,
-                              published=relay.published, refused=relay.nacked,
-                              in_flight=relay.in_flight, last_publish=relay.last_publish,
-                              last_error=relay.last_error,
-                              published_by_entity=dict(relay.published_by_entity),
-                              failures=dict(relay.failures)),
+            agent=AgentInfo(
+                id=agent.config.agent.id,
+                tenant=agent.config.agent.tenant,
+                version=__version__,
+                started_at=agent.started_at,
+                uptime_seconds=round(time.monotonic() - agent.started_monotonic, 1),
+            ),
+            relay=RelayStatus(
+                url=agent.config.relay.url,
+                state=relay.state,
+                since=relay.since,
+                reconnects=relay.reconnects,
+                published=relay.published,
+                refused=relay.nacked,
+                in_flight=relay.in_flight,
+                last_publish=relay.last_publish,
+                last_error=relay.last_error,
+                published_by_entity=dict(relay.published_by_entity),
+                failures=dict(relay.failures),
+            ),
             sources=tuple(_source_status(runner) for runner in agent.runners),
             outbox=OutboxStatus(
-                pending=stats.pending, in_flight=relay.in_flight,
+                pending=stats.pending,
+                in_flight=relay.in_flight,
                 delivered_per_second=self._delivery_rate(),
                 oldest_pending_time=stats.oldest_pending_time,
                 oldest_pending_age_seconds=_age(stats.oldest_pending_time),
-                dead_letters=stats.dead_letters, delivered_kept=stats.delivered,
+                dead_letters=stats.dead_letters,
+                delivered_kept=stats.delivered,
                 # The count may be a second old; what settled since is newer.
-                last_sequence=max(stats.last_sequence,
-                                  relay.tail[-1].sequence if relay.tail else 0),
+                last_sequence=max(
+                    stats.last_sequence, relay.tail[-1].sequence if relay.tail else 0
+                ),
                 write_error=_write_error(agent.outbox.write_health),
-                write_errors=agent.outbox.write_health.failures),
+                write_errors=agent.outbox.write_health.failures,
+            ),
             sequence=_sequence_status(relay.sequence),
         )
 
@@ -149,14 +167,22 @@ class StatusBoard:
 
 def _sequence_status(check: SequenceCheck) -> SequenceStatus:
     move = check.moved
-    moved = None if move is None else SequenceMoved(
-        from_=move.last_before, above=move.floor, renumbered=move.renumbered,
-        at=check.moved_at)
-    return SequenceStatus(check=check.state, checked_at=check.checked_at,
-                          relay_watermark=check.relay_watermark,
-                          unread_reason=check.unread_reason,
-                          watermark_published=check.published,
-                          watermark_error=check.watermark_error, moved=moved)
+    moved = (
+        None
+        if move is None
+        else SequenceMoved(
+            from_=move.last_before, above=move.floor, renumbered=move.renumbered, at=check.moved_at
+        )
+    )
+    return SequenceStatus(
+        check=check.state,
+        checked_at=check.checked_at,
+        relay_watermark=check.relay_watermark,
+        unread_reason=check.unread_reason,
+        watermark_published=check.published,
+        watermark_error=check.watermark_error,
+        moved=moved,
+    )
 
 
 def _write_error(health: WriteHealth) -> WriteError | None:
@@ -167,13 +193,25 @@ def _write_error(health: WriteHealth) -> WriteError | None:
 
 def _source_status(runner: SourceRunner) -> SourceStatus:
     return SourceStatus(
-        name=runner.config.name, paused=runner.paused,
-        feeds=tuple(FeedStatus(
-            feed=p.feed.feed, entity=p.feed.entity, mode=p.stats.mode,
-            last_poll_start=p.stats.last_poll_start, last_poll_end=p.stats.last_poll_end,
-            last_success=p.stats.last_success, rows_read=p.stats.rows_read,
-            changes_emitted=p.stats.changes_emitted, dead_letters=p.stats.dead_letters,
-            errors=p.stats.errors, last_error=p.stats.last_error) for p in runner.pollers))
+        name=runner.config.name,
+        paused=runner.paused,
+        feeds=tuple(
+            FeedStatus(
+                feed=p.feed.feed,
+                entity=p.feed.entity,
+                mode=p.stats.mode,
+                last_poll_start=p.stats.last_poll_start,
+                last_poll_end=p.stats.last_poll_end,
+                last_success=p.stats.last_success,
+                rows_read=p.stats.rows_read,
+                changes_emitted=p.stats.changes_emitted,
+                dead_letters=p.stats.dead_letters,
+                errors=p.stats.errors,
+                last_error=p.stats.last_error,
+            )
+            for p in runner.pollers
+        ),
+    )
 
 
 def _age(rfc3339: str | None) -> float | None:
@@ -183,9 +221,16 @@ def _age(rfc3339: str | None) -> float | None:
 
 
 def _tail_item(entry: TailEntry) -> dict[str, Any]:
-    return {"sequence": entry.sequence, "id": entry.event_id, "entity": entry.entity,
-            "op": entry.op, "subject": entry.subject, "outcome": entry.outcome,
-            "reason": entry.reason, "at": entry.at}
+    return {
+        "sequence": entry.sequence,
+        "id": entry.event_id,
+        "entity": entry.entity,
+        "op": entry.op,
+        "subject": entry.subject,
+        "outcome": entry.outcome,
+        "reason": entry.reason,
+        "at": entry.at,
+    }
 
 
 async def _tick(stop: asyncio.Event) -> None:
@@ -194,10 +239,13 @@ async def _tick(stop: asyncio.Event) -> None:
         await asyncio.wait_for(stop.wait(), STREAM_TICK)
 
 
-async def stream(board: StatusBoard, request: web.Request, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 tick: Callable[[asyncio.Event], Awaitable[None]] = _tick
-                 ) -> web.StreamResponse:
+async def stream(
+    board: StatusBoard,
+    request: web.Request,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    tick: Callable[[asyncio.Event], Awaitable[None]] = _tick,
+) -> web.StreamResponse:
     """``/v1/stream``: one JSON object per line, ``{"status", "health", "events"}``.
 
     The first update carries the last ``TAIL_ON_CONNECT`` settled publishes, later ones
@@ -219,8 +267,11 @@ async def stream(board: StatusBoard, request: web.Request, *,
             body = orjson.dumps({k: v for k, v in status.items() if k != "agent"})
             now = clock()
             if events or body != last_body or now - last_sent >= STREAM_HEARTBEAT:
-                update = {"status": status, "health": board.health(),
-                          "events": [_tail_item(e) for e in events]}
+                update = {
+                    "status": status,
+                    "health": board.health(),
+                    "events": [_tail_item(e) for e in events],
+                }
                 await response.write(orjson.dumps(update) + b"\n")
                 last_sent, last_body = now, body
             await tick(agent.stop)
@@ -258,8 +309,10 @@ def build_app(agent: Agent, board: StatusBoard, token: str | None = None) -> web
 
     @routes.get("/v1/metrics")
     async def metrics_text(_: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(await board.status()),
-                            headers={"Content-Type": metrics.CONTENT_TYPE})
+        return web.Response(
+            body=metrics.render(await board.status()),
+            headers={"Content-Type": metrics.CONTENT_TYPE},
+        )
 
     @routes.get("/v1/stream")
     async def live(request: web.Request) -> web.StreamResponse:
@@ -276,16 +329,35 @@ def build_app(agent: Agent, board: StatusBoard, token: str | None = None) -> web
             return _error(400, "after and limit are whole numbers")
         if state == "pending":
             events = await agent.outbox.pending_page(after, limit)
-            items = [{"sequence": e.sequence, "id": e.event_id, "entity": e.entity,
-                      "op": e.op, "subject": e.subject, "time": e.time,
-                      "data": orjson.Fragment(e.data)} for e in events]
+            items = [
+                {
+                    "sequence": e.sequence,
+                    "id": e.event_id,
+                    "entity": e.entity,
+                    "op": e.op,
+                    "subject": e.subject,
+                    "time": e.time,
+                    "data": orjson.Fragment(e.data),
+                }
+                for e in events
+            ]
         elif state == "dead":
             dead = await agent.outbox.dead_letters(after, limit)
-            items = [{"id": d.id, "kind": d.kind, "source": d.source, "feed": d.feed,
-                      "entity": d.entity, "subject": d.subject, "reason": d.reason,
-                      "payload": d.payload.decode("utf-8", "replace"),
-                      "event_sequence": d.event_seq, "created_at": d.created_at}
-                     for d in dead]
+            items = [
+                {
+                    "id": d.id,
+                    "kind": d.kind,
+                    "source": d.source,
+                    "feed": d.feed,
+                    "entity": d.entity,
+                    "subject": d.subject,
+                    "reason": d.reason,
+                    "payload": d.payload.decode("utf-8", "replace"),
+                    "event_sequence": d.event_seq,
+                    "created_at": d.created_at,
+                }
+                for d in dead
+            ]
         else:
             return _error(400, "state is pending or dead")
         return _json({"state": state, "items": items})
@@ -324,8 +396,10 @@ async def serve(agent: Agent, api: ApiSection) -> AsyncIterator[None]:
     alone; a stale one (an agent SIGKILLed) is replaced."""
     board = StatusBoard(agent)
     runners: list[web.AppRunner] = []
-    busy = ApiError(f"another process serves api.socket {api.socket}; stop it, or give "
-                    "this agent another [api] socket")
+    busy = ApiError(
+        f"another process serves api.socket {api.socket}; stop it, or give "
+        "this agent another [api] socket"
+    )
     with claimed_socket(api.socket, busy):
         try:
             await _start(runners, agent, board, api)
@@ -335,10 +409,10 @@ async def serve(agent: Agent, api: ApiSection) -> AsyncIterator[None]:
                 await runner.cleanup()
 
 
-async def _start(runners: list[web.AppRunner], agent: Agent, board: StatusBoard,
-                 api: ApiSection) -> None:
-    runners.append(web.AppRunner(build_app(agent, board), access_log=None,
-                                 shutdown_timeout=1.0))
+async def _start(
+    runners: list[web.AppRunner], agent: Agent, board: StatusBoard, api: ApiSection
+) -> None:
+    runners.append(web.AppRunner(build_app(agent, board), access_log=None, shutdown_timeout=1.0))
     await runners[0].setup()
     old_umask = os.umask(0o117)
     try:
@@ -349,7 +423,8 @@ async def _start(runners: list[web.AppRunner], agent: Agent, board: StatusBoard,
         token = read_secret(api.token_file, api.token_env, "api.token", api.token_credential)
         if not token:
             raise ConfigError(["api.token: the bearer token is empty"])
-        runners.append(web.AppRunner(build_app(agent, board, token), access_log=None,
-                                     shutdown_timeout=1.0))
+        runners.append(
+            web.AppRunner(build_app(agent, board, token), access_log=None, shutdown_timeout=1.0)
+        )
         await runners[1].setup()
         await web.TCPSite(runners[1], *api.tcp_address).start()

@@ -19,8 +19,14 @@ STREAM_PATH = "/v1/stream"
 
 
 class ApiClient:
-    def __init__(self, socket: Path | None = DEFAULT_SOCKET, *, url: str | None = None,
-                 token: str | None = None, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        socket: Path | None = DEFAULT_SOCKET,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
         """``url`` (``http://127.0.0.1:PORT``) wins over ``socket`` when given."""
         self.socket = socket
         self.base = url.rstrip("/") if url else "http://agent"
@@ -29,10 +35,12 @@ class ApiClient:
         self.timeout = timeout
 
     def _session(self, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
-        connector = (aiohttp.UnixConnector(path=str(self.socket))
-                     if self.base == "http://agent" else aiohttp.TCPConnector())
-        return aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     headers=self.headers)
+        connector = (
+            aiohttp.UnixConnector(path=str(self.socket))
+            if self.base == "http://agent"
+            else aiohttp.TCPConnector()
+        )
+        return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers)
 
     def _unreachable(self, error: Exception) -> OSError:
         cause = getattr(error, "os_error", None) or error
@@ -40,8 +48,10 @@ class ApiClient:
 
     async def _raw(self, method: str, path: str) -> tuple[int, bytes]:
         try:
-            async with self._session(aiohttp.ClientTimeout(total=self.timeout)) as session, \
-                    session.request(method, f"{self.base}{path}") as response:
+            async with (
+                self._session(aiohttp.ClientTimeout(total=self.timeout)) as session,
+                session.request(method, f"{self.base}{path}") as response,
+            ):
                 return response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as error:
             raise self._unreachable(error) from None
@@ -66,15 +76,20 @@ class ApiClient:
         """Each update of ``/v1/stream`` (one JSON object per line), until the agent goes
         away, which raises :class:`OSError`. An update arrives at least every few seconds,
         so a silent socket beyond ``timeout`` counts as a lost agent."""
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout,
-                                        sock_read=max(self.timeout, 5.0))
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.timeout, sock_read=max(self.timeout, 5.0)
+        )
         try:
-            async with self._session(timeout) as session, \
-                    session.get(f"{self.base}{path}") as response:
+            async with (
+                self._session(timeout) as session,
+                session.get(f"{self.base}{path}") as response,
+            ):
                 if response.status != 200:
                     body = orjson.loads(await response.read())
-                    raise OSError(f"agent at {self.where} refused the stream: "
-                                  f"{response.status} {body.get('error', '')}")
+                    raise OSError(
+                        f"agent at {self.where} refused the stream: "
+                        f"{response.status} {body.get('error', '')}"
+                    )
                 async for line in response.content:
                     if line.strip():
                         yield orjson.loads(line)

@@ -34,8 +34,10 @@ async def check_sources(config: Config, say: Say) -> list[str]:
                 wanted = [*entity.key, *([entity.cursor] if entity.cursor else [])]
                 missing = [c for c in wanted if c not in columns]
                 if missing:
-                    problems.append(f"{path}: column {', '.join(missing)} not in the query's "
-                                    f"result ({', '.join(columns)})")
+                    problems.append(
+                        f"{path}: column {', '.join(missing)} not in the query's "
+                        f"result ({', '.join(columns)})"
+                    )
                 else:
                     say(f"ok   source {source.name} / {entity.feed}: {', '.join(columns)}")
         finally:
@@ -50,12 +52,17 @@ async def check_relay(config: Config, say: Say) -> list[str]:
         return error.problems
     try:
         async with asyncio.timeout(15), RelayLink(settings) as link:
-            say(f"ok   relay {config.relay.url}: connected as {config.client_id} "
+            say(
+                f"ok   relay {config.relay.url}: connected as {config.client_id} "
                 f"(receive maximum {link.receive_maximum}, "
-                f"max packet {link.max_packet_size} bytes)")
+                f"max packet {link.max_packet_size} bytes)"
+            )
     except TimeoutError:
-        plain = " (a TLS port answers nothing to mqtt://)" if \
-            config.relay.url.startswith("mqtt://") else ""
+        plain = (
+            " (a TLS port answers nothing to mqtt://)"
+            if config.relay.url.startswith("mqtt://")
+            else ""
+        )
         return [f"relay.url: no answer from {config.relay.url} within 15s{plain}"]
     except DistillSyncError as error:
         return [f"relay.url: {error}"]
@@ -75,7 +82,10 @@ def check_api(config: Config, say: Say) -> list[str]:
 
 
 async def check_all(config: Config, say: Say) -> list[str]:
-    say(f"ok   config: agent {config.agent.tenant}/{config.agent.id}, "
-        f"{len(config.sources)} source(s)")
-    return (await check_sources(config, say) + await check_relay(config, say)
-            + check_api(config, say))
+    say(
+        f"ok   config: agent {config.agent.tenant}/{config.agent.id}, "
+        f"{len(config.sources)} source(s)"
+    )
+    return (
+        await check_sources(config, say) + await check_relay(config, say) + check_api(config, say)
+    )

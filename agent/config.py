@@ -75,8 +75,10 @@ SUN_PATH_MAX = 107
 def _fits_sun_path(path: Path) -> Path:
     size = len(os.fsencode(path))
     if size > SUN_PATH_MAX:
-        raise ValueError(f"{path} is {size} bytes long; a Unix socket's path can hold at most "
-                         f"{SUN_PATH_MAX}: choose a shorter one")
+        raise ValueError(
+            f"{path} is {size} bytes long; a Unix socket's path can hold at most "
+            f"{SUN_PATH_MAX}: choose a shorter one"
+        )
     return path
 
 
@@ -112,8 +114,9 @@ def _one_way_to_the_secret(section: BaseModel, stem: str) -> None:
 def _no_password_in(url: str) -> None:
     """Status, logs and errors show URLs; a password inside one would leak through them."""
     if urlsplit(url).password:
-        raise ValueError("holds a password; put it in password_file, password_env or "
-                         "password_credential instead")
+        raise ValueError(
+            "holds a password; put it in password_file, password_env or password_credential instead"
+        )
 
 
 class _Strict(BaseModel):
@@ -214,8 +217,10 @@ class ApiSection(_Strict):
         if not port.isdigit() or not 0 < int(port) < 65536 or not host:
             raise ValueError(f'{listen!r} is not an address such as "127.0.0.1:8765"')
         if not _is_loopback(host):
-            raise ValueError(f"{host} is not loopback; the status API must not face a network "
-                             "(put a TLS proxy in front if it must)")
+            raise ValueError(
+                f"{host} is not loopback; the status API must not face a network "
+                "(put a TLS proxy in front if it must)"
+            )
         return listen
 
     @model_validator(mode="after")
@@ -223,8 +228,9 @@ class ApiSection(_Strict):
         _one_way_to_the_secret(self, "token")
         tokenless = (self.token_file, self.token_env, self.token_credential) == (None,) * 3
         if self.listen is not None and tokenless:
-            raise ValueError("token_file: required when listen is set (or token_env, "
-                             "token_credential)")
+            raise ValueError(
+                "token_file: required when listen is set (or token_env, token_credential)"
+            )
         return self
 
     @property
@@ -303,8 +309,11 @@ class SourceConfig(_Strict):
     @model_validator(mode="after")
     def _password_has_a_use(self) -> SourceConfig:
         _one_way_to_the_secret(self, "password")
-        given = [f"password_{how}" for how in ("file", "env", "credential")
-                 if getattr(self, f"password_{how}") is not None]
+        given = [
+            f"password_{how}"
+            for how in ("file", "env", "credential")
+            if getattr(self, f"password_{how}") is not None
+        ]
         if given and self.url.startswith("sqlite"):
             raise ValueError(f"{given[0]}: SQLite files have no password; remove it")
         return self
@@ -432,15 +441,20 @@ def check_private(path: Path, key: str) -> None:
     except OSError as error:
         raise ConfigError([f"{key}: cannot read {path} ({error.strerror})"]) from None
     credentials = credentials_directory()
-    systemd_made = credentials is not None and path.resolve().is_relative_to(
-        credentials.resolve())
-    readers = [who for who, bit in (("its group", 0o040), ("other users", 0o004))
-               if mode & bit and not (systemd_made and who == "its group")]
+    systemd_made = credentials is not None and path.resolve().is_relative_to(credentials.resolve())
+    readers = [
+        who
+        for who, bit in (("its group", 0o040), ("other users", 0o004))
+        if mode & bit and not (systemd_made and who == "its group")
+    ]
     if readers:
-        raise ConfigError([
-            f"{key}: {path} holds a secret but {' and '.join(readers)} can read it "
-            f"(mode {mode:04o}); make it private with `chmod 600 {path}` (owned by the "
-            "user the agent runs as), or hand it over with systemd's LoadCredential="])
+        raise ConfigError(
+            [
+                f"{key}: {path} holds a secret but {' and '.join(readers)} can read it "
+                f"(mode {mode:04o}); make it private with `chmod 600 {path}` (owned by the "
+                "user the agent runs as), or hand it over with systemd's LoadCredential="
+            ]
+        )
 
 
 def _read_private(path: Path, key: str) -> str:
@@ -456,19 +470,27 @@ def _read_private(path: Path, key: str) -> str:
 def _credential_path(name: str, key: str) -> Path:
     folder = credentials_directory()
     if folder is None:
-        raise ConfigError([
-            f"{key}: CREDENTIALS_DIRECTORY is not set; systemd sets it for a unit with "
-            f"LoadCredential={name}:/path/to/the/secret (outside systemd, use the _file or "
-            "_env key instead)"])
+        raise ConfigError(
+            [
+                f"{key}: CREDENTIALS_DIRECTORY is not set; systemd sets it for a unit with "
+                f"LoadCredential={name}:/path/to/the/secret (outside systemd, use the _file or "
+                "_env key instead)"
+            ]
+        )
     path = folder / name
     if not path.is_file():
-        raise ConfigError([f"{key}: no credential {name!r} in {folder}; add "
-                           f"LoadCredential={name}:/path/to/the/secret to the unit"])
+        raise ConfigError(
+            [
+                f"{key}: no credential {name!r} in {folder}; add "
+                f"LoadCredential={name}:/path/to/the/secret to the unit"
+            ]
+        )
     return path
 
 
-def read_secret(file: Path | None, env: str | None, what: str,
-                credential: str | None = None) -> str | None:
+def read_secret(
+    file: Path | None, env: str | None, what: str, credential: str | None = None
+) -> str | None:
     """Resolve a secret from its ``*_file``, ``*_credential`` or ``*_env`` key (``what``
     is the key path without the suffix, for errors); the value never appears in one."""
     if file is not None:

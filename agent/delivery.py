@@ -132,15 +132,24 @@ class RelayStats:
         else:
             self.nacked += 1
             self.failures["refused"] += 1
-        self.tail.append(TailEntry(event.sequence, event.event_id, event.entity, event.op,
-                                   event.subject, "delivered" if delivered else "refused",
-                                   None if delivered else ack.reason, time.time()))
+        self.tail.append(
+            TailEntry(
+                event.sequence,
+                event.event_id,
+                event.entity,
+                event.op,
+                event.subject,
+                "delivered" if delivered else "refused",
+                None if delivered else ack.reason,
+                time.time(),
+            )
+        )
         self.tail_total += 1
 
     def new_tail(self, seen: int) -> list[TailEntry]:
         """Entries added since a reader saw ``seen`` of them (older ones may have rolled off)."""
         fresh = min(self.tail_total - seen, len(self.tail))
-        return list(self.tail)[len(self.tail) - fresh:] if fresh > 0 else []
+        return list(self.tail)[len(self.tail) - fresh :] if fresh > 0 else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +189,15 @@ def parse_watermark(payload: bytes) -> int:
 
 def status_payload(state: str, started_at: str, extra: dict[str, Any] | None = None) -> bytes:
     """The retained ``status`` message; the fleet view reads ``extra`` (backlog, errors)."""
-    return orjson.dumps({"state": state, "version": __version__, "started_at": started_at,
-                         "time": now_rfc3339(), **(extra or {})})
+    return orjson.dumps(
+        {
+            "state": state,
+            "version": __version__,
+            "started_at": started_at,
+            "time": now_rfc3339(),
+            **(extra or {}),
+        }
+    )
 
 
 Describe = Callable[[], Awaitable[dict[str, Any]]]
@@ -192,9 +208,15 @@ async def _nothing_to_add() -> dict[str, Any]:
 
 
 class Delivery:
-    def __init__(self, outbox: Outbox, make_link: Callable[[], RelayLink],
-                 settings: DeliverySettings, stop: asyncio.Event, started_at: str,
-                 describe: Describe = _nothing_to_add) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        make_link: Callable[[], RelayLink],
+        settings: DeliverySettings,
+        stop: asyncio.Event,
+        started_at: str,
+        describe: Describe = _nothing_to_add,
+    ) -> None:
         self.outbox = outbox
         self.make_link = make_link
         self.settings = settings
@@ -230,11 +252,13 @@ class Delivery:
             except RelayError as error:
                 failures += 1
                 self.stats.last_error = str(error)
-                delay = min(self.settings.backoff_cap,
-                            self.settings.backoff_base * 2 ** min(failures, 16))
+                delay = min(
+                    self.settings.backoff_cap, self.settings.backoff_base * 2 ** min(failures, 16)
+                )
                 delay *= random.uniform(0.5, 1.0)
-                log.warning("relay unreachable (attempt %d): %s; retrying in %.1fs",
-                            failures, error, delay)
+                log.warning(
+                    "relay unreachable (attempt %d): %s; retrying in %.1fs", failures, error, delay
+                )
             else:
                 delay = self.settings.backoff_base * random.uniform(0.5, 1.0)
             self.stats.become("disconnected" if not self.stop.is_set() else "stopped")
@@ -247,8 +271,7 @@ class Delivery:
         if not await self._check_sequence(link):
             return  # stopping while the outbox could not be written
         window = max(1, min(self.settings.max_inflight, link.receive_maximum))
-        log.info("relay connected (window %d, max packet %d bytes)", window,
-                 link.max_packet_size)
+        log.info("relay connected (window %d, max packet %d bytes)", window, link.max_packet_size)
         self.stats.become("connected")
         slots = _Slots(asyncio.Semaphore(window), asyncio.Semaphore(self.settings.max_inflight))
         finished = asyncio.Event()
@@ -278,8 +301,7 @@ class Delivery:
         A lost connection raises (:class:`~agent.publisher.LinkLost`), to be tried again."""
         check = self.stats.sequence
         try:
-            payload = await link.read_retained(self._sequence_topic(),
-                                               self.settings.ack_timeout)
+            payload = await link.read_retained(self._sequence_topic(), self.settings.ack_timeout)
             watermark = None if payload is None else parse_watermark(payload)
         except (RetainedUnknown, ValueError) as error:
             self._unread(check, f"{self._sequence_topic()}: {error}")
@@ -300,20 +322,32 @@ class Delivery:
 
     def _unread(self, check: SequenceCheck, reason: str) -> None:
         if check.unread_reason != reason:  # once, not on every reconnect
-            log.warning("cannot read this agent's sequence watermark from the relay (%s): "
-                        "publishing anyway, unchecked; if the outbox went back in time (a "
-                        "restored backup, a new outbox.db) subscribers drop its events as "
-                        "stale. Let the agent read and write that topic (see the ACL)", reason)
+            log.warning(
+                "cannot read this agent's sequence watermark from the relay (%s): "
+                "publishing anyway, unchecked; if the outbox went back in time (a "
+                "restored backup, a new outbox.db) subscribers drop its events as "
+                "stale. Let the agent read and write that topic (see the ACL)",
+                reason,
+            )
         check.state, check.checked_at, check.unread_reason = "unread", time.time(), reason
 
     def _moved(self, check: SequenceCheck, move: SequenceMove) -> None:
         check.moved, check.moved_at = move, time.time()
-        renumbered = (f"; its {move.renumbered} pending events now start at {move.floor + 1}, "
-                      f"in their order, with new ids" if move.renumbered else "")
-        log.warning("the relay has seen sequence %d from this agent but the outbox was at %d "
-                    "(a restored backup, or a new outbox.db): sequences now go on above %d, "
-                    "so subscribers do not drop new events as stale%s", move.floor,
-                    move.last_before, move.floor, renumbered)
+        renumbered = (
+            f"; its {move.renumbered} pending events now start at {move.floor + 1}, "
+            f"in their order, with new ids"
+            if move.renumbered
+            else ""
+        )
+        log.warning(
+            "the relay has seen sequence %d from this agent but the outbox was at %d "
+            "(a restored backup, or a new outbox.db): sequences now go on above %d, "
+            "so subscribers do not drop new events as stale%s",
+            move.floor,
+            move.last_before,
+            move.floor,
+            renumbered,
+        )
 
     def _watermark(self) -> int:
         return max(self._sent_high, self._relay_high)
@@ -327,8 +361,7 @@ class Delivery:
             if value > self._marked:
                 if not await self._take_slot(slots.acks, link):
                     return
-                self._send_watermark(link, value).add_done_callback(
-                    lambda _: slots.acks.release())
+                self._send_watermark(link, value).add_done_callback(lambda _: slots.acks.release())
                 await _first_of(link.closed, within=MARK_EVERY)
             else:
                 await _first_of(link.closed, self._sent_more.wait())
@@ -344,9 +377,12 @@ class Delivery:
                 check.published, check.watermark_error = max(check.published, value), None
             elif ack.outcome is Outcome.NACKED:
                 if check.watermark_error is None:
-                    log.warning("the relay refuses this agent's sequence watermark on %s: %s; "
-                                "let the agent write that topic (see the ACL)",
-                                self._sequence_topic(), ack.reason)
+                    log.warning(
+                        "the relay refuses this agent's sequence watermark on %s: %s; "
+                        "let the agent write that topic (see the ACL)",
+                        self._sequence_topic(),
+                        ack.reason,
+                    )
                 check.watermark_error = ack.reason
 
         sent.add_done_callback(done)
@@ -407,8 +443,12 @@ class Delivery:
     def _publish(self, link: RelayLink, event: PendingEvent, slots: _Slots) -> None:
         sequence = sequence_text(event.sequence)
         props = message_properties(
-            [("id", event.event_id), ("type", f"distillsync.{event.entity}.{event.op}"),
-             ("source", self.settings.source), ("sequence", sequence)],
+            [
+                ("id", event.event_id),
+                ("type", f"distillsync.{event.entity}.{event.op}"),
+                ("source", self.settings.source),
+                ("sequence", sequence),
+            ],
             CONTENT_TYPE,
         )
         payload = envelope(event, self.settings.source)
@@ -439,8 +479,9 @@ class Delivery:
             asyncio.ensure_future(self.outbox.new_events.wait()),
             asyncio.ensure_future(self.stop.wait()),
         ]
-        await asyncio.wait([*waiters, link.closed], timeout=IDLE_WAKEUP,
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [*waiters, link.closed], timeout=IDLE_WAKEUP, return_when=asyncio.FIRST_COMPLETED
+        )
         for waiter in waiters:
             waiter.cancel()
 
@@ -476,10 +517,12 @@ class Delivery:
         """On a clean stop: the last watermark, then the retained ``offline`` status."""
         if self.stats.sequence.state == "ok" and self._watermark() > self._marked:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._send_watermark(
-                    link, self._watermark())), 2.0)
-        future = link.send(self._status_topic(), status_payload("offline", self.started_at),
-                           None, retain=True)
+                await asyncio.wait_for(
+                    asyncio.shield(self._send_watermark(link, self._watermark())), 2.0
+                )
+        future = link.send(
+            self._status_topic(), status_payload("offline", self.started_at), None, retain=True
+        )
         with contextlib.suppress(TimeoutError):
             ack = await asyncio.wait_for(asyncio.shield(future), 2.0)
             if ack.outcome is Outcome.ACKED:

@@ -28,42 +28,66 @@ def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
 
 def _agent_families(status: AgentStatus) -> Iterator[Metric]:
     agent, relay, outbox = status.agent, status.relay, status.outbox
-    info = GaugeMetricFamily("distillsync_agent_info", "The agent's identity; always 1",
-                             labels=["tenant", "agent", "version"])
+    info = GaugeMetricFamily(
+        "distillsync_agent_info",
+        "The agent's identity; always 1",
+        labels=["tenant", "agent", "version"],
+    )
     info.add_metric([agent.tenant, agent.id, agent.version], 1)
     yield info
     yield _gauge("uptime_seconds", "Seconds since the agent started", agent.uptime_seconds)
-    yield _gauge("relay_connected", "1 while the relay connection is up",
-                 1 if relay.state == "connected" else 0)
-    yield CounterMetricFamily("distillsync_relay_reconnects", "Relay reconnect attempts",
-                              value=relay.reconnects)
+    yield _gauge(
+        "relay_connected",
+        "1 while the relay connection is up",
+        1 if relay.state == "connected" else 0,
+    )
+    yield CounterMetricFamily(
+        "distillsync_relay_reconnects", "Relay reconnect attempts", value=relay.reconnects
+    )
     yield _gauge("relay_in_flight_events", "Publishes awaiting PUBACK", relay.in_flight)
-    yield _gauge("relay_last_publish_timestamp_seconds", "Unix time of the last delivered event",
-                 relay.last_publish)
-    published = CounterMetricFamily("distillsync_events_published",
-                                    "Events acknowledged by the relay", labels=["entity"])
+    yield _gauge(
+        "relay_last_publish_timestamp_seconds",
+        "Unix time of the last delivered event",
+        relay.last_publish,
+    )
+    published = CounterMetricFamily(
+        "distillsync_events_published", "Events acknowledged by the relay", labels=["entity"]
+    )
     for entity, count in sorted(relay.published_by_entity.items()):
         published.add_metric([entity], count)
     yield published
-    failures = CounterMetricFamily("distillsync_publish_failures",
-                                   "Publishes refused by the relay or left unacknowledged",
-                                   labels=["reason"])
+    failures = CounterMetricFamily(
+        "distillsync_publish_failures",
+        "Publishes refused by the relay or left unacknowledged",
+        labels=["reason"],
+    )
     for reason in ("refused", "unacknowledged"):
         failures.add_metric([reason], relay.failures.get(reason, 0))
     yield failures
     yield _gauge("outbox_pending_events", "Events not yet delivered", outbox.pending)
-    yield _gauge("outbox_dead_letters", "Dead letters awaiting retry or discard",
-                 outbox.dead_letters)
-    yield _gauge("outbox_oldest_pending_age_seconds", "Age of the oldest undelivered event",
-                 outbox.oldest_pending_age_seconds or 0.0)
+    yield _gauge(
+        "outbox_dead_letters", "Dead letters awaiting retry or discard", outbox.dead_letters
+    )
+    yield _gauge(
+        "outbox_oldest_pending_age_seconds",
+        "Age of the oldest undelivered event",
+        outbox.oldest_pending_age_seconds or 0.0,
+    )
     yield _gauge("outbox_last_sequence", "Sequence of the newest event", outbox.last_sequence)
-    yield _gauge("outbox_delivered_per_second", "Delivery rate over the last seconds",
-                 outbox.delivered_per_second)
-    yield _gauge("outbox_write_failing", "1 while the outbox cannot be written (disk full, "
-                 "read-only or failing disk): nothing is captured meanwhile",
-                 0 if outbox.write_error is None else 1)
-    yield CounterMetricFamily("distillsync_outbox_write_errors",
-                              "Failed outbox write attempts", value=outbox.write_errors)
+    yield _gauge(
+        "outbox_delivered_per_second",
+        "Delivery rate over the last seconds",
+        outbox.delivered_per_second,
+    )
+    yield _gauge(
+        "outbox_write_failing",
+        "1 while the outbox cannot be written (disk full, "
+        "read-only or failing disk): nothing is captured meanwhile",
+        0 if outbox.write_error is None else 1,
+    )
+    yield CounterMetricFamily(
+        "distillsync_outbox_write_errors", "Failed outbox write attempts", value=outbox.write_errors
+    )
 
 
 _FEED_COUNTERS = (
@@ -78,11 +102,16 @@ def _feed_families(status: AgentStatus) -> Iterator[Metric]:
     labels = ["source", "feed", "entity"]
     last_success = GaugeMetricFamily(
         "distillsync_source_last_success_timestamp_seconds",
-        "Unix time of the last successful poll", labels=labels)
-    paused = GaugeMetricFamily("distillsync_source_paused", "1 while the source is paused",
-                               labels=labels)
-    counters = {key: CounterMetricFamily(f"distillsync_{name}", doc, labels=labels)
-                for key, name, doc in _FEED_COUNTERS}
+        "Unix time of the last successful poll",
+        labels=labels,
+    )
+    paused = GaugeMetricFamily(
+        "distillsync_source_paused", "1 while the source is paused", labels=labels
+    )
+    counters = {
+        key: CounterMetricFamily(f"distillsync_{name}", doc, labels=labels)
+        for key, name, doc in _FEED_COUNTERS
+    }
     for source in status.sources:
         for feed in source.feeds:
             values = [source.name, feed.feed, feed.entity]

@@ -31,8 +31,7 @@ class Notifier:
             return
         message = "\n".join(fields).encode()
         # If the supervisor went away there is nothing useful to do about it here.
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, \
-                contextlib.suppress(OSError):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
             sock.sendto(message, self._address)
 
     def ready(self, status: str) -> None:

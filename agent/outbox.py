@@ -68,9 +68,18 @@ checkpoint size (1000 pages) and then some."""
 RETRY_FIRST, RETRY_MAX = 0.5, 15.0  # seconds between write attempts while writes fail
 # Primary result codes that mean "the disk, not the statement": the same write can
 # succeed later. Anything else is a bug and is raised as it is.
-_DISK_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
-                         sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB,
-                         sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_DISK_CODES = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_NOTADB,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    }
+)
 
 
 class OutboxUnwritable(OutboxError):
@@ -96,6 +105,7 @@ class WriteHealth:
     """``time.monotonic()`` before which no write is tried again."""
     identity: tuple[int, int] = (0, 0)
     """(device, inode) of the file opened: another file at the path means it was replaced."""
+
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -200,8 +210,9 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
 
 def _disk_trouble(error: BaseException) -> bool:
     code = getattr(error, "sqlite_errorcode", None)
-    return isinstance(error, sqlite3.Error) and isinstance(code, int) and (
-        code & 0xFF) in _DISK_CODES
+    return (
+        isinstance(error, sqlite3.Error) and isinstance(code, int) and (code & 0xFF) in _DISK_CODES
+    )
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -237,8 +248,14 @@ def _free_bytes(directory: Path) -> int:
 class Outbox:
     """Open with :meth:`open`; every method is safe to call from any task."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
-                 retention: float, path: Path | None = None, reserve: int = 0) -> None:
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        retention: float,
+        path: Path | None = None,
+        reserve: int = 0,
+    ) -> None:
         self._writer = writer
         self._reader = reader
         self._retention = retention
@@ -256,8 +273,13 @@ class Outbox:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, path: Path, synchronous: str = "full", retention: float = 3600.0,
-                   reserve: int = RESERVE_BYTES) -> AsyncIterator[Outbox]:
+    async def open(
+        cls,
+        path: Path,
+        synchronous: str = "full",
+        retention: float = 3600.0,
+        reserve: int = RESERVE_BYTES,
+    ) -> AsyncIterator[Outbox]:
         """``reserve``: bytes set aside for a full disk (0: none), see :data:`RESERVE_BYTES`."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,9 +354,12 @@ class Outbox:
                 self._drop_reserve()
         if health.error is None:
             health.since = time.time()
-            log.warning("outbox writes fail: %s; capture is paused (cursors stay where "
-                        "they are), pending events go out while deliveries can be recorded; "
-                        "retrying by itself", message)
+            log.warning(
+                "outbox writes fail: %s; capture is paused (cursors stay where "
+                "they are), pending events go out while deliveries can be recorded; "
+                "retrying by itself",
+                message,
+            )
         health.error = message
         health.failures += 1
         health.attempts += 1
@@ -347,8 +372,11 @@ class Outbox:
         health = self.write_health
         if health.error is None:
             return
-        log.info("outbox writable again after %.0fs (%d failed attempts); capture resumes",
-                 time.time() - (health.since or time.time()), health.attempts)
+        log.info(
+            "outbox writable again after %.0fs (%d failed attempts); capture resumes",
+            time.time() - (health.since or time.time()),
+            health.attempts,
+        )
         health.error, health.since, health.disk_full, health.attempts = None, None, False, 0
 
     async def writable(self) -> bool:
@@ -369,9 +397,11 @@ class Outbox:
         wrote would be gone with the process, cursors included."""
         if self.path is None or _identity(self.path) == self.write_health.identity:
             return
-        raise self._failed(f"outbox {self.path} was removed or replaced while the agent "
-                           f"ran; capture stops until it is back (put the same file back, "
-                           f"or restart the agent to open the one now at that path)")
+        raise self._failed(
+            f"outbox {self.path} was removed or replaced while the agent "
+            f"ran; capture stops until it is back (put the same file back, "
+            f"or restart the agent to open the one now at that path)"
+        )
 
     def _keep_reserve(self) -> None:
         if self._reserve is None or self._reserve_size <= 0:
@@ -380,16 +410,20 @@ class Outbox:
             if self._reserve.stat().st_size >= self._reserve_size:
                 return
         if not _make_reserve(self._reserve, self._reserve_size):
-            log.warning("no room for the outbox reserve %s (%d MiB): on a full disk, delivery "
-                        "will stop after relay.max_inflight unrecorded events",
-                        self._reserve, self._reserve_size // 2**20)
+            log.warning(
+                "no room for the outbox reserve %s (%d MiB): on a full disk, delivery "
+                "will stop after relay.max_inflight unrecorded events",
+                self._reserve,
+                self._reserve_size // 2**20,
+            )
 
     def _drop_reserve(self) -> None:
         if self._reserve is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._reserve.unlink()
-                log.info("gave up the outbox reserve %s to keep recording deliveries",
-                         self._reserve)
+                log.info(
+                    "gave up the outbox reserve %s to keep recording deliveries", self._reserve
+                )
 
     def _room_to_resume(self) -> bool:
         """Capture resumes on a once-full disk when the reserve fits again with as much to
@@ -416,10 +450,13 @@ class Outbox:
     async def feed_state(self, feed: FeedId) -> tuple[str | None, int]:
         """The stored cursor (``None`` before the first page) and last snapshot generation."""
         with self._disk_errors():
-            async with self._lock, self._writer.execute(
-                "SELECT cursor, generation FROM feeds WHERE source = ? AND feed = ?",
-                (feed.source, feed.feed),
-            ) as cursor:
+            async with (
+                self._lock,
+                self._writer.execute(
+                    "SELECT cursor, generation FROM feeds WHERE source = ? AND feed = ?",
+                    (feed.source, feed.feed),
+                ) as cursor,
+            ):
                 row = await cursor.fetchone()
         return (row[0], int(row[1])) if row else (None, 0)
 
@@ -433,13 +470,16 @@ class Outbox:
         """The next poll re-reads the whole feed; stored hashes still drop what is unchanged."""
         self._check_file()
         async with self._transaction() as db:
-            await db.execute("UPDATE feeds SET cursor = NULL WHERE source = ? AND feed = ?",
-                             (feed.source, feed.feed))
+            await db.execute(
+                "UPDATE feeds SET cursor = NULL WHERE source = ? AND feed = ?",
+                (feed.source, feed.feed),
+            )
         self._wrote()
 
     @staticmethod
-    async def _upsert_feed(db: aiosqlite.Connection, feed: FeedId, cursor: str | None,
-                           generation: int | None) -> None:
+    async def _upsert_feed(
+        db: aiosqlite.Connection, feed: FeedId, cursor: str | None, generation: int | None
+    ) -> None:
         await db.execute(
             "INSERT INTO feeds (source, feed, entity, cursor, generation) "
             "VALUES (?, ?, ?, ?, coalesce(?, 0)) ON CONFLICT (source, feed) DO UPDATE SET "
@@ -467,8 +507,9 @@ class Outbox:
         self._wrote()
         if fresh:
             self.new_events.set()
-        return PageResult(enqueued=len(fresh), unchanged=len(page.changes) - len(fresh),
-                          dead=len(dead))
+        return PageResult(
+            enqueued=len(fresh), unchanged=len(page.changes) - len(fresh), dead=len(dead)
+        )
 
     async def _known_hashes(self, db: aiosqlite.Connection, page: CapturedPage) -> dict[str, bytes]:
         subjects = [c.subject for c in page.changes] + [d.subject for d in page.dead if d.subject]
@@ -493,8 +534,9 @@ class Outbox:
             fresh.append(change)
         return fresh
 
-    async def _enqueue(self, db: aiosqlite.Connection, page: CapturedPage,
-                       fresh: list[Change]) -> None:
+    async def _enqueue(
+        self, db: aiosqlite.Connection, page: CapturedPage, fresh: list[Change]
+    ) -> None:
         feed = page.feed
         if page.conflate and fresh:
             await db.executemany(
@@ -505,13 +547,16 @@ class Outbox:
         await db.executemany(
             "INSERT INTO events (event_id, source, feed, entity, op, subject, time, data) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(uuid7(), feed.source, feed.feed, feed.entity, c.op, c.subject, now, c.data)
-             for c in fresh],
+            [
+                (uuid7(), feed.source, feed.feed, feed.entity, c.op, c.subject, now, c.data)
+                for c in fresh
+            ],
         )
 
     @staticmethod
-    async def _store_dead_rows(db: aiosqlite.Connection, page: CapturedPage,
-                               dead: list[Any]) -> None:
+    async def _store_dead_rows(
+        db: aiosqlite.Connection, page: CapturedPage, dead: list[Any]
+    ) -> None:
         feed, now = page.feed, time.time()
         await db.executemany(
             "INSERT INTO dead_letters (kind, source, feed, entity, subject, reason, payload, "
@@ -520,8 +565,9 @@ class Outbox:
         )
 
     @staticmethod
-    async def _store_hashes(db: aiosqlite.Connection, page: CapturedPage, fresh: list[Change],
-                            dead: list[Any]) -> None:
+    async def _store_hashes(
+        db: aiosqlite.Connection, page: CapturedPage, fresh: list[Change], dead: list[Any]
+    ) -> None:
         feed, generation = page.feed, page.seen_generation
         if generation is not None:  # a snapshot pass marks every key it saw, changed or not
             changes, dead = page.changes, page.dead
@@ -543,11 +589,14 @@ class Outbox:
     async def unseen_subjects(self, feed: FeedId, generation: int, limit: int) -> list[str]:
         """Keys the snapshot pass ``generation`` did not see: deleted in the ERP."""
         with self._disk_errors():
-            async with self._lock, self._writer.execute(
-                "SELECT subject FROM key_state WHERE source = ? AND feed = ? AND generation < ? "
-                "AND subject NOT LIKE '#%' ORDER BY subject LIMIT ?",
-                (feed.source, feed.feed, generation, limit),
-            ) as cursor:
+            async with (
+                self._lock,
+                self._writer.execute(
+                    "SELECT subject FROM key_state WHERE source = ? AND feed = ? "
+                    "AND generation < ? AND subject NOT LIKE '#%' ORDER BY subject LIMIT ?",
+                    (feed.source, feed.feed, generation, limit),
+                ) as cursor,
+            ):
                 return [str(row[0]) async for row in cursor]
 
     # --- delivery side --------------------------------------------------------------------
@@ -594,9 +643,11 @@ class Outbox:
                 return
             except OutboxUnwritable:
                 if not await self._wait_to_retry():
-                    log.warning("stopping with %d delivered events not recorded: they stay "
-                                "pending and are sent again after the restart",
-                                len(acked) + len(nacked))
+                    log.warning(
+                        "stopping with %d delivered events not recorded: they stay "
+                        "pending and are sent again after the restart",
+                        len(acked) + len(nacked),
+                    )
                     return
 
     async def _record(self, acked: list[int], nacked: list[PublishResult], now: float) -> None:
@@ -624,8 +675,10 @@ class Outbox:
         if self._retention <= 0:
             statement, params = f"DELETE FROM events WHERE id IN ({marks})", (*acked,)
         else:
-            statement = (f"UPDATE events SET state = {DELIVERED}, changed_at = ? "
-                         f"WHERE state = {PENDING} AND id IN ({marks})")
+            statement = (
+                f"UPDATE events SET state = {DELIVERED}, changed_at = ? "
+                f"WHERE state = {PENDING} AND id IN ({marks})"
+            )
             params = (now, *acked)
         with self._disk_errors():
             async with self._lock, self._writer.execute(statement, params):
@@ -634,8 +687,7 @@ class Outbox:
     @staticmethod
     async def _dead_event(db: aiosqlite.Connection, result: PublishResult, now: float) -> None:
         cursor = await db.execute(
-            f"UPDATE events SET state = {DEAD}, changed_at = ? "
-            f"WHERE id = ? AND state = {PENDING}",
+            f"UPDATE events SET state = {DEAD}, changed_at = ? WHERE id = ? AND state = {PENDING}",
             (now, result.sequence),
         )
         if cursor.rowcount == 0:
@@ -687,15 +739,17 @@ class Outbox:
         except OutboxUnwritable:
             return self._last_stats or OutboxStats(0, 0, 0, None, 0)
         assert row is not None
-        self._last_stats = OutboxStats(int(row[0]), int(row[1]), int(row[2]), row[3],
-                                       int(row[4] or 0))
+        self._last_stats = OutboxStats(
+            int(row[0]), int(row[1]), int(row[2]), row[3], int(row[4] or 0)
+        )
         return self._last_stats
 
     async def pending_count(self) -> int:
         try:
             with self._disk_errors():
                 async with self._reader.execute(
-                        f"SELECT count(*) FROM events WHERE state = {PENDING}") as cursor:
+                    f"SELECT count(*) FROM events WHERE state = {PENDING}"
+                ) as cursor:
                     row = await cursor.fetchone()
         except OutboxUnwritable:
             return self._last_stats.pending if self._last_stats else 0
@@ -725,8 +779,7 @@ class Outbox:
                 return False
             kind, source, feed, subject, event_seq = row
             if kind == "publish":
-                await db.execute(f"UPDATE events SET state = {PENDING} WHERE id = ?",
-                                 (event_seq,))
+                await db.execute(f"UPDATE events SET state = {PENDING} WHERE id = ?", (event_seq,))
             else:
                 await db.execute(
                     "DELETE FROM key_state WHERE source = ? AND feed = ? AND subject = ?",
@@ -802,10 +855,12 @@ class Outbox:
             new_last = max(floor, int(row[0] or 0) if row else 0)
             # UPDATE does not move the AUTOINCREMENT counter; a new file has no row for it yet.
             cursor = await db.execute(
-                "UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'", (new_last,))
+                "UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'", (new_last,)
+            )
             if cursor.rowcount == 0:
                 await db.execute(
-                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (new_last,))
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (new_last,)
+                )
         return SequenceMove(last, floor, renumbered, new_last)
 
     @staticmethod
@@ -817,13 +872,16 @@ class Outbox:
             async with db.execute(
                 f"SELECT id FROM events WHERE state = {PENDING} AND id > ? AND id <= ? "
                 "ORDER BY id "
-                "LIMIT ?", (after, last, _RENUMBER_BATCH),
+                "LIMIT ?",
+                (after, last, _RENUMBER_BATCH),
             ) as cursor:
                 ids = [int(r[0]) async for r in cursor]
             if not ids:
                 return total
-            await db.executemany("UPDATE events SET id = ?, event_id = ? WHERE id = ?",
-                                 [(old + shift, uuid7(), old) for old in ids])
+            await db.executemany(
+                "UPDATE events SET id = ?, event_id = ? WHERE id = ?",
+                [(old + shift, uuid7(), old) for old in ids],
+            )
             after, total = ids[-1], total + len(ids)
 
 

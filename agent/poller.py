@@ -60,11 +60,13 @@ class FeedStats:
     def failing(self) -> bool:
         """The last poll failed (``last_error`` stays, for the record, after a recovery)."""
         return self.last_error is not None and (
-            self.last_success is None or (self.last_poll_end or 0.0) > self.last_success)
+            self.last_success is None or (self.last_poll_end or 0.0) > self.last_success
+        )
 
 
-def mode_for(source: SourceConfig, entity: EntityConfig,
-             clock: Callable[[], float] = time.monotonic) -> Mode:
+def mode_for(
+    source: SourceConfig, entity: EntityConfig, clock: Callable[[], float] = time.monotonic
+) -> Mode:
     """The mode object the feed's ``mode`` names; ``clock`` is its lookback's clock."""
     match entity.mode:
         case "timestamp":
@@ -79,9 +81,15 @@ class FeedPoller:
     """One entity feed: its mode reads, the poller maps, commits and counts (a
     :class:`~agent.modes.base.Poller`)."""
 
-    def __init__(self, source: SourceConfig, entity: EntityConfig, reader: Source,
-                 outbox: Outbox, stop: asyncio.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        source: SourceConfig,
+        entity: EntityConfig,
+        reader: Source,
+        outbox: Outbox,
+        stop: asyncio.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.entity = entity
         self.stop = stop or asyncio.Event()
         self.feed = FeedId(source.name, entity.feed, entity.entity)
@@ -115,11 +123,18 @@ class FeedPoller:
         stored_text, _ = await self.outbox.feed_state(self.feed)
         return decode_cursor(stored_text) if stored_text is not None else None
 
-    async def capture(self, rows: list[Row], read: int, *, cursor: Any = None,
-                      generation: int | None = None) -> PollTotals:
+    async def capture(
+        self, rows: list[Row], read: int, *, cursor: Any = None, generation: int | None = None
+    ) -> PollTotals:
         changes, dead = await self._map(rows)
-        page = CapturedPage(self.feed, changes, dead, cursor=_encoded(cursor),
-                            seen_generation=generation, conflate=self.entity.conflate)
+        page = CapturedPage(
+            self.feed,
+            changes,
+            dead,
+            cursor=_encoded(cursor),
+            seen_generation=generation,
+            conflate=self.entity.conflate,
+        )
         return await self.commit(page, read)
 
     async def _map(self, rows: list[Row]) -> tuple[list[Change], list[DeadRow]]:

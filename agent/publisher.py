@@ -100,8 +100,9 @@ class RetainedUnknown(RelayError):
     the probe was refused (an ACL), or neither came back in time. Another connection may."""
 
 
-def tls_context(ca_file: Path | None, cert_file: Path | None,
-                key_file: Path | None) -> ssl.SSLContext:
+def tls_context(
+    ca_file: Path | None, cert_file: Path | None, key_file: Path | None
+) -> ssl.SSLContext:
     """Verify the relay's certificate and hostname; optionally present a client cert.
 
     A file that cannot be used is a :class:`ConfigError` naming its ``relay.*`` key, and a
@@ -110,23 +111,30 @@ def tls_context(ca_file: Path | None, cert_file: Path | None,
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
         context.sslsocket_class = ClosedOnFailedHandshake
     except (OSError, ssl.SSLError) as error:
-        raise ConfigError([f"relay.ca_file: cannot load {ca_file}: {_ssl_words(error)}"]) \
-            from None
+        raise ConfigError([f"relay.ca_file: cannot load {ca_file}: {_ssl_words(error)}"]) from None
     if cert_file is not None and key_file is not None:
         check_private(key_file, "relay.key_file")
         try:
             context.load_cert_chain(str(cert_file), str(key_file), password=_no_passphrase)
         except (OSError, ssl.SSLError) as error:
-            raise ConfigError([f"relay.cert_file: cannot use {cert_file} with relay.key_file "
-                               f"{key_file}: {_ssl_words(error)}"]) from None
+            raise ConfigError(
+                [
+                    f"relay.cert_file: cannot use {cert_file} with relay.key_file "
+                    f"{key_file}: {_ssl_words(error)}"
+                ]
+            ) from None
     return context
 
 
 def _no_passphrase() -> str:
     # OpenSSL would otherwise prompt on the terminal, which a service does not have.
-    raise ConfigError(["relay.key_file: the private key is encrypted and the agent cannot ask "
-                       "for its passphrase; store it unencrypted, mode 600 "
-                       "(openssl pkey -in ENCRYPTED -out PLAIN)"])
+    raise ConfigError(
+        [
+            "relay.key_file: the private key is encrypted and the agent cannot ask "
+            "for its passphrase; store it unencrypted, mode 600 "
+            "(openssl pkey -in ENCRYPTED -out PLAIN)"
+        ]
+    )
 
 
 def _ssl_words(error: OSError) -> str:
@@ -143,23 +151,43 @@ _CLOSED_EARLY = "the relay closed the connection before accepting it"
 # What a connection failure means, in an operator's words: (text in the library's error,
 # the explanation). The first match wins; the library's own text follows in brackets.
 _CONNECT_FAILURES = (
-    ("certificate has expired", "the relay's TLS certificate has expired (or this machine's "
-                                "clock is wrong)"),
-    ("certificate is not yet valid", "the relay's TLS certificate is not valid yet (or this "
-                                     "machine's clock is wrong)"),
-    ("Hostname mismatch", "the relay's TLS certificate is not issued for {host}: connect by "
-                          "a name the certificate lists"),
-    ("IP address mismatch", "the relay's TLS certificate is not issued for {host}: connect by "
-                            "a name the certificate lists"),
-    ("certificate verify failed", "the relay's TLS certificate is not signed by a CA we "
-                                  "trust; set relay.ca_file to the CA that signed it"),
-    ("WRONG_VERSION_NUMBER", "the relay's port does not speak TLS: use its TLS port, or "
-                             "mqtt:// to a loopback relay"),
+    (
+        "certificate has expired",
+        "the relay's TLS certificate has expired (or this machine's clock is wrong)",
+    ),
+    (
+        "certificate is not yet valid",
+        "the relay's TLS certificate is not valid yet (or this machine's clock is wrong)",
+    ),
+    (
+        "Hostname mismatch",
+        "the relay's TLS certificate is not issued for {host}: connect by "
+        "a name the certificate lists",
+    ),
+    (
+        "IP address mismatch",
+        "the relay's TLS certificate is not issued for {host}: connect by "
+        "a name the certificate lists",
+    ),
+    (
+        "certificate verify failed",
+        "the relay's TLS certificate is not signed by a CA we "
+        "trust; set relay.ca_file to the CA that signed it",
+    ),
+    (
+        "WRONG_VERSION_NUMBER",
+        "the relay's port does not speak TLS: use its TLS port, or mqtt:// to a loopback relay",
+    ),
     (_CLOSED_EARLY, "the relay closed the connection while we logged in{tls}"),
-    ("Not authorized", "the relay refused the login: check relay.username and the password "
-                       "(or the client certificate)"),
-    ("Bad user name or password", "the relay refused the login: check relay.username and "
-                                  "the password"),
+    (
+        "Not authorized",
+        "the relay refused the login: check relay.username and the password "
+        "(or the client certificate)",
+    ),
+    (
+        "Bad user name or password",
+        "the relay refused the login: check relay.username and the password",
+    ),
 )
 
 
@@ -167,8 +195,14 @@ def describe_connect_failure(error: Exception, host: str, tls: bool) -> str:
     """``error`` (from aiomqtt or paho) with, where known, what it means and what to do."""
     raw = _ssl_words(error) if isinstance(error, OSError) else str(error)
     raw = re.sub(r"^\[SSL: [A-Z_]+\]\s*|\s*\(_ssl\.c:\d+\)$", "", raw)
-    hint = (" (a TLS relay does that when it requires a client certificate and gets none it "
-            "trusts: see relay.cert_file and relay.key_file)") if tls else ""
+    hint = (
+        (
+            " (a TLS relay does that when it requires a client certificate and gets none it "
+            "trusts: see relay.cert_file and relay.key_file)"
+        )
+        if tls
+        else ""
+    )
     for needle, words in _CONNECT_FAILURES:
         if needle in raw:
             words = words.format(host=host, tls=hint)
@@ -216,8 +250,11 @@ _CONTENT_TYPE_ID, _USER_PROPERTY_ID = b"\x03", b"\x26"  # MQTT 5 §2.2.2.2
 def message_properties(user: list[tuple[str, str]], content_type: str) -> PackedProperties:
     """Content Type and User Properties, length-prefixed, byte for byte as paho packs them
     (``tests/test_publisher.py`` compares the two)."""
-    body = _CONTENT_TYPE_ID + _utf8(content_type) + b"".join(
-        _USER_PROPERTY_ID + _utf8(key) + _utf8(value) for key, value in user)
+    body = (
+        _CONTENT_TYPE_ID
+        + _utf8(content_type)
+        + b"".join(_USER_PROPERTY_ID + _utf8(key) + _utf8(value) for key, value in user)
+    )
     return PackedProperties(_varint(len(body)) + body)
 
 
@@ -258,9 +295,19 @@ class RelayLink:
             clean_session = False  # 3.1.1's persistent session; clean_start is 5's alone
         version = aiomqtt.ProtocolVersion.V5 if self.mqtt5 else aiomqtt.ProtocolVersion.V311
         return aiomqtt.Client(
-            s.host, s.port, identifier=s.client_id, username=s.username, password=s.password,
-            protocol=version, clean_start=clean_start, clean_session=clean_session,
-            properties=props, will=will, keepalive=s.keepalive, tls_context=s.tls, timeout=30,
+            s.host,
+            s.port,
+            identifier=s.client_id,
+            username=s.username,
+            password=s.password,
+            protocol=version,
+            clean_start=clean_start,
+            clean_session=clean_session,
+            properties=props,
+            will=will,
+            keepalive=s.keepalive,
+            tls_context=s.tls,
+            timeout=30,
             # The sliding window is ours; paho must not hold messages back in its own queue.
             max_inflight_messages=0,
         )
@@ -271,12 +318,15 @@ class RelayLink:
         except aiomqtt.MqttError as error:
             s = self.settings
             why = describe_connect_failure(error, s.host, s.tls is not None)
-            raise RelayError(f"cannot connect to {s.host}:{s.port}: {why}") \
-                from None
+            raise RelayError(f"cannot connect to {s.host}:{s.port}: {why}") from None
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._fail_pending("link closed")
         if self.leave_will and not self.closed.done():
             # Leaving on an error or a cancellation: a plain DISCONNECT would discard the
@@ -309,20 +359,25 @@ class RelayLink:
 
     # --- publishing ----------------------------------------------------------------------
 
-    def send(self, topic: str, payload: bytes, properties: PackedProperties | None,
-             retain: bool = False) -> asyncio.Future[Ack]:
+    def send(
+        self, topic: str, payload: bytes, properties: PackedProperties | None, retain: bool = False
+    ) -> asyncio.Future[Ack]:
         """Hand one QoS 1 message to the socket; the future resolves on its PUBACK."""
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         if not self.mqtt5:
             properties = None  # 3.1.1 has no properties; the envelope carries them all
         size = self.packet_size(topic, payload, properties, self.mqtt5)
         if size > self.max_packet_size:
-            future.set_result(Ack(Outcome.NACKED, f"message of {size} bytes exceeds the "
-                                                  f"broker's maximum packet size "
-                                                  f"{self.max_packet_size}"))
+            future.set_result(
+                Ack(
+                    Outcome.NACKED,
+                    f"message of {size} bytes exceeds the "
+                    f"broker's maximum packet size "
+                    f"{self.max_packet_size}",
+                )
+            )
             return future
-        info = self._paho.publish(topic, payload, qos=1, retain=retain,
-                                  properties=properties)  # type: ignore[arg-type]
+        info = self._paho.publish(topic, payload, qos=1, retain=retain, properties=properties)  # type: ignore[arg-type]
         if info.rc != paho.MQTT_ERR_SUCCESS:
             # Not sent (no connection): unknown, and delivery must start over from the
             # oldest pending event on a new connection rather than carry on past it.
@@ -361,25 +416,28 @@ class RelayLink:
 
         self._paho.message_callback_add(topic, on_message)
         try:
-            return await asyncio.wait_for(self._subscribe_and_probe(topic, probe, found),
-                                          within)
+            return await asyncio.wait_for(self._subscribe_and_probe(topic, probe, found), within)
         except TimeoutError:
-            raise RetainedUnknown(f"nothing came back on {topic} within {within:.0f}s (may "
-                                  f"this agent read that topic?)") from None
+            raise RetainedUnknown(
+                f"nothing came back on {topic} within {within:.0f}s (may "
+                f"this agent read that topic?)"
+            ) from None
         finally:
             self._paho.message_callback_add(topic, _drop_message)
             if not self.closed.done():
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                     await self._client.unsubscribe(topic, timeout=within)
 
-    async def _subscribe_and_probe(self, topic: str, probe: bytes,
-                                   found: asyncio.Future[bytes | None]) -> bytes | None:
+    async def _subscribe_and_probe(
+        self, topic: str, probe: bytes, found: asyncio.Future[bytes | None]
+    ) -> bytes | None:
         try:
             codes = await self._client.subscribe(topic, qos=1, timeout=math.inf)
         except aiomqtt.MqttError as error:
             raise LinkLost(f"cannot subscribe to {topic}: {error}") from None
-        refused = [code for code in codes
-                   if (code.value if isinstance(code, ReasonCode) else code) >= 0x80]
+        refused = [
+            code for code in codes if (code.value if isinstance(code, ReasonCode) else code) >= 0x80
+        ]
         if refused:
             code = refused[0]
             words = _reason_text(code) if isinstance(code, ReasonCode) else f"0x{code:02x}"
@@ -396,8 +454,9 @@ class RelayLink:
         return found.result()
 
     @staticmethod
-    def packet_size(topic: str, payload: bytes, properties: PackedProperties | None,
-                    mqtt5: bool = True) -> int:
+    def packet_size(
+        topic: str, payload: bytes, properties: PackedProperties | None, mqtt5: bool = True
+    ) -> int:
         """The whole QoS 1 PUBLISH packet, as MQTT 5's Maximum Packet Size counts it."""
         props = len(properties.pack()) if properties is not None else int(mqtt5)
         # topic length prefix + topic + packet id + properties (with their length) + payload
@@ -498,8 +557,11 @@ def _install_hooks(client: aiomqtt.Client, link: RelayLink) -> paho.Client:
         # its message iterator reads; we report the loss ourselves, so mark it retrieved
         # rather than have asyncio log "Future exception was never retrieved" each time.
         disconnected = getattr(client, "_disconnected", None)
-        if isinstance(disconnected, asyncio.Future) and disconnected.done() \
-                and not disconnected.cancelled():
+        if (
+            isinstance(disconnected, asyncio.Future)
+            and disconnected.done()
+            and not disconnected.cancelled()
+        ):
             disconnected.exception()
 
     inner.on_connect = on_connect
@@ -507,4 +569,3 @@ def _install_hooks(client: aiomqtt.Client, link: RelayLink) -> paho.Client:
     inner.on_disconnect = on_disconnect
     inner.on_socket_register_write = register_write_when_open(client)
     return inner
-

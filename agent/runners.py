@@ -32,8 +32,12 @@ log = logging.getLogger("distillsync.service")
 
 
 def source_password(source: SourceConfig, index: int) -> str | None:
-    return read_secret(source.password_file, source.password_env, f"sources[{index}].password",
-                       source.password_credential)
+    return read_secret(
+        source.password_file,
+        source.password_env,
+        f"sources[{index}].password",
+        source.password_credential,
+    )
 
 
 def open_source(source: SourceConfig, index: int) -> Source:
@@ -95,9 +99,14 @@ class SourceRunner:
                 poller.stats.last_poll_end = time.time()
                 raise
             if totals.enqueued or totals.dead:
-                log.info("%s/%s: %d rows read, %d changes, %d dead letters",
-                         self.config.name, poller.feed.feed, totals.rows, totals.enqueued,
-                         totals.dead)
+                log.info(
+                    "%s/%s: %d rows read, %d changes, %d dead letters",
+                    self.config.name,
+                    poller.feed.feed,
+                    totals.rows,
+                    totals.enqueued,
+                    totals.dead,
+                )
 
     def _log_failure(self, state: RetryCallState) -> None:
         self.first_attempt.set()
@@ -109,8 +118,6 @@ class SourceRunner:
 async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-
-
 
 
 class SourceSet:
@@ -136,8 +143,10 @@ class SourceSet:
             for index, config in indexed.items():
                 reader = open_source(config, index)
                 stop = asyncio.Event()
-                pollers = [FeedPoller(config, entity, reader, self.outbox, stop)
-                           for entity in config.entities]
+                pollers = [
+                    FeedPoller(config, entity, reader, self.outbox, stop)
+                    for entity in config.entities
+                ]
                 built.append(SourceRunner(config, pollers, stop, reader))
         except BaseException:
             for runner in built:
@@ -156,8 +165,11 @@ class SourceSet:
         changed and new ones start, the rest stop. Returns (started, stopped) names.
         Everything new is built before anything stops, so a bad source changes nothing."""
         running = {runner.config.name: runner for runner in self.runners}
-        changed = {index: config for index, config in enumerate(sources)
-                   if running.get(config.name) is None or running[config.name].config != config}
+        changed = {
+            index: config
+            for index, config in enumerate(sources)
+            if running.get(config.name) is None or running[config.name].config != config
+        }
         fresh = {runner.config.name: runner for runner in self._build(changed)}
         names = {config.name for config in sources}
         leaving = [r for r in self.runners if r.config.name in fresh or r.config.name not in names]

@@ -47,8 +47,9 @@ def single_instance(state_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "?"
-            raise OutboxError(f"another agent (pid {holder}) is already running on "
-                              f"{state_dir}") from None
+            raise OutboxError(
+                f"another agent (pid {holder}) is already running on {state_dir}"
+            ) from None
         lock.seek(0)
         lock.truncate()
         try:  # unbuffered, so a failed write leaves nothing for close() to fail on
@@ -63,12 +64,16 @@ def link_settings(config: Config, started_at: str | None = None) -> LinkSettings
     host, port, secure = parse_relay_url(relay.url)
     base = topic_base(relay.topic_prefix, config.agent.tenant, config.agent.id)
     return LinkSettings(
-        host=host, port=port,
+        host=host,
+        port=port,
         tls=tls_context(relay.ca_file, relay.cert_file, relay.key_file) if secure else None,
-        client_id=config.client_id, username=relay.username,
-        password=read_secret(relay.password_file, relay.password_env, "relay.password",
-                             relay.password_credential),
-        keepalive=int(relay.keepalive), session_expiry=int(relay.session_expiry),
+        client_id=config.client_id,
+        username=relay.username,
+        password=read_secret(
+            relay.password_file, relay.password_env, "relay.password", relay.password_credential
+        ),
+        keepalive=int(relay.keepalive),
+        session_expiry=int(relay.session_expiry),
         will_topic=f"{base}/status",
         will_payload=status_payload("offline", started_at or now_rfc3339()),
         protocol=relay.protocol,
@@ -89,8 +94,9 @@ def delivery_settings(config: Config) -> DeliverySettings:
 class Agent:
     """Everything one ``distillsync run`` owns."""
 
-    def __init__(self, config: Config, notifier: Notifier | None = None,
-                 config_path: Path | None = None) -> None:
+    def __init__(
+        self, config: Config, notifier: Notifier | None = None, config_path: Path | None = None
+    ) -> None:
         self.config = config
         self.config_path = config_path
         """Where SIGHUP re-reads the config from (None: no reloads)."""
@@ -114,8 +120,9 @@ class Agent:
 
     async def _run_with_outbox(self, state_file: Path) -> None:
         cfg = self.config
-        async with Outbox.open(state_file, cfg.outbox.synchronous,
-                               cfg.outbox.delivered_retention) as outbox:
+        async with Outbox.open(
+            state_file, cfg.outbox.synchronous, cfg.outbox.delivered_retention
+        ) as outbox:
             self.outbox, self.sources = outbox, SourceSet(outbox)
             self.sources.prepare(list(cfg.sources))
             try:
@@ -125,12 +132,22 @@ class Agent:
 
     async def _run_parts(self, outbox: Outbox) -> None:
         settings = link_settings(self.config, self.started_at)
-        delivery = Delivery(outbox, lambda: RelayLink(settings), delivery_settings(self.config),
-                            self.stop, self.started_at, self.compact_status)
+        delivery = Delivery(
+            outbox,
+            lambda: RelayLink(settings),
+            delivery_settings(self.config),
+            self.stop,
+            self.started_at,
+            self.compact_status,
+        )
         self.delivery = delivery
-        log.info("agent %s/%s started, outbox %s, status API %s", self.config.agent.tenant,
-                 self.config.agent.id, self.config.agent.state_dir / "outbox.db",
-                 self.config.api.socket)
+        log.info(
+            "agent %s/%s started, outbox %s, status API %s",
+            self.config.agent.tenant,
+            self.config.agent.id,
+            self.config.agent.state_dir / "outbox.db",
+            self.config.api.socket,
+        )
         async with serve(self, self.config.api), asyncio.TaskGroup() as group:
             group.create_task(delivery.run(), name="delivery")
             self.sources.start(group)
@@ -139,8 +156,9 @@ class Agent:
             group.create_task(self._every(STATUS_EVERY, self._report), name="status")
             group.create_task(self._reloads(), name="reload")
             if self.notifier.watchdog_interval:
-                group.create_task(self._every(self.notifier.watchdog_interval, self._ping),
-                                  name="watchdog")
+                group.create_task(
+                    self._every(self.notifier.watchdog_interval, self._ping), name="watchdog"
+                )
             await self.stop.wait()
             log.info("stopping: finishing the current poll page and in-flight publishes")
             self.notifier.stopping()
@@ -172,15 +190,24 @@ class Agent:
             if self.config_path is None:
                 raise ConfigError(["no config file to reload from"])
             new = load_config(self.config_path)
-            needs_restart = [name for name in ("agent", "relay", "api", "outbox")
-                             if getattr(new, name) != getattr(self.config, name)]
+            needs_restart = [
+                name
+                for name in ("agent", "relay", "api", "outbox")
+                if getattr(new, name) != getattr(self.config, name)
+            ]
             started, stopped = await self.sources.replace(list(new.sources))
             self.config = self.config.model_copy(update={"sources": new.sources})
-            log.info("reloaded %s: sources started %s, stopped %s", self.config_path,
-                     ", ".join(started) or "none", ", ".join(stopped) or "none")
+            log.info(
+                "reloaded %s: sources started %s, stopped %s",
+                self.config_path,
+                ", ".join(started) or "none",
+                ", ".join(stopped) or "none",
+            )
             if needs_restart:
-                log.warning("reload: [%s] changed; that takes effect at the next restart",
-                            "], [".join(needs_restart))
+                log.warning(
+                    "reload: [%s] changed; that takes effect at the next restart",
+                    "], [".join(needs_restart),
+                )
         except ConfigError as error:
             log.error("reload refused, the running config stays: %s", "; ".join(error.problems))
         finally:
@@ -212,27 +239,36 @@ class Agent:
         """What changes the fleet view's row beyond its counters: refreshed within
         ``STATUS_EVERY`` instead of waiting for the periodic announcement."""
         relay = self.delivery.stats
-        return (relay.last_error, relay.last_publish is None, stats.pending > 0,
-                stats.dead_letters, tuple(r.paused for r in self.runners),
-                tuple(p.stats.failing for r in self.runners for p in r.pollers))
+        return (
+            relay.last_error,
+            relay.last_publish is None,
+            stats.pending > 0,
+            stats.dead_letters,
+            tuple(r.paused for r in self.runners),
+            tuple(p.stats.failing for r in self.runners for p in r.pollers),
+        )
 
     async def compact_status(self) -> dict[str, object]:
         """The retained status' summary for the fleet view (see ``Delivery.describe``)."""
         stats = await self.outbox.stats()
         self._announced = self._state_signature(stats)
         relay = self.delivery.stats
-        errors = [p.stats.last_error for r in self.runners for p in r.pollers
-                  if p.stats.failing]
-        return {"backlog": stats.pending, "dead_letters": stats.dead_letters,
-                "published": relay.published,
-                "last_publish": rfc3339_from_epoch(relay.last_publish),
-                "last_error": errors[0] if errors else relay.last_error,
-                "sources_failing": len(errors),
-                "paused": [r.config.name for r in self.runners if r.paused]}
+        errors = [p.stats.last_error for r in self.runners for p in r.pollers if p.stats.failing]
+        return {
+            "backlog": stats.pending,
+            "dead_letters": stats.dead_letters,
+            "published": relay.published,
+            "last_publish": rfc3339_from_epoch(relay.last_publish),
+            "last_error": errors[0] if errors else relay.last_error,
+            "sources_failing": len(errors),
+            "paused": [r.config.name for r in self.runners if r.paused],
+        }
 
     def _status_line(self, pending: int) -> str:
-        return f"relay {self.delivery.stats.state}, {pending} pending, " \
-               f"{self.delivery.stats.published} published"
+        return (
+            f"relay {self.delivery.stats.state}, {pending} pending, "
+            f"{self.delivery.stats.published} published"
+        )
 
     def request_stop(self) -> None:
         self.stop.set()

@@ -158,8 +158,10 @@ class AgentStatus:
 
 def _to_json(value: object) -> object:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name.removesuffix("_"): _to_json(getattr(value, f.name))
-                for f in dataclasses.fields(value)}
+        return {
+            f.name.removesuffix("_"): _to_json(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+        }
     if isinstance(value, tuple | list):
         return [_to_json(item) for item in value]
     if isinstance(value, Mapping):

@@ -74,13 +74,15 @@ def api_client(args: argparse.Namespace) -> ApiClient:
     from agent.apiclient import DEFAULT_SOCKET, ApiClient
 
     if args.url:
-        token = (read_secret(Path(args.token_file), None, "token") if args.token_file
-                 else None)
+        token = read_secret(Path(args.token_file), None, "token") if args.token_file else None
         return ApiClient(None, url=args.url, token=token)
     if args.token_file:  # a token given for nothing is a mistake worth saying
         raise ConfigError(["--token-file: only with --url (the socket takes no token)"])
-    socket = Path(args.socket) if args.socket else (
-        _config(args).api.socket if args.config else DEFAULT_SOCKET)
+    socket = (
+        Path(args.socket)
+        if args.socket
+        else (_config(args).api.socket if args.config else DEFAULT_SOCKET)
+    )
     return ApiClient(socket)
 
 
@@ -96,8 +98,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"distillsync: the agent answered {code}: {status.get('error')}", file=sys.stderr)
         return EX_FAILURE
     if args.json:
-        print(orjson.dumps({"health": health, "status": status},
-                           option=orjson.OPT_INDENT_2).decode())
+        print(
+            orjson.dumps({"health": health, "status": status}, option=orjson.OPT_INDENT_2).decode()
+        )
     else:
         print(summary(status, health))
     return EX_OK if health_code == 200 else EX_FAILURE
@@ -133,9 +136,11 @@ def summary(received: object, health: dict[str, object]) -> str:
         paused = " (paused)" if source.paused else ""
         for feed in source.feeds:
             error = f", last error: {feed.last_error}" if feed.last_error else ""
-            lines.append(f"source  {source.name}/{feed.feed}{paused} [{feed.mode}]: "
-                         f"{feed.rows_read} rows read, {feed.changes_emitted} changes, "
-                         f"{feed.dead_letters} dead, {feed.errors} errors{error}")
+            lines.append(
+                f"source  {source.name}/{feed.feed}{paused} [{feed.mode}]: "
+                f"{feed.rows_read} rows read, {feed.changes_emitted} changes, "
+                f"{feed.dead_letters} dead, {feed.errors} errors{error}"
+            )
     return "\n".join(lines)
 
 
@@ -144,8 +149,10 @@ def _sequence_lines(sequence: SequenceStatus) -> list[str]:
     if sequence.check == "ok":
         watermark = sequence.relay_watermark
         held = "none, a new agent" if watermark is None else watermark
-        lines = [f"sequence checked against the relay's watermark ({held}); "
-                 f"{sequence.watermark_published} acknowledged since"]
+        lines = [
+            f"sequence checked against the relay's watermark ({held}); "
+            f"{sequence.watermark_published} acknowledged since"
+        ]
     elif sequence.check == "unread":
         lines = [f"sequence NOT CHECKED against the relay: {sequence.unread_reason}"]
     else:
@@ -154,10 +161,12 @@ def _sequence_lines(sequence: SequenceStatus) -> list[str]:
         lines.append(f"sequence the relay refuses the watermark: {sequence.watermark_error}")
     moved = sequence.moved
     if moved is not None:
-        lines.append(f"sequence MOVED at {rfc3339_from_epoch(moved.at)}: the outbox "
-                     f"was at {moved.from_}, the relay had seen {moved.above} (a restored "
-                     f"backup or a new outbox.db); {moved.renumbered} pending events "
-                     f"renumbered above it")
+        lines.append(
+            f"sequence MOVED at {rfc3339_from_epoch(moved.at)}: the outbox "
+            f"was at {moved.from_}, the relay had seen {moved.above} (a restored "
+            f"backup or a new outbox.db); {moved.renumbered} pending events "
+            f"renumbered above it"
+        )
     return lines
 
 
@@ -167,9 +176,15 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.action == "backup":
         return operate.backup(config, args.dest, args.force)
-    return asyncio.run(operate.outbox_command(config, args.action, getattr(args, "id", None),
-                                              getattr(args, "state", "dead"),
-                                              getattr(args, "limit", 50)))
+    return asyncio.run(
+        operate.outbox_command(
+            config,
+            args.action,
+            getattr(args, "id", None),
+            getattr(args, "state", "dead"),
+            getattr(args, "limit", 50),
+        )
+    )
 
 
 def add_outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -182,16 +197,23 @@ def add_outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     def action(name: str, text: str) -> argparse.ArgumentParser:
         p = actions.add_parser(name, help=text, description=text)
-        p.add_argument("-c", "--config", required=True, metavar="FILE",
-                       help="agent TOML file (production: /etc/distillsync/agent.toml)")
+        p.add_argument(
+            "-c",
+            "--config",
+            required=True,
+            metavar="FILE",
+            help="agent TOML file (production: /etc/distillsync/agent.toml)",
+        )
         p.set_defaults(func=cmd_outbox)
         return p
 
     listing = action("list", "dead letters with their reason and payload, or pending events")
     listing.add_argument("--state", choices=["pending", "dead"], default="dead")
     listing.add_argument("--limit", type=int, default=50)
-    for name, text in (("retry", "capture or publish a dead letter again"),
-                       ("discard", "delete a dead letter")):
+    for name, text in (
+        ("retry", "capture or publish a dead letter again"),
+        ("discard", "delete a dead letter"),
+    ):
         action(name, text).add_argument("id", type=int, help="the dead letter's id")
     action("stats", "pending, dead letters, oldest pending, last sequence")
     backup = action("backup", "a consistent copy of the outbox, safe while the agent runs")
@@ -216,42 +238,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from demo.run import run_demo
 
     setup_logging("warning")
-    return asyncio.run(run_demo(seconds=args.seconds, products=args.products,
-                                headless=args.headless or not sys.stdout.isatty(),
-                                broker_kind=args.broker))
+    return asyncio.run(
+        run_demo(
+            seconds=args.seconds,
+            products=args.products,
+            headless=args.headless or not sys.stdout.isatty(),
+            broker_kind=args.broker,
+        )
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="distillsync", description="Keep an ERP and its online shops in sync.")
+        prog="distillsync", description="Keep an ERP and its online shops in sync."
+    )
     parser.add_argument("--version", action="version", version=f"distillsync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("-c", "--config", required=True, metavar="FILE",
-                       help="agent TOML file (production: /etc/distillsync/agent.toml)")
+        p.add_argument(
+            "-c",
+            "--config",
+            required=True,
+            metavar="FILE",
+            help="agent TOML file (production: /etc/distillsync/agent.toml)",
+        )
         return p
 
     with_config("run", "run the daemon in the foreground").set_defaults(func=cmd_run)
-    with_config("check", "validate the config and reach every source and the relay") \
-        .set_defaults(func=cmd_check)
+    with_config("check", "validate the config and reach every source and the relay").set_defaults(
+        func=cmd_check
+    )
+
     def with_api(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--socket", help="the agent's API socket "
-                       "(default: [api] socket of -c FILE, else /run/distillsync/agent.sock)")
+        p.add_argument(
+            "--socket",
+            help="the agent's API socket "
+            "(default: [api] socket of -c FILE, else /run/distillsync/agent.sock)",
+        )
         p.add_argument("-c", "--config", metavar="FILE", help="agent TOML file")
         p.add_argument("--url", help="the API over TCP instead, e.g. http://127.0.0.1:8765")
         p.add_argument("--token-file", metavar="FILE", help="bearer token for --url")
         return p
 
-    status = with_api("status", "one-shot status of a running agent "
-                      "(exit 0 healthy, 1 unhealthy, 69 unreachable)")
+    status = with_api(
+        "status", "one-shot status of a running agent (exit 0 healthy, 1 unhealthy, 69 unreachable)"
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
     tui = with_api("tui", "live dashboard of one agent, or of a fleet with --relay")
-    tui.add_argument("--relay", metavar="URL", help="fleet view: the relay broker, "
-                     "e.g. mqtt://127.0.0.1:1883")
+    tui.add_argument(
+        "--relay", metavar="URL", help="fleet view: the relay broker, e.g. mqtt://127.0.0.1:1883"
+    )
     tui.add_argument("--tenant", help="fleet view: only this tenant")
     tui.add_argument("--prefix", default="distillsync", help="fleet view: topic prefix")
     tui.set_defaults(func=cmd_tui)
@@ -259,18 +299,33 @@ def build_parser() -> argparse.ArgumentParser:
     resync = with_config("resync", "re-read an entity fully and publish what differs")
     resync.add_argument("entity", help="entity or feed name, e.g. stock, or SOURCE/FEED")
     resync.set_defaults(func=cmd_resync)
-    consume = sub.add_parser("consume", help="relay side: apply the events to the shops",
-                             description="relay side: apply the events to the shops")
-    consume.add_argument("-c", "--config", required=True, metavar="FILE",
-                         help="consumer TOML file (production: /etc/distillsync/relay.toml)")
+    consume = sub.add_parser(
+        "consume",
+        help="relay side: apply the events to the shops",
+        description="relay side: apply the events to the shops",
+    )
+    consume.add_argument(
+        "-c",
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="consumer TOML file (production: /etc/distillsync/relay.toml)",
+    )
     consume.set_defaults(func=cmd_consume)
     demo = sub.add_parser("demo", help="demo ERP, embedded broker, agent, demo shop and the TUI")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
     demo.add_argument("--products", type=int, default=300)
-    demo.add_argument("--headless", action="store_true",
-                      help="no TUI: a one-line summary every few seconds (also without a tty)")
-    demo.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto",
-                      help="auto: Mosquitto when its binary is found, else amqtt")
+    demo.add_argument(
+        "--headless",
+        action="store_true",
+        help="no TUI: a one-line summary every few seconds (also without a tty)",
+    )
+    demo.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "amqtt"],
+        default="auto",
+        help="auto: Mosquitto when its binary is found, else amqtt",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -28,8 +28,9 @@ from agent.model import FeedId
 from agent.outbox import PENDING, Outbox
 
 
-async def outbox_command(config: Config, action: str, dead_id: int | None, state: str,
-                         limit: int) -> int:
+async def outbox_command(
+    config: Config, action: str, dead_id: int | None, state: str, limit: int
+) -> int:
     if action in ("retry", "discard") and dead_id is None:
         print(f"outbox {action} needs the id of a dead letter", file=sys.stderr)
         return EX_USAGE
@@ -41,8 +42,9 @@ async def outbox_command(config: Config, action: str, dead_id: int | None, state
     if not path.exists():
         print(f"no outbox at {path} yet (has the agent run?)", file=sys.stderr)
         return EX_FAILURE
-    async with Outbox.open(path, config.outbox.synchronous,
-                           config.outbox.delivered_retention) as outbox:
+    async with Outbox.open(
+        path, config.outbox.synchronous, config.outbox.delivered_retention
+    ) as outbox:
         if action == "stats":
             return _print_json(await outbox.stats())
         if action == "list":
@@ -52,8 +54,9 @@ async def outbox_command(config: Config, action: str, dead_id: int | None, state
         return _acted(action, dead_id, await act(dead_id))
 
 
-async def _through_api(client: ApiClient, action: str, dead_id: int | None, state: str,
-                       limit: int) -> int:
+async def _through_api(
+    client: ApiClient, action: str, dead_id: int | None, state: str, limit: int
+) -> int:
     if action == "stats":
         _, status = await client.get("/v1/status")
         return _print_json(status["outbox"])
@@ -61,11 +64,22 @@ async def _through_api(client: ApiClient, action: str, dead_id: int | None, stat
         _, page = await client.get(f"/v1/outbox?state={state}&limit={limit}")
         for item in page["items"]:
             if state == "pending":
-                _print_pending(item["sequence"], item["time"], item["entity"], item["op"],
-                               item["subject"], orjson.dumps(item["data"]).decode())
+                _print_pending(
+                    item["sequence"],
+                    item["time"],
+                    item["entity"],
+                    item["op"],
+                    item["subject"],
+                    orjson.dumps(item["data"]).decode(),
+                )
             else:
-                _print_dead(item["id"], item["kind"], f"{item['source']}/{item['feed']}",
-                            item["reason"], item["payload"])
+                _print_dead(
+                    item["id"],
+                    item["kind"],
+                    f"{item['source']}/{item['feed']}",
+                    item["reason"],
+                    item["payload"],
+                )
         return EX_OK
     code, _ = await client.post(f"/v1/outbox/{dead_id}/{action}")
     return _acted(action, dead_id, code == 200)
@@ -84,8 +98,7 @@ def _acted(action: str, dead_id: int | None, done: bool) -> int:
     return EX_OK
 
 
-def _print_pending(sequence: int, time: str, entity: str, op: str, subject: str,
-                   data: str) -> None:
+def _print_pending(sequence: int, time: str, entity: str, op: str, subject: str, data: str) -> None:
     print(f"{sequence:>10}  {time}  {entity}.{op}  {subject}  {data[:80]}")
 
 
@@ -97,12 +110,23 @@ def _print_dead(dead_id: int, kind: str, feed: str, reason: str, payload: str) -
 async def _list(outbox: Outbox, state: str, limit: int) -> int:
     if state == "pending":
         for event in await outbox.fetch_pending(0, limit):
-            _print_pending(event.sequence, event.time, event.entity, event.op, event.subject,
-                           event.data.decode(errors="replace"))
+            _print_pending(
+                event.sequence,
+                event.time,
+                event.entity,
+                event.op,
+                event.subject,
+                event.data.decode(errors="replace"),
+            )
         return EX_OK
     for dead in await outbox.dead_letters(0, limit):
-        _print_dead(dead.id, dead.kind, f"{dead.source}/{dead.feed}", dead.reason,
-                    dead.payload.decode(errors="replace"))
+        _print_dead(
+            dead.id,
+            dead.kind,
+            f"{dead.source}/{dead.feed}",
+            dead.reason,
+            dead.payload.decode(errors="replace"),
+        )
     return EX_OK
 
 
@@ -126,8 +150,9 @@ async def resync(config: Config, name: str) -> int:
         print(f"no feed named {name!r}; known: {', '.join(known)}", file=sys.stderr)
         return EX_USAGE
     path = config.agent.state_dir / "outbox.db"
-    async with Outbox.open(path, config.outbox.synchronous,
-                           config.outbox.delivered_retention) as outbox:
+    async with Outbox.open(
+        path, config.outbox.synchronous, config.outbox.delivered_retention
+    ) as outbox:
         for feed in feeds:
             await outbox.forget_cursor(feed)
             print(f"{feed.source}/{feed.feed}: cursor cleared; the next poll re-reads it")
@@ -150,8 +175,9 @@ class BackupResult:
     seconds: float
 
 
-def backup(config: Config, dest: Path, force: bool = False,
-           step_pages: int = BACKUP_STEP_PAGES) -> int:
+def backup(
+    config: Config, dest: Path, force: bool = False, step_pages: int = BACKUP_STEP_PAGES
+) -> int:
     """``outbox backup``: a consistent copy of the outbox, safe next to a running agent."""
     source = config.agent.state_dir / "outbox.db"
     problem = _backup_problem(source, dest, force)
@@ -161,15 +187,19 @@ def backup(config: Config, dest: Path, force: bool = False,
     try:
         result = copy_outbox(source, dest, force, step_pages)
     except FileExistsError:
-        print(f"{dest} appeared during the backup; it was left alone "
-              "(--force overwrites it)", file=sys.stderr)
+        print(
+            f"{dest} appeared during the backup; it was left alone (--force overwrites it)",
+            file=sys.stderr,
+        )
         return EX_FAILURE
     except (OSError, sqlite3.Error, BackupError) as error:
         print(f"backup of {source} failed, {dest} was not written: {error}", file=sys.stderr)
         return EX_FAILURE
-    print(f"backed up {source} to {dest}: {result.size / 2**20:.1f} MiB "
-          f"({result.size:,} bytes), {result.pending:,} events pending, last sequence "
-          f"{result.last_sequence}, integrity ok, in {result.seconds:.2f}s")
+    print(
+        f"backed up {source} to {dest}: {result.size / 2**20:.1f} MiB "
+        f"({result.size:,} bytes), {result.pending:,} events pending, last sequence "
+        f"{result.last_sequence}, integrity ok, in {result.seconds:.2f}s"
+    )
     return EX_OK
 
 
@@ -191,9 +221,13 @@ Progress = Callable[[int, int, int], object]
 """``sqlite3.Connection.backup``'s callback: (status, pages remaining, pages in all)."""
 
 
-def copy_outbox(source: Path, dest: Path, force: bool,
-                step_pages: int = BACKUP_STEP_PAGES,
-                progress: Progress | None = None) -> BackupResult:
+def copy_outbox(
+    source: Path,
+    dest: Path,
+    force: bool,
+    step_pages: int = BACKUP_STEP_PAGES,
+    progress: Progress | None = None,
+) -> BackupResult:
     """Copy into a temporary file beside ``dest``, check it, flush it, then put it in place:
     ``dest`` is either absent or a whole, checked backup, whatever happens meanwhile."""
     started = time.monotonic()
@@ -208,14 +242,16 @@ def copy_outbox(source: Path, dest: Path, force: bool,
         _fsync(dest.parent)
     finally:
         temporary.unlink(missing_ok=True)
-    return BackupResult(dest.stat().st_size, pending, last_sequence,
-                        time.monotonic() - started)
+    return BackupResult(dest.stat().st_size, pending, last_sequence, time.monotonic() - started)
 
 
 def _snapshot(source: Path, target: Path, step_pages: int, progress: Progress) -> None:
-    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30,
-                                            isolation_level=None)) as src, \
-            contextlib.closing(sqlite3.connect(target, isolation_level=None)) as dst:
+    with (
+        contextlib.closing(
+            sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        ) as src,
+        contextlib.closing(sqlite3.connect(target, isolation_level=None)) as dst,
+    ):
         # One read transaction across every step: the copy is the snapshot it sees, while
         # the agent goes on committing to the WAL. Without it each step would see the
         # newest commit, and SQLite restarts a backup whose source changed: against a
@@ -250,8 +286,9 @@ def _check_copy(path: Path) -> tuple[int, int]:
         problems = [row[0] for row in db.execute("PRAGMA integrity_check")]
         if problems != ["ok"]:
             raise BackupError("integrity_check on the copy: " + "; ".join(problems[:5]))
-        pending = db.execute("SELECT count(*) FROM events WHERE state = ?",
-                             (PENDING,)).fetchone()[0]
+        pending = db.execute("SELECT count(*) FROM events WHERE state = ?", (PENDING,)).fetchone()[
+            0
+        ]
         last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     return int(pending), int(last[0]) if last else 0
 

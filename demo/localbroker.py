@@ -74,15 +74,18 @@ class LocalBroker:
 
     def config_text(self) -> str:
         # A Receive Maximum of 100 lets the agent keep a useful window in flight.
-        return (f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                f"max_inflight_messages 100\n{self.extra}\n")
+        return (
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"max_inflight_messages 100\n{self.extra}\n"
+        )
 
     def start(self, timeout: float = 10.0) -> None:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
         with self.log_file.open("ab") as log:
-            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while not self._listening():
             if time.monotonic() > deadline:
@@ -136,8 +139,9 @@ class AmqttBroker:
         # publish $SYS topics every 20 s.
         return {
             "listeners": {"default": {"type": "external"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
-                        {"allow_anonymous": True}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
         }
 
     async def start(self) -> None:
@@ -148,12 +152,14 @@ class AmqttBroker:
         self._broker = Broker(self.config())
         await self._broker.start()
         try:
-            self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port,
-                                                      reuse_address=True)
+            self._server = await asyncio.start_server(
+                self._serve, "127.0.0.1", self.port, reuse_address=True
+            )
         except OSError as error:
             await self.stop()
-            raise RelayError(f"amqtt cannot listen on 127.0.0.1:{self.port}: "
-                             f"{error.strerror}") from None
+            raise RelayError(
+                f"amqtt cannot listen on 127.0.0.1:{self.port}: {error.strerror}"
+            ) from None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         from amqtt.adapters import (  # type: ignore[import-untyped]
@@ -163,8 +169,9 @@ class AmqttBroker:
 
         self._connections[reader] = writer
         try:
-            await self._broker.external_connected(StreamReaderAdapter(reader),
-                                                  StreamWriterAdapter(writer), "default")
+            await self._broker.external_connected(
+                StreamReaderAdapter(reader), StreamWriterAdapter(writer), "default"
+            )
         finally:
             del self._connections[reader]
 
@@ -212,13 +219,13 @@ def _pick_broker(workdir: Path, kind: str) -> EmbeddedBroker:
             raise DistillSyncError(f"amqtt is not installed; {AMQTT_HINT}")
         raise DistillSyncError(
             "no MQTT broker for the demo: mosquitto is not installed and neither is amqtt; "
-            f"{INSTALL_HINT}, or {AMQTT_HINT}")
+            f"{INSTALL_HINT}, or {AMQTT_HINT}"
+        )
     return AmqttBroker()
 
 
 @contextlib.asynccontextmanager
-async def embedded_broker(workdir: Path,
-                          kind: str = "auto") -> AsyncIterator[EmbeddedBroker]:
+async def embedded_broker(workdir: Path, kind: str = "auto") -> AsyncIterator[EmbeddedBroker]:
     """A running private broker for the length of the ``async with``: with ``"auto"``,
     Mosquitto (MQTT 5) when its binary is found, else amqtt (MQTT 3.1.1); check
     ``.protocol``. ``"mosquitto"`` or ``"amqtt"`` asks for one kind.

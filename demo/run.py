@@ -40,10 +40,35 @@ SUMMARY_EVERY = 3.0
 SETTLE_LIMIT = 10.0
 
 WAREHOUSES = ("MAD", "BCN", "VLC")
-KINDS = ("Olive Oil", "Red Wine", "White Wine", "Cava", "Manchego", "Chorizo", "Jamon",
-         "Saffron", "Paprika", "Honey", "Almonds", "Turron", "Anchovies", "Tuna", "Rice")
-QUALITIES = ("Organic", "Reserva", "Artisan", "Classic", "Gran Seleccion", "Estate",
-             "Family", "Premium", "Gourmet", "Traditional")
+KINDS = (
+    "Olive Oil",
+    "Red Wine",
+    "White Wine",
+    "Cava",
+    "Manchego",
+    "Chorizo",
+    "Jamon",
+    "Saffron",
+    "Paprika",
+    "Honey",
+    "Almonds",
+    "Turron",
+    "Anchovies",
+    "Tuna",
+    "Rice",
+)
+QUALITIES = (
+    "Organic",
+    "Reserva",
+    "Artisan",
+    "Classic",
+    "Gran Seleccion",
+    "Estate",
+    "Family",
+    "Premium",
+    "Gourmet",
+    "Traditional",
+)
 SIZES = ("250g", "500g", "1kg", "75cl", "1L", "3L", "pack of 6")
 
 SCHEMA = """
@@ -55,44 +80,72 @@ CREATE TABLE llx_product_stock (rowid INTEGER PRIMARY KEY, fk_product INTEGER,
                                 tms TEXT NOT NULL DEFAULT (datetime('now')));
 """
 
-STOCK_QUERY = ("SELECT p.ref AS sku, e.ref AS warehouse, s.reel AS on_hand, s.tms "
-               "FROM llx_product_stock s JOIN llx_product p ON p.rowid = s.fk_product "
-               "JOIN llx_entrepot e ON e.rowid = s.fk_entrepot")
+STOCK_QUERY = (
+    "SELECT p.ref AS sku, e.ref AS warehouse, s.reel AS on_hand, s.tms "
+    "FROM llx_product_stock s JOIN llx_product p ON p.rowid = s.fk_product "
+    "JOIN llx_entrepot e ON e.rowid = s.fk_entrepot"
+)
 
 
 def make_demo_erp(path: Path, products: int, rng: random.Random) -> None:
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.executescript(SCHEMA)
-        db.executemany("INSERT INTO llx_entrepot VALUES (?, ?)",
-                       list(enumerate(WAREHOUSES, start=1)))
+        db.executemany(
+            "INSERT INTO llx_entrepot VALUES (?, ?)", list(enumerate(WAREHOUSES, start=1))
+        )
         for n in range(1, products + 1):
             label = f"{rng.choice(QUALITIES)} {rng.choice(KINDS)} {rng.choice(SIZES)}"
             price = f"{rng.randint(199, 9999) / 100:.2f}"
-            db.execute("INSERT INTO llx_product (rowid, ref, label, price) VALUES (?, ?, ?, ?)",
-                       (n, f"DS-{1000 + n}", label, price))
+            db.execute(
+                "INSERT INTO llx_product (rowid, ref, label, price) VALUES (?, ?, ?, ?)",
+                (n, f"DS-{1000 + n}", label, price),
+            )
             db.executemany(
                 "INSERT INTO llx_product_stock (fk_product, fk_entrepot, reel) VALUES (?, ?, ?)",
-                [(n, w, rng.randint(0, 120)) for w in range(1, len(WAREHOUSES) + 1)])
+                [(n, w, rng.randint(0, 120)) for w in range(1, len(WAREHOUSES) + 1)],
+            )
 
 
 def demo_config(workdir: Path, broker_url: str, protocol: str = "5") -> dict[str, object]:
     erp = f"sqlite+aiosqlite:///{workdir / 'erp.db'}"
     return {
-        "agent": {"id": "demo-erp", "tenant": "demo", "state_dir": str(workdir / "state"),
-                  "log_level": "warning", "shutdown_timeout": "3s"},
+        "agent": {
+            "id": "demo-erp",
+            "tenant": "demo",
+            "state_dir": str(workdir / "state"),
+            "log_level": "warning",
+            "shutdown_timeout": "3s",
+        },
         "relay": {"url": broker_url, "protocol": protocol},
         "api": {"socket": str(workdir / "agent.sock")},
-        "sources": [{
-            "name": "dolibarr", "url": erp, "poll_interval": "500ms",
-            "entities": [
-                {"entity": "stock", "query": STOCK_QUERY, "key": ["sku", "warehouse"],
-                 "cursor": "tms", "lookback": "5s"},
-                {"entity": "price", "query": "SELECT ref AS sku, price, tms FROM llx_product",
-                 "key": ["sku"], "cursor": "tms"},
-                {"entity": "product", "query": "SELECT ref AS sku, label AS name "
-                 "FROM llx_product", "key": ["sku"], "mode": "snapshot"},
-            ],
-        }],
+        "sources": [
+            {
+                "name": "dolibarr",
+                "url": erp,
+                "poll_interval": "500ms",
+                "entities": [
+                    {
+                        "entity": "stock",
+                        "query": STOCK_QUERY,
+                        "key": ["sku", "warehouse"],
+                        "cursor": "tms",
+                        "lookback": "5s",
+                    },
+                    {
+                        "entity": "price",
+                        "query": "SELECT ref AS sku, price, tms FROM llx_product",
+                        "key": ["sku"],
+                        "cursor": "tms",
+                    },
+                    {
+                        "entity": "product",
+                        "query": "SELECT ref AS sku, label AS name FROM llx_product",
+                        "key": ["sku"],
+                        "mode": "snapshot",
+                    },
+                ],
+            }
+        ],
     }
 
 
@@ -110,17 +163,24 @@ class Simulator:
             self.db.execute(
                 "UPDATE llx_product_stock SET reel = max(0, reel + ?), tms = datetime('now') "
                 "WHERE fk_product = ? AND fk_entrepot = ?",
-                (self.rng.randint(-5, 8), self.rng.randint(1, self.products),
-                 self.rng.randint(1, len(WAREHOUSES))))
+                (
+                    self.rng.randint(-5, 8),
+                    self.rng.randint(1, self.products),
+                    self.rng.randint(1, len(WAREHOUSES)),
+                ),
+            )
         if self.rng.random() < 0.2:
-            self.db.execute("UPDATE llx_product SET price = ?, tms = datetime('now') "
-                            "WHERE rowid = ?", (f"{self.rng.randint(199, 9999) / 100:.2f}",
-                                                self.rng.randint(1, self.products)))
+            self.db.execute(
+                "UPDATE llx_product SET price = ?, tms = datetime('now') WHERE rowid = ?",
+                (f"{self.rng.randint(199, 9999) / 100:.2f}", self.rng.randint(1, self.products)),
+            )
         if self.rng.random() < 0.03:  # a clerk types text into a quantity
             self.bad_rows += 1
-            self.db.execute("UPDATE llx_product_stock SET reel = 'n/a', tms = datetime('now') "
-                            "WHERE fk_product = ? AND fk_entrepot = 1",
-                            (self.rng.randint(1, self.products),))
+            self.db.execute(
+                "UPDATE llx_product_stock SET reel = 'n/a', tms = datetime('now') "
+                "WHERE fk_product = ? AND fk_entrepot = 1",
+                (self.rng.randint(1, self.products),),
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -131,15 +191,18 @@ class Simulator:
     def close(self) -> None:
         self.db.close()
 
-
     def stock_levels(self) -> dict[str, float]:
         """What the ERP holds now, keyed like the shop (``SKU/WAREHOUSE``); bad rows left out."""
         rows = self.db.execute(
             "SELECT p.ref, e.ref, s.reel FROM llx_product_stock s "
             "JOIN llx_product p ON p.rowid = s.fk_product "
-            "JOIN llx_entrepot e ON e.rowid = s.fk_entrepot")
-        return {f"{sku}/{wh}": float(on_hand) for sku, wh, on_hand in rows
-                if isinstance(on_hand, int | float)}
+            "JOIN llx_entrepot e ON e.rowid = s.fk_entrepot"
+        )
+        return {
+            f"{sku}/{wh}": float(on_hand)
+            for sku, wh, on_hand in rows
+            if isinstance(on_hand, int | float)
+        }
 
 
 @dataclass
@@ -166,25 +229,30 @@ class DemoShop:
 
 
 async def _shop(broker: EmbeddedBroker, shop: DemoShop) -> None:
-    async for received in subscribe(broker.url, "distillsync/demo/+/out/#",
-                                    "distillsync-demo-shop", broker.protocol):
+    async for received in subscribe(
+        broker.url, "distillsync/demo/+/out/#", "distillsync-demo-shop", broker.protocol
+    ):
         shop.apply(received)
 
 
-async def summary_line(board: StatusBoard, shop: DemoShop, sim: Simulator,
-                       fresh: bool = False) -> str:
+async def summary_line(
+    board: StatusBoard, shop: DemoShop, sim: Simulator, fresh: bool = False
+) -> str:
     """One line that fits 80 columns: the agent's side (its ``/v1/status``), then the
     shop's."""
     status, erp_stock = await board.status(fresh=fresh), sim.stock_levels()
     relay, outbox = status.relay, status.outbox
     trouble = "" if relay.state == "connected" else f" | relay {relay.state}"
-    return (f"{time.strftime('%H:%M:%S')} {relay.published} sent, {outbox.pending} pending, "
-            f"{outbox.dead_letters} dead | shop: {shop.in_sync(erp_stock)}/{len(erp_stock)} "
-            f"stock = ERP, {len(shop.prices)} prices{trouble}")
+    return (
+        f"{time.strftime('%H:%M:%S')} {relay.published} sent, {outbox.pending} pending, "
+        f"{outbox.dead_letters} dead | shop: {shop.in_sync(erp_stock)}/{len(erp_stock)} "
+        f"stock = ERP, {len(shop.prices)} prices{trouble}"
+    )
 
 
-async def _summaries(board: StatusBoard, shop: DemoShop, sim: Simulator,
-                     stop: asyncio.Event) -> None:
+async def _summaries(
+    board: StatusBoard, shop: DemoShop, sim: Simulator, stop: asyncio.Event
+) -> None:
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), SUMMARY_EVERY)
@@ -192,8 +260,9 @@ async def _summaries(board: StatusBoard, shop: DemoShop, sim: Simulator,
             print(await summary_line(board, shop, sim), flush=True)
 
 
-async def run_demo(seconds: float = 0, products: int = 300, headless: bool = False,
-                   broker_kind: str = "auto") -> int:
+async def run_demo(
+    seconds: float = 0, products: int = 300, headless: bool = False, broker_kind: str = "auto"
+) -> int:
     with tempfile.TemporaryDirectory(prefix="distillsync-demo-") as tmp:
         workdir = Path(tmp)
         rng = random.Random(7)
@@ -207,8 +276,9 @@ async def run_demo(seconds: float = 0, products: int = 300, headless: bool = Fal
 
 
 class Demo:
-    def __init__(self, workdir: Path, broker: EmbeddedBroker, products: int,
-                 rng: random.Random) -> None:
+    def __init__(
+        self, workdir: Path, broker: EmbeddedBroker, products: int, rng: random.Random
+    ) -> None:
         self.workdir, self.broker, self.products = workdir, broker, products
         self.agent = Agent(parse_config(demo_config(workdir, broker.url, broker.protocol)))
         self.board = StatusBoard(self.agent)
@@ -220,21 +290,32 @@ class Demo:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.stop.set)
         kind = "Mosquitto" if self.broker.protocol == "5" else "amqtt (MQTT 3.1.1)"
-        print(f"demo: {self.products} products in {len(WAREHOUSES)} warehouses, "
-              f"{kind} on 127.0.0.1:{self.broker.port}", flush=True)
-        tasks = [asyncio.create_task(self.agent.run(), name="agent"),
-                 asyncio.create_task(_shop(self.broker, self.shop), name="shop"),
-                 asyncio.create_task(self.sim.run(self.stop), name="simulator")]
+        print(
+            f"demo: {self.products} products in {len(WAREHOUSES)} warehouses, "
+            f"{kind} on 127.0.0.1:{self.broker.port}",
+            flush=True,
+        )
+        tasks = [
+            asyncio.create_task(self.agent.run(), name="agent"),
+            asyncio.create_task(_shop(self.broker, self.shop), name="shop"),
+            asyncio.create_task(self.sim.run(self.stop), name="simulator"),
+        ]
         if headless:
             print("headless: a summary every few seconds; Ctrl-C to stop", flush=True)
-            tasks.append(asyncio.create_task(
-                _summaries(self.board, self.shop, self.sim, self.stop), name="summaries"))
+            tasks.append(
+                asyncio.create_task(
+                    _summaries(self.board, self.shop, self.sim, self.stop), name="summaries"
+                )
+            )
         try:
             await self._until_done(seconds, headless)
         finally:
             await self._shut_down(tasks)
-        print(f"demo stopped: the shop holds {len(self.shop.stock)} stock levels and "
-              f"{len(self.shop.prices)} prices", flush=True)
+        print(
+            f"demo stopped: the shop holds {len(self.shop.stock)} stock levels and "
+            f"{len(self.shop.prices)} prices",
+            flush=True,
+        )
         return 0
 
     async def _until_done(self, seconds: float, headless: bool) -> None:
@@ -245,8 +326,9 @@ class Demo:
             with _logging_to(self.workdir / "demo.log"):
                 app = self._dashboard()
                 ui = asyncio.ensure_future(app.run_async())
-                await asyncio.wait([stopped, ui], timeout=seconds or None,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    [stopped, ui], timeout=seconds or None, return_when=asyncio.FIRST_COMPLETED
+                )
                 app.exit()
                 await ui
         stopped.cancel()
@@ -271,8 +353,7 @@ class Demo:
         self.stop.set()  # the simulator stops writing first
         if not tasks[0].done():  # the last word, while the agent's outbox is still open
             await self._settle()
-            print(await summary_line(self.board, self.shop, self.sim, fresh=True),
-                  flush=True)
+            print(await summary_line(self.board, self.shop, self.sim, fresh=True), flush=True)
         self.agent.request_stop()
         await tasks[0]  # the agent: finishes its page and in-flight publishes
         for task in tasks[1:]:

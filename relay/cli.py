@@ -30,8 +30,9 @@ def consume(path: Path) -> int:
     fmt = "%(levelname)s %(name)s: %(message)s"
     if "JOURNAL_STREAM" not in os.environ:
         fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=config.consumer.log_level.upper(), format=fmt, stream=sys.stderr,
-                        force=True)
+    logging.basicConfig(
+        level=config.consumer.log_level.upper(), format=fmt, stream=sys.stderr, force=True
+    )
     for noisy in ("aiomqtt", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from relay.service import run

@@ -27,8 +27,15 @@ from relay.settings import (
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
 Entity = Literal["product", "price", "stock", "promotion", "order_status", "invoice", "customer"]
-ALL_ENTITIES: list[Entity] = ["product", "price", "stock", "promotion", "order_status",
-                              "invoice", "customer"]
+ALL_ENTITIES: list[Entity] = [
+    "product",
+    "price",
+    "stock",
+    "promotion",
+    "order_status",
+    "invoice",
+    "customer",
+]
 
 # type -> (module, class): imported only when configured, so one broken sink module
 # cannot stop a consumer that does not use it.
@@ -72,8 +79,10 @@ class RelaySection(Strict):
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
         if parts.password:  # the URL shows in logs and status; a password there would too
-            raise ValueError("holds a password; put it in password_file, password_env or "
-                             "password_credential instead")
+            raise ValueError(
+                "holds a password; put it in password_file, password_env or "
+                "password_credential instead"
+            )
         return url
 
     @model_validator(mode="after")
@@ -82,8 +91,10 @@ class RelaySection(Strict):
         host = urlsplit(self.url).hostname or ""
         loopback = host in ("localhost", "::1") or host.startswith("127.")
         if urlsplit(self.url).scheme == "mqtt" and not loopback and not self.allow_insecure:
-            raise ValueError(f"url: mqtt:// sends data unencrypted to {host}; use mqtts:// "
-                             "or set allow_insecure = true")
+            raise ValueError(
+                f"url: mqtt:// sends data unencrypted to {host}; use mqtts:// "
+                "or set allow_insecure = true"
+            )
         return self
 
 
@@ -166,8 +177,9 @@ def sink_settings(config: ConsumerConfig) -> list[tuple[type[Any], BaseModel]]:
         except ValidationError as error:
             problems.extend(_problems(error, ("sinks", index)))
     names = [str(raw.get("name")) for raw in config.sinks]
-    problems.extend(f"sinks: name {n!r} is used twice" for n in sorted(set(names))
-                    if names.count(n) > 1)
+    problems.extend(
+        f"sinks: name {n!r} is used twice" for n in sorted(set(names)) if names.count(n) > 1
+    )
     if problems:
         raise ConfigProblems(problems)
     return built

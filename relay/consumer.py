@@ -40,8 +40,11 @@ def subscriptions(config: ConsumerConfig) -> list[str]:
     """``{prefix}/{tenant}/+/out/{entity}/#`` per tenant and entity, shared if configured."""
     sub, prefix = config.subscribe, config.relay.topic_prefix
     share = f"$share/{sub.shared_group}/" if sub.shared_group else ""
-    return [f"{share}{prefix}/{tenant}/+/out/{entity}/#"
-            for tenant in sub.tenants for entity in sub.entities]
+    return [
+        f"{share}{prefix}/{tenant}/+/out/{entity}/#"
+        for tenant in sub.tenants
+        for entity in sub.entities
+    ]
 
 
 def status_topic(config: ConsumerConfig) -> str:
@@ -60,14 +63,21 @@ class Applied:
 
 
 class Consumer:
-    def __init__(self, config: ConsumerConfig, sinks: Sequence[Sink], store: VersionStore,
-                 session_settings: SessionSettings, stop: asyncio.Event) -> None:
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        sinks: Sequence[Sink],
+        store: VersionStore,
+        session_settings: SessionSettings,
+        stop: asyncio.Event,
+    ) -> None:
         self.config, self.sinks, self.store = config, list(sinks), store
         self.session_settings, self.stop = session_settings, stop
         self.stats = ConsumerStats(config.consumer.name)
         self.stats.sinks = {sink.name: SinkStats() for sink in self.sinks}
-        self.scheduler: Scheduler[Incoming] = Scheduler(config.pipeline.batch_size,
-                                                        config.pipeline.linger)
+        self.scheduler: Scheduler[Incoming] = Scheduler(
+            config.pipeline.batch_size, config.pipeline.linger
+        )
         self.window: AckWindow[Incoming] = AckWindow(lambda _: None)
         self.dead_letters = 0
         self._session: Session | None = None
@@ -176,24 +186,28 @@ class Consumer:
 
     async def _apply(self, events: list[Event]) -> Applied:
         async with self.store.claim(events) as claim:
-            per_sink = await asyncio.gather(*(self._to_sink(sink, claim.fresh)
-                                              for sink in self.sinks))
+            per_sink = await asyncio.gather(
+                *(self._to_sink(sink, claim.fresh) for sink in self.sinks)
+            )
             for sink, outcomes in zip(self.sinks, per_sink, strict=True):
                 for event, result in outcomes:
                     if result.status is Status.DEAD:
                         claim.dead(event, result.reason, sink.name)
             claim.record(claim.fresh)
-            return Applied(len(claim.fresh), len(claim.duplicates), len(claim.stale),
-                           list(zip(self.sinks, per_sink, strict=True)))
+            return Applied(
+                len(claim.fresh),
+                len(claim.duplicates),
+                len(claim.stale),
+                list(zip(self.sinks, per_sink, strict=True)),
+            )
 
-    async def _to_sink(self, sink: Sink,
-                       fresh: Sequence[Event]) -> list[tuple[Event, SinkResult]]:
+    async def _to_sink(self, sink: Sink, fresh: Sequence[Event]) -> list[tuple[Event, SinkResult]]:
         """What ``sink`` made of each fresh event it takes, in ``max_batch`` chunks."""
         mine = [event for event in fresh if event.entity in sink.entities]
         results: list[SinkResult] = []
         try:
             for start in range(0, len(mine), sink.max_batch):
-                chunk = mine[start:start + sink.max_batch]
+                chunk = mine[start : start + sink.max_batch]
                 began = time.monotonic()
                 results += await sink.apply(chunk)
                 self.stats.sinks[sink.name].latencies.append(time.monotonic() - began)

@@ -70,6 +70,15 @@ def parse(topic: str, payload: bytes) -> Event:
             _validator(entity)(data)
         except fastjsonschema.JsonSchemaValueException as problem:
             raise InvalidEvent(f"{entity} {envelope['subject']}: {problem.message}") from None
-    return Event(id=envelope["id"], source=envelope["source"], entity=entity, op=op,
-                 subject=envelope["subject"], sequence=envelope["sequence"],
-                 time=envelope["time"], data=data, raw=payload, topic=topic)
+    return Event(
+        id=envelope["id"],
+        source=envelope["source"],
+        entity=entity,
+        op=op,
+        subject=envelope["subject"],
+        sequence=envelope["sequence"],
+        time=envelope["time"],
+        data=data,
+        raw=payload,
+        topic=topic,
+    )

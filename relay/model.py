@@ -13,8 +13,16 @@ from typing import Any, Literal
 Op = Literal["upsert", "delete"]
 
 # Drain order after an outage: what a customer is waiting for goes first.
-PRIORITY = {"order": 0, "order_status": 0, "stock": 1, "price": 2, "promotion": 2,
-            "product": 3, "customer": 3, "invoice": 3}
+PRIORITY = {
+    "order": 0,
+    "order_status": 0,
+    "stock": 1,
+    "price": 2,
+    "promotion": 2,
+    "product": 3,
+    "customer": 3,
+    "invoice": 3,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,11 +97,13 @@ class Scheduler(Generic[T]):
 
     def put(self, event: Event, ticket: Ticket[T]) -> None:
         self._classes.setdefault(event.priority, deque()).append(
-            Queued(event, ticket, next(self._counter)))
+            Queued(event, ticket, next(self._counter))
+        )
         self._changed.set()
 
-    def _collect(self, priority: int, room: int,
-                 taken: set[tuple[str, str, str]]) -> list[Queued[T]]:
+    def _collect(
+        self, priority: int, room: int, taken: set[tuple[str, str, str]]
+    ) -> list[Queued[T]]:
         """Up to ``room`` events of one class whose keys are free and not ``taken`` by
         this batch already. What is left keeps its arrival order."""
         queue = self._classes.get(priority, deque())
@@ -138,8 +140,9 @@ class Scheduler(Generic[T]):
                         return batch
                 await self._changed.wait()
 
-    async def _fill(self, batch: list[Queued[T]], priority: int,
-                    taken: set[tuple[str, str, str]]) -> None:
+    async def _fill(
+        self, batch: list[Queued[T]], priority: int, taken: set[tuple[str, str, str]]
+    ) -> None:
         deadline = asyncio.get_running_loop().time() + self.linger
         while len(batch) < self.batch_size:
             left = deadline - asyncio.get_running_loop().time()

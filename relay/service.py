@@ -39,14 +39,20 @@ def session_settings(config: ConsumerConfig) -> SessionSettings:
     if secure and relay.key_file is not None:
         check_private(relay.key_file, "relay.key_file")
     return SessionSettings(
-        url=relay.url, client_id=config.client_id, topics=subscriptions(config),
+        url=relay.url,
+        client_id=config.client_id,
+        topics=subscriptions(config),
         username=relay.username,
-        password=read_secret(relay.password_file, relay.password_env, "relay.password",
-                             relay.password_credential),
+        password=read_secret(
+            relay.password_file, relay.password_env, "relay.password", relay.password_credential
+        ),
         tls=tls_context(relay.ca_file, relay.cert_file, relay.key_file) if secure else None,
-        session_expiry=int(relay.session_expiry), keepalive=int(relay.keepalive),
-        receive_maximum=relay.receive_maximum, will_topic=status_topic(config),
-        will_payload=orjson.dumps({"kind": "consumer", "state": "offline"}))
+        session_expiry=int(relay.session_expiry),
+        keepalive=int(relay.keepalive),
+        receive_maximum=relay.receive_maximum,
+        will_topic=status_topic(config),
+        will_payload=orjson.dumps({"kind": "consumer", "state": "offline"}),
+    )
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -59,16 +65,20 @@ def status_app(consumer: Consumer) -> web.Application:
 
     async def health(_: web.Request) -> web.Response:
         healthy = consumer.stats.relay_state == "connected"
-        return _json({"healthy": healthy, "relay": consumer.stats.relay_state},
-                     200 if healthy else 503)
+        return _json(
+            {"healthy": healthy, "relay": consumer.stats.relay_state}, 200 if healthy else 503
+        )
 
     async def status(_: web.Request) -> web.Response:
-        return _json({**consumer.stats.snapshot(*counts()),
-                      "store": {"dead_letters": consumer.dead_letters}})
+        return _json(
+            {**consumer.stats.snapshot(*counts()), "store": {"dead_letters": consumer.dead_letters}}
+        )
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=metrics_text(consumer.stats, *counts()),
-                            headers={"Content-Type": METRICS_CONTENT_TYPE})
+        return web.Response(
+            body=metrics_text(consumer.stats, *counts()),
+            headers={"Content-Type": METRICS_CONTENT_TYPE},
+        )
 
     app = web.Application()
     app.router.add_get("/v1/health", health)
@@ -78,8 +88,10 @@ def status_app(consumer: Consumer) -> web.Application:
 
 
 def _busy(path: Path) -> str:
-    return (f"another process serves the status socket {path}; stop it, or give this "
-            "consumer another [api] socket")
+    return (
+        f"another process serves the status socket {path}; stop it, or give this "
+        "consumer another [api] socket"
+    )
 
 
 @contextlib.asynccontextmanager
@@ -104,8 +116,11 @@ def build_sinks(config: ConsumerConfig, store: VersionStore | None = None) -> li
     sinks = []
     for index, (sink_class, settings) in enumerate(sink_settings(config)):
         try:
-            sinks.append(sink_class(settings, store) if isinstance(settings, LookupSettings)
-                         else sink_class(settings))
+            sinks.append(
+                sink_class(settings, store)
+                if isinstance(settings, LookupSettings)
+                else sink_class(settings)
+            )
         except SecretMissing as error:
             raise SecretMissing(f"sinks[{index}].{error}") from None
     return sinks
@@ -119,7 +134,7 @@ async def run(config: ConsumerConfig, stop: asyncio.Event | None = None) -> None
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
     for unused in build_sinks(config):  # secrets first: a missing one is a config error
-        await unused.close()             # (78) even with a store that cannot be opened (69)
+        await unused.close()  # (78) even with a store that cannot be opened (69)
     store = await VersionStore.open(config.store.url)
     sinks: list[Sink] = []
     try:
@@ -139,12 +154,15 @@ async def run(config: ConsumerConfig, stop: asyncio.Event | None = None) -> None
 
 
 async def _run_parts(consumer: Consumer, stop: asyncio.Event) -> None:
-    log.info("consumer %s started with %d sink(s)", consumer.config.consumer.name,
-             len(consumer.sinks))
+    log.info(
+        "consumer %s started with %d sink(s)", consumer.config.consumer.name, len(consumer.sinks)
+    )
     async with asyncio.TaskGroup() as group:
         receiving = group.create_task(consumer.receive(), name="receive")
-        helpers = [group.create_task(consumer.work(), name=f"worker-{n}")
-                   for n in range(consumer.config.pipeline.concurrency)]
+        helpers = [
+            group.create_task(consumer.work(), name=f"worker-{n}")
+            for n in range(consumer.config.pipeline.concurrency)
+        ]
         helpers.append(group.create_task(consumer.prune(), name="prune"))
         await stop.wait()
         log.info("stopping: batches in flight roll back and are redelivered later")

@@ -38,8 +38,10 @@ SUN_PATH_MAX = 107
 def _fits_sun_path(path: Path) -> Path:
     size = len(os.fsencode(path))
     if size > SUN_PATH_MAX:
-        raise ValueError(f"{path} is {size} bytes long; a Unix socket's path can hold at most "
-                         f"{SUN_PATH_MAX}: choose a shorter one")
+        raise ValueError(
+            f"{path} is {size} bytes long; a Unix socket's path can hold at most "
+            f"{SUN_PATH_MAX}: choose a shorter one"
+        )
     return path
 
 
@@ -58,8 +60,11 @@ def one_way_to_the_secret(section: BaseModel, stem: str, required: bool = False)
     keys = [f"{stem}_{how}" for how in ("file", "env", "credential")]
     given = [key for key in keys if getattr(section, key) is not None]
     if len(given) > 1 or (required and not given):
-        raise ValueError(f"set exactly one of {stem}_file or {stem}_env (or {stem}_credential)"
-                         if required else f"{given[1]}: set only one of {', '.join(keys)}")
+        raise ValueError(
+            f"set exactly one of {stem}_file or {stem}_env (or {stem}_credential)"
+            if required
+            else f"{given[1]}: set only one of {', '.join(keys)}"
+        )
 
 
 def credentials_directory() -> Path | None:
@@ -77,15 +82,18 @@ def check_private(path: Path, key: str) -> None:
     except OSError as error:
         raise SecretMissing(f"{key}: cannot read {path} ({error.strerror})") from None
     credentials = credentials_directory()
-    systemd_made = credentials is not None and path.resolve().is_relative_to(
-        credentials.resolve())
-    readers = [who for who, bit in (("its group", 0o040), ("other users", 0o004))
-               if mode & bit and not (systemd_made and who == "its group")]
+    systemd_made = credentials is not None and path.resolve().is_relative_to(credentials.resolve())
+    readers = [
+        who
+        for who, bit in (("its group", 0o040), ("other users", 0o004))
+        if mode & bit and not (systemd_made and who == "its group")
+    ]
     if readers:
         raise SecretMissing(
             f"{key}: {path} holds a secret but {' and '.join(readers)} can read it "
             f"(mode {mode:04o}); make it private with `chmod 600 {path}` (owned by the user "
-            "the consumer runs as), or hand it over with systemd's LoadCredential=")
+            "the consumer runs as), or hand it over with systemd's LoadCredential="
+        )
 
 
 def _read_private(path: Path, key: str) -> str:
@@ -104,23 +112,26 @@ def _credential_path(name: str, key: str) -> Path:
         raise SecretMissing(
             f"{key}: CREDENTIALS_DIRECTORY is not set; systemd sets it for a unit with "
             f"LoadCredential={name}:/path/to/the/secret (outside systemd, use the _file or "
-            "_env key instead)")
+            "_env key instead)"
+        )
     path = folder / name
     if not path.is_file():
-        raise SecretMissing(f"{key}: no credential {name!r} in {folder}; add "
-                            f"LoadCredential={name}:/path/to/the/secret to the unit")
+        raise SecretMissing(
+            f"{key}: no credential {name!r} in {folder}; add "
+            f"LoadCredential={name}:/path/to/the/secret to the unit"
+        )
     return path
 
 
-def read_secret(file: Path | None, env: str | None, key: str,
-                credential: str | None = None) -> str | None:
+def read_secret(
+    file: Path | None, env: str | None, key: str, credential: str | None = None
+) -> str | None:
     """The secret behind ``{key}_file``, ``{key}_credential`` or ``{key}_env``; the value
     never appears in an error."""
     if file is not None:
         return _read_private(file, f"{key}_file")
     if credential is not None:
-        return _read_private(_credential_path(credential, f"{key}_credential"),
-                             f"{key}_credential")
+        return _read_private(_credential_path(credential, f"{key}_credential"), f"{key}_credential")
     if env is not None:
         value = os.environ.get(env)
         if value is None:

@@ -135,12 +135,14 @@ class StoreStats:
 _Text = Text().with_variant(Text(collation="C"), "postgresql")
 _METADATA = MetaData()
 _META = Table(
-    "relay_meta", _METADATA,
+    "relay_meta",
+    _METADATA,
     Column("name", Text, primary_key=True),
     Column("value", Text, nullable=False),
 )
 _VERSIONS = Table(
-    "relay_versions", _METADATA,
+    "relay_versions",
+    _METADATA,
     Column("source", _Text, primary_key=True),
     Column("entity", _Text, primary_key=True),
     Column("subject", _Text, primary_key=True),
@@ -148,13 +150,15 @@ _VERSIONS = Table(
     Column("updated", Double),
 )
 _SEEN = Table(
-    "relay_seen_ids", _METADATA,
+    "relay_seen_ids",
+    _METADATA,
     Column("id", _Text, primary_key=True),
     Column("recorded", Double, nullable=False),
     Index("relay_seen_ids_recorded", "recorded"),
 )
 _DEAD = Table(
-    "relay_dead_letters", _METADATA,
+    "relay_dead_letters",
+    _METADATA,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("time", Double, nullable=False),
     Column("topic", Text, nullable=False),
@@ -165,7 +169,8 @@ _DEAD = Table(
     sqlite_autoincrement=True,  # ids never reused: readers page with "after"
 )
 _SKU_IDS = Table(  # schema 2: what relay.sinks.lookup remembers of each sink's SKUs
-    "relay_sku_ids", _METADATA,
+    "relay_sku_ids",
+    _METADATA,
     Column("sink", _Text, primary_key=True),
     Column("sku", _Text, primary_key=True),
     Column("ids", Text, nullable=False),  # JSON text, the sink's to read
@@ -177,8 +182,9 @@ _KEY_COLUMNS = (_VERSIONS.c.source, _VERSIONS.c.entity, _VERSIONS.c.subject)
 # --- the verdict on a batch -----------------------------------------------------------
 
 
-def classify(events: Sequence[Event], last: dict[Key, str | None], seen: set[str]
-             ) -> tuple[tuple[Event, ...], tuple[Event, ...], tuple[Event, ...]]:
+def classify(
+    events: Sequence[Event], last: dict[Key, str | None], seen: set[str]
+) -> tuple[tuple[Event, ...], tuple[Event, ...], tuple[Event, ...]]:
     """``(duplicates, stale, fresh)``, each in input order.
 
     A duplicate's id is recorded, or came earlier in this batch. Of the rest, an event is
@@ -197,7 +203,8 @@ def classify(events: Sequence[Event], last: dict[Key, str | None], seen: set[str
         floor = last.get(event.key)
         best = newest.get(event.key)
         if (floor is None or event.sequence > floor) and (
-                best is None or event.sequence > best.sequence):
+            best is None or event.sequence > best.sequence
+        ):
             newest[event.key] = event
     fresh = tuple(e for e in candidates if newest.get(e.key) is e)
     stale = tuple(e for e in candidates if newest.get(e.key) is not e)
@@ -211,11 +218,11 @@ class Claim:
     exits, in the claim's transaction, and nothing at all if the block raises.
     """
 
-    __slots__ = ("_advance", "_dead", "_ids", "_last", "_open", "duplicates", "fresh",
-                 "stale")
+    __slots__ = ("_advance", "_dead", "_ids", "_last", "_open", "duplicates", "fresh", "stale")
 
-    def __init__(self, events: Sequence[Event], last: dict[Key, str | None],
-                 seen: set[str]) -> None:
+    def __init__(
+        self, events: Sequence[Event], last: dict[Key, str | None], seen: set[str]
+    ) -> None:
         self.duplicates, self.stale, self.fresh = classify(events, last, seen)
         self._last = last  # every claimed key, with its recorded sequence
         self._ids: dict[str, None] = {}
@@ -237,13 +244,21 @@ class Claim:
         """``sink`` declared ``event`` dead: keep the message with the reason (the event
         is processed all the same: pass it to :meth:`record` too)."""
         self._check(event)
-        self._dead.append({"topic": event.topic, "reason": reason, "raw": event.raw,
-                           "event_id": event.id, "sink": sink})
+        self._dead.append(
+            {
+                "topic": event.topic,
+                "reason": reason,
+                "raw": event.raw,
+                "event_id": event.id,
+                "sink": sink,
+            }
+        )
 
     def _check(self, event: Event) -> None:
         if not self._open:
-            raise RuntimeError("this claim is over: call record() and dead() inside its "
-                               "async with block")
+            raise RuntimeError(
+                "this claim is over: call record() and dead() inside its async with block"
+            )
         if event.key not in self._last:
             raise ValueError(f"event {event.id} ({'/'.join(event.key)}) is not in this claim")
 
@@ -285,8 +300,10 @@ def store_url(url: str) -> tuple[Backend, URL]:
 
 def _check_sqlite_path(database: str | None) -> None:
     if not database or database == ":memory:" or database.startswith("file:"):
-        raise StoreError("store.url: SQLite needs a file path (sqlite:///path/to/relay.db); "
-                         "a store in memory would forget what was applied")
+        raise StoreError(
+            "store.url: SQLite needs a file path (sqlite:///path/to/relay.db); "
+            "a store in memory would forget what was applied"
+        )
     if not Path(database).parent.is_dir():
         raise StoreError(f"store.url: directory {Path(database).parent} does not exist")
 
@@ -322,16 +339,18 @@ def _engine(backend: Backend, url: URL) -> AsyncEngine:
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), CHUNK):
-        yield items[start:start + CHUNK]
+        yield items[start : start + CHUNK]
 
 
 def _versions_of(keys: Sequence[Key]) -> Select[Any]:
     # FOR UPDATE locks in ORDER BY order on PostgreSQL; SQLite renders none (its claims
     # take turns in the process instead).
-    return (select(*_KEY_COLUMNS, _VERSIONS.c.sequence)
-            .where(tuple_(*_KEY_COLUMNS).in_(keys))
-            .order_by(*_KEY_COLUMNS)
-            .with_for_update())
+    return (
+        select(*_KEY_COLUMNS, _VERSIONS.c.sequence)
+        .where(tuple_(*_KEY_COLUMNS).in_(keys))
+        .order_by(*_KEY_COLUMNS)
+        .with_for_update()
+    )
 
 
 def _key_rows(keys: Iterable[Key]) -> list[dict[str, str]]:
@@ -346,7 +365,7 @@ class _KeyTurns:
 
     @asynccontextmanager
     async def hold(self, keys: Sequence[Key]) -> AsyncIterator[None]:
-        while (busy := next((self._held[k] for k in keys if k in self._held), None)):
+        while busy := next((self._held[k] for k in keys if k in self._held), None):
             await busy.wait()
         # No await between the check above and taking every key: nobody slips in.
         released = asyncio.Event()
@@ -375,7 +394,8 @@ class VersionStore:
         self._turns = _KeyTurns()
         # SQLite has one writer at a time: queue in the loop rather than in busy_timeout.
         self._serial: AbstractAsyncContextManager[Any] = (
-            asyncio.Lock() if backend == "sqlite" else contextlib.nullcontext())
+            asyncio.Lock() if backend == "sqlite" else contextlib.nullcontext()
+        )
         self._insert = postgresql.insert if backend == "postgresql" else sqlite.insert
         self._lock_file: IO[bytes] | None = None
 
@@ -403,8 +423,12 @@ class VersionStore:
     async def __aenter__(self) -> VersionStore:
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                        traceback: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         await self.close()
 
     # --- claims -----------------------------------------------------------------------
@@ -441,15 +465,17 @@ class VersionStore:
                 async with self._transaction() as conn:
                     await self._write(conn, claim)
 
-    async def _lock(self, conn: AsyncConnection, keys: list[Key], ids: list[str]
-                    ) -> tuple[dict[Key, str | None], set[str]]:
+    async def _lock(
+        self, conn: AsyncConnection, keys: list[Key], ids: list[str]
+    ) -> tuple[dict[Key, str | None], set[str]]:
         """Create the missing version rows, lock all of them in key order, then read.
         Sorted keys make a deadlock unexpected; if PostgreSQL reports one, start over."""
         for attempt in range(3):
             try:
                 for part in _chunks(keys):
-                    await conn.execute(self._insert(_VERSIONS).on_conflict_do_nothing(),
-                                       _key_rows(part))
+                    await conn.execute(
+                        self._insert(_VERSIONS).on_conflict_do_nothing(), _key_rows(part)
+                    )
                 return await self._read(conn, keys, ids)
             except DBAPIError as error:
                 if attempt == 2 or getattr(error.orig, "sqlstate", None) != _DEADLOCK:
@@ -458,8 +484,9 @@ class VersionStore:
         raise AssertionError("unreachable")
 
     @staticmethod
-    async def _read(conn: AsyncConnection, keys: list[Key], ids: list[str]
-                    ) -> tuple[dict[Key, str | None], set[str]]:
+    async def _read(
+        conn: AsyncConnection, keys: list[Key], ids: list[str]
+    ) -> tuple[dict[Key, str | None], set[str]]:
         last: dict[Key, str | None] = dict.fromkeys(keys)
         for part in _chunks(keys):
             for row in await conn.execute(_versions_of(part)):
@@ -472,12 +499,18 @@ class VersionStore:
     async def _write(self, conn: AsyncConnection, claim: Claim) -> None:
         now = self.clock()
         if claim._ids:
-            await conn.execute(self._insert(_SEEN).on_conflict_do_nothing(),
-                               [{"id": i, "recorded": now} for i in claim._ids])
+            await conn.execute(
+                self._insert(_SEEN).on_conflict_do_nothing(),
+                [{"id": i, "recorded": now} for i in claim._ids],
+            )
         if claim._advance:
-            await conn.execute(self._advance_versions(), [
-                {**_key_rows([key])[0], "sequence": sequence, "updated": now}
-                for key, sequence in claim._advance.items()])
+            await conn.execute(
+                self._advance_versions(),
+                [
+                    {**_key_rows([key])[0], "sequence": sequence, "updated": now}
+                    for key, sequence in claim._advance.items()
+                ],
+            )
         if claim._dead:
             await conn.execute(_DEAD.insert(), [{**row, "time": now} for row in claim._dead])
 
@@ -508,7 +541,8 @@ class VersionStore:
             handle.close()
             raise StoreBusy(
                 f"another consumer holds the version store {database}, and a SQLite store "
-                "serves one consumer (use PostgreSQL to run several)") from None
+                "serves one consumer (use PostgreSQL to run several)"
+            ) from None
         self._lock_file = handle
 
     # --- the sinks' known ids (relay.sinks.lookup.IdStore) ------------------------------
@@ -518,8 +552,11 @@ class VersionStore:
         found: dict[str, str] = {}
         async with self._transaction() as conn:
             for part in _chunks(list(skus)):
-                rows = await conn.execute(select(_SKU_IDS.c.sku, _SKU_IDS.c.ids).where(
-                    _SKU_IDS.c.sink == sink, _SKU_IDS.c.sku.in_(part)))
+                rows = await conn.execute(
+                    select(_SKU_IDS.c.sku, _SKU_IDS.c.ids).where(
+                        _SKU_IDS.c.sink == sink, _SKU_IDS.c.sku.in_(part)
+                    )
+                )
                 found.update((row.sku, row.ids) for row in rows)
         return found
 
@@ -530,46 +567,83 @@ class VersionStore:
         statement = self._insert(_SKU_IDS)
         upsert = statement.on_conflict_do_update(
             index_elements=[_SKU_IDS.c.sink, _SKU_IDS.c.sku],
-            set_={"ids": statement.excluded.ids, "updated": statement.excluded.updated})
+            set_={"ids": statement.excluded.ids, "updated": statement.excluded.updated},
+        )
         now = self.clock()
         async with self._transaction() as conn:
-            await conn.execute(upsert, [{"sink": sink, "sku": sku, "ids": text, "updated": now}
-                                        for sku, text in sorted(ids.items())])
+            await conn.execute(
+                upsert,
+                [
+                    {"sink": sink, "sku": sku, "ids": text, "updated": now}
+                    for sku, text in sorted(ids.items())
+                ],
+            )
 
     async def drop_sku_ids(self, sink: str, stale: Mapping[str, str]) -> None:
         """Delete each SKU's row of ``sink`` that still holds the ids given (a row another
         consumer replaced since with newer ids stays)."""
         statement = delete(_SKU_IDS).where(
-            _SKU_IDS.c.sink == sink, _SKU_IDS.c.sku == bindparam("stale_sku"),
-            _SKU_IDS.c.ids == bindparam("stale_ids"))
+            _SKU_IDS.c.sink == sink,
+            _SKU_IDS.c.sku == bindparam("stale_sku"),
+            _SKU_IDS.c.ids == bindparam("stale_ids"),
+        )
         async with self._transaction() as conn:
-            await conn.execute(statement, [{"stale_sku": sku, "stale_ids": text}
-                                           for sku, text in sorted(stale.items())])
+            await conn.execute(
+                statement,
+                [{"stale_sku": sku, "stale_ids": text} for sku, text in sorted(stale.items())],
+            )
 
     # --- the rest ---------------------------------------------------------------------
 
-    async def add_dead_letter(self, raw: bytes, topic: str, reason: str,
-                              event_id: str | None = None, sink: str | None = None) -> None:
+    async def add_dead_letter(
+        self,
+        raw: bytes,
+        topic: str,
+        reason: str,
+        event_id: str | None = None,
+        sink: str | None = None,
+    ) -> None:
         """A message that never became a valid event (unparseable, schema errors)."""
         async with self._transaction() as conn:
-            await conn.execute(_DEAD.insert(), [{
-                "time": self.clock(), "topic": topic, "reason": reason, "raw": bytes(raw),
-                "event_id": event_id, "sink": sink}])
+            await conn.execute(
+                _DEAD.insert(),
+                [
+                    {
+                        "time": self.clock(),
+                        "topic": topic,
+                        "reason": reason,
+                        "raw": bytes(raw),
+                        "event_id": event_id,
+                        "sink": sink,
+                    }
+                ],
+            )
 
     async def dead_letters(self, after: int = 0, limit: int = 100) -> list[DeadLetter]:
         """Oldest first, those with ``id > after``."""
         query = select(_DEAD).where(_DEAD.c.id > after).order_by(_DEAD.c.id).limit(limit)
         async with self._transaction() as conn:
             rows = (await conn.execute(query)).all()
-        return [DeadLetter(id=r.id, time=r.time, topic=r.topic, reason=r.reason,
-                           raw=bytes(r.raw), event_id=r.event_id, sink=r.sink) for r in rows]
+        return [
+            DeadLetter(
+                id=r.id,
+                time=r.time,
+                topic=r.topic,
+                reason=r.reason,
+                raw=bytes(r.raw),
+                event_id=r.event_id,
+                sink=r.sink,
+            )
+            for r in rows
+        ]
 
     async def stats(self) -> StoreStats:
         count = select(func.count())
         async with self._transaction() as conn:
             ids = await conn.scalar(count.select_from(_SEEN))
             keys = await conn.scalar(
-                count.select_from(_VERSIONS).where(_VERSIONS.c.sequence.is_not(None)))
+                count.select_from(_VERSIONS).where(_VERSIONS.c.sequence.is_not(None))
+            )
             dead = await conn.scalar(count.select_from(_DEAD))
         return StoreStats(ids=ids or 0, keys=keys or 0, dead_letters=dead or 0)
 
@@ -598,14 +672,19 @@ class VersionStore:
                 raise SchemaTooNew(
                     f"version store {self.url} has schema version {found}, newer than this "
                     f"relay kit's {SCHEMA_VERSION}: upgrade distillsync, or point store.url "
-                    "at another database")
+                    "at another database"
+                )
             await conn.run_sync(_METADATA.create_all)  # migrations so far only add tables
             if found is None:
-                await conn.execute(_META.insert().values(name="schema_version",
-                                                         value=str(SCHEMA_VERSION)))
+                await conn.execute(
+                    _META.insert().values(name="schema_version", value=str(SCHEMA_VERSION))
+                )
             elif found < SCHEMA_VERSION:
-                await conn.execute(_META.update().where(_META.c.name == "schema_version")
-                                   .values(value=str(SCHEMA_VERSION)))
+                await conn.execute(
+                    _META.update()
+                    .where(_META.c.name == "schema_version")
+                    .values(value=str(SCHEMA_VERSION))
+                )
 
     @staticmethod
     async def _schema_version(conn: AsyncConnection) -> int | None:

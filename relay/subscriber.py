@@ -72,16 +72,17 @@ class VersionGate:
 
 def _client(url: str, client_id: str, protocol: str) -> aiomqtt.Client:
     parts = urlsplit(url)
-    version = (aiomqtt.ProtocolVersion.V311 if protocol == MQTT311
-               else aiomqtt.ProtocolVersion.V5)
-    client = aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883,
-                            identifier=client_id, protocol=version)
+    version = aiomqtt.ProtocolVersion.V311 if protocol == MQTT311 else aiomqtt.ProtocolVersion.V5
+    client = aiomqtt.Client(
+        parts.hostname or "127.0.0.1", parts.port or 1883, identifier=client_id, protocol=version
+    )
     client._client.on_socket_register_write = register_write_when_open(client)
     return client
 
 
-async def watch(url: str, topic: str | list[str], client_id: str,
-                protocol: str = MQTT5) -> AsyncIterator[tuple[str, bytes]]:
+async def watch(
+    url: str, topic: str | list[str], client_id: str, protocol: str = MQTT5
+) -> AsyncIterator[tuple[str, bytes]]:
     """Every message on ``topic`` (or each of a list) as ``(topic, payload)``, retained
     ones first; an empty payload is a cleared retained message. What the TUI's fleet view
     reads. A lost or refused connection raises :class:`~relay.errors.RelayUnavailable`
@@ -99,8 +100,9 @@ async def watch(url: str, topic: str | list[str], client_id: str,
         raise RelayUnavailable(f"relay unreachable at {url}: {error}") from None
 
 
-async def subscribe(url: str, topic: str, client_id: str,
-                    protocol: str = MQTT5) -> AsyncIterator[ReceivedEvent]:
+async def subscribe(
+    url: str, topic: str, client_id: str, protocol: str = MQTT5
+) -> AsyncIterator[ReceivedEvent]:
     """Yield every parseable event on ``topic`` (QoS 1) until the caller stops iterating."""
     async for topic_name, payload in watch(url, topic, client_id, protocol):
         try:
@@ -139,8 +141,9 @@ class SessionSettings:
     will_payload: bytes = b""
 
 
-def tls_context(ca_file: Path | None, cert_file: Path | None,
-                key_file: Path | None) -> ssl.SSLContext:
+def tls_context(
+    ca_file: Path | None, cert_file: Path | None, key_file: Path | None
+) -> ssl.SSLContext:
     """Verify the relay's certificate and hostname; optionally present a client cert."""
     context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     context.sslsocket_class = ClosedOnFailedHandshake  # paho leaks a refused one otherwise
@@ -169,14 +172,24 @@ class Session:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = settings.session_expiry
         props.ReceiveMaximum = settings.receive_maximum
-        will = (aiomqtt.Will(settings.will_topic, settings.will_payload, qos=1, retain=True)
-                if settings.will_topic else None)
+        will = (
+            aiomqtt.Will(settings.will_topic, settings.will_payload, qos=1, retain=True)
+            if settings.will_topic
+            else None
+        )
         self.client = aiomqtt.Client(
-            parts.hostname or "127.0.0.1", parts.port or (8883 if settings.tls else 1883),
-            identifier=settings.client_id, username=settings.username,
-            password=settings.password, protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False, properties=props, will=will, tls_context=settings.tls,
-            keepalive=settings.keepalive)
+            parts.hostname or "127.0.0.1",
+            parts.port or (8883 if settings.tls else 1883),
+            identifier=settings.client_id,
+            username=settings.username,
+            password=settings.password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            will=will,
+            tls_context=settings.tls,
+            keepalive=settings.keepalive,
+        )
         self._paho = self.client._client  # the reach below aiomqtt: manual acks, and
         self._paho.manual_ack_set(True)
         # no writer for a socket paho closed meanwhile (common.paho_io)
@@ -202,8 +215,7 @@ class Session:
             async for message in self.client.messages:
                 payload = message.payload
                 if isinstance(payload, bytes | bytearray):
-                    yield Incoming(str(message.topic), bytes(payload), message.mid,
-                                   self.connection)
+                    yield Incoming(str(message.topic), bytes(payload), message.mid, self.connection)
         except aiomqtt.MqttError as error:
             raise RelayUnavailable(f"relay connection lost: {error}") from None
 

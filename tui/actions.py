@@ -18,8 +18,9 @@ async def perform(app: App[Any], source: AgentSource, path: str, done: str) -> b
         return False
     if status != 200:
         reason = body.get("error") if isinstance(body, dict) else None
-        app.notify(f"{reason or body} (HTTP {status})", title="Not done", severity="error",
-                   markup=False)
+        app.notify(
+            f"{reason or body} (HTTP {status})", title="Not done", severity="error", markup=False
+        )
         return False
     app.notify(done, markup=False)
     return True

@@ -32,8 +32,9 @@ class AgentDashboard(App[int]):
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]  # a taller sparkline from 36 rows
     BINDINGS: ClassVar[list[BindingType]] = EVERYWHERE
 
-    def __init__(self, source: AgentSource, *, now: Clock = time.time,
-                 backoff: Backoff | None = None) -> None:
+    def __init__(
+        self, source: AgentSource, *, now: Clock = time.time, backoff: Backoff | None = None
+    ) -> None:
         super().__init__()
         self.source = source
         self.dashboard = DashboardScreen(source, now=now, backoff=backoff or Backoff())
@@ -42,7 +43,13 @@ class AgentDashboard(App[int]):
         return self.dashboard
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen([
-            ("Dashboard", describe(self, DashboardScreen.BINDINGS)), ("Tables", TABLE_KEYS),
-            ("Dead letters (d)", describe(self, DeadLetterScreen.BINDINGS)),
-            ("Everywhere", describe(self, EVERYWHERE))]))
+        self.push_screen(
+            HelpScreen(
+                [
+                    ("Dashboard", describe(self, DashboardScreen.BINDINGS)),
+                    ("Tables", TABLE_KEYS),
+                    ("Dead letters (d)", describe(self, DeadLetterScreen.BINDINGS)),
+                    ("Everywhere", describe(self, EVERYWHERE)),
+                ]
+            )
+        )

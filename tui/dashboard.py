@@ -26,22 +26,39 @@ from tui.sources import AgentSource
 from tui.throughput import Throughput
 from tui.widgets import AgentHeader, Banner, EventTail, OutboxPanel, SourcesTable
 
-SOURCE_ACTIONS = {"pause": "paused", "resume": "resumed",
-                  "resync": "will be re-read in full on its next poll"}
+SOURCE_ACTIONS = {
+    "pause": "paused",
+    "resume": "resumed",
+    "resync": "will be re-read in full on its next poll",
+}
 
 
 class DashboardScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "source('pause')", "Pause", tooltip="Pause the selected row's source"),
         Binding("r", "source('resume')", "Resume", tooltip="Resume the selected row's source"),
-        Binding("s", "source('resync')", "Resync",
-                tooltip="Re-read the selected row's source in full"),
-        Binding("d", "dead_letters", "Dead letters",
-                tooltip="Dead letters: reason and payload, retry, discard"),
-        Binding("slash", "focus_filter", "Filter",
-                tooltip="Filter the events by entity, subject or outcome"),
-        Binding("escape", "leave_filter", "Leave the filter", show=False,
-                tooltip="Back from the filter to the sources"),
+        Binding(
+            "s", "source('resync')", "Resync", tooltip="Re-read the selected row's source in full"
+        ),
+        Binding(
+            "d",
+            "dead_letters",
+            "Dead letters",
+            tooltip="Dead letters: reason and payload, retry, discard",
+        ),
+        Binding(
+            "slash",
+            "focus_filter",
+            "Filter",
+            tooltip="Filter the events by entity, subject or outcome",
+        ),
+        Binding(
+            "escape",
+            "leave_filter",
+            "Leave the filter",
+            show=False,
+            tooltip="Back from the filter to the sources",
+        ),
     ]
 
     def __init__(self, source: AgentSource, *, now: Clock, backoff: Backoff) -> None:
@@ -52,8 +69,7 @@ class DashboardScreen(Screen[None]):
         self.throughput = Throughput()
 
     def compose(self) -> ComposeResult:
-        yield AgentHeader(Content(f" connecting to the agent at {self.source.where}…"),
-                          id="header")
+        yield AgentHeader(Content(f" connecting to the agent at {self.source.where}…"), id="header")
         yield Banner(id="banner")
         with Vertical(id="body"):
             yield SourcesTable(id="sources", classes="panel")
@@ -70,8 +86,14 @@ class DashboardScreen(Screen[None]):
 
     @work(exclusive=True, group="follow", name="follow the agent")
     async def follow_agent(self) -> None:
-        await follow(self, self.source.updates, lambda raw: AgentUpdated(parse_update(raw)),
-                     errors=(OSError,), now=self.now, backoff=self.backoff)
+        await follow(
+            self,
+            self.source.updates,
+            lambda raw: AgentUpdated(parse_update(raw)),
+            errors=(OSError,),
+            now=self.now,
+            backoff=self.backoff,
+        )
 
     def on_agent_updated(self, message: AgentUpdated) -> None:
         update = message.update
@@ -90,8 +112,9 @@ class DashboardScreen(Screen[None]):
     def on_lost(self, message: Lost) -> None:
         """Keep the last figures, dimmed, under a banner saying since when."""
         detail = message.error.removeprefix("agent unreachable ")  # said once is enough
-        self.query_one(Banner).say(f"agent unreachable since {clock(message.since)} · "
-                                   f"{detail} · reconnecting")
+        self.query_one(Banner).say(
+            f"agent unreachable since {clock(message.since)} · {detail} · reconnecting"
+        )
         self.query("#header, #body").add_class("-stale")
 
     def action_source(self, action: str) -> None:

@@ -38,8 +38,9 @@ class FleetApp(App[int]):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS: ClassVar[list[BindingType]] = EVERYWHERE
 
-    def __init__(self, source: FleetSource, *, now: Clock = time.time,
-                 backoff: Backoff | None = None) -> None:
+    def __init__(
+        self, source: FleetSource, *, now: Clock = time.time, backoff: Backoff | None = None
+    ) -> None:
         super().__init__()
         self.source = source
         self.now = now
@@ -60,9 +61,14 @@ class FleetApp(App[int]):
 
     @work(exclusive=True, group="follow", name="follow the relay")
     async def follow_relay(self) -> None:
-        await follow(self, self.source.messages,
-                     lambda message: FleetStatus(*parse_fleet_status(*message)),
-                     errors=(OSError,), now=self.now, backoff=self.backoff)
+        await follow(
+            self,
+            self.source.messages,
+            lambda message: FleetStatus(*parse_fleet_status(*message)),
+            errors=(OSError,),
+            now=self.now,
+            backoff=self.backoff,
+        )
 
     def on_fleet_status(self, message: FleetStatus) -> None:
         if message.agent is None:
@@ -73,14 +79,16 @@ class FleetApp(App[int]):
         self.redraw()
 
     def on_lost(self, message: Lost) -> None:
-        self.query_one(Banner).say(f"relay unreachable since {clock(message.since)} · "
-                                   f"{message.error} · reconnecting")
+        self.query_one(Banner).say(
+            f"relay unreachable since {clock(message.since)} · {message.error} · reconnecting"
+        )
 
     def redraw(self) -> None:
         agents = [self.agents[key] for key in sorted(self.agents)]
         online = sum(agent.state == "online" for agent in agents)
-        self.query_one("#header", Static).update(_header(self.source.where, online,
-                                                         len(agents) - online))
+        self.query_one("#header", Static).update(
+            _header(self.source.where, online, len(agents) - online)
+        )
         self.query_one(FleetTable).show(agents, self.now())
 
     def action_help(self) -> None:
@@ -89,14 +97,26 @@ class FleetApp(App[int]):
 
 def _header(where: str, online: int, offline: int) -> Content:
     return Content.assemble(
-        (" fleet ", "bold reverse $accent"), f" {where}  ",
-        (f"● {online} online", "$success" if online else "dim"), "  ",
-        (f"○ {offline} offline", "bold $error" if offline else "dim"))
+        (" fleet ", "bold reverse $accent"),
+        f" {where}  ",
+        (f"● {online} online", "$success" if online else "dim"),
+        "  ",
+        (f"○ {offline} offline", "bold $error" if offline else "dim"),
+    )
 
 
 class FleetTable(FittedTable[FleetAgent]):
-    COLUMNS = ("tenant", "agent", "state", "seen", "version", "backlog", "dead",
-               "last publish", "last error")
+    COLUMNS = (
+        "tenant",
+        "agent",
+        "state",
+        "seen",
+        "version",
+        "backlog",
+        "dead",
+        "last publish",
+        "last error",
+    )
     NUMERIC = frozenset({"backlog", "dead"})
     WIDE_ONLY = "last error"
 
@@ -109,15 +129,22 @@ class FleetTable(FittedTable[FleetAgent]):
 
 def _cells(agent: FleetAgent, now: float) -> list[Text]:
     online = agent.state == "online"
-    state = Text(f"● {agent.state}" if online else f"○ {agent.state}",
-                 style="green" if online else "bold red")
-    tenant = Text("relay", style="italic cyan") if agent.kind == "consumer" \
-        else Text(agent.tenant)
-    return [tenant, Text(agent.agent, style=_agent_style(agent)),
-            state, Text(age(agent.time, now), style="dim"), Text(agent.version),
-            _number(agent.backlog),
-            _number(agent.dead_letters, alarm=True), Text(age(agent.last_publish, now)),
-            Text(_trouble(agent), style="red")]
+    state = Text(
+        f"● {agent.state}" if online else f"○ {agent.state}",
+        style="green" if online else "bold red",
+    )
+    tenant = Text("relay", style="italic cyan") if agent.kind == "consumer" else Text(agent.tenant)
+    return [
+        tenant,
+        Text(agent.agent, style=_agent_style(agent)),
+        state,
+        Text(age(agent.time, now), style="dim"),
+        Text(agent.version),
+        _number(agent.backlog),
+        _number(agent.dead_letters, alarm=True),
+        Text(age(agent.last_publish, now)),
+        Text(_trouble(agent), style="red"),
+    ]
 
 
 def _agent_style(agent: FleetAgent) -> str:

@@ -35,11 +35,22 @@ class FleetStatus(Message):
     agent: FleetAgent | None  # None: the retained status was cleared
 
 
-async def follow(target: MessagePump, open_feed: Callable[[], AsyncIterator[T]],
-                 message: Callable[[T], Message], *, errors: tuple[type[Exception], ...],
-                 now: Clock, backoff: Backoff) -> None:
+async def follow(
+    target: MessagePump,
+    open_feed: Callable[[], AsyncIterator[T]],
+    message: Callable[[T], Message],
+    *,
+    errors: tuple[type[Exception], ...],
+    now: Clock,
+    backoff: Backoff,
+) -> None:
     """Follow a feed for good, posting ``message(item)`` to ``target`` for each item and
     :class:`Lost` for each failure. Run it in a worker."""
-    await Follower(open_feed, lambda item: target.post_message(message(item)),
-                   lambda since, why: target.post_message(Lost(since, why)),
-                   errors=errors, now=now, backoff=backoff).run()
+    await Follower(
+        open_feed,
+        lambda item: target.post_message(message(item)),
+        lambda since, why: target.post_message(Lost(since, why)),
+        errors=errors,
+        now=now,
+        backoff=backoff,
+    ).run()

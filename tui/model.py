@@ -89,8 +89,11 @@ class AgentSnapshot:
 
     @property
     def feeds(self) -> tuple[FeedRow, ...]:
-        return tuple(FeedRow(source.name, source.paused, feed)
-                     for source in self.status.sources for feed in source.feeds)
+        return tuple(
+            FeedRow(source.name, source.paused, feed)
+            for source in self.status.sources
+            for feed in source.feeds
+        )
 
     @property
     def agent_time(self) -> float:
@@ -115,8 +118,9 @@ class TailEvent:
     def matches(self, needle: str) -> bool:
         """Case-insensitive substring match on entity, subject or outcome."""
         needle = needle.strip().lower()
-        return not needle or any(needle in field.lower()
-                                 for field in (self.entity, self.subject, self.outcome))
+        return not needle or any(
+            needle in field.lower() for field in (self.entity, self.subject, self.outcome)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,31 +176,46 @@ class FleetAgent:
 
 def parse_status(status: Json, health: Json | None = None) -> AgentSnapshot:
     healthy = health.get("healthy") if health else None
-    return AgentSnapshot(AgentStatus.from_json(status),
-                         healthy if isinstance(healthy, bool) else None)
+    return AgentSnapshot(
+        AgentStatus.from_json(status), healthy if isinstance(healthy, bool) else None
+    )
 
 
 def parse_event(event: Json) -> TailEvent:
     return TailEvent(
-        sequence=_int(event, "sequence"), id=_str(event, "id"), entity=_str(event, "entity"),
-        op=_str(event, "op"), subject=_str(event, "subject"), outcome=_str(event, "outcome"),
-        reason=_opt_str(event, "reason"), at=_float(event, "at") or 0.0)
+        sequence=_int(event, "sequence"),
+        id=_str(event, "id"),
+        entity=_str(event, "entity"),
+        op=_str(event, "op"),
+        subject=_str(event, "subject"),
+        outcome=_str(event, "outcome"),
+        reason=_opt_str(event, "reason"),
+        at=_float(event, "at") or 0.0,
+    )
 
 
 def parse_update(update: Json) -> Update:
     """One line of ``/v1/stream``: ``{"status", "health", "events"}``."""
-    return Update(parse_status(_dict(update, "status"), _dict(update, "health")),
-                  tuple(parse_event(event) for event in _list(update, "events")))
+    return Update(
+        parse_status(_dict(update, "status"), _dict(update, "health")),
+        tuple(parse_event(event) for event in _list(update, "events")),
+    )
 
 
 def parse_dead_letter(item: Json) -> DeadLetter:
     sequence = item.get("event_sequence")
     return DeadLetter(
-        id=_int(item, "id"), kind=_str(item, "kind"), source=_str(item, "source"),
-        feed=_str(item, "feed"), entity=_str(item, "entity"), subject=_str(item, "subject"),
-        reason=_str(item, "reason"), payload=_str(item, "payload"),
+        id=_int(item, "id"),
+        kind=_str(item, "kind"),
+        source=_str(item, "source"),
+        feed=_str(item, "feed"),
+        entity=_str(item, "entity"),
+        subject=_str(item, "subject"),
+        reason=_str(item, "reason"),
+        payload=_str(item, "payload"),
         event_sequence=int(sequence) if isinstance(sequence, int) else None,
-        created_at=_float(item, "created_at"))
+        created_at=_float(item, "created_at"),
+    )
 
 
 def parse_fleet_status(topic: str, payload: bytes) -> tuple[tuple[str, str], FleetAgent | None]:
@@ -212,13 +231,19 @@ def parse_fleet_status(topic: str, payload: bytes) -> tuple[tuple[str, str], Fle
     if not isinstance(status, Mapping):
         status = {"state": "unknown", "last_error": "unreadable status payload"}
     return (tenant, agent), FleetAgent(
-        tenant=tenant, agent=agent, state=_str(status, "state", "unknown"),
-        version=_str(status, "version"), time=epoch(_opt_str(status, "time")),
-        backlog=_float_int(status, "backlog"), dead_letters=_float_int(status, "dead_letters"),
+        tenant=tenant,
+        agent=agent,
+        state=_str(status, "state", "unknown"),
+        version=_str(status, "version"),
+        time=epoch(_opt_str(status, "time")),
+        backlog=_float_int(status, "backlog"),
+        dead_letters=_float_int(status, "dead_letters"),
         last_publish=epoch(_opt_str(status, "last_publish")),
         last_error=_opt_str(status, "last_error"),
         sources_failing=_int(status, "sources_failing"),
-        paused=_names(status, "paused"), kind=_str(status, "kind", "agent"))
+        paused=_names(status, "paused"),
+        kind=_str(status, "kind", "agent"),
+    )
 
 
 def _float_int(data: Json, key: str) -> int | None:

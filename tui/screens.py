@@ -23,8 +23,10 @@ from tui.widgets import fill_table, selected_key
 
 HelpSection = tuple[str, Sequence[tuple[str, str]]]
 TABLE_KEYS = [("↑ ↓ pgup pgdn", "Move the cursor in a table"), ("tab", "Next region")]
-RETRIED = {"publish": "Dead letter {id} is queued for delivery again.",
-           "capture": "Dead letter {id} is forgotten: its row is judged afresh on the next read."}
+RETRIED = {
+    "publish": "Dead letter {id} is queued for delivery again.",
+    "capture": "Dead letter {id} is forgotten: its row is judged afresh on the next read.",
+}
 
 
 def describe(app: App[Any], bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
@@ -33,15 +35,18 @@ def describe(app: App[Any], bindings: Iterable[BindingType]) -> list[tuple[str, 
     rows = []
     for binding in bindings:
         if isinstance(binding, Binding):
-            keys = [app.get_key_display(dataclasses.replace(binding, key=key, key_display=None))
-                    for key in binding.key.split(",")]
+            keys = [
+                app.get_key_display(dataclasses.replace(binding, key=key, key_display=None))
+                for key in binding.key.split(",")
+            ]
             rows.append((" ".join(keys), binding.tooltip or binding.description))
     return rows
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,question_mark,f1", "dismiss", "Close", key_display="esc")]
+        Binding("escape,question_mark,f1", "dismiss", "Close", key_display="esc")
+    ]
 
     def __init__(self, sections: Sequence[HelpSection]) -> None:
         super().__init__()
@@ -92,11 +97,17 @@ class DeadLetterScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "retry", "Retry", tooltip="Retry the selected dead letter"),
-        Binding("x,delete", "discard", "Discard", key_display="x",
-                tooltip="Discard the selected dead letter (asks first)"),
+        Binding(
+            "x,delete",
+            "discard",
+            "Discard",
+            key_display="x",
+            tooltip="Discard the selected dead letter (asks first)",
+        ),
         Binding("g,f5", "reload", "Reload", key_display="g", tooltip="Read the list again"),
-        Binding("escape", "app.pop_screen", "Back", key_display="esc",
-                tooltip="Back to the dashboard"),
+        Binding(
+            "escape", "app.pop_screen", "Back", key_display="esc", tooltip="Back to the dashboard"
+        ),
     ]
 
     def __init__(self, source: AgentSource, *, now: Clock) -> None:
@@ -107,8 +118,9 @@ class DeadLetterScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(_title("loading…"), id="dead-title")
-        table: DataTable[Any] = DataTable(cursor_type="row", zebra_stripes=True,
-                                          id="dead-list", classes="panel")
+        table: DataTable[Any] = DataTable(
+            cursor_type="row", zebra_stripes=True, id="dead-list", classes="panel"
+        )
         for name in ("id", "kind", "feed", "subject", "age", "reason"):
             table.add_column(name, key=name)
         yield table
@@ -137,8 +149,10 @@ class DeadLetterScreen(Screen[None]):
     def show(self, items: Sequence[DeadLetter]) -> None:
         self.items = {str(item.id): item for item in items}
         now = self.now()
-        fill_table(self.query_one(DataTable), [(key, _dead_cells(item, now))
-                                               for key, item in self.items.items()])
+        fill_table(
+            self.query_one(DataTable),
+            [(key, _dead_cells(item, now)) for key, item in self.items.items()],
+        )
         self.query_one("#dead-title", Static).update(_title(f"{len(items)}, oldest first"))
         self.show_detail(self.selected())
 
@@ -156,8 +170,10 @@ class DeadLetterScreen(Screen[None]):
 
     def action_retry(self) -> None:
         if item := self._require_selection():
-            self.act(f"/v1/outbox/{item.id}/retry",
-                     RETRIED.get(item.kind, RETRIED["publish"]).format(id=item.id))
+            self.act(
+                f"/v1/outbox/{item.id}/retry",
+                RETRIED.get(item.kind, RETRIED["publish"]).format(id=item.id),
+            )
 
     def action_discard(self) -> None:
         item = self._require_selection()
@@ -188,9 +204,14 @@ def _title(text: str) -> Content:
 
 
 def _dead_cells(item: DeadLetter, now: float) -> list[Text]:
-    return [Text(str(item.id), justify="right"), Text(item.kind),
-            Text(f"{item.source}/{item.feed}"), Text(item.subject),
-            Text(age(item.created_at, now), style="dim"), Text(item.reason, style="red")]
+    return [
+        Text(str(item.id), justify="right"),
+        Text(item.kind),
+        Text(f"{item.source}/{item.feed}"),
+        Text(item.subject),
+        Text(age(item.created_at, now), style="dim"),
+        Text(item.reason, style="red"),
+    ]
 
 
 def _detail(item: DeadLetter | None, now: float) -> tuple[Content, Content]:
@@ -198,7 +219,11 @@ def _detail(item: DeadLetter | None, now: float) -> tuple[Content, Content]:
         return Content("No dead letters: every event was mapped and delivered."), Content("")
     sequence = f" · sequence {item.event_sequence}" if item.event_sequence is not None else ""
     reason = Content.assemble(
-        (f"#{item.id} {item.kind}", "bold"), f" · {item.source}/{item.feed} · {item.entity} ",
-        (item.subject, "bold"), f"{sequence} · {age(item.created_at, now)}\n",
-        ("reason  ", "dim"), (item.reason, "bold $error"))
+        (f"#{item.id} {item.kind}", "bold"),
+        f" · {item.source}/{item.feed} · {item.entity} ",
+        (item.subject, "bold"),
+        f"{sequence} · {age(item.created_at, now)}\n",
+        ("reason  ", "dim"),
+        (item.reason, "bold $error"),
+    )
     return reason, Content(item.pretty_payload())

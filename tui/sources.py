@@ -94,8 +94,7 @@ def consumers_topic(prefix: str) -> str:
 class RelaySource:
     """A :class:`FleetSource` subscribed to the relay broker."""
 
-    def __init__(self, url: str, tenant: str | None = None,
-                 prefix: str = "distillsync") -> None:
+    def __init__(self, url: str, tenant: str | None = None, prefix: str = "distillsync") -> None:
         self.url = url
         self.topic = fleet_topic(prefix, tenant)
         self.consumers = consumers_topic(prefix)

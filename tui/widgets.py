@@ -71,9 +71,15 @@ class AgentHeader(Static):
         relay = snap.relay
         relay_for = f" {span(now - relay.since)}" if relay.since is not None else ""
         parts: list[str | tuple[str, str]] = [
-            (f" {snap.agent.id} ", "bold reverse $accent"), f" {snap.agent.tenant}  ",
-            ("relay ", "dim"), (f"● {relay.state}{relay_for}", state_style(relay.state)),
-            ("  up ", "dim"), span(snap.agent.uptime_seconds), ("  rate ", "dim"), rate(delivered)]
+            (f" {snap.agent.id} ", "bold reverse $accent"),
+            f" {snap.agent.tenant}  ",
+            ("relay ", "dim"),
+            (f"● {relay.state}{relay_for}", state_style(relay.state)),
+            ("  up ", "dim"),
+            span(snap.agent.uptime_seconds),
+            ("  rate ", "dim"),
+            rate(delivered),
+        ]
         if snap.healthy is False:
             parts.append(("  UNHEALTHY", "bold $error"))
         parts += [("  v", "dim"), (snap.agent.version, "dim")]
@@ -107,10 +113,20 @@ class FittedTable(DataTable[Any], Generic[T]):
         self._shown = (items, now)
         self._items = {self.key_of(item): item for item in items}
         columns = self._columns()
-        fill_table(self, [(key, [self._pad(cell) for name, cell in
-                                 zip(self.COLUMNS, self.cells_of(item, now), strict=True)
-                                 if name in columns])
-                          for key, item in self._items.items()])
+        fill_table(
+            self,
+            [
+                (
+                    key,
+                    [
+                        self._pad(cell)
+                        for name, cell in zip(self.COLUMNS, self.cells_of(item, now), strict=True)
+                        if name in columns
+                    ],
+                )
+                for key, item in self._items.items()
+            ],
+        )
         self._show_long_text()
 
     def selected(self) -> T | None:
@@ -158,8 +174,18 @@ class FittedTable(DataTable[Any], Generic[T]):
 class SourcesTable(FittedTable[FeedRow]):
     """One row per source and feed; the cursor picks the source that p/r/s act on."""
 
-    COLUMNS = ("feed", "mode", "polled", "success", "rows", "changes", "dead", "errors",
-               "state", "last error")
+    COLUMNS = (
+        "feed",
+        "mode",
+        "polled",
+        "success",
+        "rows",
+        "changes",
+        "dead",
+        "errors",
+        "state",
+        "last error",
+    )
     NUMERIC = frozenset({"rows", "changes", "dead", "errors"})
     WIDE_ONLY = "last error"
 
@@ -173,11 +199,18 @@ class SourcesTable(FittedTable[FeedRow]):
     def cells_of(self, item: FeedRow, now: float) -> list[Text]:
         feed = item.feed
         mode = SHORT_MODES.get(feed.mode, feed.mode) if self.compact else feed.mode
-        return [Text(item.key), Text(mode), Text(age(feed.last_poll_end, now)),
-                Text(age(feed.last_success, now), style="red" if feed.failing else ""),
-                _figure(feed.rows_read), _figure(feed.changes_emitted),
-                _figure(feed.dead_letters, "bold red"), _figure(feed.errors, "red"),
-                _feed_state(item), Text(feed.last_error or "", style="red")]
+        return [
+            Text(item.key),
+            Text(mode),
+            Text(age(feed.last_poll_end, now)),
+            Text(age(feed.last_success, now), style="red" if feed.failing else ""),
+            _figure(feed.rows_read),
+            _figure(feed.changes_emitted),
+            _figure(feed.dead_letters, "bold red"),
+            _figure(feed.errors, "red"),
+            _feed_state(item),
+            Text(feed.last_error or "", style="red"),
+        ]
 
 
 def _figure(value: int, alarm: str = "") -> Text:
@@ -204,11 +237,19 @@ class OutboxPanel(Vertical):
         oldest_age = outbox.oldest_pending_age_seconds
         oldest = span(oldest_age) if oldest_age is not None else NONE
         dead_style = "bold $error" if outbox.dead_letters else ""
-        self.query_one("#outbox-figures", Static).update(Content.assemble(
-            (rate(delivered), "bold"), ("  pending ", "dim"), (f"{outbox.pending:,}", "bold"),
-            ("  in flight ", "dim"), (f"{outbox.in_flight:,}", "bold"),
-            ("  oldest ", "dim"), (oldest, "bold"),
-            ("  dead letters ", "dim"), (f"{outbox.dead_letters:,}", dead_style or "bold")))
+        self.query_one("#outbox-figures", Static).update(
+            Content.assemble(
+                (rate(delivered), "bold"),
+                ("  pending ", "dim"),
+                (f"{outbox.pending:,}", "bold"),
+                ("  in flight ", "dim"),
+                (f"{outbox.in_flight:,}", "bold"),
+                ("  oldest ", "dim"),
+                (oldest, "bold"),
+                ("  dead letters ", "dim"),
+                (f"{outbox.dead_letters:,}", dead_style or "bold"),
+            )
+        )
         self.query_one(Sparkline).data = series
 
 
@@ -220,8 +261,9 @@ class EventTail(Vertical):
         self.events: deque[TailEvent] = deque(maxlen=TAIL_KEPT)
 
     def compose(self) -> ComposeResult:
-        filter_box = Input(placeholder="filter by entity, subject or outcome  ( / )",
-                           compact=True, id="filter")
+        filter_box = Input(
+            placeholder="filter by entity, subject or outcome  ( / )", compact=True, id="filter"
+        )
         filter_box.cursor_blink = False  # steady: a blinking cursor is only noise here
         yield filter_box
         table: DataTable[Any] = DataTable(cursor_type="none", zebra_stripes=True, id="events")
@@ -244,15 +286,22 @@ class EventTail(Vertical):
     def redraw(self) -> None:
         needle = self.query_one(Input).value
         matching = [e for e in reversed(self.events) if e.matches(needle)]
-        fill_table(self.query_one("#events", DataTable),
-                   [(str(e.sequence), _event_cells(e)) for e in matching[:TAIL_SHOWN]])
-        self.border_title = f"events · {len(matching)} matching" if needle.strip() \
-            else "events"
+        fill_table(
+            self.query_one("#events", DataTable),
+            [(str(e.sequence), _event_cells(e)) for e in matching[:TAIL_SHOWN]],
+        )
+        self.border_title = f"events · {len(matching)} matching" if needle.strip() else "events"
 
 
 def _event_cells(event: TailEvent) -> list[Text]:
     outcome = Text(event.outcome, style="green" if event.outcome == "delivered" else "red")
     if event.reason:
         outcome.append(f": {event.reason}")
-    return [Text(clock(event.at), style="dim"), Text(str(event.sequence), justify="right"),
-            Text(event.entity), Text(event.op), Text(event.subject), outcome]
+    return [
+        Text(clock(event.at), style="dim"),
+        Text(str(event.sequence), justify="right"),
+        Text(event.entity),
+        Text(event.op),
+        Text(event.subject),
+        outcome,
+    ]

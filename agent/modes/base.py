@@ -25,8 +25,9 @@ class PollTotals:
     dead: int = 0
 
     def __add__(self, other: PollTotals) -> PollTotals:
-        return PollTotals(self.rows + other.rows, self.enqueued + other.enqueued,
-                          self.dead + other.dead)
+        return PollTotals(
+            self.rows + other.rows, self.enqueued + other.enqueued, self.dead + other.dead
+        )
 
 
 class Poller(Protocol):
@@ -42,8 +43,9 @@ class Poller(Protocol):
         after a resync."""
         ...
 
-    async def capture(self, rows: list[Row], read: int, *, cursor: Any = None,
-                      generation: int | None = None) -> PollTotals:
+    async def capture(
+        self, rows: list[Row], read: int, *, cursor: Any = None, generation: int | None = None
+    ) -> PollTotals:
         """Map ``rows`` and commit them as one page of ``read`` rows read, with ``cursor``
         as the feed's new cursor (``None``: unchanged) or as seen by snapshot pass
         ``generation``; raises :class:`~agent.outbox.OutboxUnwritable`."""

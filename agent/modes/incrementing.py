@@ -27,8 +27,7 @@ from agent.sources.cursor import encode_cursor, newer
 class IncrementingCursor:
     """One incrementing feed's window: the highest cursor read, and when, until it settles."""
 
-    def __init__(self, entity: EntityConfig,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, entity: EntityConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.entity = entity
         self._clock = clock
         # (monotonic time, highest cursor read by then), oldest first

@@ -46,8 +46,7 @@ class Snapshot:
         """Keys this complete pass did not see were deleted in the ERP."""
         totals = PollTotals()
         page_size = poller.reader.config.page_size
-        while subjects := await poller.outbox.unseen_subjects(poller.feed, generation,
-                                                               page_size):
+        while subjects := await poller.outbox.unseen_subjects(poller.feed, generation, page_size):
             deletes = [poller.mapper.delete(s, key_parts(s)) for s in subjects]
             page = CapturedPage(poller.feed, deletes, conflate=self.entity.conflate)
             totals += await poller.commit(page, 0)

@@ -26,8 +26,12 @@ TICK_SETTLE = 2.0  # seconds the cursor must stay put before its tick counts as 
 class TimestampCursor:
     """One timestamp feed's read plan: when to sweep, where its head is, its fingerprints."""
 
-    def __init__(self, entity: EntityConfig, poll_interval: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        entity: EntityConfig,
+        poll_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.entity = entity
         self._clock = clock
         self.known = Fingerprints(entity.key, entity.cursor)

@@ -32,16 +32,16 @@ class Position:
     @classmethod
     def of(cls, row: Row, key: Sequence[str], cursor: str | None = None) -> Position:
         """Where ``row`` stands: its key values, and its ``cursor`` column's if one is named."""
-        return cls(cursor=row.get(cursor) if cursor else None,
-                   keys=tuple(row.get(k) for k in key))
+        return cls(cursor=row.get(cursor) if cursor else None, keys=tuple(row.get(k) for k in key))
 
 
 class Source(Protocol):
     config: SourceConfig
     """Its ``[[sources]]`` table: name, ``page_size``, ``timezone``, its entity feeds."""
 
-    async def cursor_page(self, entity: EntityConfig, low: Any,
-                          after: Position | None) -> list[Row]:
+    async def cursor_page(
+        self, entity: EntityConfig, low: Any, after: Position | None
+    ) -> list[Row]:
         """Rows of ``entity`` whose cursor is not NULL and at least ``low`` (timestamp mode)
         or above it (incrementing mode; ``None``: no bound), in ``(cursor, key...)`` order,
         strictly after ``after``. Cursor values keep the type the ERP gives, so that one

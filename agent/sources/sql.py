@@ -109,8 +109,10 @@ class QueryBuilder:
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         inner = self.entity.query.strip()
         if self.mssql:
-            return (f"SELECT * FROM ({inner}) AS q{clause} ORDER BY {', '.join(order)} "
-                    "OFFSET 0 ROWS FETCH NEXT :page_size ROWS ONLY")
+            return (
+                f"SELECT * FROM ({inner}) AS q{clause} ORDER BY {', '.join(order)} "
+                "OFFSET 0 ROWS FETCH NEXT :page_size ROWS ONLY"
+            )
         return f"SELECT * FROM ({inner}) AS q{clause} ORDER BY {', '.join(order)} LIMIT :page_size"
 
     def _after(self, columns: Sequence[str], start: int = 0) -> str:
@@ -150,8 +152,9 @@ class SqlReader:
     """A :class:`~agent.sources.base.Source`: reads pages of one source's entity feeds;
     knows SQL, nothing of the outbox."""
 
-    def __init__(self, config: SourceConfig, password: str | None,
-                 path: str = "sources[?]") -> None:
+    def __init__(
+        self, config: SourceConfig, password: str | None, path: str = "sources[?]"
+    ) -> None:
         self.config = config
         self.engine = create_engine(config, password, path)
         self.mysql = self.engine.dialect.name in ("mysql", "mariadb")
@@ -179,9 +182,12 @@ class SqlReader:
         if not (self.mysql and description):
             return [dict(row) for row in rows]
         self._instants[feed] = instants = frozenset(
-            column[0] for column in description if column[1] == MYSQL_TIMESTAMP)
-        return [{name: _as_utc(value) if name in instants else value
-                 for name, value in row.items()} for row in rows]
+            column[0] for column in description if column[1] == MYSQL_TIMESTAMP
+        )
+        return [
+            {name: _as_utc(value) if name in instants else value for name, value in row.items()}
+            for row in rows
+        ]
 
     async def _low(self, entity: EntityConfig, low: Any) -> Any:
         """A naive ``low`` on a TIMESTAMP cursor is a cursor stored before TIMESTAMPs were
@@ -195,16 +201,18 @@ class SqlReader:
             return low
         return low.replace(tzinfo=self._zone).astimezone(dt.UTC)
 
-    async def cursor_page(self, entity: EntityConfig, low: Any,
-                          after: Position | None) -> list[Row]:
+    async def cursor_page(
+        self, entity: EntityConfig, low: Any, after: Position | None
+    ) -> list[Row]:
         builder = self._builders[entity.feed]
         params: dict[str, Any] = {"page_size": self.config.page_size}
         if low is not None:
             params["low"] = await self._low(entity, low)
         if after is not None:
             params.update(_position_params((after.cursor, *after.keys)))
-        return await self._fetch(entity.feed,
-                                 builder.cursor_page(low is not None, after is not None), params)
+        return await self._fetch(
+            entity.feed, builder.cursor_page(low is not None, after is not None), params
+        )
 
     async def snapshot_page(self, entity: EntityConfig, after: Position | None) -> list[Row]:
         builder = self._builders[entity.feed]

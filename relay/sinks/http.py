@@ -115,8 +115,12 @@ class HttpSettings(Strict):
         """The credential behind ``{key}_file``, ``{key}_env`` or ``{key}_credential``
         (``what`` it is, for the error); :class:`SecretMissing` when it cannot be read or
         is empty."""
-        value = read_secret(getattr(self, f"{key}_file"), getattr(self, f"{key}_env"), key,
-                            getattr(self, f"{key}_credential"))
+        value = read_secret(
+            getattr(self, f"{key}_file"),
+            getattr(self, f"{key}_env"),
+            key,
+            getattr(self, f"{key}_credential"),
+        )
         if not value:
             raise SecretMissing(f"{key}: {what} is empty")
         return value
@@ -218,13 +222,25 @@ def is_transient(status: int) -> bool:
     return status in (408, 429) or status >= 500
 
 
-async def send(session: aiohttp.ClientSession, budget: RateBudget, method: str, url: str,
-               *, time_limit: float, **options: Any) -> Reply:
+async def send(
+    session: aiohttp.ClientSession,
+    budget: RateBudget,
+    method: str,
+    url: str,
+    *,
+    time_limit: float,
+    **options: Any,
+) -> Reply:
     """One request, paced by ``budget``; :class:`Transient` when it is worth trying again."""
     await budget.take()
     try:
-        async with session.request(method, url, timeout=aiohttp.ClientTimeout(total=time_limit),
-                                   allow_redirects=False, **options) as response:
+        async with session.request(
+            method,
+            url,
+            timeout=aiohttp.ClientTimeout(total=time_limit),
+            allow_redirects=False,
+            **options,
+        ) as response:
             body = await response.read()
     except TimeoutError:
         raise Transient(f"no answer within {time_limit:g}s") from None
@@ -246,23 +262,39 @@ async def send(session: aiohttp.ClientSession, budget: RateBudget, method: str, 
 # What a failed verification means, in an operator's words: (OpenSSL's words, the meaning).
 # The first match wins; OpenSSL's own words follow in brackets.
 _CERTIFICATE_FAILURES = (
-    ("certificate has expired", "the shop's certificate has expired (or this machine's clock "
-                                "is wrong)"),
-    ("certificate is not yet valid", "the shop's certificate is not valid yet (or this "
-                                     "machine's clock is wrong)"),
-    ("mismatch", "the shop's certificate is not issued for {host}: use a URL with a name the "
-                 "certificate lists"),
+    (
+        "certificate has expired",
+        "the shop's certificate has expired (or this machine's clock is wrong)",
+    ),
+    (
+        "certificate is not yet valid",
+        "the shop's certificate is not valid yet (or this machine's clock is wrong)",
+    ),
+    (
+        "mismatch",
+        "the shop's certificate is not issued for {host}: use a URL with a name the "
+        "certificate lists",
+    ),
 )
 
 
 def connect_failure(error: aiohttp.ClientConnectorCertificateError) -> str:
     """``cannot connect to HOST:PORT: `` and why the certificate was refused."""
     words = ssl_words(error.certificate_error)
-    meaning = next((meaning.format(host=error.host) for needle, meaning in _CERTIFICATE_FAILURES
-                    if needle in words), None)
-    why = (f"{meaning} ({words})" if meaning else
-           f"the shop's certificate is not trusted ({words}): set ca_file to the CA that "
-           "signed it")
+    meaning = next(
+        (
+            meaning.format(host=error.host)
+            for needle, meaning in _CERTIFICATE_FAILURES
+            if needle in words
+        ),
+        None,
+    )
+    why = (
+        f"{meaning} ({words})"
+        if meaning
+        else f"the shop's certificate is not trusted ({words}): set ca_file to the CA that "
+        "signed it"
+    )
     return f"cannot connect to {error.host}:{error.port}: {why}"
 
 
@@ -274,8 +306,7 @@ def _hint(state: RetryCallState) -> float:
     return (error.retry_after or 0.0) if isinstance(error, Transient) else 0.0
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], *, sink: str,
-                       settings: HttpSettings) -> T:
+async def with_retries(call: Callable[[], Awaitable[T]], *, sink: str, settings: HttpSettings) -> T:
     """``call()`` again while it raises :class:`Transient`, waiting at least its
     ``Retry-After``; :class:`SinkUnavailable` once ``max_retries`` are spent or the shop
     asks for a pause longer than :data:`MAX_WAIT` (the consumer waits that out, not us)."""
@@ -288,14 +319,20 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, sink: str,
     def log_retry(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         pause = state.next_action.sleep if state.next_action is not None else 0.0
-        log.warning("%s: %s; retry %d of %d in %.2fs",
-                    sink, error, state.attempt_number, retries, pause)
+        log.warning(
+            "%s: %s; retry %d of %d in %.2fs", sink, error, state.attempt_number, retries, pause
+        )
 
     def stop(state: RetryCallState) -> bool:
         return state.attempt_number > retries or _hint(state) > MAX_WAIT
 
-    retrying = AsyncRetrying(retry=retry_if_exception_type(Transient), stop=stop, wait=wait,
-                             before_sleep=log_retry, reraise=True)
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(Transient),
+        stop=stop,
+        wait=wait,
+        before_sleep=log_retry,
+        reraise=True,
+    )
     try:
         async for attempt in retrying:
             with attempt:
@@ -304,11 +341,27 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, sink: str,
         raise SinkUnavailable(f"{sink}: {error}") from None
     except Transient as error:
         attempts = retrying.statistics.get("attempt_number", 1)
-        raise SinkUnavailable(f"{sink}: {error} (gave up after {attempts} attempts)",
-                              error.retry_after) from None
+        raise SinkUnavailable(
+            f"{sink}: {error} (gave up after {attempts} attempts)", error.retry_after
+        ) from None
     raise AssertionError("unreachable: tenacity returns or raises")
 
 
-__all__ = ["MAX_WAIT", "HttpSettings", "LazySession", "Refused", "Reply", "ShopUrl", "Transient",
-           "check_url", "connect_failure", "is_loopback", "is_transient", "retry_after", "send",
-           "ssl_words", "trust", "with_retries"]
+__all__ = [
+    "MAX_WAIT",
+    "HttpSettings",
+    "LazySession",
+    "Refused",
+    "Reply",
+    "ShopUrl",
+    "Transient",
+    "check_url",
+    "connect_failure",
+    "is_loopback",
+    "is_transient",
+    "retry_after",
+    "send",
+    "ssl_words",
+    "trust",
+    "with_retries",
+]

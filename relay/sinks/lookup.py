@@ -114,8 +114,9 @@ class SkuIds(Generic[V]):
     remembered in memory only.
     """
 
-    def __init__(self, sink: str, kind: type[V], ttl: float = DEFAULT_TTL,
-                 store: IdStore | None = None) -> None:
+    def __init__(
+        self, sink: str, kind: type[V], ttl: float = DEFAULT_TTL, store: IdStore | None = None
+    ) -> None:
         self.sink, self.kind, self.store = sink, kind, store
         self.misses = Misses(ttl)
         self._ids: dict[str, V] = {}
@@ -160,8 +161,9 @@ class SkuIds(Generic[V]):
             self._ids[sku] = value
             self.misses.discard(sku)
         if self.store is not None:
-            await self.store.keep_sku_ids(self.sink, {sku: _encode(value)
-                                                      for sku, value in ids.items()})
+            await self.store.keep_sku_ids(
+                self.sink, {sku: _encode(value) for sku, value in ids.items()}
+            )
 
     def missing(self, sku: str, reason: str) -> None:
         """A lookup found no (single) product for ``sku``: its events are DEAD with
@@ -182,8 +184,13 @@ class SkuIds(Generic[V]):
             fields: Any = json.loads(text)
             return self.kind(**fields)
         except (ValueError, TypeError):
-            log.warning("sink %s: stored ids of SKU %r are not %s (%r); looking it up again",
-                        self.sink, sku, self.kind.__name__, text[:200])
+            log.warning(
+                "sink %s: stored ids of SKU %r are not %s (%r); looking it up again",
+                self.sink,
+                sku,
+                self.kind.__name__,
+                text[:200],
+            )
             return None
 
 

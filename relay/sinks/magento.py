@@ -137,12 +137,18 @@ def _unknown_sku(error: Any) -> str | None:
     if not isinstance(error, dict):
         return None
     message, parameters = str(error.get("message", "")), error.get("parameters")
-    if isinstance(parameters, dict) and "was not found" in message and (
-            str(parameters.get("field")).lower() == "sku"):
+    if (
+        isinstance(parameters, dict)
+        and "was not found" in message
+        and (str(parameters.get("field")).lower() == "sku")
+    ):
         return str(parameters.get("value"))
     values = list(parameters.values()) if isinstance(parameters, dict) else parameters
-    if message.startswith("Invalid attribute") and isinstance(values, list) and (
-            len(values) == 2 and str(values[0]).lower() == "sku"):
+    if (
+        message.startswith("Invalid attribute")
+        and isinstance(values, list)
+        and (len(values) == 2 and str(values[0]).lower() == "sku")
+    ):
         return str(values[1])
     return None
 
@@ -164,15 +170,21 @@ class MagentoSink:
         """``ids`` is not used: Magento takes SKUs as they are, there are no ids to keep."""
         self.settings = settings
         self.name = settings.name
-        token = read_secret(settings.token_file, settings.token_env, "token",
-                            settings.token_credential)
+        token = read_secret(
+            settings.token_file, settings.token_env, "token", settings.token_credential
+        )
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._api = f"{settings.url}/rest/{settings.store_code}/V1"
         self._budget = RateBudget(settings.requests_per_second)
         # An empty sources table: each warehouse is the source of its name.
-        self.rules = Rules("Magento", fractions="keep", oversold="zero",
-                           places=settings.sources, place="a Magento source",
-                           price_list=settings.price_list)
+        self.rules = Rules(
+            "Magento",
+            fractions="keep",
+            oversold="zero",
+            places=settings.sources,
+            place="a Magento source",
+            price_list=settings.price_list,
+        )
         self._sources: set[str] = set()
         self.misses = Misses(settings.unknown_sku_ttl)
         self._session = LazySession(tls=settings.tls())
@@ -196,13 +208,27 @@ class MagentoSink:
             return SinkResult(Status.DEAD, miss.reason)
         if isinstance(planned, Stock):
             quantity = planned.quantity
-            return _Item(index, planned.sku, {"sku": planned.sku, "source_code": planned.place,
-                                              "quantity": quantity,
-                                              "status": 1 if quantity > 0 else 0})
+            return _Item(
+                index,
+                planned.sku,
+                {
+                    "sku": planned.sku,
+                    "source_code": planned.place,
+                    "quantity": quantity,
+                    "status": 1 if quantity > 0 else 0,
+                },
+            )
         if isinstance(planned, Price):
             # Magento stores decimal(20,6) and reads the JSON number into it.
-            return _Item(index, planned.sku, {"sku": planned.sku, "price": float(planned.amount),
-                                              "store_id": self.settings.store_id})
+            return _Item(
+                index,
+                planned.sku,
+                {
+                    "sku": planned.sku,
+                    "price": float(planned.amount),
+                    "store_id": self.settings.store_id,
+                },
+            )
         return planned
 
     # --- stock -----------------------------------------------------------------------
@@ -210,11 +236,16 @@ class MagentoSink:
     async def _stock(self, items: list[_Item]) -> dict[int, SinkResult]:
         """Items of sources the shop has are saved; the others are dead, saying why."""
         known = await self._known_sources({item.row["source_code"] for item in items})
-        results = {item.index: SinkResult(
-            Status.DEAD, f"{item.sku}: Magento has no source {item.row['source_code']!r} "
-                         f"(it has: {', '.join(sorted(known)) or 'none'}); map the warehouse "
-                         "in this sink's sources") for item in items
-                   if item.row["source_code"] not in known}
+        results = {
+            item.index: SinkResult(
+                Status.DEAD,
+                f"{item.sku}: Magento has no source {item.row['source_code']!r} "
+                f"(it has: {', '.join(sorted(known)) or 'none'}); map the warehouse "
+                "in this sink's sources",
+            )
+            for item in items
+            if item.row["source_code"] not in known
+        }
         ready = [item for item in items if item.index not in results]
         return results | (await self._save(ready, self._save_stock) if ready else {})
 
@@ -224,8 +255,12 @@ class MagentoSink:
             page = 1
             while True:
                 listing = await self._get_json(
-                    "/inventory/sources", {"searchCriteria[pageSize]": str(SOURCES_PAGE),
-                                           "searchCriteria[currentPage]": str(page)})
+                    "/inventory/sources",
+                    {
+                        "searchCriteria[pageSize]": str(SOURCES_PAGE),
+                        "searchCriteria[currentPage]": str(page),
+                    },
+                )
                 codes = [str(source.get("source_code")) for source in listing.get("items") or []]
                 self._sources.update(codes)
                 if not codes or len(self._sources) >= int(listing.get("total_count") or 0):
@@ -234,8 +269,9 @@ class MagentoSink:
         return self._sources
 
     async def _save_stock(self, items: list[_Item]) -> tuple[list[Any], bool]:
-        reply = await self._request("POST", "/inventory/source-items",
-                                    json={"sourceItems": [item.row for item in items]})
+        reply = await self._request(
+            "POST", "/inventory/source-items", json={"sourceItems": [item.row for item in items]}
+        )
         if reply.ok:
             return [], False
         if reply.status != 400:
@@ -247,8 +283,9 @@ class MagentoSink:
     # --- prices ----------------------------------------------------------------------
 
     async def _save_prices(self, items: list[_Item]) -> tuple[list[Any], bool]:
-        reply = await self._request("POST", "/products/base-prices",
-                                    json={"prices": [item.row for item in items]})
+        reply = await self._request(
+            "POST", "/products/base-prices", json={"prices": [item.row for item in items]}
+        )
         if not reply.ok:
             raise self._unavailable("products/base-prices", reply)
         refused = self._body(reply)
@@ -257,9 +294,9 @@ class MagentoSink:
 
     # --- what a refused item becomes -------------------------------------------------
 
-    async def _save(self, items: list[_Item],
-                    save: Callable[[list[_Item]], Awaitable[tuple[list[Any], bool]]]
-                    ) -> dict[int, SinkResult]:
+    async def _save(
+        self, items: list[_Item], save: Callable[[list[_Item]], Awaitable[tuple[list[Any], bool]]]
+    ) -> dict[int, SinkResult]:
         """``save`` the items; those its errors name are dead, the rest saved or sent again.
 
         ``save`` answers the errors and whether the items they do not name were saved.
@@ -271,13 +308,15 @@ class MagentoSink:
         for sku in {_unknown_sku(error) for error in errors}:
             if sku in named:
                 self.misses.add(sku, f"{sku}: {named[sku]}")
-        results = {item.index: SinkResult(Status.DEAD, f"{item.sku}: {named[item.sku]}")
-                   for item in items if item.sku in named}
+        results = {
+            item.index: SinkResult(Status.DEAD, f"{item.sku}: {named[item.sku]}")
+            for item in items
+            if item.sku in named
+        }
         rest = [item for item in items if item.sku not in named]
         unnamed = [error for error in errors if not _values(error) & {i.sku for i in items}]
         if len(rest) == 1 and unnamed:
-            results[rest[0].index] = SinkResult(Status.DEAD, f"{rest[0].sku}: "
-                                                f"{render(unnamed[0])}")
+            results[rest[0].index] = SinkResult(Status.DEAD, f"{rest[0].sku}: {render(unnamed[0])}")
         elif unnamed:
             # Magento did not say which row it refused: each alone (writes are absolute).
             for item in rest:
@@ -301,16 +340,23 @@ class MagentoSink:
 
     async def _request(self, method: str, path: str, **options: Any) -> Reply:
         async def call() -> Reply:
-            return await send(self._session(), self._budget, method, self._api + path,
-                              time_limit=self.settings.timeout, headers=self._headers,
-                              **options)
+            return await send(
+                self._session(),
+                self._budget,
+                method,
+                self._api + path,
+                time_limit=self.settings.timeout,
+                headers=self._headers,
+                **options,
+            )
 
         reply = await with_retries(call, sink=f"magento {self.name}", settings=self.settings)
         if reply.status == 401:
             raise SinkUnavailable(
                 f"magento {self.name}: the access token was refused (401: "
                 f"{render(self._body(reply))}); check token_file / token_env and the "
-                "integration's API resources")
+                "integration's API resources"
+            )
         return reply
 
     async def _get_json(self, path: str, params: dict[str, str]) -> dict[str, Any]:
@@ -329,8 +375,10 @@ class MagentoSink:
 
     def _unavailable(self, endpoint: str, reply: Reply) -> SinkUnavailable:
         """A refusal no single event caused (a missing route or module, a forbidden scope)."""
-        return SinkUnavailable(f"magento {self.name}: {endpoint} answered HTTP {reply.status}: "
-                               f"{render(self._body(reply))}")
+        return SinkUnavailable(
+            f"magento {self.name}: {endpoint} answered HTTP {reply.status}: "
+            f"{render(self._body(reply))}"
+        )
 
 
 __all__ = ["MagentoSink", "Settings", "render"]

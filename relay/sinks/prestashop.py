@@ -162,10 +162,16 @@ class PrestaShopSink:
         self._budget = RateBudget(settings.requests_per_second)
         self._session = LazySession(tls=settings.tls(), headers={"Authorization": authorization})
         # Negative prices are the shop's to refuse (a product's: error 85, invalid price).
-        self.rules = Rules("PrestaShop", fractions="floor", oversold="keep",
-                           warehouse=settings.warehouse, price_list=settings.price_list,
-                           currency=settings.currency, negative_prices=True,
-                           deletes="PrestaShop has no equivalent: send the new state")
+        self.rules = Rules(
+            "PrestaShop",
+            fractions="floor",
+            oversold="keep",
+            warehouse=settings.warehouse,
+            price_list=settings.price_list,
+            currency=settings.currency,
+            negative_prices=True,
+            deletes="PrestaShop has no equivalent: send the new state",
+        )
         self.ids = SkuIds(self.name, Item, settings.unknown_sku_ttl, ids)
 
     # -- the Sink interface ---------------------------------------------------------------
@@ -237,8 +243,9 @@ class PrestaShopSink:
         impact = price - _price(product)
         await self._write_price(combination, "combinations", impact, NOT_FOR_PUT)
 
-    async def _write_price(self, resource: ET.Element, plural: str, value: Decimal,
-                           strip: tuple[str, ...]) -> None:
+    async def _write_price(
+        self, resource: ET.Element, plural: str, value: Decimal, strip: tuple[str, ...]
+    ) -> None:
         if _price(resource) == value:
             return  # already so: a replay costs one GET, not a write
         _set(resource, "price", f"{value:.6f}")
@@ -268,8 +275,10 @@ class PrestaShopSink:
         if row is None:
             return None
         if _int(row, "cache_default_attribute"):
-            raise Unknown("the product has combinations, so its stock and price are theirs: "
-                       "send the combinations' references")
+            raise Unknown(
+                "the product has combinations, so its stock and price are theirs: "
+                "send the combinations' references"
+            )
         return Item(_int(row, "id"))
 
     async def _find_combination(self, sku: str) -> Item | None:
@@ -278,8 +287,7 @@ class PrestaShopSink:
 
     async def _by_reference(self, plural: str, sku: str, fields: str) -> ET.Element | None:
         """The one row whose reference is exactly ``sku`` (the filter ignores case)."""
-        rows = await self._list(plural, {"filter[reference]": f"[{sku}]",
-                                         "display": f"[{fields}]"})
+        rows = await self._list(plural, {"filter[reference]": f"[{sku}]", "display": f"[{fields}]"})
         found = [row for row in rows if _text(row, "reference") == sku]
         if len(found) > 1:
             ids = ", ".join(_text(row, "id") for row in found)
@@ -290,16 +298,20 @@ class PrestaShopSink:
         """The item's stock_available, fresh; ``None`` when a cached id is gone."""
         if item.stock:
             return await self._get("stock_availables", item.stock)
-        query = {"filter[id_product]": f"[{item.product}]",
-                 "filter[id_product_attribute]": f"[{item.attribute}]", "display": "full"}
+        query = {
+            "filter[id_product]": f"[{item.product}]",
+            "filter[id_product_attribute]": f"[{item.attribute}]",
+            "display": "full",
+        }
         if self.settings.shop_id is not None:
             query["filter[id_shop]"] = f"[{self.settings.shop_id}]"
         rows = await self._list("stock_availables", query)
         if not rows:
             raise Dead(f"PrestaShop has no stock_available for {_describe(item)}")
         if len(rows) > 1:
-            raise Dead(f"{_describe(item)} has {len(rows)} stock_availables (one per shop?): "
-                       "set shop_id")
+            raise Dead(
+                f"{_describe(item)} has {len(rows)} stock_availables (one per shop?): set shop_id"
+            )
         await self.ids.found({sku: replace(item, stock=_int(rows[0], "id"))})
         return rows[0]
 
@@ -321,8 +333,9 @@ class PrestaShopSink:
             raise Dead(f"GET {plural}/{resource_id} failed: {answer.error()}")
         return entity
 
-    async def _put(self, plural: str, entity: ET.Element,
-                   strip: tuple[str, ...] = NOT_FOR_PUT) -> None:
+    async def _put(
+        self, plural: str, entity: ET.Element, strip: tuple[str, ...] = NOT_FOR_PUT
+    ) -> None:
         resource_id = _text(entity, "id")
         body = _put_body(entity, strip)
         answer = await self._call("PUT", f"{plural}/{resource_id}", body=body)
@@ -331,8 +344,14 @@ class PrestaShopSink:
 
     # -- HTTP: the policy every HTTP sink shares (relay.sinks.http) ----------------------
 
-    async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                    body: bytes | None = None) -> Answer:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> Answer:
         """One Webservice request: 408/429/5xx and lost connections retried (waiting at
         least ``Retry-After``), then :class:`SinkUnavailable`."""
         options: dict[str, Any] = {"params": params}
@@ -341,9 +360,14 @@ class PrestaShopSink:
 
         async def once() -> Reply:
             try:
-                return await send(self._session(), self._budget, method,
-                                  f"{self.settings.url}/api/{path}",
-                                  time_limit=self.settings.timeout, **options)
+                return await send(
+                    self._session(),
+                    self._budget,
+                    method,
+                    f"{self.settings.url}/api/{path}",
+                    time_limit=self.settings.timeout,
+                    **options,
+                )
             except Transient as error:  # say which request, never the key
                 raise Transient(f"{method} /api/{path}: {error}", error.retry_after) from None
 
@@ -352,9 +376,11 @@ class PrestaShopSink:
         if answer.status in (401, 403, 405):
             # Every event would fail alike: not a dead letter, the shop is unusable until
             # the key or its permissions are fixed.
-            raise SinkUnavailable(f"prestashop {self.name}: the Webservice key was refused "
-                                  f"on {method} /api/{path} ({answer.error()}); check "
-                                  "api_key and its permissions")
+            raise SinkUnavailable(
+                f"prestashop {self.name}: the Webservice key was refused "
+                f"on {method} /api/{path} ({answer.error()}); check "
+                "api_key and its permissions"
+            )
         return answer
 
 
@@ -382,8 +408,9 @@ def _price(element: ET.Element) -> Decimal:
     try:
         return Decimal(_text(element, "price") or "0")
     except InvalidOperation:
-        raise Dead(f"PrestaShop sent a price that is not a number: "
-                   f"{_text(element, 'price')!r}") from None
+        raise Dead(
+            f"PrestaShop sent a price that is not a number: {_text(element, 'price')!r}"
+        ) from None
 
 
 def _set(element: ET.Element, name: str, value: str) -> None:
@@ -400,8 +427,7 @@ def _put_body(entity: ET.Element, strip: tuple[str, ...]) -> bytes:
         for child in copy.findall(name):
             copy.remove(child)
     for element in copy.iter():
-        for attribute in [a for a in element.attrib if a.startswith("{") or
-                          a == "notFilterable"]:
+        for attribute in [a for a in element.attrib if a.startswith("{") or a == "notFilterable"]:
             del element.attrib[attribute]
     root = ET.Element("prestashop")
     root.append(copy)
@@ -413,8 +439,10 @@ def _check_filterable(sku: str) -> None:
     if not sku:
         raise Dead("the SKU is empty")
     if "[" in sku or "|" in sku or _INTERVAL.match(sku):
-        raise Dead("the Webservice filter syntax cannot look this reference up "
-                   "('[', '|' and 'N,M' have a meaning there)")
+        raise Dead(
+            "the Webservice filter syntax cannot look this reference up "
+            "('[', '|' and 'N,M' have a meaning there)"
+        )
 
 
 def _describe(item: Item) -> str:

@@ -103,11 +103,12 @@ class Rules:
     def plan(self, event: Event) -> Stock | Price | SinkResult:
         """What to write for ``event``, or its result when nothing will be (SKIPPED or DEAD)."""
         if event.entity not in ENTITIES:
-            return SinkResult(Status.SKIPPED, f"the {self.shop} sink does not write "
-                                              f"{event.entity}")
+            return SinkResult(Status.SKIPPED, f"the {self.shop} sink does not write {event.entity}")
         if event.op == "delete":
-            return SinkResult(Status.SKIPPED, f"{event.entity} deletes are not applied to the "
-                                              f"shop ({self.deletes})")
+            return SinkResult(
+                Status.SKIPPED,
+                f"{event.entity} deletes are not applied to the shop ({self.deletes})",
+            )
         sku = event.data.get("sku")
         if not isinstance(sku, str) or not sku:
             return SinkResult(Status.DEAD, f"{event.entity} {event.subject}: no sku")
@@ -137,40 +138,49 @@ class Rules:
         if self.warehouse is not None:
             if warehouse == self.warehouse:
                 return warehouse
-            return SinkResult(Status.SKIPPED, f"{sku}: warehouse {warehouse!r} is not the "
-                                              f"shop's ({self.warehouse!r})")
+            return SinkResult(
+                Status.SKIPPED,
+                f"{sku}: warehouse {warehouse!r} is not the shop's ({self.warehouse!r})",
+            )
         if not self.places:
             return warehouse
         place = self.places.get(warehouse)
         if place is None:
-            return SinkResult(Status.SKIPPED, f"{sku}: warehouse {warehouse} is not mapped to "
-                                              f"{self.place}")
+            return SinkResult(
+                Status.SKIPPED, f"{sku}: warehouse {warehouse} is not mapped to {self.place}"
+            )
         return place
 
     def other_list(self, sku: str, data: Mapping[str, Any]) -> SinkResult | None:
         """SKIPPED for a price the shop does not sell at (list or currency); else None."""
         price_list, wanted = data.get("price_list") or None, self.price_list
         if price_list != wanted and not (wanted is None and self.any_list_when_unset):
-            return SinkResult(Status.SKIPPED, f"{sku}: price list {price_list} is not the one "
-                                              f"this shop sells at ({wanted})")
+            return SinkResult(
+                Status.SKIPPED,
+                f"{sku}: price list {price_list} is not the one this shop sells at ({wanted})",
+            )
         currency = data.get("currency")
         if self.currency and currency not in (None, self.currency):
-            return SinkResult(Status.SKIPPED, f"{sku}: currency {currency!r} is not the "
-                                              f"shop's ({self.currency!r})")
+            return SinkResult(
+                Status.SKIPPED,
+                f"{sku}: currency {currency!r} is not the shop's ({self.currency!r})",
+            )
         return None
 
     def quantity(self, on_hand: Any) -> int | float:
         """``on_hand`` as the shop counts it; :class:`Invalid` when it cannot."""
-        if isinstance(on_hand, bool) or not isinstance(on_hand, int | float) or (
-                not math.isfinite(on_hand)):
+        if (
+            isinstance(on_hand, bool)
+            or not isinstance(on_hand, int | float)
+            or (not math.isfinite(on_hand))
+        ):
             raise Invalid(f"on_hand {on_hand!r} is not a number")
         quantity: int | float = on_hand
         if self.fractions == "floor":
             quantity = math.floor(on_hand)
         elif self.fractions == "refuse":
             if on_hand != int(on_hand):
-                raise Invalid(f"on_hand {on_hand} is not a whole number ({self.shop} counts "
-                              "units)")
+                raise Invalid(f"on_hand {on_hand} is not a whole number ({self.shop} counts units)")
             quantity = int(on_hand)
         return quantity if self.oversold == "keep" else max(0, quantity)
 
@@ -195,8 +205,9 @@ def _decimal(value: Any) -> Decimal | None:
     return amount if amount.is_finite() else None
 
 
-def sort_out(events: Sequence[Event], plan: Callable[[int, Event], W | SinkResult]
-             ) -> tuple[dict[int, SinkResult], list[W], list[W]]:
+def sort_out(
+    events: Sequence[Event], plan: Callable[[int, Event], W | SinkResult]
+) -> tuple[dict[int, SinkResult], list[W], list[W]]:
     """``plan(index, event)`` each event: the results of those nothing will be written for
     (by index), then the stock writes and the price writes, each in event order."""
     results: dict[int, SinkResult] = {}
@@ -215,13 +226,22 @@ def one_warehouse_each(places: dict[str, str]) -> dict[str, str]:
     """``places`` (ERP warehouse -> the shop's location or source) as it is, or ValueError
     naming the places mapped from more than one warehouse: absolute counts from two
     warehouses written to one place would overwrite each other."""
-    shared = sorted({place for place in places.values()
-                     if list(places.values()).count(place) > 1})
+    shared = sorted({place for place in places.values() if list(places.values()).count(place) > 1})
     if shared:
-        raise ValueError(f"{', '.join(shared)} is mapped from more than one warehouse; "
-                         "each would overwrite the other's count")
+        raise ValueError(
+            f"{', '.join(shared)} is mapped from more than one warehouse; "
+            "each would overwrite the other's count"
+        )
     return places
 
 
-__all__ = ["ENTITIES", "NOT_ZERO", "Invalid", "Price", "Rules", "Stock", "one_warehouse_each",
-           "sort_out"]
+__all__ = [
+    "ENTITIES",
+    "NOT_ZERO",
+    "Invalid",
+    "Price",
+    "Rules",
+    "Stock",
+    "one_warehouse_each",
+    "sort_out",
+]

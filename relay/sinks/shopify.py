@@ -167,8 +167,10 @@ class Settings(HttpSettings, LookupSettings):
         if not _VERSION.match(value):
             raise ValueError(f"{value!r} is not a Shopify API version such as {API_VERSION!r}")
         if value < FIRST_API_VERSION:
-            raise ValueError(f"{value} predates changeFromQuantity and @idempotent on "
-                             f"inventorySetQuantities: use {FIRST_API_VERSION} or later")
+            raise ValueError(
+                f"{value} predates changeFromQuantity and @idempotent on "
+                f"inventorySetQuantities: use {FIRST_API_VERSION} or later"
+            )
         return value
 
     @field_validator("locations")
@@ -176,8 +178,10 @@ class Settings(HttpSettings, LookupSettings):
     def _location_gids(cls, value: dict[str, str]) -> dict[str, str]:
         for warehouse, gid in value.items():
             if not _LOCATION.match(gid):
-                raise ValueError(f"locations.{warehouse}: {gid!r} is not a location GID "
-                                 "such as 'gid://shopify/Location/123'")
+                raise ValueError(
+                    f"locations.{warehouse}: {gid!r} is not a location GID "
+                    "such as 'gid://shopify/Location/123'"
+                )
         return one_warehouse_each(value)
 
 
@@ -247,22 +251,28 @@ class CostBudget(RateBudget):
         await super().take(min(cost, self.capacity))
 
 
-def idempotency_key(event_ids: Iterable[str], quantities: list[dict[str, Any]],
-                    attempt: int = 0) -> str:
+def idempotency_key(
+    event_ids: Iterable[str], quantities: list[dict[str, Any]], attempt: int = 0
+) -> str:
     """The same events written against the same observed quantities: the same key.
 
     ``attempt`` counts the writes of one batch after refusals (a stale compare): Shopify
     wants a new key after a failed request, even were its input to come out the same.
     """
-    material = json.dumps({"events": list(event_ids), "quantities": quantities,
-                           "attempt": attempt}, sort_keys=True, separators=(",", ":"))
+    material = json.dumps(
+        {"events": list(event_ids), "quantities": quantities, "attempt": attempt},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return str(uuid.uuid5(_KEY_NAMESPACE, material))
 
 
 def sku_search(skus: Iterable[str]) -> str:
     """``sku:"A" OR sku:"B"`` in Shopify's search syntax (quotes and backslashes escaped)."""
+
     def quoted(sku: str) -> str:
         return '"' + sku.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
     return " OR ".join(f"sku:{quoted(sku)}" for sku in skus)
 
 
@@ -271,10 +281,11 @@ def _user_errors(errors: Any, prefix: tuple[str, ...]) -> dict[int, _UserError]:
     found: dict[int, _UserError] = {}
     for error in errors or []:
         field = [str(part) for part in error.get("field") or []]
-        rest = field[len(prefix):] if tuple(field[:len(prefix)]) == prefix else []
+        rest = field[len(prefix) :] if tuple(field[: len(prefix)]) == prefix else []
         index = int(rest[0]) if rest and rest[0].isdigit() else -1
-        found.setdefault(index, _UserError(str(error.get("code") or ""),
-                                           str(error.get("message") or "rejected")))
+        found.setdefault(
+            index, _UserError(str(error.get("code") or ""), str(error.get("message") or "rejected"))
+        )
     return found
 
 
@@ -307,9 +318,13 @@ def _fold_stock(writes: list[_Write]) -> list[_Write]:
 
 def _in_progress(data: dict[str, Any]) -> bool:
     """Whether a mutation's ``userErrors`` say its key's first request is still running."""
-    return any(error.get("code") == IN_PROGRESS
-               for payload in data.values() if isinstance(payload, dict)
-               for error in payload.get("userErrors") or [] if isinstance(error, dict))
+    return any(
+        error.get("code") == IN_PROGRESS
+        for payload in data.values()
+        if isinstance(payload, dict)
+        for error in payload.get("userErrors") or []
+        if isinstance(error, dict)
+    )
 
 
 def _dead(write: _Write, reason: str) -> SinkResult:
@@ -328,18 +343,31 @@ class ShopifySink:
     def __init__(self, settings: Settings, ids: IdStore | None = None) -> None:
         self.settings = settings
         self.name = settings.name
-        token = read_secret(settings.access_token_file, settings.access_token_env,
-                            "access_token", settings.access_token_credential)
+        token = read_secret(
+            settings.access_token_file,
+            settings.access_token_env,
+            "access_token",
+            settings.access_token_credential,
+        )
         self.endpoint = f"{settings.shop_url}/admin/api/{settings.api_version}/graphql.json"
         self.budget = CostBudget()
-        self._headers = {"X-Shopify-Access-Token": token or "",
-                         "Content-Type": "application/json", "Accept": "application/json"}
-        self.rules = Rules("Shopify", fractions="refuse", oversold="zero",
-                           places=settings.locations, place="a Shopify location",
-                           price_list=settings.price_list)
+        self._headers = {
+            "X-Shopify-Access-Token": token or "",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        self.rules = Rules(
+            "Shopify",
+            fractions="refuse",
+            oversold="zero",
+            places=settings.locations,
+            place="a Shopify location",
+            price_list=settings.price_list,
+        )
         self.ids = SkuIds(self.name, Variant, settings.unknown_sku_ttl, ids)
-        self._session = LazySession(tls=settings.tls(),
-                                    timeout=aiohttp.ClientTimeout(total=settings.timeout))
+        self._session = LazySession(
+            tls=settings.tls(), timeout=aiohttp.ClientTimeout(total=settings.timeout)
+        )
 
     async def close(self) -> None:
         await self._session.close()
@@ -364,11 +392,15 @@ class ShopifySink:
             return _Write(index, event.id, planned.sku, f"{planned.amount:f}")
         if isinstance(planned, Stock):
             if planned.quantity > MAX_QUANTITY:
-                return SinkResult(Status.DEAD, f"{planned.sku}: on_hand {planned.quantity} is "
-                                               f"above Shopify's limit of {MAX_QUANTITY}")
+                return SinkResult(
+                    Status.DEAD,
+                    f"{planned.sku}: on_hand {planned.quantity} is "
+                    f"above Shopify's limit of {MAX_QUANTITY}",
+                )
             # A whole number: the rules refuse fractions.
-            return _Write(index, event.id, planned.sku, int(planned.quantity),
-                          location=planned.place)
+            return _Write(
+                index, event.id, planned.sku, int(planned.quantity), location=planned.place
+            )
         return planned
 
     # --- SKU lookup ------------------------------------------------------------------
@@ -377,23 +409,31 @@ class ShopifySink:
         """Each SKU's variant, or why it has none (unknown, or on several variants)."""
         found: dict[str, Variant | str] = {
             sku: known if isinstance(known, Variant) else known.reason
-            for sku, known in (await self.ids.known(skus)).items()}
+            for sku, known in (await self.ids.known(skus)).items()
+        }
         missing = sorted(skus - found.keys())
         matches: dict[str, list[Variant]] = {sku: [] for sku in missing}
         if missing:
             async for node in self._variant_nodes(sku_search(missing)):
                 # Shopify's search is looser than equality: keep exact matches only.
                 if node.get("sku") in matches:
-                    matches[node["sku"]].append(Variant(
-                        node["id"], node["product"]["id"], node["inventoryItem"]["id"]))
+                    matches[node["sku"]].append(
+                        Variant(node["id"], node["product"]["id"], node["inventoryItem"]["id"])
+                    )
         single: dict[str, Variant] = {}
         for sku, variants in matches.items():
             if len(variants) == 1:
                 single[sku] = found[sku] = variants[0]
                 continue
-            found[sku] = "no variant has this SKU in Shopify" if not variants else (
-                f"{len(variants)} variants share this SKU in Shopify ("
-                + ", ".join(variant.id for variant in variants) + ")")
+            found[sku] = (
+                "no variant has this SKU in Shopify"
+                if not variants
+                else (
+                    f"{len(variants)} variants share this SKU in Shopify ("
+                    + ", ".join(variant.id for variant in variants)
+                    + ")"
+                )
+            )
             self.ids.missing(sku, str(found[sku]))
         await self.ids.found(single)
         return found
@@ -402,8 +442,11 @@ class ShopifySink:
         after: str | None = None
         while True:
             data = await self._graphql(
-                "VariantsBySku", VARIANTS_QUERY,
-                {"query": search, "first": MAX_BATCH, "after": after}, cost=2 + 3 * MAX_BATCH)
+                "VariantsBySku",
+                VARIANTS_QUERY,
+                {"query": search, "first": MAX_BATCH, "after": after},
+                cost=2 + 3 * MAX_BATCH,
+            )
             connection = data["productVariants"]
             for node in connection["nodes"]:
                 yield node
@@ -445,9 +488,11 @@ class ShopifySink:
             if pending:
                 writes = await self._set_stock(pending, results, attempt)
         if writes:
-            raise SinkUnavailable(f"shopify {self.name}: stock of {len(writes)} SKUs kept "
-                                  f"changing in Shopify between read and write ({CAS_ROUNDS} "
-                                  "tries); will try again")
+            raise SinkUnavailable(
+                f"shopify {self.name}: stock of {len(writes)} SKUs kept "
+                f"changing in Shopify between read and write ({CAS_ROUNDS} "
+                "tries); will try again"
+            )
         return results
 
     async def _read_levels(self, writes: list[_Write]) -> dict[int, int | str]:
@@ -460,11 +505,16 @@ class ShopifySink:
             again = await self._look_again(gone, current)
             current |= await self._levels(again)
         items = {write.index: write.item for write in writes}
-        return {index: f"inventory item {items[index]} no longer exists in Shopify"
-                if now is None else now for index, now in current.items()}
+        return {
+            index: f"inventory item {items[index]} no longer exists in Shopify"
+            if now is None
+            else now
+            for index, now in current.items()
+        }
 
-    async def _look_again(self, gone: list[_Write], current: dict[int, int | str | None]
-                          ) -> list[_Write]:
+    async def _look_again(
+        self, gone: list[_Write], current: dict[int, int | str | None]
+    ) -> list[_Write]:
         """Forget the variants of ``gone``; those whose SKU is now on another variant are
         returned with it, the others get the lookup's reason in ``current``."""
         for write in gone:
@@ -489,8 +539,11 @@ class ShopifySink:
             here = [write for write in writes if write.location == location]
             ids = sorted({write.item for write in here})
             data = await self._graphql(
-                "StockLevels", LEVELS_QUERY,
-                {"ids": ids, "locationId": location, "names": ["on_hand"]}, cost=3 * len(ids))
+                "StockLevels",
+                LEVELS_QUERY,
+                {"ids": ids, "locationId": location, "names": ["on_hand"]},
+                cost=3 * len(ids),
+            )
             nodes = {node["id"]: node for node in data["nodes"] if node}
             for write in here:
                 node = nodes.get(write.item)
@@ -506,20 +559,37 @@ class ShopifySink:
                 return int(quantity["quantity"])
         return f"Shopify reported no on_hand quantity at {write.location}"
 
-    async def _set_stock(self, pending: list[tuple[_Write, int]],
-                         results: dict[int, SinkResult], attempt: int) -> list[_Write]:
+    async def _set_stock(
+        self, pending: list[tuple[_Write, int]], results: dict[int, SinkResult], attempt: int
+    ) -> list[_Write]:
         """One ``inventorySetQuantities``; records outcomes, returns the writes to redo."""
-        quantities = [{"inventoryItemId": write.item, "locationId": write.location,
-                       "quantity": write.value, "changeFromQuantity": now}
-                      for write, now in pending]
-        key = idempotency_key((event for write, _ in pending for event in write.event_ids),
-                              quantities, attempt)
-        data = await self._graphql("SetStock", SET_STOCK_MUTATION, {
-            "input": {"name": "on_hand", "reason": "correction", "quantities": quantities,
-                      "referenceDocumentUri": f"gid://distillsync/StockSync/{key}"},
-            "idempotencyKey": key}, cost=10)
-        errors = _user_errors(data["inventorySetQuantities"]["userErrors"],
-                              ("input", "quantities"))
+        quantities = [
+            {
+                "inventoryItemId": write.item,
+                "locationId": write.location,
+                "quantity": write.value,
+                "changeFromQuantity": now,
+            }
+            for write, now in pending
+        ]
+        key = idempotency_key(
+            (event for write, _ in pending for event in write.event_ids), quantities, attempt
+        )
+        data = await self._graphql(
+            "SetStock",
+            SET_STOCK_MUTATION,
+            {
+                "input": {
+                    "name": "on_hand",
+                    "reason": "correction",
+                    "quantities": quantities,
+                    "referenceDocumentUri": f"gid://distillsync/StockSync/{key}",
+                },
+                "idempotencyKey": key,
+            },
+            cost=10,
+        )
+        errors = _user_errors(data["inventorySetQuantities"]["userErrors"], ("input", "quantities"))
         redo: list[_Write] = []
         for position, (write, _) in enumerate(pending):
             error = errors.get(position) or errors.get(-1)
@@ -543,34 +613,44 @@ class ShopifySink:
             assert write.variant is not None
             products.setdefault(write.variant.product_id, []).append(write)
         for product_id, group in products.items():
-            variants = [{"id": write.variant.id, "price": write.value}
-                        for write in group if write.variant]
-            data = await self._graphql("SetPrices", SET_PRICES_MUTATION,
-                                       {"productId": product_id, "variants": variants}, cost=10)
+            variants = [
+                {"id": write.variant.id, "price": write.value} for write in group if write.variant
+            ]
+            data = await self._graphql(
+                "SetPrices",
+                SET_PRICES_MUTATION,
+                {"productId": product_id, "variants": variants},
+                cost=10,
+            )
             errors = _user_errors(data["productVariantsBulkUpdate"]["userErrors"], ("variants",))
             for position, write in enumerate(group):
                 error = errors.get(position) or errors.get(-1)
                 if error is not None and error.code in GONE and write.variant is not None:
                     await self.ids.stale(write.sku, write.variant)
-                results[write.index] = (APPLIED if error is None else
-                                        _dead(write, f"{error.message} ({error.code})"))
+                results[write.index] = (
+                    APPLIED if error is None else _dead(write, f"{error.message} ({error.code})")
+                )
         return results
 
     # --- the wire --------------------------------------------------------------------
 
-    async def _graphql(self, operation: str, query: str, variables: dict[str, Any],
-                       cost: float) -> dict[str, Any]:
+    async def _graphql(
+        self, operation: str, query: str, variables: dict[str, Any], cost: float
+    ) -> dict[str, Any]:
         """The ``data`` of one call, after the retries the shop's answers call for."""
         payload = {"query": query, "variables": variables, "operationName": operation}
-        return await with_retries(lambda: self._call(operation, payload, cost),
-                                  sink=f"shopify {self.name}", settings=self.settings)
+        return await with_retries(
+            lambda: self._call(operation, payload, cost),
+            sink=f"shopify {self.name}",
+            settings=self.settings,
+        )
 
-    async def _call(self, operation: str, payload: dict[str, Any],
-                    cost: float) -> dict[str, Any]:
+    async def _call(self, operation: str, payload: dict[str, Any], cost: float) -> dict[str, Any]:
         await self.budget.take(cost)
         try:
-            async with self._session().post(self.endpoint, json=payload,
-                                            headers=self._headers) as response:
+            async with self._session().post(
+                self.endpoint, json=payload, headers=self._headers
+            ) as response:
                 status, headers, raw = response.status, response.headers, await response.read()
         except TimeoutError:
             raise Transient(f"{operation}: no answer within {self.settings.timeout:g}s") from None
@@ -593,9 +673,11 @@ class ShopifySink:
         if is_transient(status):
             return Transient(f"{operation}: HTTP {status}", hint)
         if status == 401:
-            return SinkUnavailable(f"shopify {self.name}: the access token was refused (401); "
-                                   "check access_token_file / access_token_env and that the "
-                                   "app is installed on the shop")
+            return SinkUnavailable(
+                f"shopify {self.name}: the access token was refused (401); "
+                "check access_token_file / access_token_env and that the "
+                "app is installed on the shop"
+            )
         # 402 (shop frozen), 403 (scopes), 404 (shop or version gone), 423 (shop locked):
         # nothing any single event could fix.
         return SinkUnavailable(f"shopify {self.name}: {operation} answered HTTP {status}")
@@ -617,8 +699,10 @@ class ShopifySink:
         if _in_progress(data):
             # Shopify's own advice: the same request, same key, again; it then answers
             # the first one's result. A new key would make it a second, distinct write.
-            raise Transient(f"{operation}: Shopify is still processing the first request "
-                            "with this idempotency key")
+            raise Transient(
+                f"{operation}: Shopify is still processing the first request "
+                "with this idempotency key"
+            )
         return data
 
     def _refill_time(self, body: dict[str, Any]) -> float:
@@ -631,5 +715,12 @@ class ShopifySink:
         return max(0.0, needed / self.budget.per_second)
 
 
-__all__ = ["API_VERSION", "CostBudget", "Settings", "ShopifySink", "Variant",
-           "idempotency_key", "sku_search"]
+__all__ = [
+    "API_VERSION",
+    "CostBudget",
+    "Settings",
+    "ShopifySink",
+    "Variant",
+    "idempotency_key",
+    "sku_search",
+]

@@ -108,8 +108,10 @@ class WebhookSink:
         """POST each event, up to ``concurrency`` at once; one result per event, in order."""
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._deliver(event), name=f"webhook {event.id}")
-                         for event in events]
+                tasks = [
+                    group.create_task(self._deliver(event), name=f"webhook {event.id}")
+                    for event in events
+                ]
         except* SinkUnavailable as failed:
             raise failed.exceptions[0] from None
         return [task.result() for task in tasks]
@@ -121,19 +123,30 @@ class WebhookSink:
         if event.entity not in self.entities:
             return SinkResult(Status.SKIPPED, f"{event.entity} is not forwarded by this sink")
         async with self._slots:
-            reply = await with_retries(lambda: self._post(event), sink=f"webhook {self.name}",
-                                       settings=self.settings)
+            reply = await with_retries(
+                lambda: self._post(event), sink=f"webhook {self.name}", settings=self.settings
+            )
         if reply.ok:
             return SinkResult(Status.APPLIED)
         if reply.status in (401, 403):
             raise SinkUnavailable(
                 f"webhook {self.name}: the receiver refused the request (HTTP {reply.status}); "
-                "check that secret_file/secret_env holds the receiver's secret")
-        return SinkResult(Status.DEAD, f"{event.entity} {event.subject}: the receiver answered "
-                                       f"HTTP {reply.status}: {reply.excerpt()}")
+                "check that secret_file/secret_env holds the receiver's secret"
+            )
+        return SinkResult(
+            Status.DEAD,
+            f"{event.entity} {event.subject}: the receiver answered "
+            f"HTTP {reply.status}: {reply.excerpt()}",
+        )
 
     async def _post(self, event: Event) -> Reply:
-        headers = {"Content-Type": CONTENT_TYPE,
-                   SIGNATURE_HEADER: sign(self._secret, event.raw)}
-        return await send(self._session(), self._budget, "POST", self.settings.url,
-                          time_limit=self.settings.timeout, data=event.raw, headers=headers)
+        headers = {"Content-Type": CONTENT_TYPE, SIGNATURE_HEADER: sign(self._secret, event.raw)}
+        return await send(
+            self._session(),
+            self._budget,
+            "POST",
+            self.settings.url,
+            time_limit=self.settings.timeout,
+            data=event.raw,
+            headers=headers,
+        )

@@ -81,11 +81,13 @@ PER_PAGE = 100
 """The largest page WooCommerce serves; more than a lookup of unique SKUs can match."""
 LISTING_READS = 3
 """Reads of a lookup whose match count keeps moving before the sink waits for calmer times."""
-STALE_ID = frozenset({
-    "woocommerce_rest_product_invalid_id",            # no such product
-    "woocommerce_rest_product_variation_invalid_id",  # no such variation of that parent
-    "woocommerce_rest_invalid_product_id",            # a variation sent as a product
-})
+STALE_ID = frozenset(
+    {
+        "woocommerce_rest_product_invalid_id",  # no such product
+        "woocommerce_rest_product_variation_invalid_id",  # no such variation of that parent
+        "woocommerce_rest_invalid_product_id",  # a variation sent as a product
+    }
+)
 """Per-item error codes meaning the cached id no longer fits the SKU."""
 
 
@@ -122,10 +124,13 @@ class Settings(HttpSettings, LookupSettings):
 
     @model_validator(mode="after")
     def _scheme(self) -> Self:
-        check_url(self.url, allow_http=self.allow_insecure,
-                  why="sends stock and prices in clear (requests are signed with OAuth 1.0a, "
-                      "so the secret does not travel; set allow_insecure = true to accept "
-                      "that)")
+        check_url(
+            self.url,
+            allow_http=self.allow_insecure,
+            why="sends stock and prices in clear (requests are signed with OAuth 1.0a, "
+            "so the secret does not travel; set allow_insecure = true to accept "
+            "that)",
+        )
         return self
 
 
@@ -145,11 +150,18 @@ def base_string(method: str, url: str, params: Iterable[tuple[str, str]]) -> str
     host = f"[{host}]" if ":" in host else host
     if parts.port is not None and parts.port != {"http": 80, "https": 443}.get(scheme):
         host += f":{parts.port}"
-    pairs = sorted((oauth_encode(name), oauth_encode(value)) for name, value in
-                   [*parse_qsl(parts.query, keep_blank_values=True), *params])
+    pairs = sorted(
+        (oauth_encode(name), oauth_encode(value))
+        for name, value in [*parse_qsl(parts.query, keep_blank_values=True), *params]
+    )
     normalized = "&".join(f"{name}={value}" for name, value in pairs)
-    return "&".join([method.upper(), oauth_encode(f"{scheme}://{host}{parts.path or '/'}"),
-                     oauth_encode(normalized)])
+    return "&".join(
+        [
+            method.upper(),
+            oauth_encode(f"{scheme}://{host}{parts.path or '/'}"),
+            oauth_encode(normalized),
+        ]
+    )
 
 
 def signature(text: str, key: str, method: str = "HMAC-SHA256") -> str:
@@ -179,9 +191,13 @@ class Credentials:
             return {**params, "consumer_key": self.key, "consumer_secret": self.secret}
         if self.how == "basic":
             return params
-        signed = {**params, "oauth_consumer_key": self.key, "oauth_nonce": secrets.token_hex(16),
-                  "oauth_signature_method": "HMAC-SHA256",
-                  "oauth_timestamp": str(int(time.time()))}
+        signed = {
+            **params,
+            "oauth_consumer_key": self.key,
+            "oauth_nonce": secrets.token_hex(16),
+            "oauth_signature_method": "HMAC-SHA256",
+            "oauth_timestamp": str(int(time.time())),
+        }
         # WooCommerce's key is the secret and "&" (no token), the secret not encoded.
         text = base_string(method, url, signed.items())
         return {**signed, "oauth_signature": signature(text, f"{self.secret}&")}
@@ -234,11 +250,15 @@ class WooCommerceSink:
         self.name = settings.name
         self.entities = ENTITIES
         self.max_batch = BATCH_LIMIT
-        self.rules = Rules("WooCommerce", fractions="floor", oversold="keep",
-                           warehouse=settings.warehouse, price_list=settings.price_list,
-                           any_list_when_unset=True,
-                           deletes="the shop keeps its last figure; products are removed by "
-                                   "the catalogue")
+        self.rules = Rules(
+            "WooCommerce",
+            fractions="floor",
+            oversold="keep",
+            warehouse=settings.warehouse,
+            price_list=settings.price_list,
+            any_list_when_unset=True,
+            deletes="the shop keeps its last figure; products are removed by the catalogue",
+        )
         key = settings.secret("consumer_key", "the consumer key")
         secret = settings.secret("consumer_secret", "the consumer secret")
         plain = urlsplit(settings.url).scheme == "http"  # WooCommerce's is_ssl() is false
@@ -272,16 +292,21 @@ class WooCommerceSink:
         planned = self.rules.plan(event)
         if isinstance(planned, Stock):
             # WooCommerce stores a quantity only while it manages the product's stock.
-            return Write(index, planned.sku, "stock",
-                         {"manage_stock": True, "stock_quantity": planned.quantity})
+            return Write(
+                index,
+                planned.sku,
+                "stock",
+                {"manage_stock": True, "stock_quantity": planned.quantity},
+            )
         if isinstance(planned, Price):
             return Write(index, planned.sku, "price", {"regular_price": planned.text})
         return planned
 
     # --- writes ------------------------------------------------------------------------
 
-    async def _write(self, writes: list[Write], results: list[SinkResult],
-                     *, last: bool) -> list[Write]:
+    async def _write(
+        self, writes: list[Write], results: list[SinkResult], *, last: bool
+    ) -> list[Write]:
         """Send ``writes``, filling ``results``; returns the ones whose id went stale
         (unless ``last``, when those are dead too)."""
         if not writes:
@@ -304,8 +329,9 @@ class WooCommerceSink:
                     results[write.index] = result
         return stale
 
-    async def _result(self, write: Write, ref: Ref, answer: dict[str, Any],
-                      *, last: bool) -> SinkResult | None:
+    async def _result(
+        self, write: Write, ref: Ref, answer: dict[str, Any], *, last: bool
+    ) -> SinkResult | None:
         error = answer.get("error")
         if not error:
             return SinkResult(Status.APPLIED)
@@ -315,18 +341,24 @@ class WooCommerceSink:
             await self.ids.stale(write.sku, ref)
             if not last:
                 return None
-            return SinkResult(Status.DEAD, f"SKU {write.sku}: WooCommerce refused id {ref.id} "
-                                           f"even after a fresh lookup ({code}: {message})")
-        return SinkResult(Status.DEAD, f"SKU {write.sku}: WooCommerce refused the {write.what} "
-                                       f"update ({code}: {message})")
+            return SinkResult(
+                Status.DEAD,
+                f"SKU {write.sku}: WooCommerce refused id {ref.id} "
+                f"even after a fresh lookup ({code}: {message})",
+            )
+        return SinkResult(
+            Status.DEAD,
+            f"SKU {write.sku}: WooCommerce refused the {write.what} update ({code}: {message})",
+        )
 
-    async def _batch(self, endpoint: str, items: list[tuple[Write, Ref]]
-                     ) -> list[tuple[tuple[Write, Ref], dict[str, Any]]]:
+    async def _batch(
+        self, endpoint: str, items: list[tuple[Write, Ref]]
+    ) -> list[tuple[tuple[Write, Ref], dict[str, Any]]]:
         """POST ``items`` in chunks the shop accepts; each paired with its answer."""
         answers: list[tuple[tuple[Write, Ref], dict[str, Any]]] = []
         start = 0
         while start < len(items):
-            chunk = items[start:start + self._batch_limit]
+            chunk = items[start : start + self._batch_limit]
             body = {"update": [{"id": ref.id, **write.fields} for write, ref in chunk]}
             reply = await self._call("POST", endpoint, json=body)
             if reply.status == 413 and len(chunk) > 1:
@@ -345,8 +377,10 @@ class WooCommerceSink:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             updated = None
         if not isinstance(updated, list) or len(updated) != count:
-            raise SinkUnavailable(f"woocommerce {self.name}: the batch answer does not list "
-                                  f"the {count} items sent: {reply.excerpt()}")
+            raise SinkUnavailable(
+                f"woocommerce {self.name}: the batch answer does not list "
+                f"the {count} items sent: {reply.excerpt()}"
+            )
         return updated
 
     # --- lookups -----------------------------------------------------------------------
@@ -355,7 +389,8 @@ class WooCommerceSink:
         """Each SKU's ref, or why it has none: known, else looked up (and remembered)."""
         refs: dict[str, Ref | str] = {
             sku: known if isinstance(known, Ref) else known.reason
-            for sku, known in (await self.ids.known(skus)).items()}
+            for sku, known in (await self.ids.known(skus)).items()
+        }
         found = await self._lookup(skus - refs.keys())
         await self.ids.found(found)
         for sku in skus - refs.keys() - found.keys():
@@ -370,13 +405,14 @@ class WooCommerceSink:
         plain = sorted(sku for sku in wanted if "," not in sku)
         # WooCommerce splits ?sku= on commas: a SKU with a comma is looked up on its own
         # (the whole string is matched too, and the exact-SKU check below drops the parts).
-        queries = [",".join(plain[i:i + LOOKUP_SKUS]) for i in range(0, len(plain), LOOKUP_SKUS)]
+        queries = [",".join(plain[i : i + LOOKUP_SKUS]) for i in range(0, len(plain), LOOKUP_SKUS)]
         queries += sorted(wanted - set(plain))
         for query in queries:
             for product in await self._products(query):
                 if product.get("sku") in wanted:
-                    found[product["sku"]] = Ref(int(product["id"]),
-                                                int(product.get("parent_id") or 0))
+                    found[product["sku"]] = Ref(
+                        int(product["id"]), int(product.get("parent_id") or 0)
+                    )
         return found
 
     async def _products(self, sku_query: str) -> list[Any]:
@@ -385,8 +421,10 @@ class WooCommerceSink:
             listing = await self._listing(sku_query)
             if listing is not None:
                 return listing
-        raise SinkUnavailable(f"woocommerce {self.name}: the product lookup kept changing "
-                              f"while it was read ({LISTING_READS} times); trying later")
+        raise SinkUnavailable(
+            f"woocommerce {self.name}: the product lookup kept changing "
+            f"while it was read ({LISTING_READS} times); trying later"
+        )
 
     async def _listing(self, sku_query: str) -> list[Any] | None:
         """The pages of one lookup; None when the match count moved between them, since
@@ -400,8 +438,10 @@ class WooCommerceSink:
             products = orjson.loads(reply.body) if reply.ok else None
             if not isinstance(products, list):
                 code, message = _error(reply)
-                raise SinkUnavailable(f"woocommerce {self.name}: the product lookup failed "
-                                      f"(HTTP {reply.status} {code}: {message})")
+                raise SinkUnavailable(
+                    f"woocommerce {self.name}: the product lookup failed "
+                    f"(HTTP {reply.status} {code}: {message})"
+                )
             found += products
             totals.add(reply.headers.get("X-WP-Total", ""))
             if len(totals) > 1:
@@ -412,44 +452,66 @@ class WooCommerceSink:
 
     # --- HTTP --------------------------------------------------------------------------
 
-    async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                    json: Any = None) -> Reply:
+    async def _call(
+        self, method: str, path: str, *, params: dict[str, str] | None = None, json: Any = None
+    ) -> Reply:
         """One API request with retries; a refused key stops the sink, not the event."""
         url, credentials = self._api + path, self._credentials
         reply = await with_retries(
-            lambda: send(self._session(), self._budget, method, url,
-                         time_limit=self.settings.timeout, headers=credentials.headers(),
-                         json=json, params=credentials.params(method, url, params or {})),
-            sink=f"woocommerce {self.name}", settings=self.settings)
+            lambda: send(
+                self._session(),
+                self._budget,
+                method,
+                url,
+                time_limit=self.settings.timeout,
+                headers=credentials.headers(),
+                json=json,
+                params=credentials.params(method, url, params or {}),
+            ),
+            sink=f"woocommerce {self.name}",
+            settings=self.settings,
+        )
         if reply.status in (401, 403):
             code, message = _error(reply)
-            raise SinkUnavailable(f"woocommerce {self.name}: the shop refused the request "
-                                  f"(HTTP {reply.status} {code}: {message}); "
-                                  f"{_meaning(reply.status, code, message, credentials.how)}")
+            raise SinkUnavailable(
+                f"woocommerce {self.name}: the shop refused the request "
+                f"(HTTP {reply.status} {code}: {message}); "
+                f"{_meaning(reply.status, code, message, credentials.how)}"
+            )
         return reply
 
 
 REFUSALS = (
     ("Consumer key is invalid", "it knows no such consumer key: check consumer_key"),
     ("Consumer secret is invalid", "the secret does not go with the key: check consumer_secret"),
-    ("signature does not match", "the OAuth 1.0a signature does not match, so the secret does "
-                                 "not go with the key: check consumer_secret (or url is not the "
-                                 "store's address as WordPress has it)"),
-    ("Invalid timestamp", "the shop's clock and this machine's are more than 15 minutes apart: "
-                          "set both right (NTP)"),
-    ("nonce has already been used", "the shop saw this request before (a proxy that repeats "
-                                    "requests?); each attempt carries a new nonce"),
-    ("permissions.", "the key lacks that access: give it Read/Write (WooCommerce > Settings > "
-                     "Advanced > REST API)"),
+    (
+        "signature does not match",
+        "the OAuth 1.0a signature does not match, so the secret does "
+        "not go with the key: check consumer_secret (or url is not the "
+        "store's address as WordPress has it)",
+    ),
+    (
+        "Invalid timestamp",
+        "the shop's clock and this machine's are more than 15 minutes apart: set both right (NTP)",
+    ),
+    (
+        "nonce has already been used",
+        "the shop saw this request before (a proxy that repeats "
+        "requests?); each attempt carries a new nonce",
+    ),
+    (
+        "permissions.",
+        "the key lacks that access: give it Read/Write (WooCommerce > Settings > "
+        "Advanced > REST API)",
+    ),
 )
 """The shop's words (``code: message``) and what they mean to the operator; the first match wins."""
 ANONYMOUS = {
     "basic": "it took the request as anonymous: it knows no such consumer key, or a server in "
-             "front of it drops the Authorization header (then set auth = \"query\")",
-    "query": "it took the request as anonymous: it knows no such consumer key: check "
-             "consumer_key",
+    'front of it drops the Authorization header (then set auth = "query")',
+    "query": "it took the request as anonymous: it knows no such consumer key: check consumer_key",
     "oauth1": "it took the request as anonymous: the OAuth 1.0a parameters did not reach "
-              "WooCommerce (a proxy or security plugin in front of it may strip them)",
+    "WooCommerce (a proxy or security plugin in front of it may strip them)",
 }
 """A 401 ``woocommerce_rest_cannot_*``: the key was not taken at all, by how it went."""
 
@@ -460,7 +522,13 @@ def _meaning(status: int, code: str, message: str, how: str) -> str:
         if needle in words:
             return meaning
     if code.startswith("woocommerce_rest_cannot_"):
-        return ANONYMOUS[how] if status == 401 else ("the key's WordPress user may not do this: "
-                                                     "give the key to a shop manager or an "
-                                                     "administrator")
+        return (
+            ANONYMOUS[how]
+            if status == 401
+            else (
+                "the key's WordPress user may not do this: "
+                "give the key to a shop manager or an "
+                "administrator"
+            )
+        )
     return "check consumer_key, consumer_secret and the key's Read/Write access"
