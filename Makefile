@@ -24,7 +24,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy agent
-	$(BIN)/mypy --strict tui relay common cli demo
+	$(BIN)/mypy --strict tui relay common cli demo tests bench
 
 check: lint typecheck
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.client import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -41,7 +41,7 @@ PIPELINE = ""  # the defaults: batch_size 100, concurrency 4
 
 def session(port: int, client_id: str, on_message: Any = None) -> paho.Client:
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, client_id=client_id)
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
     if on_message:
         client.on_message = on_message

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
-import psutil  # type: ignore[import-untyped]
+import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -196,7 +196,7 @@ class PahoSubscriber(Received):
             self.received.append((time.monotonic(), bytes(msg.payload)))
 
     def __enter__(self) -> PahoSubscriber:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         self.client.connect("127.0.0.1", self.port, clean_start=False, properties=props)
         self.client.loop_start()

@@ -74,7 +74,7 @@ def messages(count: int, run: int) -> list[Message]:
 
 
 def make_client(mode: str, port: int) -> aiomqtt.Client:
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
     return aiomqtt.Client(
         "127.0.0.1", port, identifier=f"bench-raw-{mode}", protocol=aiomqtt.ProtocolVersion.V5,
@@ -131,7 +131,7 @@ async def paho_window(client: aiomqtt.Client, batch: list[Message], window: int,
 
 def paho_properties(user: list[tuple[str, str]], content_type: str) -> Properties:
     """The same properties through paho's own class (what it costs is the point)."""
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props = Properties(PacketTypes.PUBLISH)
     props.ContentType = content_type
     props.UserProperty = user
     return props

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from bench.parts import (
     REPO,

@@ -125,7 +125,7 @@ async def delivery_stages(outbox: Outbox, rows: int, topic_base: str,
                     time.perf_counter() - t0, len(events)))
     t0 = time.perf_counter()
     for event in events:
-        paho_properties(user(event), CONTENT_TYPE).pack()  # type: ignore[no-untyped-call]
+        paho_properties(user(event), CONTENT_TYPE).pack()
     out.append(line("the same with paho's Properties class (reference)",
                     time.perf_counter() - t0, len(events)))
 

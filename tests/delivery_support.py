@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -58,7 +59,7 @@ class Subscriber:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
                                   client_id=f"subscriber-{id(self)}")
         self.client.reconnect_delay_set(1, 1)
         self.client.on_message = self._on_message
@@ -128,7 +129,7 @@ def retained(port: int, topic: str, timeout: float = 5.0) -> dict[str, Any] | No
     """The retained message on ``topic``, as a client connecting now would get it."""
     got: list[bytes] = []
     ready = threading.Event()
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
                          client_id=f"retained-{id(got)}")
 
     def on_message(_c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
@@ -136,9 +137,13 @@ def retained(port: int, topic: str, timeout: float = 5.0) -> dict[str, Any] | No
             got.append(bytes(msg.payload))
         ready.set()
 
-    client.on_message = on_message
     probe = f"probe/{id(got)}"
-    client.on_subscribe = lambda *a: client.publish(probe, b"", qos=1)
+
+    def on_subscribe(*_: Any) -> None:
+        client.publish(probe, b"", qos=1)
+
+    client.on_message = on_message
+    client.on_subscribe = on_subscribe
     client.on_connect = lambda c, *a: c.subscribe([(topic, 1), (probe, 1)])
     client.connect("127.0.0.1", port)
     client.loop_start()

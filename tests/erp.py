@@ -12,10 +12,21 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+class MariaDbLogin(TypedDict):
+    """What ``pymysql.connect(**MARIADB, ...)`` needs to reach the server."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+
+
+MARIADB: MariaDbLogin = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 
 SCHEMA = {
     "sqlite": [
@@ -74,7 +85,7 @@ class ErpDb:
             import psycopg
 
             with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-                admin.execute(postgres)  # type: ignore[arg-type]  # our own generated name
+                admin.execute(postgres)
         elif self.backend == "mariadb":
             import pymysql
 

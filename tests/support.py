@@ -21,9 +21,10 @@ from typing import Any
 import orjson
 import paho.mqtt.client as paho
 import psutil
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.errors import RelayError
-from demo.localbroker import LocalBroker, free_port, mosquitto_binary  # noqa: F401 (re-export)
+from demo.localbroker import LocalBroker, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,7 +95,7 @@ class Collector:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
                                   client_id=f"collector-{os.getpid()}-{id(self)}")
         self.client.on_message = self._on_message
         self.subscribed = threading.Event()

@@ -13,6 +13,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ class Client:
     certificate: bool = False
     """Log in with the user's client certificate (CN = user) instead of a password."""
     acks: dict[int, int] = field(default_factory=dict)
-    received: list[tuple[str, bytes]] = field(default_factory=list)
+    received: list[tuple[str, bytes | bytearray]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -162,7 +163,9 @@ class Client:
         return self.answer(self.paho.publish(topic, payload, qos=1).mid)
 
     def subscribe(self, topic: str) -> int:
-        return self.answer(self.paho.subscribe(topic, qos=1)[1])
+        result, mid = self.paho.subscribe(topic, qos=1)
+        assert mid is not None, f"{self.user} could not send SUBSCRIBE: {result}"
+        return self.answer(mid)
 
     def topics(self) -> list[str]:
         with self.lock:
@@ -197,7 +200,7 @@ def test_an_agent_cannot_read_another_agents_inbound_topic(relay: Relay) -> None
         b.subscribe(f"{base(B)}/in/#")
         assert consumer.publish(f"{base(A)}/in/order", b"A's order") < 0x80
         assert consumer.publish(f"{base(B)}/in/order", b"B's order") < 0x80
-        wait_until(lambda: a.topics() and b.topics(), 10, "each agent's own order")
+        wait_until(lambda: bool(a.topics() and b.topics()), 10, "each agent's own order")
         assert a.received == [(f"{base(A)}/in/order", b"A's order")]
         assert b.received == [(f"{base(B)}/in/order", b"B's order")]
 
@@ -208,7 +211,7 @@ def test_a_consumer_reads_only_its_tenants_and_writes_only_inbound(relay: Relay)
         consumer.subscribe("distillsync/+/+/out/#")
         assert globex.publish(f"{base(GLOBEX)}/out/stock/G-1/MAD") < 0x80
         assert a.publish(f"{base(A)}/out/stock/A-1/MAD") < 0x80
-        wait_until(lambda: consumer.topics(), 10, "acme's event")
+        wait_until(lambda: bool(consumer.topics()), 10, "acme's event")
         assert consumer.topics() == [f"{base(A)}/out/stock/A-1/MAD"]
         assert consumer.publish(f"{base(A)}/out/stock/A-1/MAD") == NOT_AUTHORIZED
         assert consumer.publish(f"{base(GLOBEX)}/in/order") == NOT_AUTHORIZED
@@ -276,9 +279,9 @@ def test_a_real_agent_logged_in_as_another_gets_dead_letters_not_delivery(
         with AgentProcess(a_config, tmp_path / "a.log") as agent_a, \
                 AgentProcess(impostor, tmp_path / "impostor.log") as agent_b:
             for folder in (tmp_path / "a", tmp_path / "impostor"):
-                wait_until(lambda f=folder: serving(f), 30, f"{folder.name}'s status API")
-            wait_until(lambda: dead_letters(tmp_path / "impostor"), 30, "the refused event")
-            wait_until(lambda: consumer.topics(), 30, "agent A's event")
+                wait_until(partial(serving, folder), 30, f"{folder.name}'s status API")
+            wait_until(lambda: bool(dead_letters(tmp_path / "impostor")), 30, "the refused event")
+            wait_until(lambda: bool(consumer.topics()), 30, "agent A's event")
             assert dead_letters(tmp_path / "impostor") == [
                 "broker refused: Not authorized (0x87)"]
             assert dead_letters(tmp_path / "a") == []

@@ -21,12 +21,12 @@ from agent.apiclient import ApiClient
 from agent.delivery import RelayStats
 from agent.model import Outcome, PendingEvent
 from agent.publisher import Ack
+from demo.localbroker import free_port
 from tests.support import (
     AgentProcess,
     Collector,
     Mosquitto,
     agent_toml,
-    free_port,
     run_cli,
     stock_levels_source,
     wait_until,

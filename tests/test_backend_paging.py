@@ -21,8 +21,10 @@ from sqlalchemy.engine import Dialect
 from agent.config import EntityConfig, SourceConfig
 from agent.outbox import Outbox
 from agent.poller import FeedPoller
-from agent.sources.sql import Position, QueryBuilder, SqlReader
+from agent.sources.base import Position
+from agent.sources.sql import QueryBuilder, SqlReader
 from tests.erp import PRODUCT_SNAPSHOT_QUERY, STOCK_QUERY, ErpDb
+from tests.test_poller import make_sweep_due
 
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "mssql": mssql.dialect,
@@ -274,7 +276,7 @@ async def test_poller_pages_every_row_into_the_outbox_once(erp: ErpDb, tmp_path:
             assert (first.rows, first.enqueued, first.dead) == (20, 20, 0)
             head = await timestamp.poll()
             assert head.rows <= 20 and head.enqueued == 0  # the cursor's own second only
-            timestamp.mode._next_sweep = 0.0  # the sweep is due
+            make_sweep_due(timestamp)
             again = await timestamp.poll()
             assert (again.rows, again.enqueued) == (20, 0)  # all re-read in the lookback
             snap = await snapshot.poll()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.support import (
@@ -49,9 +50,9 @@ def test_unmappable_rows_are_dead_letters_and_the_rest_flows(broker: Mosquitto,
     db.close()
 
 
-def test_an_oversize_event_is_a_dead_letter_with_its_reason(make_broker: object,
-                                                            tmp_path: Path) -> None:
-    small = make_broker("max_packet_size 1000")  # type: ignore[operator]
+def test_an_oversize_event_is_a_dead_letter_with_its_reason(
+        make_broker: Callable[..., Mosquitto], tmp_path: Path) -> None:
+    small = make_broker("max_packet_size 1000")
     db_path = tmp_path / "erp.db"
     db = sqlite3.connect(db_path, isolation_level=None)
     db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, "

@@ -41,7 +41,8 @@ from agent.config import SourceConfig
 from agent.errors import SourceError
 from agent.outbox import Outbox
 from agent.poller import FeedPoller
-from agent.sources.sql import Position, Row, SqlReader
+from agent.sources.base import Position, Row
+from agent.sources.sql import SqlReader
 from tests.erp import MARIADB
 
 LOOKBACK = 10  # seconds; sweeps come every lookback / 3

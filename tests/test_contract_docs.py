@@ -18,7 +18,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.envelope import envelope, event_topic, source_urn, subject_of, topic_base
-from agent.model import PendingEvent
+from agent.model import Op, PendingEvent
 from tests.support import REPO, Mosquitto, wait_until
 
 SCHEMAS = REPO / "config" / "schemas"
@@ -44,11 +44,11 @@ def test_config_schemas_hold_nothing_but_the_entities_and_the_envelope() -> None
 
 
 def stock_event(sequence: int, sku: str, on_hand: int, event_id: str | None = None,
-                warehouse: str = "MAD", op: str = "upsert") -> PendingEvent:
+                warehouse: str = "MAD", op: Op = "upsert") -> PendingEvent:
     data = {"sku": sku, "warehouse": warehouse} | ({} if op == "delete" else
                                                     {"on_hand": on_hand})
     return PendingEvent(sequence=sequence, event_id=event_id or f"id-{sequence}-{sku}",
-                        entity="stock", op=op,  # type: ignore[arg-type]
+                        entity="stock", op=op,
                         subject=subject_of([sku, warehouse]), time="2026-11-23T12:00:00.123456Z",
                         data=orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
 

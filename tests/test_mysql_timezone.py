@@ -21,8 +21,9 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from agent.capture import Change, Mapper
+from agent.capture import Mapper
 from agent.config import EntityConfig, SourceConfig
+from agent.model import Change
 from agent.sources.cursor import decode_cursor, encode_cursor
 from agent.sources.sql import SqlReader
 from tests.erp import ErpDb

@@ -107,8 +107,11 @@ def test_a_broker_outage_under_load_loses_nothing_and_memory_stays_flat(
 
         for round_ in range(1, ROUNDS + 1):
             erp.set_stock_many([(p, w, float(round_ * 100_000 + p * 10 + w)) for p, w in keys])
-            wait_until(lambda r=round_: outbox_last_sequence(outbox) >= KEYS * (r + 1),
-                       TIMEOUT, f"round {round_} in the outbox")
+
+            def in_outbox(events: int = KEYS * (round_ + 1)) -> bool:
+                return outbox_last_sequence(outbox) >= events
+
+            wait_until(in_outbox, TIMEOUT, f"round {round_} in the outbox")
             if round_ == 1:
                 small = settle_rss(rss)
         large = settle_rss(rss)

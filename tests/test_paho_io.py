@@ -46,23 +46,25 @@ CLIENTS = {"agent link": agent_link, "consumer session": consumer_session, "watc
 async def test_a_write_registered_for_a_socket_closed_meanwhile_is_not_made(
         made: str, tmp_path: Path) -> None:
     inner, loop = CLIENTS[made](tmp_path), asyncio.get_running_loop()
+    register = inner.on_socket_register_write
+    assert register is not None  # ours: register_write_when_open
     errors: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: errors.append(context))
     mine, theirs = socket.socketpair()
     try:
         inner._sock = mine
-        inner.on_socket_register_write(inner, None, mine)  # type: ignore[misc]
+        register(inner, None, mine)
         mine.close()  # paho read end-of-file and closed it before the loop ran
         await asyncio.sleep(0)  # one turn of the loop: the registration has run
         assert errors == []
 
         reused, other = socket.socketpair()  # the number may already be another file's
         try:
-            inner.on_socket_register_write(inner, None, mine)  # type: ignore[misc]
+            register(inner, None, mine)
             await asyncio.sleep(0)
             assert not loop.remove_writer(reused.fileno())
             inner._sock = reused
-            inner.on_socket_register_write(inner, None, reused)  # type: ignore[misc]
+            register(inner, None, reused)
             await asyncio.sleep(0)
             assert loop.remove_writer(reused.fileno())  # the live one is watched
         finally:

@@ -9,6 +9,7 @@ import pytest
 
 import agent.modes.timestamp
 from agent.config import SourceConfig
+from agent.modes.timestamp import TimestampCursor
 from agent.outbox import Outbox
 from agent.poller import FeedPoller
 from agent.sources.sql import SqlReader
@@ -20,6 +21,12 @@ def source(db: Path) -> SourceConfig:
         "entities": [{"entity": "stock", "query": "SELECT sku, warehouse, on_hand, tms "
                       "FROM stock_levels", "key": ["sku", "warehouse"], "cursor": "tms",
                       "lookback": "30s"}]})
+
+
+def make_sweep_due(poller: FeedPoller) -> None:
+    """The next poll sweeps (sets the timestamp mode's private schedule)."""
+    assert isinstance(poller.mode, TimestampCursor)
+    poller.mode._next_sweep = 0.0
 
 
 async def test_a_late_row_in_a_settled_tick_is_left_to_the_sweep_which_finds_it(
@@ -43,7 +50,7 @@ async def test_a_late_row_in_a_settled_tick_is_left_to_the_sweep_which_finds_it(
             db.execute("INSERT INTO stock_levels VALUES ('S2', 'W', 8, '2026-01-01 10:00:01')")
             head = await poller.poll()
             assert (head.rows, head.enqueued) == (1, 1)
-            poller.mode._next_sweep = 0.0  # the sweep is due
+            make_sweep_due(poller)
             sweep = await poller.poll()
             assert sweep.enqueued == 1  # the late S1, re-read from cursor - lookback
             pending = await outbox.fetch_pending(0, 100)
@@ -78,12 +85,12 @@ async def test_rows_re_read_unchanged_are_not_mapped_again_but_changes_are(
             db.execute("UPDATE stock_levels SET tms = '2026-01-01 10:00:05' WHERE sku = 'S1'")
             db.execute("UPDATE stock_levels SET on_hand = 9 WHERE sku = 'S2'")
             mapped.clear()
-            poller.mode._next_sweep = 0.0
+            make_sweep_due(poller)
             sweep = await poller.poll()
             assert (sweep.rows, sweep.enqueued) == (6, 1)
             assert mapped == ["S2"]  # the five unchanged rows were never mapped again
             mapped.clear()
-            poller.mode._next_sweep = 0.0
+            make_sweep_due(poller)
             assert (await poller.poll()).enqueued == 0
             assert mapped == []
     finally:

@@ -22,6 +22,7 @@ import aiomqtt
 import orjson
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 import agent
 from agent import config
@@ -207,7 +208,7 @@ def session_present(port: int, client_id: str) -> bool:
     """Whether the broker still holds a 3.1.1 session for ``client_id`` (CONNACK's flag)."""
     flags: list[bool] = []
     connected = threading.Event()
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=False, protocol=paho.MQTTv311)
 
     def on_connect(_c: Any, _u: Any, connect_flags: Any, *_rest: Any) -> None:
@@ -330,7 +331,8 @@ async def test_an_amqtt_restart_mid_stream_loses_nothing_unacknowledged(
     same id) once it is back."""
     config = config_for(amqtt_broker, tmp_path, "restart")
     links: list[RecordingLink] = []
-    gate, stop, got = asyncio.Event(), asyncio.Event(), []
+    gate, stop = asyncio.Event(), asyncio.Event()
+    got: list[Got] = []
     gate.set()
     async with Outbox.open(tmp_path / "outbox.db") as outbox:
         settings = link_settings(config)

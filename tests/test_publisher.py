@@ -25,6 +25,7 @@ import aiomqtt
 import orjson
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -34,7 +35,7 @@ from agent.delivery import Delivery
 from agent.envelope import CONTENT_TYPE, envelope, event_topic, now_rfc3339, uuid7
 from agent.model import CapturedPage, Change, FeedId, Outcome, PendingEvent
 from agent.outbox import DELIVERED, Outbox
-from agent.publisher import Ack, RelayLink, _install_hooks, message_properties
+from agent.publisher import Ack, PackedProperties, RelayLink, _install_hooks, message_properties
 from agent.service import delivery_settings, link_settings
 from tests.delivery_support import Subscriber, retained, wait_for_retained
 from tests.erp import ErpDb, source_toml, stock_entity
@@ -178,7 +179,7 @@ async def test_our_paho_hooks_are_installed_and_chain_to_aiomqtts(broker: Mosqui
     link = RelayLink(link_settings(config))
     inner = link._client._client
     assert isinstance(inner, paho.Client)
-    assert inner._callback_api_version is paho.CallbackAPIVersion.VERSION2
+    assert inner._callback_api_version is CallbackAPIVersion.VERSION2
     for name in ("on_connect", "on_publish", "on_disconnect"):
         hook = getattr(inner, name)
         assert hook.__qualname__ == f"_install_hooks.<locals>.{name}", name
@@ -199,7 +200,7 @@ async def test_our_paho_hooks_are_installed_and_chain_to_aiomqtts(broker: Mosqui
         assert ack == Ack(Outcome.ACKED)
 
         # The broker drops us (session takeover): both on_disconnect handlers run.
-        thief = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
+        thief = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
                             client_id=config.client_id)
         thief.connect("127.0.0.1", broker.port)
         thief.loop_start()
@@ -263,7 +264,7 @@ async def test_a_negative_puback_is_a_dead_letter_not_a_delivery(make_broker: Ca
     assert sorted(s.sequence for s in sub.seen()) == before + after
 
 
-def exact_packet_size(topic: str, payload: bytes, props: Properties) -> int:
+def exact_packet_size(topic: str, payload: bytes, props: PackedProperties) -> int:
     """An MQTT 5 PUBLISH's full size (QoS 1), computed here independently of the link."""
     remaining = 2 + len(topic.encode()) + 2 + len(props.pack()) + len(payload)
     length_bytes = 1 + (remaining >= 128) + (remaining >= 16_384) + (remaining >= 2_097_152)
@@ -424,7 +425,7 @@ async def test_a_delivery_cancelled_by_a_failing_sibling_leaves_the_will(
     assert await status() == "offline"
 
 
-async def _equals(value: Awaitable[Any], expected: Any) -> bool:
+async def _equals(value: Awaitable[object], expected: object) -> bool:
     return await value == expected
 
 

@@ -145,11 +145,12 @@ async def test_a_backlog_drains_orders_first_then_stock_then_prices(broker: Mosq
         backlog = []
         for n in range(1, 301):  # catalogue, prices, stock and orders, interleaved
             kind = ("product", "price", "stock", "order_status")[n % 4]
-            data = {"product": {"sku": f"P{n}", "name": "Jamon"},
-                    "price": {"sku": f"P{n}", "price": "9.90"},
-                    "stock": {"sku": f"P{n}", "warehouse": "MAD", "on_hand": n},
-                    "order_status": {"order_ref": f"O{n}", "status": "shipped"}}[kind]
-            backlog.append(entity_event(n, kind, data, f"K{n}"))
+            data: dict[str, dict[str, Any]] = {
+                "product": {"sku": f"P{n}", "name": "Jamon"},
+                "price": {"sku": f"P{n}", "price": "9.90"},
+                "stock": {"sku": f"P{n}", "warehouse": "MAD", "on_hand": n},
+                "order_status": {"order_ref": f"O{n}", "status": "shipped"}}
+            backlog.append(entity_event(n, kind, data[kind], f"K{n}"))
         await publish(broker.port, backlog)
         async with consumer_running(config):
             await eventually(lambda: len(shop.received) == 300, 30, "the backlog")

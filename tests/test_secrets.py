@@ -154,12 +154,13 @@ def test_a_credential_names_its_key_when_it_cannot_be_had(
             "unit with LoadCredential=api-token:/path/to/the/secret")
 
 
-AGENT = {"agent": {"id": "erp-1", "tenant": "acme"},
-         "relay": {"url": "mqtt://127.0.0.1:1883", "username": "acme.erp-1"},
-         "api": {"socket": "/tmp/agent.sock"},
-         "sources": [{"name": "erp", "url": "postgresql+asyncpg://sync@127.0.0.1/erp",
-                      "entities": [{"entity": "product", "query": "SELECT 1 AS sku",
-                                    "key": ["sku"], "mode": "snapshot"}]}]}
+AGENT: dict[str, Any] = {
+    "agent": {"id": "erp-1", "tenant": "acme"},
+    "relay": {"url": "mqtt://127.0.0.1:1883", "username": "acme.erp-1"},
+    "api": {"socket": "/tmp/agent.sock"},
+    "sources": [{"name": "erp", "url": "postgresql+asyncpg://sync@127.0.0.1/erp",
+                 "entities": [{"entity": "product", "query": "SELECT 1 AS sku",
+                               "key": ["sku"], "mode": "snapshot"}]}]}
 
 
 def agent_with(**changes: dict[str, Any]) -> dict[str, Any]:
@@ -403,7 +404,9 @@ def api_texts(url: str, token: str) -> dict[str, str]:
 
 
 def status_of(url: str, token: str) -> dict[str, Any]:
-    return asyncio.run(ApiClient(None, url=url, token=token).get("/v1/status"))[1]
+    code, body = asyncio.run(ApiClient(None, url=url, token=token).get("/v1/status"))
+    assert isinstance(body, dict), (code, body)
+    return body
 
 
 async def test_no_secret_in_the_agents_log_status_check_or_dashboard(

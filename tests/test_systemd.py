@@ -351,9 +351,11 @@ def test_the_agent_runs_inside_the_units_sandbox(broker: object, tmp_path: Path)
     agent = AgentProcess(config, tmp_path / "agent.log",
                          prefix=sandboxed(AGENT_UNIT, sys.executable, "-m", "cli"))
     with Collector(broker.port, "distillsync/acme/sandboxed/#") as sub, agent:
-        wait_until(lambda: "ready" in agent.output() or agent.proc.poll() is not None, 30,
+        proc = agent.proc
+        assert proc is not None
+        wait_until(lambda: "ready" in agent.output() or proc.poll() is not None, 30,
                    "the sandboxed agent ready")
-        assert agent.proc.poll() is None, agent.output()
+        assert proc.poll() is None, agent.output()
         sub.wait_for(lambda events: len(events) == 1, 30, "its first event")
         status = subprocess.run([sys.executable, "-m", "cli", "status", "-c", str(config)],
                                 cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Required, TypedDict
 
 import pytest
 
@@ -110,7 +111,17 @@ def relay_lines(relay: Relay, listener: str, *, host: str = "localhost", ca: str
     return f"mqtts://{host}:{relay.ports[listener]}", "\n".join(lines)
 
 
-CONNECTS = {
+class Setup(TypedDict, total=False):
+    """How the agent is set up: ``relay_lines``'s keyword arguments but ``secrets``."""
+
+    listener: Required[str]
+    host: str
+    ca: str | None
+    client: str | None
+    password: str | None
+
+
+CONNECTS: dict[str, Setup] = {
     "mutual TLS: our CA, our client certificate": dict(listener="mtls", client="client"),
     "the certificate's own name": dict(listener="named", host="localhost"),
     "username and password over TLS": dict(listener="login", password=PASSWORD),
@@ -127,14 +138,14 @@ async def check_the_relay(tmp_path: Path, lines: tuple[str, str]) -> tuple[str, 
 @pytest.mark.parametrize("case", list(CONNECTS))
 async def test_the_right_certificates_and_login_connect(relay: Relay, tmp_path: Path,
                                                         case: str) -> None:
-    lines = relay_lines(relay, secrets=tmp_path, **CONNECTS[case])  # type: ignore[arg-type]
+    lines = relay_lines(relay, secrets=tmp_path, **CONNECTS[case])
     said, problems = await check_the_relay(tmp_path, lines)
     assert problems == []
     assert said.startswith("ok   relay mqtts://")
 
 
 # (how the agent is set up, what the operator must read)
-REFUSED = {
+REFUSED: dict[str, tuple[Setup, str]] = {
     "a CA that did not sign the relay's certificate": (
         dict(listener="mtls", ca="other-ca", client="client"),
         "the relay's TLS certificate is not signed by a CA we trust; set relay.ca_file"),
@@ -164,10 +175,10 @@ REFUSED = {
 async def test_each_tls_mistake_is_refused_in_words(relay: Relay, tmp_path: Path,
                                                     case: str) -> None:
     setup, words = REFUSED[case]
-    lines = relay_lines(relay, secrets=tmp_path, **setup)  # type: ignore[arg-type]
+    lines = relay_lines(relay, secrets=tmp_path, **setup)
     said, problems = await check_the_relay(tmp_path, lines)
     host = setup.get("host", "localhost")
-    port = relay.ports[str(setup["listener"])]
+    port = relay.ports[setup["listener"]]
     assert len(problems) == 1 and said == ""
     assert problems[0].startswith(
         f"relay.url: cannot connect to {host}:{port}: {words}"), problems[0]
@@ -198,15 +209,16 @@ def test_the_daemon_says_why_and_keeps_trying(relay: Relay, tmp_path: Path) -> N
 
 
 def test_plain_mqtt_leaves_loopback_only_with_allow_insecure() -> None:
-    raw = {"agent": {"id": "erp-1", "tenant": "acme"},
-           "relay": {"url": "mqtt://relay.example.com:1883"},
-           "sources": [{"name": "erp", "url": "sqlite+aiosqlite:///erp.db", "entities": [
-               {"entity": "product", "query": "SELECT 1 AS sku", "key": ["sku"],
-                "mode": "snapshot"}]}]}
+    raw: dict[str, Any] = {
+        "agent": {"id": "erp-1", "tenant": "acme"},
+        "relay": {"url": "mqtt://relay.example.com:1883"},
+        "sources": [{"name": "erp", "url": "sqlite+aiosqlite:///erp.db", "entities": [
+            {"entity": "product", "query": "SELECT 1 AS sku", "key": ["sku"],
+             "mode": "snapshot"}]}]}
     with pytest.raises(ConfigError) as refused:
         parse_config(raw)
     assert refused.value.problems == [
         "relay.url: mqtt:// sends data unencrypted to relay.example.com; use mqtts:// or set "
         "relay.allow_insecure = true"]
-    raw["relay"]["allow_insecure"] = True  # type: ignore[index]
+    raw["relay"]["allow_insecure"] = True
     assert parse_config(raw).relay.allow_insecure

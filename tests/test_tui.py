@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from textual.app import App
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, Sparkline
 
 from tests.tui_support import (
     DEAD_LETTERS,
@@ -80,7 +80,9 @@ async def test_the_sparkline_is_fed_from_the_published_counter() -> None:
     app = dashboard(FakeAgent(updates()))
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot)
-        data = list(app.screen.query_one("#throughput").data)  # type: ignore[attr-defined]
+        series = app.screen.query_one("#throughput", Sparkline).data
+        assert series is not None
+        data = list(series)
         assert len(data) == 300
         assert data[:100] == [0.0] * 100  # before the first update: nothing known
         assert max(data) > 900  # the burst in the frozen data
