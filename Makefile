@@ -21,6 +21,7 @@ mosquitto:
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent tui relay common cli demo tests bench
+	$(BIN)/ruff format --check agent tui relay common cli demo tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy agent

@@ -73,15 +73,23 @@ def raw_drain(port: int, backlog: list[tuple[str, bytes]]) -> float:
     return len(backlog) / elapsed
 
 
-async def consumer_drain(workdir: Path, broker: Broker, backlog: list[tuple[str, bytes]],
-                         skus: int, store: str | None) -> float:
+async def consumer_drain(
+    workdir: Path, broker: Broker, backlog: list[tuple[str, bytes]], skus: int, store: str | None
+) -> float:
     async with WooCommerceSim() as shop:
         for n in range(skus):
             shop.add(f"SKU-{n}", stock=0)
         config = workdir / "relay.toml"
-        config.write_text(consumer_toml(
-            workdir, broker.url, woocommerce_sink(shop, workdir, "requests_per_second = 100000\n"),
-            name="bench", store=store, pipeline=PIPELINE))
+        config.write_text(
+            consumer_toml(
+                workdir,
+                broker.url,
+                woocommerce_sink(shop, workdir, "requests_per_second = 100000\n"),
+                name="bench",
+                store=store,
+                pipeline=PIPELINE,
+            )
+        )
         consumer = ConsumerProcess(config, workdir / "consumer.log")
         consumer.start()  # once, to make its session, then away while the backlog queues
         client = ApiClient(workdir / "bench.sock")
@@ -115,8 +123,7 @@ def main() -> None:
     parser.add_argument("--skus", type=int, default=2_000)
     parser.add_argument("--postgres", help="also with this PostgreSQL store URL")
     args = parser.parse_args()
-    backlog = [stock_event(n, f"SKU-{n % args.skus}", "MAD", n)
-               for n in range(1, args.events + 1)]
+    backlog = [stock_event(n, f"SKU-{n % args.skus}", "MAD", n) for n in range(1, args.events + 1)]
     with tempfile.TemporaryDirectory(prefix="distillsync-bench-consume-") as tmp:
         workdir = Path(tmp)
         broker = Broker(workdir / "mosquitto", max_inflight=1000)
@@ -124,14 +131,14 @@ def main() -> None:
         try:
             raw = raw_drain(broker.port, backlog)
             print(f"raw QoS 1 drain (paho, no work): {raw:,.0f} msg/s")
-            stores = [("sqlite", None)] + ([("postgresql", args.postgres)]
-                                           if args.postgres else [])
+            stores = [("sqlite", None)] + ([("postgresql", args.postgres)] if args.postgres else [])
             for label, url in stores:
                 (workdir / label).mkdir()
-                rate = asyncio.run(consumer_drain(workdir / label, broker, backlog,
-                                                  args.skus, url))
-                print(f"consume drain, {label} store, WooCommerce sim: {rate:,.0f} events/s "
-                      f"= {rate / raw:.2f} x raw")
+                rate = asyncio.run(consumer_drain(workdir / label, broker, backlog, args.skus, url))
+                print(
+                    f"consume drain, {label} store, WooCommerce sim: {rate:,.0f} events/s "
+                    f"= {rate / raw:.2f} x raw"
+                )
         finally:
             broker.stop()
 

@@ -47,8 +47,9 @@ STOCK_QUERY = (
 QUIET_EPOCH = 1_577_836_800  # 2020-01-01: setup rows are stamped in the past, a minute apart
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               every: float = 0.02) -> float:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.02
+) -> float:
     """Poll ``predicate``; return the monotonic time it first held. Raises on timeout."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -70,8 +71,9 @@ class MachineLoad:
     @staticmethod
     def busy() -> float:
         t = psutil.cpu_times()
-        return float(sum(getattr(t, k, 0.0) for k in
-                         ("user", "nice", "system", "irq", "softirq", "steal")))
+        return float(
+            sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
+        )
 
     @staticmethod
     def ours() -> float:
@@ -180,8 +182,9 @@ class PahoSubscriber(Received):
         super().__init__()
         self.port = port
         self.topic = topic
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
-                                  client_id=f"bench-sub-{os.getpid()}")
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, client_id=f"bench-sub-{os.getpid()}"
+        )
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_: self.subscribed.set()
@@ -271,12 +274,10 @@ class LeanSubscriber(Received):
             self._sock = sock
             # CONNECT: MQTT 5, clean start off, keepalive 0, Session Expiry 3600 s.
             props = b"\x11" + (3600).to_bytes(4, "big")
-            variable = (_mqtt_string("MQTT") + b"\x05\x00\x00\x00"
-                        + bytes([len(props)]) + props)
+            variable = _mqtt_string("MQTT") + b"\x05\x00\x00\x00" + bytes([len(props)]) + props
             sock.sendall(_mqtt_packet(0x10, variable + _mqtt_string(self.client_id)))
             # SUBSCRIBE packet id 1, no properties, QoS 1.
-            sock.sendall(_mqtt_packet(0x82, b"\x00\x01\x00" + _mqtt_string(self.topic)
-                                      + b"\x01"))
+            sock.sendall(_mqtt_packet(0x82, b"\x00\x01\x00" + _mqtt_string(self.topic) + b"\x01"))
             self._read(sock)
 
     def _read(self, sock: socket.socket) -> None:
@@ -307,7 +308,7 @@ class LeanSubscriber(Received):
                 if len(buffer) - pos < size:
                     pos = start
                     break
-                body = bytes(buffer[pos:pos + size])
+                body = bytes(buffer[pos : pos + size])
                 pos += size
                 kind = first >> 4
                 if kind == 3:
@@ -328,7 +329,7 @@ class LeanSubscriber(Received):
         topic_end = 2 + int.from_bytes(body[:2], "big")
         pos = topic_end
         if first & 0x06:  # QoS 1
-            acks.append(b"\x40\x02" + body[pos:pos + 2])
+            acks.append(b"\x40\x02" + body[pos : pos + 2])
             pos += 2
         size, shift = 0, 0
         while True:  # the properties' length, a variable byte integer
@@ -339,7 +340,7 @@ class LeanSubscriber(Received):
             if not digit & 0x80:
                 break
         if body[2:topic_end].decode().startswith(self.only):
-            self.received.append((now, body[pos + size:]))
+            self.received.append((now, body[pos + size :]))
 
 
 SUBSCRIBERS: dict[str, Callable[[int], Received]] = {"lean": LeanSubscriber, "paho": PahoSubscriber}
@@ -361,8 +362,9 @@ def quiet_stamp(i: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(QUIET_EPOCH + 60 * i))
 
 
-def insert_stock(erp: ErpDb, products: range, warehouses: int, batch: int,
-                 quiet: bool = False) -> None:
+def insert_stock(
+    erp: ErpDb, products: range, warehouses: int, batch: int, quiet: bool = False
+) -> None:
     """One transaction with a stock row per product and warehouse. ``quiet`` stamps them a
     minute apart in 2020, so a later lookback window holds none of them; otherwise they
     carry ``datetime('now')`` as Dolibarr writes them."""
@@ -382,9 +384,11 @@ def insert_stock(erp: ErpDb, products: range, warehouses: int, batch: int,
 
 
 def stock_entity_toml(lookback: str) -> str:
-    return (f'[[sources.entities]]\nentity = "stock"\nquery = "{STOCK_QUERY}"\n'
-            f'key = ["sku", "warehouse"]\nmode = "timestamp"\ncursor = "tms"\n'
-            f'lookback = "{lookback}"\n')
+    return (
+        f'[[sources.entities]]\nentity = "stock"\nquery = "{STOCK_QUERY}"\n'
+        f'key = ["sku", "warehouse"]\nmode = "timestamp"\ncursor = "tms"\n'
+        f'lookback = "{lookback}"\n'
+    )
 
 
 @dataclass(frozen=True)
@@ -396,8 +400,9 @@ class AgentOptions:
     synchronous: str
 
 
-def agent_toml(state_dir: Path, relay_url: str, source: str, agent_id: str,
-               opts: AgentOptions) -> str:
+def agent_toml(
+    state_dir: Path, relay_url: str, source: str, agent_id: str, opts: AgentOptions
+) -> str:
     """The agent's config, in the shape of tests/support.py's, with the bench's knobs."""
     return (
         f'[agent]\nid = "{agent_id}"\ntenant = "{TENANT}"\nstate_dir = "{state_dir}"\n'
@@ -412,8 +417,9 @@ def agent_toml(state_dir: Path, relay_url: str, source: str, agent_id: str,
     )
 
 
-def write_agent_config(workdir: Path, agent_id: str, broker: Broker, erp: ErpDb,
-                       opts: AgentOptions) -> Path:
+def write_agent_config(
+    workdir: Path, agent_id: str, broker: Broker, erp: ErpDb, opts: AgentOptions
+) -> Path:
     config = workdir / "agent.toml"
     config.write_text(agent_toml(workdir / "state", broker.url, erp.url, agent_id, opts))
     return config
@@ -457,8 +463,9 @@ class Agent:
     """``python -m cli run -c FILE`` as a child process (optionally under cProfile), in
     ``tree``, this checkout or another."""
 
-    def __init__(self, workdir: Path, config: Path, profile: Path | None = None,
-                 tree: Path = REPO) -> None:
+    def __init__(
+        self, workdir: Path, config: Path, profile: Path | None = None, tree: Path = REPO
+    ) -> None:
         self.workdir = workdir
         self.config = config
         self.tree = tree
@@ -476,7 +483,9 @@ class Agent:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, *runner, "-m", main, "run", "-c", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=self.tree,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.tree,
             )
         self.ps = psutil.Process(self.proc.pid)
         self.rss = RssSampler(self.ps).start()
@@ -486,8 +495,9 @@ class Agent:
 
     def _alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"the agent exited with {self.proc.returncode}:\n"
-                               f"{self.output()[-3000:]}")
+            raise RuntimeError(
+                f"the agent exited with {self.proc.returncode}:\n{self.output()[-3000:]}"
+            )
 
     def wait_log(self, needle: str, timeout: float = 60, times: int = 1) -> None:
         def seen() -> bool:
@@ -517,8 +527,9 @@ class Agent:
 
     def outbox_query(self, sql: str) -> int:
         """One read of the agent's outbox from outside (WAL: readers do not block it)."""
-        with contextlib.closing(sqlite3.connect(f"file:{self.outbox}?mode=ro", uri=True,
-                                                timeout=10)) as db:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{self.outbox}?mode=ro", uri=True, timeout=10)
+        ) as db:
             row = db.execute(sql).fetchone()
         return int(row[0] or 0) if row else 0
 
@@ -545,8 +556,9 @@ class Agent:
 
 
 @contextlib.contextmanager
-def running_agent(workdir: Path, config: Path, profile: Path | None = None,
-                  tree: Path = REPO) -> Iterator[Agent]:
+def running_agent(
+    workdir: Path, config: Path, profile: Path | None = None, tree: Path = REPO
+) -> Iterator[Agent]:
     """``tree`` is the directory whose ``agent/`` package runs (``-m`` looks in the
     working directory first), e.g. an older revision exported with ``git archive``."""
     agent = Agent(workdir, config, profile, tree)

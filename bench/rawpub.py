@@ -64,11 +64,22 @@ def messages(count: int, run: int) -> list[Message]:
     out: list[Message] = []
     for i in range(1, count + 1):
         subject = f"SKU-{i // 2 + 1}/WH{i % 2 + 1}"
-        data = orjson.dumps({"batch": run, "on_hand": float(i % 97), "sku": f"SKU-{i // 2 + 1}",
-                             "warehouse": f"WH{i % 2 + 1}"}, option=orjson.OPT_SORT_KEYS)
+        data = orjson.dumps(
+            {
+                "batch": run,
+                "on_hand": float(i % 97),
+                "sku": f"SKU-{i // 2 + 1}",
+                "warehouse": f"WH{i % 2 + 1}",
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
         event = PendingEvent(i, uuid7(), "stock", "upsert", subject, now, data)
-        user = [("id", event.event_id), ("type", "distillsync.stock.upsert"),
-                ("source", SOURCE), ("sequence", sequence_text(i))]
+        user = [
+            ("id", event.event_id),
+            ("type", "distillsync.stock.upsert"),
+            ("source", SOURCE),
+            ("sequence", sequence_text(i)),
+        ]
         out.append((event_topic(BASE, event), envelope(event, SOURCE), user))
     return out
 
@@ -77,13 +88,18 @@ def make_client(mode: str, port: int) -> aiomqtt.Client:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
     return aiomqtt.Client(
-        "127.0.0.1", port, identifier=f"bench-raw-{mode}", protocol=aiomqtt.ProtocolVersion.V5,
-        clean_start=True, properties=props, timeout=30, max_inflight_messages=0,
+        "127.0.0.1",
+        port,
+        identifier=f"bench-raw-{mode}",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=True,
+        properties=props,
+        timeout=30,
+        max_inflight_messages=0,
     )
 
 
-def hook(client: aiomqtt.Client, name: str,
-         before: Callable[..., None]) -> None:
+def hook(client: aiomqtt.Client, name: str, before: Callable[..., None]) -> None:
     """Chain ``before`` in front of aiomqtt's own paho callback, as agent/publisher.py does."""
     inner = client._client
     original = getattr(inner, name)
@@ -95,8 +111,9 @@ def hook(client: aiomqtt.Client, name: str,
     setattr(inner, name, chained)
 
 
-async def paho_window(client: aiomqtt.Client, batch: list[Message], window: int,
-                      packed: bool = True) -> None:
+async def paho_window(
+    client: aiomqtt.Client, batch: list[Message], window: int, packed: bool = True
+) -> None:
     inner: paho.Client = client._client
     slots = asyncio.Semaphore(window)
     done = asyncio.get_running_loop().create_future()
@@ -118,8 +135,9 @@ async def paho_window(client: aiomqtt.Client, batch: list[Message], window: int,
     hook(client, "on_publish", on_publish)
     for i, (topic, payload, user) in enumerate(batch):
         await slots.acquire()
-        props: Any = (packed_properties(user, CONTENT_TYPE) if packed
-                      else paho_properties(user, CONTENT_TYPE))
+        props: Any = (
+            packed_properties(user, CONTENT_TYPE) if packed else paho_properties(user, CONTENT_TYPE)
+        )
         info = inner.publish(topic, payload, qos=1, properties=props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise RuntimeError(f"publish failed: {paho.error_string(info.rc)}")
@@ -142,8 +160,7 @@ def packed_properties(user: list[tuple[str, str]], content_type: str) -> Any:
     return message_properties(user, content_type)
 
 
-async def paho_window_properties(client: aiomqtt.Client, batch: list[Message],
-                                 window: int) -> None:
+async def paho_window_properties(client: aiomqtt.Client, batch: list[Message], window: int) -> None:
     await paho_window(client, batch, window, packed=False)
 
 
@@ -173,8 +190,12 @@ async def serial(client: aiomqtt.Client, batch: list[Message], _window: int) -> 
         await client.publish(topic, payload, qos=1, properties=props)
 
 
-MODES = {"paho-window": paho_window, "paho-window-properties": paho_window_properties,
-         "aiomqtt-window": aiomqtt_window, "serial": serial}
+MODES = {
+    "paho-window": paho_window,
+    "paho-window-properties": paho_window_properties,
+    "aiomqtt-window": aiomqtt_window,
+    "serial": serial,
+}
 
 
 async def run(mode: str, port: int, count: int, window: int, run_id: int) -> dict[str, Any]:
@@ -191,10 +212,17 @@ async def run(mode: str, port: int, count: int, window: int, run_id: int) -> dic
         cpu0, t0 = time.process_time(), time.monotonic()
         await MODES[mode](client, batch, effective)
         seconds, cpu = time.monotonic() - t0, time.process_time() - cpu0
-    return {"mode": mode, "count": count, "window": effective, "started": t0,
-            "receive_maximum": connack.get("receive_maximum"), "seconds": seconds,
-            "rate": count / seconds, "cpu_seconds": cpu,
-            "payload_bytes": sum(len(p) for _, p, _ in batch[:1000]) / min(1000, count)}
+    return {
+        "mode": mode,
+        "count": count,
+        "window": effective,
+        "started": t0,
+        "receive_maximum": connack.get("receive_maximum"),
+        "seconds": seconds,
+        "rate": count / seconds,
+        "cpu_seconds": cpu,
+        "payload_bytes": sum(len(p) for _, p, _ in batch[:1000]) / min(1000, count),
+    }
 
 
 def main() -> None:

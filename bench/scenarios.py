@@ -82,10 +82,26 @@ def raw(ctx: Context, mode: str, count: int, run_id: int) -> RawResult:
     ctx.sub.expect("raw")
     broker0, sub0 = ctx.broker.cpu(), own_cpu()
     done = subprocess.run(
-        [sys.executable, "-m", "bench.rawpub", "--port", str(ctx.broker.port),
-         "--count", str(count), "--window", str(ctx.opts.window), "--mode", mode,
-         "--run-id", str(run_id)],
-        capture_output=True, text=True, cwd=REPO, check=False, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "bench.rawpub",
+            "--port",
+            str(ctx.broker.port),
+            "--count",
+            str(count),
+            "--window",
+            str(ctx.opts.window),
+            "--mode",
+            mode,
+            "--run-id",
+            str(run_id),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=600,
     )
     if done.returncode != 0:
         raise RuntimeError(f"bench.rawpub {mode} failed:\n{done.stderr[-3000:]}")
@@ -93,8 +109,11 @@ def raw(ctx: Context, mode: str, count: int, run_id: int) -> RawResult:
     ctx.sub.wait_for(count, 120, f"{count:,} raw messages at the subscriber")
     last = max(at for at, _ in ctx.sub.received)
     return RawResult(
-        mode=mode, count=count, window=int(out["window"]),
-        receive_maximum=out["receive_maximum"], acked_rate=float(out["rate"]),
+        mode=mode,
+        count=count,
+        window=int(out["window"]),
+        receive_maximum=out["receive_maximum"],
+        acked_rate=float(out["rate"]),
         received_rate=count / (last - float(out["started"])),
         publisher_cpu=float(out["cpu_seconds"]) / float(out["seconds"]),
         broker_cpu=(ctx.broker.cpu() - broker0) / (last - float(out["started"])),
@@ -133,8 +152,7 @@ def end_to_end(ctx: Context, rows: int) -> E2EResult:
     erp = make_erp(workdir, products, WAREHOUSES)
     config = write_agent_config(workdir, "bench-e2e", ctx.broker, erp, ctx.opts)
     ctx.sub.expect("bench-e2e")
-    with running_agent(workdir, config, ctx.profile("e2e"),
-                       ctx.agent_tree) as agent:
+    with running_agent(workdir, config, ctx.profile("e2e"), ctx.agent_tree) as agent:
         agent.wait_log("ready")
         ctx.say(f"end to end: committing {rows:,} stock rows in one ERP transaction")
         assert agent.rss is not None
@@ -146,18 +164,28 @@ def end_to_end(ctx: Context, rows: int) -> E2EResult:
         ctx.sub.wait_for(rows, 600, f"{rows:,} events at the subscriber")
         times = [at for at, _ in ctx.sub.received]
         last = max(times)
-        cpu, broker_cpu, sub_cpu = (agent.cpu() - cpu0, ctx.broker.cpu() - broker0,
-                                    own_cpu() - sub0)
+        cpu, broker_cpu, sub_cpu = (
+            agent.cpu() - cpu0,
+            ctx.broker.cpu() - broker0,
+            own_cpu() - sub0,
+        )
         window = agent.window()
         peak = agent.rss.peak
     erp.close()
     span = last - committed
-    return E2EResult(rows=rows, window=window, rate=rows / span,
-                     first_event=min(times) - committed, capture_seconds=captured - committed,
-                     agent_cpu=cpu / span, agent_cpu_per_event=cpu / rows,
-                     broker_cpu=broker_cpu / span,
-                     subscriber_cpu=sub_cpu / span, peak_rss=peak,
-                     payload_bytes=ctx.sub.payload_size())
+    return E2EResult(
+        rows=rows,
+        window=window,
+        rate=rows / span,
+        first_event=min(times) - committed,
+        capture_seconds=captured - committed,
+        agent_cpu=cpu / span,
+        agent_cpu_per_event=cpu / rows,
+        broker_cpu=broker_cpu / span,
+        subscriber_cpu=sub_cpu / span,
+        peak_rss=peak,
+        payload_bytes=ctx.sub.payload_size(),
+    )
 
 
 # --- 3 and 6. latency at a steady rate, idle CPU ------------------------------------------
@@ -188,8 +216,9 @@ class LatencyResult:
     idle_seconds: float
 
 
-def _steady_changes(erp: Any, keys: int, rate: int, seconds: float,
-                    commits: dict[int, float]) -> int:
+def _steady_changes(
+    erp: Any, keys: int, rate: int, seconds: float, commits: dict[int, float]
+) -> int:
     """``rate`` stock changes a second, as 100 ERP transactions a second of ``rate/100``
     rows each, each row carrying its transaction's number; ``commits`` gets each
     transaction's commit time."""
@@ -207,8 +236,11 @@ def _steady_changes(erp: Any, keys: int, rate: int, seconds: float,
             time.sleep(delay)
         rows = [(float(tick), tick, (written + i) % keys + 1) for i in range(per_tick)]
         conn.execute("BEGIN")
-        conn.executemany("UPDATE llx_product_stock SET reel = ?, bench_batch = ?, "
-                         "tms = datetime('now') WHERE rowid = ?", rows)
+        conn.executemany(
+            "UPDATE llx_product_stock SET reel = ?, bench_batch = ?, "
+            "tms = datetime('now') WHERE rowid = ?",
+            rows,
+        )
         conn.execute("COMMIT")
         commits[tick] = time.monotonic()
         written += per_tick
@@ -219,8 +251,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def latency(ctx: Context, keys: int, rate: int, seconds: float,
-            idle_seconds: float) -> LatencyResult:
+def latency(
+    ctx: Context, keys: int, rate: int, seconds: float, idle_seconds: float
+) -> LatencyResult:
     workdir = ctx.workdir / "latency"
     workdir.mkdir()
     products = keys // WAREHOUSES
@@ -228,8 +261,7 @@ def latency(ctx: Context, keys: int, rate: int, seconds: float,
     insert_stock(erp, range(1, products + 1), WAREHOUSES, batch=0, quiet=True)
     config = write_agent_config(workdir, "bench-lat", ctx.broker, erp, ctx.opts)
     ctx.sub.expect("bench-lat")
-    with running_agent(workdir, config, ctx.profile("latency"),
-                       ctx.agent_tree) as agent:
+    with running_agent(workdir, config, ctx.profile("latency"), ctx.agent_tree) as agent:
         ctx.say(f"latency: initial sync of {keys:,} keys")
         ctx.sub.wait_for(keys, 300, "the initial sync")
         time.sleep(1.0)
@@ -265,13 +297,23 @@ def latency(ctx: Context, keys: int, rate: int, seconds: float,
     ctx.say(f"latency histogram, commit → outbox: {_histogram(captures)}")
     ctx.say(f"latency histogram, outbox → subscriber: {_histogram(deliveries)}")
     return LatencyResult(
-        rate=rate, seconds=seconds, changes=written, achieved_rate=written / elapsed,
-        p50=statistics.median(lags), p99=_percentile(lags, 0.99), max=max(lags),
-        capture_p50=statistics.median(captures), capture_p99=_percentile(captures, 0.99),
+        rate=rate,
+        seconds=seconds,
+        changes=written,
+        achieved_rate=written / elapsed,
+        p50=statistics.median(lags),
+        p99=_percentile(lags, 0.99),
+        max=max(lags),
+        capture_p50=statistics.median(captures),
+        capture_p99=_percentile(captures, 0.99),
         delivery_p50=statistics.median(deliveries),
         delivery_p99=_percentile(deliveries, 0.99),
-        agent_cpu_steady=steady_cpu, idle_cpu=idle_cpu, idle_cpu_after=idle_after,
-        idle_rss=idle_rss, steady_rss=steady_rss, idle_seconds=idle_seconds,
+        agent_cpu_steady=steady_cpu,
+        idle_cpu=idle_cpu,
+        idle_cpu_after=idle_after,
+        idle_rss=idle_rss,
+        steady_rss=steady_rss,
+        idle_seconds=idle_seconds,
     )
 
 
@@ -326,8 +368,7 @@ def outage(ctx: Context, small: int, large: int) -> OutageResult:
     products = (small + large) // WAREHOUSES
     erp = make_erp(workdir, products, WAREHOUSES)
     config = write_agent_config(workdir, "bench-outage", ctx.broker, erp, ctx.opts)
-    with running_agent(workdir, config, ctx.profile("outage"),
-                       ctx.agent_tree) as agent:
+    with running_agent(workdir, config, ctx.profile("outage"), ctx.agent_tree) as agent:
         agent.wait_log("ready")
         first = range(1, small // WAREHOUSES + 1)
         stages = [_stage(ctx, agent, erp, first, batch=1)]
@@ -358,19 +399,26 @@ def _stage(ctx: Context, agent: Agent, erp: Any, products: range, batch: int) ->
     ctx.broker.start()
     restarted = time.monotonic()
     # The outbox's side of the drain: from the first recorded PUBACK to nothing pending.
-    began = wait_until(lambda: agent.oldest_pending() != oldest, 300, "the drain to begin",
-                       every=0.02)
-    ended = wait_until(lambda: agent.oldest_pending() == 0, 600, "the drain to end",
-                       every=0.02)
+    began = wait_until(
+        lambda: agent.oldest_pending() != oldest, 300, "the drain to begin", every=0.02
+    )
+    ended = wait_until(lambda: agent.oldest_pending() == 0, 600, "the drain to end", every=0.02)
     drain_cpu = agent.cpu() - drain0
     ctx.sub.wait_for(backlog, 300, f"a backlog of {backlog:,} at the subscriber")
     times = [at for at, _ in ctx.sub.received]
     first, last = min(times), max(times)
-    ctx.say(f"outage: subscriber back {ctx.sub.connected_at - restarted:+.1f}s, first event "
-            f"{first - restarted:+.1f}s after the restart")
-    return Stage(backlog=backlog, build_seconds=built - committed,
-                 reconnect_seconds=first - restarted,
-                 drain_rate=backlog / (last - first) if last > first else float("nan"),
-                 outbox_drain_rate=backlog / (ended - began) if ended > began else float("nan"),
-                 peak_rss=agent.rss.peak, build_cpu=build_cpu, drain_cpu=drain_cpu,
-                 waiting_cpu=waiting_cpu)
+    ctx.say(
+        f"outage: subscriber back {ctx.sub.connected_at - restarted:+.1f}s, first event "
+        f"{first - restarted:+.1f}s after the restart"
+    )
+    return Stage(
+        backlog=backlog,
+        build_seconds=built - committed,
+        reconnect_seconds=first - restarted,
+        drain_rate=backlog / (last - first) if last > first else float("nan"),
+        outbox_drain_rate=backlog / (ended - began) if ended > began else float("nan"),
+        peak_rss=agent.rss.peak,
+        build_cpu=build_cpu,
+        drain_cpu=drain_cpu,
+        waiting_cpu=waiting_cpu,
+    )

@@ -47,14 +47,14 @@ class Clock:
     def add(self, name: str, seconds: float) -> None:
         self.wall[name] = self.wall.get(name, 0.0) + seconds
 
-    def wrap_async(self, name: str,
-                   fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    def wrap_async(self, name: str, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
             t0 = time.perf_counter()
             try:
                 return await fn(*args, **kwargs)
             finally:
                 self.add(name, time.perf_counter() - t0)
+
         return timed
 
     def wrap(self, name: str, fn: Callable[P, T]) -> Callable[P, T]:
@@ -64,6 +64,7 @@ class Clock:
                 return fn(*args, **kwargs)
             finally:
                 self.add(name, time.perf_counter() - t0)
+
         return timed
 
 
@@ -97,8 +98,7 @@ async def poll_stages(poller: FeedPoller, title: str) -> list[str]:
     return out
 
 
-async def delivery_stages(outbox: Outbox, rows: int, topic_base: str,
-                          source: str) -> list[str]:
+async def delivery_stages(outbox: Outbox, rows: int, topic_base: str, source: str) -> list[str]:
     out = ["delivery, per event, without the socket:"]
     t0 = time.perf_counter()
     events = []
@@ -115,30 +115,44 @@ async def delivery_stages(outbox: Outbox, rows: int, topic_base: str,
     out.append(line("envelope + topic", time.perf_counter() - t0, len(events)))
 
     def user(event: Any) -> list[tuple[str, str]]:
-        return [("id", event.event_id), ("type", f"distillsync.{event.entity}.{event.op}"),
-                ("source", source), ("sequence", sequence_text(event.sequence))]
+        return [
+            ("id", event.event_id),
+            ("type", f"distillsync.{event.entity}.{event.op}"),
+            ("source", source),
+            ("sequence", sequence_text(event.sequence)),
+        ]
 
     t0 = time.perf_counter()
     for event in events:
         message_properties(user(event), CONTENT_TYPE).pack()
-    out.append(line("MQTT 5 properties: agent's message_properties + pack",
-                    time.perf_counter() - t0, len(events)))
+    out.append(
+        line(
+            "MQTT 5 properties: agent's message_properties + pack",
+            time.perf_counter() - t0,
+            len(events),
+        )
+    )
     t0 = time.perf_counter()
     for event in events:
         paho_properties(user(event), CONTENT_TYPE).pack()
-    out.append(line("the same with paho's Properties class (reference)",
-                    time.perf_counter() - t0, len(events)))
+    out.append(
+        line(
+            "the same with paho's Properties class (reference)",
+            time.perf_counter() - t0,
+            len(events),
+        )
+    )
 
     for size in (100, 1000):
-        chunk = events[:size * 10] if size == 100 else events[size * 10:]
+        chunk = events[: size * 10] if size == 100 else events[size * 10 :]
         if not chunk:
             continue
         t0 = time.perf_counter()
         for start in range(0, len(chunk), size):
-            await outbox.record_results([PublishResult(e.sequence, Outcome.ACKED)
-                                         for e in chunk[start:start + size]])
-        out.append(line(f"record_results, batches of {size}", time.perf_counter() - t0,
-                        len(chunk)))
+            await outbox.record_results(
+                [PublishResult(e.sequence, Outcome.ACKED) for e in chunk[start : start + size]]
+            )
+        out.append(line(f"record_results, batches of {size}", time.perf_counter() - t0, len(chunk)))
     return out
 
 
@@ -146,24 +160,29 @@ async def run(rows: int, synchronous: str, page_size: int, workdir: Path) -> lis
     products = rows // 2
     erp = make_erp(workdir, products)
     insert_stock(erp, range(1, products + 1), 2, batch=1)
-    opts = AgentOptions(poll_interval="1s", page_size=page_size, lookback="30s", window=100,
-                        synchronous=synchronous)
+    opts = AgentOptions(
+        poll_interval="1s", page_size=page_size, lookback="30s", window=100, synchronous=synchronous
+    )
     config_file = workdir / "agent.toml"
-    config_file.write_text(agent_toml(workdir / "state", "mqtt://127.0.0.1:1", erp.url,
-                                      "stages", opts))
+    config_file.write_text(
+        agent_toml(workdir / "state", "mqtt://127.0.0.1:1", erp.url, "stages", opts)
+    )
     config = load_config(config_file)
     src = config.sources[0]
     reader = SqlReader(src, None)
-    out = [f"{rows:,} stock rows, SQLite ERP, page_size {page_size}, "
-           f"outbox synchronous={synchronous}"]
+    out = [
+        f"{rows:,} stock rows, SQLite ERP, page_size {page_size}, outbox synchronous={synchronous}"
+    ]
     try:
         async with Outbox.open(workdir / "state" / "outbox.db", synchronous) as outbox:
             poller = FeedPoller(src, src.entities[0], reader, outbox)
             out += await poll_stages(poller, "first poll (every row new)")
-            out += await poll_stages(poller, "second poll (the lookback window again, every row "
-                                             "unchanged)")
-            out += await delivery_stages(outbox, rows, "distillsync/acme/stages",
-                                         "urn:distillsync:acme:stages")
+            out += await poll_stages(
+                poller, "second poll (the lookback window again, every row unchanged)"
+            )
+            out += await delivery_stages(
+                outbox, rows, "distillsync/acme/stages", "urn:distillsync:acme:stages"
+            )
     finally:
         await reader.close()
         erp.close()
@@ -178,8 +197,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="distillsync-stages-"))
     try:
-        print("\n".join(asyncio.run(run(args.rows, args.synchronous, args.page_size,
-                                         workdir))))
+        print("\n".join(asyncio.run(run(args.rows, args.synchronous, args.page_size, workdir))))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

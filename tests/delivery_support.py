@@ -59,8 +59,9 @@ class Subscriber:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
-                                  client_id=f"subscriber-{id(self)}")
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, client_id=f"subscriber-{id(self)}"
+        )
         self.client.reconnect_delay_set(1, 1)
         self.client.on_message = self._on_message
         self.subscribed = threading.Event()
@@ -76,9 +77,15 @@ class Subscriber:
             return  # the agent's retained sequence watermark (and its probe): not an event
         event = orjson.loads(msg.payload)
         user = dict(getattr(msg.properties, "UserProperty", []) or [])
-        seen = Seen(msg.topic, event["id"], event["subject"], int(event["sequence"]),
-                    event["data"].get("on_hand"),
-                    bytes(msg.payload) if self.keep_payloads else b"", user.get("id"))
+        seen = Seen(
+            msg.topic,
+            event["id"],
+            event["subject"],
+            int(event["sequence"]),
+            event["data"].get("on_hand"),
+            bytes(msg.payload) if self.keep_payloads else b"",
+            user.get("id"),
+        )
         with self.lock:
             self.events.append(seen)
 
@@ -129,8 +136,9 @@ def retained(port: int, topic: str, timeout: float = 5.0) -> dict[str, Any] | No
     """The retained message on ``topic``, as a client connecting now would get it."""
     got: list[bytes] = []
     ready = threading.Event()
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
-                         client_id=f"retained-{id(got)}")
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, client_id=f"retained-{id(got)}"
+    )
 
     def on_message(_c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         if msg.retain:
@@ -156,8 +164,13 @@ def retained(port: int, topic: str, timeout: float = 5.0) -> dict[str, Any] | No
     return orjson.loads(got[0]) if got else None
 
 
-def wait_for_retained(port: int, topic: str, state: str, what: str,
-                      check: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
+def wait_for_retained(
+    port: int,
+    topic: str,
+    state: str,
+    what: str,
+    check: Callable[[dict[str, Any]], bool] = lambda _: True,
+) -> dict[str, Any]:
     found: list[dict[str, Any]] = []
 
     def matches() -> bool:
@@ -182,8 +195,10 @@ class OutboxRow:
 def outbox_rows(path: Path) -> list[OutboxRow]:
     """Every event the agent enqueued (delivered rows are kept for the retention time)."""
     with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
-        return [OutboxRow(int(r[0]), r[1], r[2], int(r[3])) for r in
-                db.execute("SELECT id, event_id, subject, state FROM events ORDER BY id")]
+        return [
+            OutboxRow(int(r[0]), r[1], r[2], int(r[3]))
+            for r in db.execute("SELECT id, event_id, subject, state FROM events ORDER BY id")
+        ]
 
 
 def outbox_last_sequence(path: Path) -> int:
@@ -204,21 +219,27 @@ def dead_letter_count(path: Path) -> int:
 
 def erp_stock(erp: ErpDb) -> dict[str, float]:
     """The ERP's current stock per subject, as the agent would name it."""
-    rows = erp.query("SELECT p.ref, e.ref, s.reel FROM llx_product_stock s "
-                     "JOIN llx_product p ON p.rowid = s.fk_product "
-                     "JOIN llx_entrepot e ON e.rowid = s.fk_entrepot")
+    rows = erp.query(
+        "SELECT p.ref, e.ref, s.reel FROM llx_product_stock s "
+        "JOIN llx_product p ON p.rowid = s.fk_product "
+        "JOIN llx_entrepot e ON e.rowid = s.fk_entrepot"
+    )
     return {f"{sku}/{wh}": float(reel) for sku, wh, reel in rows}
 
 
-def seed_stock(erp: ErpDb, products: int, warehouses: int, label: str = "") -> list[tuple[int,
-                                                                                          int]]:
+def seed_stock(
+    erp: ErpDb, products: int, warehouses: int, label: str = ""
+) -> list[tuple[int, int]]:
     """``products`` x ``warehouses`` stock rows at 0, in a few transactions."""
     erp.add_warehouses(*[f"WH{w}" for w in range(1, warehouses + 1)])
-    erp.executemany("INSERT INTO llx_product (rowid, ref, label, price) VALUES (?, ?, ?, ?)",
-                    [(p, f"SKU-{p}", f"{label}{p}", "1.00") for p in range(1, products + 1)])
+    erp.executemany(
+        "INSERT INTO llx_product (rowid, ref, label, price) VALUES (?, ?, ?, ?)",
+        [(p, f"SKU-{p}", f"{label}{p}", "1.00") for p in range(1, products + 1)],
+    )
     keys = [(p, w) for p in range(1, products + 1) for w in range(1, warehouses + 1)]
-    erp.executemany("INSERT INTO llx_product_stock (fk_product, fk_entrepot, reel) "
-                    "VALUES (?, ?, 0)", keys)
+    erp.executemany(
+        "INSERT INTO llx_product_stock (fk_product, fk_entrepot, reel) VALUES (?, ?, 0)", keys
+    )
     return keys
 
 
@@ -231,8 +252,11 @@ def converged(sub: Subscriber, erp: ErpDb) -> bool:
 def describe_divergence(sub: Subscriber, erp: ErpDb) -> str:
     want = erp_stock(erp)
     latest = sub.latest()
-    wrong = {s: (v, latest[s].on_hand if s in latest else None)
-             for s, v in want.items() if s not in latest or latest[s].on_hand != v}
+    wrong = {
+        s: (v, latest[s].on_hand if s in latest else None)
+        for s, v in want.items()
+        if s not in latest or latest[s].on_hand != v
+    }
     return f"{len(wrong)} keys differ (erp, subscriber): {dict(list(wrong.items())[:5])}"
 
 
@@ -240,6 +264,7 @@ def wait_converged(sub: Subscriber, erp: ErpDb, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not converged(sub, erp):
         if time.monotonic() > deadline:
-            raise AssertionError(f"no convergence after {timeout}s: "
-                                 f"{describe_divergence(sub, erp)}")
+            raise AssertionError(
+                f"no convergence after {timeout}s: {describe_divergence(sub, erp)}"
+            )
         time.sleep(0.2)

@@ -95,8 +95,9 @@ class ErpDb:
             conn.close()
 
     def _create_database(self) -> None:
-        self._admin(f"CREATE DATABASE {self.name}",
-                    f"CREATE DATABASE {self.name} CHARACTER SET utf8mb4")
+        self._admin(
+            f"CREATE DATABASE {self.name}", f"CREATE DATABASE {self.name} CHARACTER SET utf8mb4"
+        )
 
     def _connect(self) -> Any:
         if self.backend == "sqlite":
@@ -106,8 +107,9 @@ class ErpDb:
         if self.backend == "postgres":
             import psycopg
 
-            return psycopg.connect(f"host=127.0.0.1 user=postgres dbname={self.name}",
-                                   autocommit=True)
+            return psycopg.connect(
+                f"host=127.0.0.1 user=postgres dbname={self.name}", autocommit=True
+            )
         import pymysql
 
         return pymysql.connect(**MARIADB, database=self.name, autocommit=True)
@@ -153,19 +155,24 @@ class ErpDb:
 
     def close(self) -> None:
         self.conn.close()
-        self._admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)",
-                    f"DROP DATABASE IF EXISTS {self.name}")
+        self._admin(
+            f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)",
+            f"DROP DATABASE IF EXISTS {self.name}",
+        )
 
     # --- what the ERP's users do -------------------------------------------------------
 
     @property
     def now(self) -> str:
-        return {"sqlite": "datetime('now')", "postgres": "now()",
-                "mariadb": "CURRENT_TIMESTAMP"}[self.backend]
+        return {"sqlite": "datetime('now')", "postgres": "now()", "mariadb": "CURRENT_TIMESTAMP"}[
+            self.backend
+        ]
 
     def add_warehouses(self, *refs: str) -> None:
-        self.executemany("INSERT INTO llx_entrepot (rowid, ref) VALUES (?, ?)",
-                         [(i + 1, ref) for i, ref in enumerate(refs)])
+        self.executemany(
+            "INSERT INTO llx_entrepot (rowid, ref) VALUES (?, ?)",
+            [(i + 1, ref) for i, ref in enumerate(refs)],
+        )
 
     def add_products(self, count: int, start: int = 1) -> None:
         self.executemany(
@@ -183,8 +190,10 @@ class ErpDb:
             )
 
     def _update_stock(self, product: int, warehouse: int, quantity: float) -> int:
-        statement = (f"UPDATE llx_product_stock SET reel = ?, tms = {self.now} "
-                     "WHERE fk_product = ? AND fk_entrepot = ?")
+        statement = (
+            f"UPDATE llx_product_stock SET reel = ?, tms = {self.now} "
+            "WHERE fk_product = ? AND fk_entrepot = ?"
+        )
         if self.backend == "sqlite":
             return int(self.conn.execute(statement, (quantity, product, warehouse)).rowcount)
         with self.conn.cursor() as cur:
@@ -193,36 +202,48 @@ class ErpDb:
 
     def set_stock_many(self, rows: list[tuple[int, int, float]]) -> None:
         """Many absolute stock updates of existing rows in one transaction."""
-        statement = (f"UPDATE llx_product_stock SET reel = ?, tms = {self.now} "
-                     "WHERE fk_product = ? AND fk_entrepot = ?")
+        statement = (
+            f"UPDATE llx_product_stock SET reel = ?, tms = {self.now} "
+            "WHERE fk_product = ? AND fk_entrepot = ?"
+        )
         self.executemany(statement, [(q, p, w) for p, w, q in rows])
 
     def set_price(self, product: int, price: str) -> None:
-        self.execute(f"UPDATE llx_product SET price = ?, tms = {self.now} WHERE rowid = ?",
-                     (price, product))
+        self.execute(
+            f"UPDATE llx_product SET price = ?, tms = {self.now} WHERE rowid = ?", (price, product)
+        )
 
     def delete_product(self, product: int) -> None:
         self.execute("DELETE FROM llx_product_stock WHERE fk_product = ?", (product,))
         self.execute("DELETE FROM llx_product WHERE rowid = ?", (product,))
 
 
-def source_toml(erp: ErpDb, entities: str, poll_interval: str = "200ms",
-                page_size: int = 1000) -> str:
-    return (f'[[sources]]\nname = "dolibarr"\nurl = "{erp.url}"\n'
-            f'poll_interval = "{poll_interval}"\npage_size = {page_size}\n{entities}')
+def source_toml(
+    erp: ErpDb, entities: str, poll_interval: str = "200ms", page_size: int = 1000
+) -> str:
+    return (
+        f'[[sources]]\nname = "dolibarr"\nurl = "{erp.url}"\n'
+        f'poll_interval = "{poll_interval}"\npage_size = {page_size}\n{entities}'
+    )
 
 
 def stock_entity(lookback: str = "30s", conflate: bool = False) -> str:
-    return (f'[[sources.entities]]\nentity = "stock"\nquery = "{STOCK_QUERY}"\n'
-            f'key = ["sku", "warehouse"]\nmode = "timestamp"\ncursor = "tms"\n'
-            f'lookback = "{lookback}"\nconflate = {str(conflate).lower()}\n')
+    return (
+        f'[[sources.entities]]\nentity = "stock"\nquery = "{STOCK_QUERY}"\n'
+        f'key = ["sku", "warehouse"]\nmode = "timestamp"\ncursor = "tms"\n'
+        f'lookback = "{lookback}"\nconflate = {str(conflate).lower()}\n'
+    )
 
 
 def product_snapshot_entity() -> str:
-    return (f'[[sources.entities]]\nentity = "product"\nquery = "{PRODUCT_SNAPSHOT_QUERY}"\n'
-            f'key = ["sku"]\nmode = "snapshot"\n')
+    return (
+        f'[[sources.entities]]\nentity = "product"\nquery = "{PRODUCT_SNAPSHOT_QUERY}"\n'
+        f'key = ["sku"]\nmode = "snapshot"\n'
+    )
 
 
 def price_entity() -> str:
-    return (f'[[sources.entities]]\nentity = "price"\nquery = "{PRICE_QUERY}"\n'
-            f'key = ["sku"]\nmode = "timestamp"\ncursor = "tms"\n')
+    return (
+        f'[[sources.entities]]\nentity = "price"\nquery = "{PRICE_QUERY}"\n'
+        f'key = ["sku"]\nmode = "timestamp"\ncursor = "tms"\n'
+    )

@@ -75,45 +75,70 @@ DURABILITY = "tests/test_outbox_durability.py::"
 MUTATIONS: tuple[Mutation, ...] = (
     # --- 1. no change is missed --------------------------------------------------------
     Mutation(
-        "sweep-from-cursor", 1, "agent/modes/timestamp.py",
+        "sweep-from-cursor",
+        1,
+        "agent/modes/timestamp.py",
         "base = self._sweep_base if self._sweep_base is not None else stored",
         "base = stored",
-        (f"{MODEL}test_sqlite_outbox_ends_with_the_erps_state_over_random_histories",
-         f"{MODEL}test_a_late_commit_in_the_last_third_of_the_lookback_is_swept_up"),
-        "a sweep re-reads from the current cursor - lookback, not the previous sweep's base"),
+        (
+            f"{MODEL}test_sqlite_outbox_ends_with_the_erps_state_over_random_histories",
+            f"{MODEL}test_a_late_commit_in_the_last_third_of_the_lookback_is_swept_up",
+        ),
+        "a sweep re-reads from the current cursor - lookback, not the previous sweep's base",
+    ),
     Mutation(
-        "skip-any-fingerprint", 1, "agent/modes/fingerprints.py",
+        "skip-any-fingerprint",
+        1,
+        "agent/modes/fingerprints.py",
         "            if fingerprint == last:\n"
         "                self._recent.setdefault(key, fingerprint)",
         "            if fingerprint in (self._recent.get(key), self._older.get(key)):\n"
         "                self._recent[key] = fingerprint",
-        (f"{MODEL}test_sqlite_outbox_ends_with_the_erps_state_over_random_histories",
-         f"{MODEL}test_a_revert_across_a_sweep_is_published"),
+        (
+            f"{MODEL}test_sqlite_outbox_ends_with_the_erps_state_over_random_histories",
+            f"{MODEL}test_a_revert_across_a_sweep_is_published",
+        ),
         "a re-read row equal to any remembered state is skipped, and that state kept as "
-        "the last (4832b4c's bug: A, a sweep, B, A again is never published)"),
+        "the last (4832b4c's bug: A, a sweep, B, A again is never published)",
+    ),
     Mutation(
-        "timestamp-strictly-after", 1, "agent/sources/sql.py",
+        "timestamp-strictly-after",
+        1,
+        "agent/sources/sql.py",
         'op = ">=" if self.entity.mode == "timestamp" else ">"',
         'op = ">"',
-        ("tests/test_backends.py::"
-         "test_same_second_commits_all_arrive_and_rereads_emit_nothing[sqlite-0s]",),
-        "timestamp reads `cursor > low` (Kafka Connect's bug): same-tick commits missed"),
+        (
+            "tests/test_backends.py::"
+            "test_same_second_commits_all_arrive_and_rereads_emit_nothing[sqlite-0s]",
+        ),
+        "timestamp reads `cursor > low` (Kafka Connect's bug): same-tick commits missed",
+    ),
     Mutation(
-        "incrementing-no-holdback", 1, "agent/modes/incrementing.py",
+        "incrementing-no-holdback",
+        1,
+        "agent/modes/incrementing.py",
         "cutoff = math.inf if first_load else self._clock() - self.entity.lookback",
         "cutoff = math.inf",
-        ("tests/test_backend_incrementing.py::"
-         "test_an_id_that_appears_below_the_highest_read[sqlite-1h]",),
-        "incrementing cursor settles at once: an id committed after a higher one is skipped"),
+        (
+            "tests/test_backend_incrementing.py::"
+            "test_an_id_that_appears_below_the_highest_read[sqlite-1h]",
+        ),
+        "incrementing cursor settles at once: an id committed after a higher one is skipped",
+    ),
     Mutation(
-        "snapshot-no-deletes", 1, "agent/modes/snapshot.py",
+        "snapshot-no-deletes",
+        1,
+        "agent/modes/snapshot.py",
         "        totals += await self._delete_unseen(poller, generation)\n",
         "",
         ("tests/test_backends.py::test_inserts_updates_and_deletes_reach_the_subscriber[sqlite]",),
-        "a complete snapshot pass never looks for the keys it did not see (deletes lost)"),
+        "a complete snapshot pass never looks for the keys it did not see (deletes lost)",
+    ),
     # --- 2. nothing is enqueued twice for the same state ---------------------------------
     Mutation(
-        "cursor-before-events", 2, "agent/outbox.py",
+        "cursor-before-events",
+        2,
+        "agent/outbox.py",
         "        self._check_file()\n        async with self._transaction() as db:\n"
         "            known = await self._known_hashes(db, page)",
         "        self._check_file()\n        if page.cursor is not None:\n"
@@ -122,104 +147,160 @@ MUTATIONS: tuple[Mutation, ...] = (
         "        async with self._transaction() as db:\n"
         "            known = await self._known_hashes(db, page)",
         ("tests/test_outbox.py::test_a_page_and_its_cursor_commit_together_or_not_at_all",),
-        "a page's cursor commits in its own transaction before the page's events"),
+        "a page's cursor commits in its own transaction before the page's events",
+    ),
     Mutation(
-        "unchanged-row-enqueued", 2, "agent/outbox.py",
+        "unchanged-row-enqueued",
+        2,
+        "agent/outbox.py",
         'if change.op == "upsert" and known.get(change.subject) == change.row_hash:',
         "if False:",
         ("tests/test_outbox.py::test_unchanged_state_is_enqueued_once",),
-        "a row whose hash is the stored one is enqueued again"),
+        "a row whose hash is the stored one is enqueued again",
+    ),
     # --- 3. delivered means acknowledged ---------------------------------------------------
     Mutation(
-        "lost-link-counts-as-acked", 3, "agent/publisher.py",
+        "lost-link-counts-as-acked",
+        3,
+        "agent/publisher.py",
         "future.set_result(Ack(Outcome.UNKNOWN, why))",
         "future.set_result(Ack(Outcome.ACKED))",
         (f"{PUBLISHER}test_a_publish_with_no_puback_stays_pending_and_is_delivered_later",),
-        "publishes still unanswered when the link dies are marked delivered"),
+        "publishes still unanswered when the link dies are marked delivered",
+    ),
     Mutation(
-        "negative-puback-delivered", 3, "agent/publisher.py",
+        "negative-puback-delivered",
+        3,
+        "agent/publisher.py",
         "if self.mqtt5 and code.value >= _FIRST_FAILURE_CODE:",
         "if False:",
         (f"{PUBLISHER}test_a_negative_puback_is_a_dead_letter_not_a_delivery",),
-        "a PUBACK with a failure reason code (0x87 not authorized) is a delivery"),
+        "a PUBACK with a failure reason code (0x87 not authorized) is a delivery",
+    ),
     Mutation(
-        "reconnect-skips-unacked", 3, "agent/delivery.py",
+        "reconnect-skips-unacked",
+        3,
+        "agent/delivery.py",
         "        after = 0\n        while not self.stop.is_set()",
         "        after = self._sent_high\n        while not self.stop.is_set()",
         (f"{PUBLISHER}test_a_publish_with_no_puback_stays_pending_and_is_delivered_later",),
-        "after a reconnect delivery goes on after the last sent, not the oldest pending"),
+        "after a reconnect delivery goes on after the last sent, not the oldest pending",
+    ),
     Mutation(
-        "consumer-acks-before-apply", 3, "relay/consumer.py",
+        "consumer-acks-before-apply",
+        3,
+        "relay/consumer.py",
         "            batch = await self.scheduler.next_batch()\n",
         "            batch = await self.scheduler.next_batch()\n            self._finish(batch)\n",
         ("tests/test_relay_ack.py::test_a_consumer_killed_while_applying_loses_nothing",),
-        "the relay consumer acknowledges a batch before applying it"),
+        "the relay consumer acknowledges a batch before applying it",
+    ),
     Mutation(
-        "store-equal-sequence-fresh", 3, "relay/store.py",
+        "store-equal-sequence-fresh",
+        3,
+        "relay/store.py",
         "if (floor is None or event.sequence > floor) and (",
         "if (floor is None or event.sequence >= floor) and (",
         (f"{STORE}test_record_advances_versions_and_never_moves_them_back[sqlite]",),
-        "the version gate applies an event whose sequence equals the key's last one"),
+        "the version gate applies an event whose sequence equals the key's last one",
+    ),
     Mutation(
-        "store-older-sequence-fresh", 3, "relay/store.py",
+        "store-older-sequence-fresh",
+        3,
+        "relay/store.py",
         "if (floor is None or event.sequence > floor) and (",
         "if (floor is None or event.sequence != floor) and (",
-        (f"{STORE}test_record_advances_versions_and_never_moves_them_back[sqlite]",
-         f"{CONSUMER}test_duplicates_and_old_states_never_reach_the_shop"),
-        "the version gate applies an older state over a newer one"),
+        (
+            f"{STORE}test_record_advances_versions_and_never_moves_them_back[sqlite]",
+            f"{CONSUMER}test_duplicates_and_old_states_never_reach_the_shop",
+        ),
+        "the version gate applies an older state over a newer one",
+    ),
     Mutation(
-        "consumer-records-nothing", 3, "relay/consumer.py",
+        "consumer-records-nothing",
+        3,
+        "relay/consumer.py",
         "            claim.record(claim.fresh)\n",
         "",
         (f"{CONSUMER}test_duplicates_and_old_states_never_reach_the_shop",),
-        "the consumer applies a batch but records neither ids nor versions"),
+        "the consumer applies a batch but records neither ids nor versions",
+    ),
     Mutation(
-        "watermark-check-skipped", 3, "agent/delivery.py",
+        "watermark-check-skipped",
+        3,
+        "agent/delivery.py",
         "move = await self.outbox.move_sequence_above(watermark)",
         "move = None",
-        ("tests/test_sequence_floor.py::"
-         "test_changes_after_the_outbox_went_back_still_reach_the_shop[the outbox lost-5]",),
-        "on connect the outbox is not moved above the relay's retained sequence watermark"),
+        (
+            "tests/test_sequence_floor.py::"
+            "test_changes_after_the_outbox_went_back_still_reach_the_shop[the outbox lost-5]",
+        ),
+        "on connect the outbox is not moved above the relay's retained sequence watermark",
+    ),
     Mutation(
-        "restored-pending-not-renumbered", 3, "agent/outbox.py",
+        "restored-pending-not-renumbered",
+        3,
+        "agent/outbox.py",
         "renumbered = await self._renumber_pending(db, last, floor + 1 - int(row[1]))",
         "renumbered = 0",
-        ("tests/test_sequence_floor.py::"
-         "test_a_restored_backups_pending_events_are_renumbered_and_applied",),
-        "a restored backup's pending events keep their old numbers, below the watermark"),
+        (
+            "tests/test_sequence_floor.py::"
+            "test_a_restored_backups_pending_events_are_renumbered_and_applied",
+        ),
+        "a restored backup's pending events keep their old numbers, below the watermark",
+    ),
     # --- 5. durable by default -------------------------------------------------------------
     Mutation(
-        "config-synchronous-normal", 5, "agent/config.py",
+        "config-synchronous-normal",
+        5,
+        "agent/config.py",
         'synchronous: Literal["full", "normal"] = "full"',
         'synchronous: Literal["full", "normal"] = "normal"',
-        (f"{DURABILITY}test_the_config_default_is_full",
-         f"{DURABILITY}test_a_running_agents_outbox_connections_are_synchronous_full"),
-        "the agent's default [outbox] synchronous is normal"),
+        (
+            f"{DURABILITY}test_the_config_default_is_full",
+            f"{DURABILITY}test_a_running_agents_outbox_connections_are_synchronous_full",
+        ),
+        "the agent's default [outbox] synchronous is normal",
+    ),
     Mutation(
-        "outbox-open-synchronous-normal", 5, "agent/outbox.py",
+        "outbox-open-synchronous-normal",
+        5,
+        "agent/outbox.py",
         'synchronous: str = "full"',
         'synchronous: str = "normal"',
         ("tests/test_outbox.py::test_durable_by_default_wal_and_synchronous_full",),
-        "Outbox.open's own default is synchronous=NORMAL"),
+        "Outbox.open's own default is synchronous=NORMAL",
+    ),
     # --- 6. bad input never stops the pipeline ------------------------------------------------
     Mutation(
-        "capture-dead-row-dropped", 6, "agent/poller.py",
+        "capture-dead-row-dropped",
+        6,
+        "agent/poller.py",
         "                dead.append(mapped)",
         "                pass",
         ("tests/test_bad_input.py::test_unmappable_rows_are_dead_letters_and_the_rest_flows",),
-        "a row that cannot be mapped is dropped without a dead letter"),
+        "a row that cannot be mapped is dropped without a dead letter",
+    ),
     Mutation(
-        "relay-invalid-not-kept", 6, "relay/consumer.py",
+        "relay-invalid-not-kept",
+        6,
+        "relay/consumer.py",
         "        await self.store.add_dead_letter(incoming.payload, incoming.topic, reason)\n",
         "",
         (f"{CONSUMER}test_invalid_messages_become_dead_letters_and_the_rest_flows",),
-        "an invalid inbound message is acknowledged without a dead letter"),
+        "an invalid inbound message is acknowledged without a dead letter",
+    ),
     Mutation(
-        "relay-sink-dead-not-kept", 6, "relay/consumer.py",
+        "relay-sink-dead-not-kept",
+        6,
+        "relay/consumer.py",
         "                        claim.dead(event, result.reason, sink.name)",
         "                        pass",
-        (f"{CONSUMER}test_a_shop_that_is_down_holds_the_batch_and_an_unknown_sku_is_a_dead_letter",),
-        "an event a sink declares dead (unknown SKU) is recorded without a dead letter"),
+        (
+            f"{CONSUMER}test_a_shop_that_is_down_holds_the_batch_and_an_unknown_sku_is_a_dead_letter",
+        ),
+        "an event a sink declares dead (unknown SKU) is recorded without a dead letter",
+    ),
 )
 
 
@@ -241,9 +322,12 @@ class Outcome:
 def tracked_files() -> list[str]:
     """What git tracks, and the new files it would track (not ignored): the working tree as
     ``make test`` sees it, where a tracked file may already import a file not added yet."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], cwd=ROOT, check=True,
-                            capture_output=True).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout
     return [name for name in listed.decode().split("\0") if name]
 
 
@@ -277,25 +361,45 @@ def environment(scratch: Path) -> dict[str, str]:
 
 def check_imports(scratch: Path, env: dict[str, str]) -> None:
     probe = "import agent, relay, tests; print(agent.__file__); print(relay.__file__)"
-    found = subprocess.run([python(), "-c", probe], cwd=scratch, env=env, check=True,
-                           capture_output=True, text=True).stdout.split()
+    found = subprocess.run(
+        [python(), "-c", probe], cwd=scratch, env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
     print(f"imports: {found[0]}", flush=True)
     if not all(Path(f).resolve().is_relative_to(scratch.resolve()) for f in found):
-        sys.exit(f"the scratch copy is not what gets imported ({', '.join(found)}); "
-                 f"a mutation there would test {ROOT} instead")
+        sys.exit(
+            f"the scratch copy is not what gets imported ({', '.join(found)}); "
+            f"a mutation there would test {ROOT} instead"
+        )
 
 
 # --- running tests ------------------------------------------------------------------------
 
 
-def run_pytest(scratch: Path, env: dict[str, str], tests: Sequence[str],
-               stop_at_first: bool) -> tuple[int | None, str]:
+def run_pytest(
+    scratch: Path, env: dict[str, str], tests: Sequence[str], stop_at_first: bool
+) -> tuple[int | None, str]:
     """pytest's exit code (``None``: the run itself timed out) and its output."""
-    command = [python(), "-m", "pytest", "-n", "0", "-q", "-p", "no:cacheprovider",
-               *(["-x"] if stop_at_first else []), *tests]
-    with subprocess.Popen(command, cwd=scratch, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True,
-                          start_new_session=True) as proc:
+    command = [
+        python(),
+        "-m",
+        "pytest",
+        "-n",
+        "0",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *(["-x"] if stop_at_first else []),
+        *tests,
+    ]
+    with subprocess.Popen(
+        command,
+        cwd=scratch,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    ) as proc:
         try:
             output, _ = proc.communicate(timeout=RUN_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -333,9 +437,13 @@ def mutate(scratch: Path, env: dict[str, str], mutation: Mutation) -> Outcome:
     original = target.read_text(encoding="utf-8")
     found = original.count(mutation.old)
     if found != 1:
-        return Outcome(mutation, "NOT APPLIED",
-                       f"old text found {found} times in {mutation.path}: "
-                       f"mutation no longer applies: update the list", 0.0)
+        return Outcome(
+            mutation,
+            "NOT APPLIED",
+            f"old text found {found} times in {mutation.path}: "
+            f"mutation no longer applies: update the list",
+            0.0,
+        )
     if not mutation.tests:
         return Outcome(mutation, "NO TEST", "no test guards this yet", 0.0)
     target.write_text(original.replace(mutation.old, mutation.new), encoding="utf-8")
@@ -356,18 +464,24 @@ def guarantee_text(number: int) -> str:
 
 def table(outcomes: Sequence[Outcome]) -> str:
     rows = [("mutation", "guarantee", "result", "by", "s")]
-    rows += [(o.mutation.name, guarantee_text(o.mutation.guarantee), o.result, o.by,
-              f"{o.seconds:.1f}") for o in outcomes]
+    rows += [
+        (o.mutation.name, guarantee_text(o.mutation.guarantee), o.result, o.by, f"{o.seconds:.1f}")
+        for o in outcomes
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
-             + f"  {row[4]:>6}" for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+        + f"  {row[4]:>6}"
+        for row in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
 
 def listing() -> str:
-    return "\n".join(f"{m.name:32} {guarantee_text(m.guarantee):40} {m.path}: {m.what}"
-                     for m in MUTATIONS)
+    return "\n".join(
+        f"{m.name:32} {guarantee_text(m.guarantee):40} {m.path}: {m.what}" for m in MUTATIONS
+    )
 
 
 def select(names: Sequence[str]) -> list[Mutation]:
@@ -396,8 +510,10 @@ def baseline(scratch: Path, env: dict[str, str], chosen: Sequence[Mutation]) -> 
     code, output = run_pytest(scratch, env, tests, stop_at_first=False)
     if code != 0:
         print(output[-6000:])
-        sys.exit(f"the listed tests fail without any mutation (pytest exit {code}): "
-                 "fix them first, or a killed mutation means nothing")
+        sys.exit(
+            f"the listed tests fail without any mutation (pytest exit {code}): "
+            "fix them first, or a killed mutation means nothing"
+        )
     print(f"unmutated: {count} passed ({time.monotonic() - began:.1f}s)", flush=True)
 
 
@@ -417,15 +533,20 @@ def main(argv: Sequence[str]) -> int:
         for n, mutation in enumerate(chosen, start=1):
             outcome = mutate(scratch, env, mutation)
             outcomes.append(outcome)
-            print(f"[{n:2}/{len(chosen)}] {mutation.name}: {outcome.result} "
-                  f"({outcome.by}, {outcome.seconds:.1f}s)", flush=True)
+            print(
+                f"[{n:2}/{len(chosen)}] {mutation.name}: {outcome.result} "
+                f"({outcome.by}, {outcome.seconds:.1f}s)",
+                flush=True,
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print()
     print(table(outcomes))
     failed = [o for o in outcomes if not o.ok]
-    print(f"\n{len(outcomes) - len(failed)} of {len(outcomes)} mutations killed in "
-          f"{time.monotonic() - began:.0f}s")
+    print(
+        f"\n{len(outcomes) - len(failed)} of {len(outcomes)} mutations killed in "
+        f"{time.monotonic() - began:.0f}s"
+    )
     if failed:
         print("not killed: " + ", ".join(f"{o.mutation.name} ({o.result})" for o in failed))
     return 1 if failed else 0

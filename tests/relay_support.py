@@ -28,43 +28,78 @@ from tests.support import REPO, write_secret
 TIME = "2026-11-23T12:00:00.000000Z"
 
 
-def stock_event(sequence: int, sku: str, warehouse: str, on_hand: float,
-                agent: str = "erp-1", event_id: str | None = None) -> tuple[str, bytes]:
+def stock_event(
+    sequence: int,
+    sku: str,
+    warehouse: str,
+    on_hand: float,
+    agent: str = "erp-1",
+    event_id: str | None = None,
+) -> tuple[str, bytes]:
     """``(topic, envelope)`` exactly as the agent publishes a stock upsert."""
     subject = subject_of([sku, warehouse])
-    data = orjson.dumps({"sku": sku, "warehouse": warehouse, "on_hand": on_hand},
-                        option=orjson.OPT_SORT_KEYS)
-    event = PendingEvent(sequence, event_id or f"{agent}-{sequence}", "stock", "upsert",
-                         subject, TIME, data)
-    return (f"distillsync/acme/{agent}/out/stock/{subject}",
-            envelope(event, source_urn("acme", agent)))
+    data = orjson.dumps(
+        {"sku": sku, "warehouse": warehouse, "on_hand": on_hand}, option=orjson.OPT_SORT_KEYS
+    )
+    event = PendingEvent(
+        sequence, event_id or f"{agent}-{sequence}", "stock", "upsert", subject, TIME, data
+    )
+    return (
+        f"distillsync/acme/{agent}/out/stock/{subject}",
+        envelope(event, source_urn("acme", agent)),
+    )
 
 
-def entity_event(sequence: int, entity: str, data: dict[str, Any], subject: str,
-                 agent: str = "erp-1") -> tuple[str, bytes]:
-    event = PendingEvent(sequence, f"{agent}-{sequence}", entity, "upsert", subject, TIME,
-                         orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
-    return (f"distillsync/acme/{agent}/out/{entity}/{subject}",
-            envelope(event, source_urn("acme", agent)))
+def entity_event(
+    sequence: int, entity: str, data: dict[str, Any], subject: str, agent: str = "erp-1"
+) -> tuple[str, bytes]:
+    event = PendingEvent(
+        sequence,
+        f"{agent}-{sequence}",
+        entity,
+        "upsert",
+        subject,
+        TIME,
+        orjson.dumps(data, option=orjson.OPT_SORT_KEYS),
+    )
+    return (
+        f"distillsync/acme/{agent}/out/{entity}/{subject}",
+        envelope(event, source_urn("acme", agent)),
+    )
 
 
 async def publish(port: int, messages: Sequence[tuple[str, bytes]]) -> None:
     batch: list[Any] = [(topic, payload, 1, False) for topic, payload in messages]
-    await asyncio.to_thread(paho.mqtt.publish.multiple, batch, hostname="127.0.0.1",
-                            port=port, protocol=paho.mqtt.client.MQTTv5)
+    await asyncio.to_thread(
+        paho.mqtt.publish.multiple,
+        batch,
+        hostname="127.0.0.1",
+        port=port,
+        protocol=paho.mqtt.client.MQTTv5,
+    )
 
 
-def consumer_toml(tmp: Path, broker_url: str, sinks: str, *, name: str = "shops-1",
-                  store: str | None = None, subscribe: str = "", pipeline: str = "") -> str:
-    return (f'[consumer]\nname = "{name}"\n\n'
-            # Each config its own MQTT session: the tests share one broker, and a
-            # persistent session would hand a later test what an earlier one left queued.
-            f'[relay]\nurl = "{broker_url}"\nkeepalive = "5s"\n'
-            f'client_id = "{name}-{secrets.token_hex(4)}"\n\n'
-            f'[subscribe]\ntenants = ["acme"]\n{subscribe}\n'
-            f'[store]\nurl = "{store or f"sqlite:///{tmp}/{name}.db"}"\n\n'
-            f'[api]\nsocket = "{tmp}/{name}.sock"\n\n'
-            f'[pipeline]\n{pipeline}\n{sinks}')
+def consumer_toml(
+    tmp: Path,
+    broker_url: str,
+    sinks: str,
+    *,
+    name: str = "shops-1",
+    store: str | None = None,
+    subscribe: str = "",
+    pipeline: str = "",
+) -> str:
+    return (
+        f'[consumer]\nname = "{name}"\n\n'
+        # Each config its own MQTT session: the tests share one broker, and a
+        # persistent session would hand a later test what an earlier one left queued.
+        f'[relay]\nurl = "{broker_url}"\nkeepalive = "5s"\n'
+        f'client_id = "{name}-{secrets.token_hex(4)}"\n\n'
+        f'[subscribe]\ntenants = ["acme"]\n{subscribe}\n'
+        f'[store]\nurl = "{store or f"sqlite:///{tmp}/{name}.db"}"\n\n'
+        f'[api]\nsocket = "{tmp}/{name}.sock"\n\n'
+        f"[pipeline]\n{pipeline}\n{sinks}"
+    )
 
 
 def woocommerce_sink(sim: WooCommerceSim, folder: Path, extra: str = "") -> str:
@@ -72,14 +107,18 @@ def woocommerce_sink(sim: WooCommerceSim, folder: Path, extra: str = "") -> str:
     the shop shows the MAD warehouse."""
     write_secret(folder / "ck", sim.consumer_key)
     write_secret(folder / "cs", sim.consumer_secret)
-    return (f'[[sinks]]\ntype = "woocommerce"\nname = "woo"\nurl = "{sim.url}"\n'
-            f'consumer_key_file = "{folder / "ck"}"\n'
-            f'consumer_secret_file = "{folder / "cs"}"\nwarehouse = "MAD"\n{extra}')
+    return (
+        f'[[sinks]]\ntype = "woocommerce"\nname = "woo"\nurl = "{sim.url}"\n'
+        f'consumer_key_file = "{folder / "ck"}"\n'
+        f'consumer_secret_file = "{folder / "cs"}"\nwarehouse = "MAD"\n{extra}'
+    )
 
 
 def webhook_sink(url: str, secret_file: Path, entities: str = "") -> str:
-    return (f'[[sinks]]\ntype = "webhook"\nname = "hook"\nurl = "{url}"\n'
-            f'secret_file = "{secret_file}"\nrequests_per_second = 10000\n{entities}\n')
+    return (
+        f'[[sinks]]\ntype = "webhook"\nname = "hook"\nurl = "{url}"\n'
+        f'secret_file = "{secret_file}"\nrequests_per_second = 10000\n{entities}\n'
+    )
 
 
 @contextlib.asynccontextmanager
@@ -105,7 +144,11 @@ class ConsumerProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "cli", "consume", "-c", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ))
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=dict(os.environ),
+            )
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -29,8 +29,9 @@ from demo.localbroker import LocalBroker, free_port
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               every: float = 0.05) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -73,8 +74,7 @@ class Mosquitto(LocalBroker):
             listens = psutil.Process(self.proc.pid).net_connections("tcp")
         except psutil.NoSuchProcess:
             return False  # it exited: the next look says so
-        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port
-                   for c in listens)
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port for c in listens)
 
 
 @dataclass
@@ -95,8 +95,11 @@ class Collector:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
-                                  client_id=f"collector-{os.getpid()}-{id(self)}")
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            protocol=paho.MQTTv5,
+            client_id=f"collector-{os.getpid()}-{id(self)}",
+        )
         self.client.on_message = self._on_message
         self.subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: self.subscribed.set()
@@ -140,8 +143,9 @@ class Collector:
                 latest[e["subject"]] = e
         return latest
 
-    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float,
-                 what: str) -> None:
+    def wait_for(
+        self, predicate: Callable[[list[Received]], bool], timeout: float, what: str
+    ) -> None:
         wait_until(lambda: predicate(self.events()), timeout, what)
 
 
@@ -177,9 +181,11 @@ def product_source(db: Path, *skus: str) -> str:
     with contextlib.closing(sqlite3.connect(db)) as erp, erp:
         erp.execute("CREATE TABLE products (sku TEXT)")
         erp.executemany("INSERT INTO products VALUES (?)", [(sku,) for sku in skus])
-    return (f'[[sources]]\nname = "erp"\nurl = "sqlite+aiosqlite:///{db}"\n'
-            '  [[sources.entities]]\n  entity = "product"\n  query = "SELECT sku FROM products"\n'
-            '  key = ["sku"]\n  mode = "snapshot"\n')
+    return (
+        f'[[sources]]\nname = "erp"\nurl = "sqlite+aiosqlite:///{db}"\n'
+        '  [[sources.entities]]\n  entity = "product"\n  query = "SELECT sku FROM products"\n'
+        '  key = ["sku"]\n  mode = "snapshot"\n'
+    )
 
 
 def write_secret(path: Path, secret: str | bytes) -> Path:
@@ -192,12 +198,24 @@ def write_secret(path: Path, secret: str | bytes) -> Path:
 
 def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``distillsync ARGS -c CONFIG`` as a real process."""
-    return subprocess.run([sys.executable, "-m", "cli", *args, "-c", str(config)],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
 
 
-def agent_toml(state_dir: Path, relay_url: str, sources: str, *, agent_id: str = "erp-1",
-               extra: str = "", api_extra: str = "") -> str:
+def agent_toml(
+    state_dir: Path,
+    relay_url: str,
+    sources: str,
+    *,
+    agent_id: str = "erp-1",
+    extra: str = "",
+    api_extra: str = "",
+) -> str:
     return (
         f'[agent]\nid = "{agent_id}"\ntenant = "acme"\nstate_dir = "{state_dir}"\n'
         f'shutdown_timeout = "5s"\n\n'
@@ -209,8 +227,13 @@ def agent_toml(state_dir: Path, relay_url: str, sources: str, *, agent_id: str =
 class AgentProcess:
     """``distillsync run`` as a real child process, so tests can SIGKILL it."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None,
-                 prefix: Sequence[str] = (sys.executable, "-m", "cli")) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (sys.executable, "-m", "cli"),
+    ) -> None:
         """``prefix`` runs ``distillsync``: this checkout's by default, or an installed one,
         or this one inside a sandbox."""
         self.config = config
@@ -221,8 +244,9 @@ class AgentProcess:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
-                                         env=self.env, cwd=REPO)
+            self.proc = subprocess.Popen(
+                self.command, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=REPO
+            )
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -34,8 +34,10 @@ from tests.support import (
 )
 from tests.tls_support import HAVE_OPENSSL, ConfiguredBroker, make_ca, make_cert
 
-pytestmark = pytest.mark.skipif(not HAVE_OPENSSL or shutil.which("mosquitto_passwd") is None,
-                                reason="needs openssl and mosquitto_passwd")
+pytestmark = pytest.mark.skipif(
+    not HAVE_OPENSSL or shutil.which("mosquitto_passwd") is None,
+    reason="needs openssl and mosquitto_passwd",
+)
 
 EXAMPLES = REPO / "config" / "mosquitto"
 A, B = "acme.erp-madrid-1", "acme.erp-barcelona-1"  # two agents of one tenant, in the acl
@@ -62,10 +64,14 @@ def example_conf(folder: Path, password_port: int, certificate_port: int) -> str
     """mosquitto.conf with its ports and paths moved under ``folder``; every one of them
     must still be in the example, so the test follows it."""
     text = (EXAMPLES / "mosquitto.conf").read_text()
-    moves = {"listener 8883\n": f"listener {password_port} 127.0.0.1\n",
-             "listener 8884\n": f"listener {certificate_port} 127.0.0.1\n",
-             "/etc/mosquitto/": f"{folder}/etc/", "/var/lib/mosquitto/": f"{folder}/lib/",
-             "/var/log/mosquitto/": f"{folder}/log/", "/run/mosquitto/": f"{folder}/run/"}
+    moves = {
+        "listener 8883\n": f"listener {password_port} 127.0.0.1\n",
+        "listener 8884\n": f"listener {certificate_port} 127.0.0.1\n",
+        "/etc/mosquitto/": f"{folder}/etc/",
+        "/var/lib/mosquitto/": f"{folder}/lib/",
+        "/var/log/mosquitto/": f"{folder}/log/",
+        "/run/mosquitto/": f"{folder}/run/",
+    }
     for old, new in moves.items():
         assert old in text, f"config/mosquitto/mosquitto.conf no longer has {old!r}"
         text = text.replace(old, new)
@@ -89,8 +95,12 @@ def lay_out(folder: Path) -> None:
     passwd = folder / "etc" / "distillsync.passwd"
     write_secret(passwd, "")
     for user in USERS:
-        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password_of(user)],
-                       check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            ["mosquitto_passwd", "-b", str(passwd), user, password_of(user)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +127,19 @@ class Client:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.paho = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
-                                client_id=f"test-{self.user}-{id(self)}")
-        cert = (str(self.relay.folder / f"{self.user}.pem"),
-                str(self.relay.folder / f"{self.user}.key")) if self.certificate else (None, None)
+        self.paho = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            protocol=paho.MQTTv5,
+            client_id=f"test-{self.user}-{id(self)}",
+        )
+        cert = (
+            (
+                str(self.relay.folder / f"{self.user}.pem"),
+                str(self.relay.folder / f"{self.user}.key"),
+            )
+            if self.certificate
+            else (None, None)
+        )
         self.paho.tls_set(ca_certs=str(self.relay.ca()), certfile=cert[0], keyfile=cert[1])
         if not self.certificate:
             self.paho.username_pw_set(self.user, password_of(self.user))
@@ -134,8 +153,7 @@ class Client:
         with self.lock:
             self.acks[mid] = code.value
 
-    def _on_subscribe(self, _c: Any, _u: Any, mid: int, codes: list[ReasonCode],
-                      _p: Any) -> None:
+    def _on_subscribe(self, _c: Any, _u: Any, mid: int, codes: list[ReasonCode], _p: Any) -> None:
         with self.lock:
             self.acks[mid] = codes[0].value
 
@@ -178,8 +196,9 @@ def base(user: str) -> str:
 
 
 @pytest.mark.parametrize("certificate", [False, True], ids=["password", "certificate CN"])
-def test_an_agent_cannot_publish_into_another_agents_topics(relay: Relay,
-                                                            certificate: bool) -> None:
+def test_an_agent_cannot_publish_into_another_agents_topics(
+    relay: Relay, certificate: bool
+) -> None:
     with Client(relay, CONSUMER) as consumer, Client(relay, B, certificate) as b:
         assert consumer.subscribe("distillsync/acme/+/out/#") < 0x80
         assert b.publish(f"{base(A)}/out/stock/FORGED/MAD") == NOT_AUTHORIZED
@@ -187,8 +206,11 @@ def test_an_agent_cannot_publish_into_another_agents_topics(relay: Relay,
         assert b.publish(f"{base(A)}/in/order") == NOT_AUTHORIZED
         assert b.publish(f"{base(B)}/out/stock/OWN/MAD") < 0x80
         assert b.publish(f"{base(B)}/status", b'{"state":"online"}') < 0x80
-        wait_until(lambda: f"{base(B)}/out/stock/OWN/MAD" in consumer.topics(), 10,
-                   "B's own event at the consumer")
+        wait_until(
+            lambda: f"{base(B)}/out/stock/OWN/MAD" in consumer.topics(),
+            10,
+            "B's own event at the consumer",
+        )
         assert consumer.topics() == [f"{base(B)}/out/stock/OWN/MAD"]
 
 
@@ -206,8 +228,11 @@ def test_an_agent_cannot_read_another_agents_inbound_topic(relay: Relay) -> None
 
 
 def test_a_consumer_reads_only_its_tenants_and_writes_only_inbound(relay: Relay) -> None:
-    with Client(relay, CONSUMER) as consumer, Client(relay, GLOBEX) as globex, \
-            Client(relay, A) as a:
+    with (
+        Client(relay, CONSUMER) as consumer,
+        Client(relay, GLOBEX) as globex,
+        Client(relay, A) as a,
+    ):
         consumer.subscribe("distillsync/+/+/out/#")
         assert globex.publish(f"{base(GLOBEX)}/out/stock/G-1/MAD") < 0x80
         assert a.publish(f"{base(A)}/out/stock/A-1/MAD") < 0x80
@@ -225,25 +250,28 @@ def agent_config(tmp: Path, relay: Relay, agent_id: str, sku: str, login: str) -
     if login == "certificate":
         user = f"acme.{agent_id}"
         port = relay.certificate_port
-        auth = (f'cert_file = "{relay.folder}/{user}.pem"\n'
-                f'key_file = "{relay.folder}/{user}.key"')
+        auth = f'cert_file = "{relay.folder}/{user}.pem"\nkey_file = "{relay.folder}/{user}.key"'
     else:
         port = relay.password_port
         password = write_secret(tmp / "relay-password", password_of(login))
         auth = f'username = "{login}"\npassword_file = "{password}"'
     config = tmp / "agent.toml"
-    config.write_text(agent_toml(
-        tmp / "state", f"mqtts://localhost:{port}", product_source(tmp / "erp.db", sku),
-        agent_id=agent_id,
-        extra=f'ca_file = "{relay.ca()}"\nclient_id = "test-{agent_id}-{login}"\n{auth}'))
+    config.write_text(
+        agent_toml(
+            tmp / "state",
+            f"mqtts://localhost:{port}",
+            product_source(tmp / "erp.db", sku),
+            agent_id=agent_id,
+            extra=f'ca_file = "{relay.ca()}"\nclient_id = "test-{agent_id}-{login}"\n{auth}',
+        )
+    )
     return config
 
 
 def dead_letters(tmp: Path) -> list[str]:
     """The reasons of the agent's dead letters, from its status API; an agent that does
     not answer is an error, never "no dead letters"."""
-    code, body = asyncio.run(ApiClient(tmp / "state" / "agent.sock")
-                             .get("/v1/outbox?state=dead"))
+    code, body = asyncio.run(ApiClient(tmp / "state" / "agent.sock").get("/v1/outbox?state=dead"))
     assert code == 200, (code, body)
     return [item["reason"] for item in body["items"]]
 
@@ -265,7 +293,8 @@ def serving(tmp: Path) -> bool:
 
 
 def test_a_real_agent_logged_in_as_another_gets_dead_letters_not_delivery(
-        relay: Relay, tmp_path: Path) -> None:
+    relay: Relay, tmp_path: Path
+) -> None:
     """Agent A logs in with its certificate and is delivered. An agent configured as A but
     holding B's password (a copied config, or a compromised host B) gets every event
     refused with 0x87: dead letters in its outbox, nothing at the consumer."""
@@ -276,19 +305,23 @@ def test_a_real_agent_logged_in_as_another_gets_dead_letters_not_delivery(
     with Client(relay, CONSUMER) as consumer:
         # Subscribed (SUBACK, QoS 1 granted) before either agent publishes anything.
         assert consumer.subscribe("distillsync/acme/+/out/#") == 1
-        with AgentProcess(a_config, tmp_path / "a.log") as agent_a, \
-                AgentProcess(impostor, tmp_path / "impostor.log") as agent_b:
+        with (
+            AgentProcess(a_config, tmp_path / "a.log") as agent_a,
+            AgentProcess(impostor, tmp_path / "impostor.log") as agent_b,
+        ):
             for folder in (tmp_path / "a", tmp_path / "impostor"):
                 wait_until(partial(serving, folder), 30, f"{folder.name}'s status API")
             wait_until(lambda: bool(dead_letters(tmp_path / "impostor")), 30, "the refused event")
             wait_until(lambda: bool(consumer.topics()), 30, "agent A's event")
-            assert dead_letters(tmp_path / "impostor") == [
-                "broker refused: Not authorized (0x87)"]
+            assert dead_letters(tmp_path / "impostor") == ["broker refused: Not authorized (0x87)"]
             assert dead_letters(tmp_path / "a") == []
             # A's own watermark is readable and writable under the acl; the impostor's
             # (A's topic, B's login) is neither, which it says rather than trusting a void.
-            wait_until(lambda: sequence_check(tmp_path / "a")["watermark_published"] > 0,
-                       30, "agent A's sequence watermark acknowledged")
+            wait_until(
+                lambda: sequence_check(tmp_path / "a")["watermark_published"] > 0,
+                30,
+                "agent A's sequence watermark acknowledged",
+            )
             assert sequence_check(tmp_path / "a")["check"] == "ok"
             assert sequence_check(tmp_path / "impostor")["check"] == "unread"
             assert agent_a.terminate() == 0 and agent_b.terminate() == 0

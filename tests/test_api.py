@@ -46,12 +46,15 @@ def erp_with_a_good_and_a_bad_row(tmp_path: Path) -> Path:
 def test_status_endpoints_and_actions(broker: Mosquitto, tmp_path: Path) -> None:
     db_path = erp_with_a_good_and_a_bad_row(tmp_path)
     config = tmp_path / "agent.toml"
-    config.write_text(agent_toml(tmp_path / "state", broker.url, stock_levels_source(db_path),
-                                 agent_id="api"))
+    config.write_text(
+        agent_toml(tmp_path / "state", broker.url, stock_levels_source(db_path), agent_id="api")
+    )
     socket = tmp_path / "state" / "agent.sock"
     client = ApiClient(socket)
-    with Collector(broker.port, "distillsync/acme/api/out/#") as sub, \
-            AgentProcess(config, tmp_path / "agent.log") as agent:
+    with (
+        Collector(broker.port, "distillsync/acme/api/out/#") as sub,
+        AgentProcess(config, tmp_path / "agent.log") as agent,
+    ):
         sub.wait_for(lambda ev: len(ev) == 1, 30, "the good row")
         wait_until(socket.exists, 30, "the API socket")
         assert stat.S_IMODE(socket.stat().st_mode) == 0o660
@@ -59,8 +62,9 @@ def test_status_endpoints_and_actions(broker: Mosquitto, tmp_path: Path) -> None
         shown = run_cli(config, "status")
         assert shown.returncode == 0, shown.stderr
         assert "acme/api" in shown.stdout and "healthy" in shown.stdout
-        assert re.search(r"source  erp/stock \[timestamp\]: \d+ rows read, 1 changes, 1 dead",
-                         shown.stdout), shown.stdout
+        assert re.search(
+            r"source  erp/stock \[timestamp\]: \d+ rows read, 1 changes, 1 dead", shown.stdout
+        ), shown.stdout
         as_json = orjson.loads(run_cli(config, "status", "--json").stdout)
         assert as_json["status"]["relay"]["state"] == "connected"
         assert as_json["status"]["outbox"]["dead_letters"] == 1
@@ -69,7 +73,9 @@ def test_status_endpoints_and_actions(broker: Mosquitto, tmp_path: Path) -> None
         assert code == 200 and "on_hand must be number" in dead["items"][0]["reason"]
         assert asyncio.run(client.get("/v1/outbox?state=sideways"))[0] == 400
         assert asyncio.run(client.post("/v1/outbox/999/retry")) == (
-            404, {"error": "no dead letter with id 999"})
+            404,
+            {"error": "no dead letter with id 999"},
+        )
         code, _ = asyncio.run(client.post(f"/v1/outbox/{dead['items'][0]['id']}/discard"))
         assert code == 200
 
@@ -87,9 +93,12 @@ def tailed(updates: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(e["subject"], e["outcome"]) for u in updates for e in u["events"]]
 
 
-async def read_updates(client: ApiClient, after_first: Callable[[], None],
-                       done: Callable[[list[dict[str, Any]]], bool],
-                       seconds: float = 30) -> list[dict[str, Any]]:
+async def read_updates(
+    client: ApiClient,
+    after_first: Callable[[], None],
+    done: Callable[[list[dict[str, Any]]], bool],
+    seconds: float = 30,
+) -> list[dict[str, Any]]:
     """The stream's updates until ``done`` holds; ``after_first`` runs once the first one
     is in (so what it changes can only show in a later update)."""
     updates: list[dict[str, Any]] = []
@@ -121,18 +130,29 @@ def test_metrics_stream_and_token_on_tcp(broker: Mosquitto, tmp_path: Path) -> N
     write_secret(token_file, "s3cret-token\n")
     port = free_port()
     config = tmp_path / "agent.toml"
-    config.write_text(agent_toml(
-        tmp_path / "state", broker.url, stock_levels_source(db_path), agent_id="metrics",
-        api_extra=f'listen = "127.0.0.1:{port}"\ntoken_file = "{token_file}"\n'))
+    config.write_text(
+        agent_toml(
+            tmp_path / "state",
+            broker.url,
+            stock_levels_source(db_path),
+            agent_id="metrics",
+            api_extra=f'listen = "127.0.0.1:{port}"\ntoken_file = "{token_file}"\n',
+        )
+    )
     socket = tmp_path / "state" / "agent.sock"
     local = ApiClient(socket)
     before_start = time.time()
-    with Collector(broker.port, "distillsync/acme/metrics/out/#") as sub, \
-            AgentProcess(config, tmp_path / "agent.log") as agent:
+    with (
+        Collector(broker.port, "distillsync/acme/metrics/out/#") as sub,
+        AgentProcess(config, tmp_path / "agent.log") as agent,
+    ):
         sub.wait_for(lambda ev: len(ev) == 1, 30, "the good row")
         wait_until(socket.exists, 30, "the API socket")
-        wait_until(lambda: asyncio.run(local.get("/v1/status"))[1]["outbox"]["pending"] == 0,
-                   30, "the delivery recorded")
+        wait_until(
+            lambda: asyncio.run(local.get("/v1/status"))[1]["outbox"]["pending"] == 0,
+            30,
+            "the delivery recorded",
+        )
 
         code, text = asyncio.run(local.get_text("/v1/metrics"))
         assert code == 200
@@ -149,8 +169,7 @@ def test_metrics_stream_and_token_on_tcp(broker: Mosquitto, tmp_path: Path) -> N
         url = f"http://127.0.0.1:{port}"
         assert asyncio.run(ApiClient(None, url=url).get("/v1/status"))[0] == 401
         assert asyncio.run(ApiClient(None, url=url, token="wrong").get("/v1/status"))[0] == 401
-        code, status = asyncio.run(ApiClient(None, url=url, token="s3cret-token")
-                                   .get("/v1/status"))
+        code, status = asyncio.run(ApiClient(None, url=url, token="s3cret-token").get("/v1/status"))
         assert code == 200 and status["agent"]["id"] == "metrics"
         assert "s3cret" not in agent.output()
 
@@ -159,8 +178,9 @@ def test_metrics_stream_and_token_on_tcp(broker: Mosquitto, tmp_path: Path) -> N
                 db.execute("INSERT INTO stock_levels VALUES ('C', 'W', 3, datetime('now'))")
 
         # How often updates come is the unit test's business (test_the_stream_*, below).
-        updates = asyncio.run(read_updates(
-            local, insert_c, lambda us: ("C/W", "delivered") in tailed(us)))
+        updates = asyncio.run(
+            read_updates(local, insert_c, lambda us: ("C/W", "delivered") in tailed(us))
+        )
         first = updates[0]
         assert [e["subject"] for e in first["events"]] == ["A/W"]  # the tail on connect
         assert first["health"]["healthy"] and first["status"]["relay"]["state"] == "connected"
@@ -177,8 +197,9 @@ class Board:
 
     def __init__(self) -> None:
         self.relay = RelayStats()
-        self.agent = SimpleNamespace(delivery=SimpleNamespace(stats=self.relay),
-                                     stop=asyncio.Event())
+        self.agent = SimpleNamespace(
+            delivery=SimpleNamespace(stats=self.relay), stop=asyncio.Event()
+        )
         self.state = 0
         self.updates = 0
 
@@ -192,9 +213,18 @@ class Board:
     def settle(self, count: int) -> None:
         for n in range(count):
             sequence = self.relay.tail_total + 1
-            self.relay.settled(PendingEvent(sequence, f"id-{sequence}", "stock", "upsert",
-                                            f"K{n}", "2026-01-01T00:00:00Z", b"{}"),
-                               Ack(Outcome.ACKED))
+            self.relay.settled(
+                PendingEvent(
+                    sequence,
+                    f"id-{sequence}",
+                    "stock",
+                    "upsert",
+                    f"K{n}",
+                    "2026-01-01T00:00:00Z",
+                    b"{}",
+                ),
+                Ack(Outcome.ACKED),
+            )
 
 
 class Pace:
@@ -230,8 +260,9 @@ async def paced_stream(tmp_path: Path) -> AsyncIterator[tuple[Board, Pace, list[
     board, pace, lines = Board(), Pace(), []
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await api.stream(cast(api.StatusBoard, board), request, clock=pace.clock,
-                                tick=pace.tick)
+        return await api.stream(
+            cast(api.StatusBoard, board), request, clock=pace.clock, tick=pace.tick
+        )
 
     app = web.Application()
     app.router.add_get("/v1/stream", handler)
@@ -258,8 +289,7 @@ async def paced_stream(tmp_path: Path) -> AsyncIterator[tuple[Board, Pace, list[
     assert len(lines) == board.updates  # what was counted is what went out
 
 
-async def test_the_stream_sends_one_update_per_look_however_much_changed(
-        tmp_path: Path) -> None:
+async def test_the_stream_sends_one_update_per_look_however_much_changed(tmp_path: Path) -> None:
     async with paced_stream(tmp_path) as (board, pace, lines):
         assert board.updates == 1  # the first look always sends
         board.settle(50)
@@ -299,16 +329,20 @@ async def test_a_quiet_stream_sends_only_the_heartbeat(tmp_path: Path) -> None:
 def test_outbox_commands_go_through_the_running_agent(broker: Mosquitto, tmp_path: Path) -> None:
     db_path = erp_with_a_good_and_a_bad_row(tmp_path)
     config = tmp_path / "agent.toml"
-    config.write_text(agent_toml(tmp_path / "state", broker.url, stock_levels_source(db_path),
-                                 agent_id="ops"))
+    config.write_text(
+        agent_toml(tmp_path / "state", broker.url, stock_levels_source(db_path), agent_id="ops")
+    )
     # Same socket, but a state_dir with no outbox: only the API can answer for this one.
     api_only = tmp_path / "api-only.toml"
-    api_only.write_text(agent_toml(tmp_path / "elsewhere", broker.url,
-                                   stock_levels_source(db_path), agent_id="ops")
-                        .replace(f"{tmp_path}/elsewhere/agent.sock",
-                                 f"{tmp_path}/state/agent.sock"))
-    with Collector(broker.port, "distillsync/acme/ops/status") as statuses, \
-            AgentProcess(config, tmp_path / "agent.log") as agent:
+    api_only.write_text(
+        agent_toml(
+            tmp_path / "elsewhere", broker.url, stock_levels_source(db_path), agent_id="ops"
+        ).replace(f"{tmp_path}/elsewhere/agent.sock", f"{tmp_path}/state/agent.sock")
+    )
+    with (
+        Collector(broker.port, "distillsync/acme/ops/status") as statuses,
+        AgentProcess(config, tmp_path / "agent.log") as agent,
+    ):
         wait_until((tmp_path / "state" / "agent.sock").exists, 30, "the API socket")
         wait_until(lambda: "1 dead" in run_cli(config, "status").stdout, 30, "the dead row")
         listed = run_cli(api_only, "outbox", "list")
@@ -322,10 +356,17 @@ def test_outbox_commands_go_through_the_running_agent(broker: Mosquitto, tmp_pat
         assert orjson.loads(run_cli(api_only, "outbox", "stats").stdout)["dead_letters"] == 0
 
         # The fleet's retained status: the summary, refreshed at once on a state change.
-        assert asyncio.run(ApiClient(tmp_path / "state" / "agent.sock")
-                           .post("/v1/sources/erp/pause"))[0] == 200
-        wait_until(lambda: statuses.messages[-1].event.get("paused") == ["erp"], 10,
-                   "a status naming the paused source")
+        assert (
+            asyncio.run(ApiClient(tmp_path / "state" / "agent.sock").post("/v1/sources/erp/pause"))[
+                0
+            ]
+            == 200
+        )
+        wait_until(
+            lambda: statuses.messages[-1].event.get("paused") == ["erp"],
+            10,
+            "a status naming the paused source",
+        )
         online = statuses.messages[-1].event
         assert online["state"] == "online" and online["backlog"] == 0
         assert online["last_publish"].endswith("Z") and online["published"] >= 1

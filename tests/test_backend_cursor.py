@@ -100,8 +100,9 @@ def test_numbers_are_shifted_by_whole_units_rounding_up() -> None:
     assert isinstance(shifted, Decimal)
 
 
-@pytest.mark.parametrize("value", [dt.datetime(2026, 1, 1), dt.date(2026, 1, 1), 5,
-                                   "2026-01-01 00:00:00", "opaque"])
+@pytest.mark.parametrize(
+    "value", [dt.datetime(2026, 1, 1), dt.date(2026, 1, 1), 5, "2026-01-01 00:00:00", "opaque"]
+)
 def test_no_lookback_leaves_the_cursor_unchanged(value: Any) -> None:
     assert shift_back(value, 0) == value
     assert shift_back(value, -5) == value
@@ -137,16 +138,31 @@ def test_iso_text_is_shifted_in_its_own_style(text: str, seconds: float, expecte
     assert shifted <= text
 
 
-@pytest.mark.parametrize("text", ["opaque-cursor", "2026-11-23", "2026-11-23 12:00",
-                                  "23/11/2026 12:00:00", "", "2026-11-23 12:00:00 extra"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "opaque-cursor",
+        "2026-11-23",
+        "2026-11-23 12:00",
+        "23/11/2026 12:00:00",
+        "",
+        "2026-11-23 12:00:00 extra",
+    ],
+)
 def test_text_that_is_not_an_iso_timestamp_gets_no_lookback(text: str) -> None:
     assert shift_back(text, 30) == text
 
 
 @pytest.mark.parametrize(
     "value",
-    [dt.datetime(2026, 11, 23, 12, 0, 0), dt.datetime(2026, 11, 23, 12, 0, tzinfo=UTC),
-     dt.date(2026, 11, 23), 1_700_000_000, "2026-11-23 12:00:00", "2026-11-23T12:00:00.5Z"],
+    [
+        dt.datetime(2026, 11, 23, 12, 0, 0),
+        dt.datetime(2026, 11, 23, 12, 0, tzinfo=UTC),
+        dt.date(2026, 11, 23),
+        1_700_000_000,
+        "2026-11-23 12:00:00",
+        "2026-11-23T12:00:00.5Z",
+    ],
     ids=repr,
 )
 def test_stored_cursor_then_shift_is_what_the_next_poll_binds(value: Any) -> None:

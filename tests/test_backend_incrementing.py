@@ -28,17 +28,31 @@ QUERY = "SELECT rowid, entity, ref AS number, total_ttc AS total FROM llx_factur
 
 
 def source_for(erp: ErpDb, lookback: str, page_size: int = 2) -> SourceConfig:
-    return SourceConfig.model_validate({
-        "name": "dolibarr", "url": erp.url, "page_size": page_size,
-        "entities": [{"entity": "invoice", "query": QUERY, "key": ["entity", "number"],
-                      "mode": "incrementing", "cursor": "rowid", "lookback": lookback}],
-    })
+    return SourceConfig.model_validate(
+        {
+            "name": "dolibarr",
+            "url": erp.url,
+            "page_size": page_size,
+            "entities": [
+                {
+                    "entity": "invoice",
+                    "query": QUERY,
+                    "key": ["entity", "number"],
+                    "mode": "incrementing",
+                    "cursor": "rowid",
+                    "lookback": lookback,
+                }
+            ],
+        }
+    )
 
 
 def insert(erp: ErpDb, *ids: int) -> None:
     for i in ids:
-        erp.execute("INSERT INTO llx_facture (rowid, ref, total_ttc) VALUES (?, ?, ?)",
-                    (i, f"FA-{i:03d}", f"{i}.10"))
+        erp.execute(
+            "INSERT INTO llx_facture (rowid, ref, total_ttc) VALUES (?, ?, ?)",
+            (i, f"FA-{i:03d}", f"{i}.10"),
+        )
 
 
 async def stored_cursor(outbox: Outbox, feed: FeedId) -> Any:
@@ -51,8 +65,9 @@ async def numbers(outbox: Outbox) -> list[str]:
 
 
 @pytest.mark.parametrize("lookback", ["1h", "0s"])
-async def test_an_id_that_appears_below_the_highest_read(erp: ErpDb, tmp_path: Path,
-                                                         lookback: str) -> None:
+async def test_an_id_that_appears_below_the_highest_read(
+    erp: ErpDb, tmp_path: Path, lookback: str
+) -> None:
     erp.execute(INVOICE_DDL[erp.backend])
     insert(erp, 1, 2, 3, 4, 5)
     source = source_for(erp, lookback)
@@ -84,8 +99,9 @@ async def test_an_id_that_appears_below_the_highest_read(erp: ErpDb, tmp_path: P
         assert cursor == 5
 
 
-async def test_a_restart_rereads_the_window_and_sends_nothing_again(erp: ErpDb,
-                                                                   tmp_path: Path) -> None:
+async def test_a_restart_rereads_the_window_and_sends_nothing_again(
+    erp: ErpDb, tmp_path: Path
+) -> None:
     erp.execute(INVOICE_DDL[erp.backend])
     insert(erp, 1, 2, 3)
     source = source_for(erp, "1h")
@@ -104,8 +120,7 @@ async def test_a_restart_rereads_the_window_and_sends_nothing_again(erp: ErpDb,
     assert got == [f"FA-{i:03d}" for i in range(1, 10)]
 
 
-async def test_the_window_settles_once_the_lookback_has_passed(erp: ErpDb,
-                                                              tmp_path: Path) -> None:
+async def test_the_window_settles_once_the_lookback_has_passed(erp: ErpDb, tmp_path: Path) -> None:
     erp.execute(INVOICE_DDL[erp.backend])
     insert(erp, 1)
     source = source_for(erp, "250ms")

@@ -40,8 +40,12 @@ ROW_VALUE = re.compile(r"\(\s*q\.[^()]*,\s*q\.[^()]*\)\s*[<>=]")
 
 
 def entity(mode: str = "timestamp", **overrides: Any) -> EntityConfig:
-    fields: dict[str, Any] = {"entity": "stock", "query": SAGE_QUERY,
-                              "key": ["ARTICULO", "ALMACEN"], "mode": mode}
+    fields: dict[str, Any] = {
+        "entity": "stock",
+        "query": SAGE_QUERY,
+        "key": ["ARTICULO", "ALMACEN"],
+        "mode": mode,
+    }
     if mode != "snapshot":
         fields["cursor"] = "ULT_ACT"
     fields.update(overrides)
@@ -61,8 +65,7 @@ def q(dialect_name: str, column: str) -> str:
 def test_keyset_predicate_is_spelled_out_without_row_values(dialect_name: str) -> None:
     sql = builder(dialect_name, entity()).cursor_page(has_low=True, has_position=True)
     c, k1, k2 = (q(dialect_name, n) for n in ("ULT_ACT", "ARTICULO", "ALMACEN"))
-    after = (f"({c} > :p0 OR ({c} = :p0 AND "
-             f"({k1} > :p1 OR ({k1} = :p1 AND {k2} > :p2))))")
+    after = f"({c} > :p0 OR ({c} = :p0 AND ({k1} > :p1 OR ({k1} = :p1 AND {k2} > :p2))))"
     assert after in sql
     assert f"{c} IS NOT NULL" in sql
     assert f"{c} >= :low" in sql  # timestamp mode: >=, so same-second commits are re-read
@@ -74,9 +77,14 @@ def test_keyset_predicate_is_spelled_out_without_row_values(dialect_name: str) -
 @pytest.mark.parametrize("dialect_name", list(DIALECTS))
 def test_page_limit_syntax_per_dialect(dialect_name: str) -> None:
     b = builder(dialect_name, entity())
-    statements = [b.cursor_page(False, False), b.cursor_page(True, False),
-                  b.cursor_page(False, True), b.cursor_page(True, True),
-                  b.snapshot_page(False), b.snapshot_page(True)]
+    statements = [
+        b.cursor_page(False, False),
+        b.cursor_page(True, False),
+        b.cursor_page(False, True),
+        b.cursor_page(True, True),
+        b.snapshot_page(False),
+        b.snapshot_page(True),
+    ]
     for sql in statements:
         if dialect_name == "mssql":
             assert sql.endswith("OFFSET 0 ROWS FETCH NEXT :page_size ROWS ONLY"), sql
@@ -120,8 +128,12 @@ def test_mssql_statements_in_full() -> None:
 
 @pytest.mark.parametrize("dialect_name", list(DIALECTS))
 def test_incrementing_mode_reads_strictly_after_the_cursor(dialect_name: str) -> None:
-    feed = entity("incrementing", cursor="ID", key=["ARTICULO"],
-                  query="SELECT ID, ARTICULO, FINAL FROM MOVIMIENTOS")
+    feed = entity(
+        "incrementing",
+        cursor="ID",
+        key=["ARTICULO"],
+        query="SELECT ID, ARTICULO, FINAL FROM MOVIMIENTOS",
+    )
     sql = builder(dialect_name, feed).cursor_page(has_low=True, has_position=True)
     c, k = q(dialect_name, "ID"), q(dialect_name, "ARTICULO")
     assert f"{c} > :low" in sql
@@ -133,24 +145,36 @@ def test_incrementing_mode_reads_strictly_after_the_cursor(dialect_name: str) ->
 def test_single_column_keyset_and_lowercase_names(dialect_name: str) -> None:
     feed = entity("snapshot", key=["sku"], query=PRODUCT_SNAPSHOT_QUERY)
     b = builder(dialect_name, feed)
-    assert b.snapshot_page(False) .startswith(
-        f"SELECT * FROM ({PRODUCT_SNAPSHOT_QUERY}) AS q WHERE q.sku IS NOT NULL ORDER BY q.sku")
+    assert b.snapshot_page(False).startswith(
+        f"SELECT * FROM ({PRODUCT_SNAPSHOT_QUERY}) AS q WHERE q.sku IS NOT NULL ORDER BY q.sku"
+    )
     assert "WHERE q.sku IS NOT NULL AND q.sku > :p0 ORDER BY q.sku" in b.snapshot_page(True)
 
 
 def test_a_three_part_key_nests_every_level() -> None:
     feed = entity(key=["a", "b", "c"], cursor="t", query="SELECT a, b, c, t FROM x")
     sql = builder("mssql", feed).cursor_page(has_low=False, has_position=True)
-    assert ("(q.t > :p0 OR (q.t = :p0 AND (q.a > :p1 OR (q.a = :p1 AND "
-            "(q.b > :p2 OR (q.b = :p2 AND q.c > :p3))))))") in sql
+    assert (
+        "(q.t > :p0 OR (q.t = :p0 AND (q.a > :p1 OR (q.a = :p1 AND "
+        "(q.b > :p2 OR (q.b = :p2 AND q.c > :p3))))))"
+    ) in sql
 
 
 async def test_the_source_builds_with_its_engines_dialect(tmp_path: Path) -> None:
-    source = SourceConfig.model_validate({
-        "name": "erp", "url": f"sqlite+aiosqlite:///{tmp_path}/x.db",
-        "entities": [{"entity": "stock", "query": SAGE_QUERY, "key": ["ARTICULO", "ALMACEN"],
-                      "cursor": "ULT_ACT"}],
-    })
+    source = SourceConfig.model_validate(
+        {
+            "name": "erp",
+            "url": f"sqlite+aiosqlite:///{tmp_path}/x.db",
+            "entities": [
+                {
+                    "entity": "stock",
+                    "query": SAGE_QUERY,
+                    "key": ["ARTICULO", "ALMACEN"],
+                    "cursor": "ULT_ACT",
+                }
+            ],
+        }
+    )
     reader = SqlReader(source, None)
     try:
         sql = reader._builders["stock"].cursor_page(True, True)
@@ -168,16 +192,21 @@ WAREHOUSES = ("WH1", "WH2")
 
 
 def stock_feed(mode: str = "timestamp") -> dict[str, Any]:
-    feed: dict[str, Any] = {"entity": "stock", "query": STOCK_QUERY,
-                            "key": ["sku", "warehouse"], "mode": mode}
+    feed: dict[str, Any] = {
+        "entity": "stock",
+        "query": STOCK_QUERY,
+        "key": ["sku", "warehouse"],
+        "mode": mode,
+    }
     if mode != "snapshot":
         feed.update(cursor="tms", lookback="30s")
     return feed
 
 
 def source_for(erp: ErpDb, *feeds: dict[str, Any]) -> SourceConfig:
-    return SourceConfig.model_validate({"name": "dolibarr", "url": erp.url, "page_size": PAGE,
-                                        "entities": list(feeds)})
+    return SourceConfig.model_validate(
+        {"name": "dolibarr", "url": erp.url, "page_size": PAGE, "entities": list(feeds)}
+    )
 
 
 def fill_stock_sharing_seconds(erp: ErpDb) -> set[tuple[str, str]]:
@@ -187,14 +216,18 @@ def fill_stock_sharing_seconds(erp: ErpDb) -> set[tuple[str, str]]:
     erp.add_products(PRODUCTS)
     erp.executemany(
         "INSERT INTO llx_product_stock (fk_product, fk_entrepot, reel, tms) VALUES (?, ?, ?, ?)",
-        [(p, w, p * 10 + w, "2026-01-01 10:00:00" if p > 1 else "2026-01-01 09:59:59")
-         for p in range(1, PRODUCTS + 1) for w in (1, 2)],
+        [
+            (p, w, p * 10 + w, "2026-01-01 10:00:00" if p > 1 else "2026-01-01 09:59:59")
+            for p in range(1, PRODUCTS + 1)
+            for w in (1, 2)
+        ],
     )
     return {(f"SKU-{p}", wh) for p in range(1, PRODUCTS + 1) for wh in WAREHOUSES}
 
 
-async def read_all_cursor_pages(reader: SqlReader, feed: EntityConfig,
-                                low: Any) -> list[list[dict[str, Any]]]:
+async def read_all_cursor_pages(
+    reader: SqlReader, feed: EntityConfig, low: Any
+) -> list[list[dict[str, Any]]]:
     pages: list[list[dict[str, Any]]] = []
     after: Position | None = None
     while True:
@@ -208,8 +241,9 @@ async def read_all_cursor_pages(reader: SqlReader, feed: EntityConfig,
         assert len(pages) < 100, "paging does not end"
 
 
-async def read_all_snapshot_pages(reader: SqlReader,
-                                  feed: EntityConfig) -> list[list[dict[str, Any]]]:
+async def read_all_snapshot_pages(
+    reader: SqlReader, feed: EntityConfig
+) -> list[list[dict[str, Any]]]:
     pages: list[list[dict[str, Any]]] = []
     after: Position | None = None
     while True:
@@ -292,10 +326,13 @@ async def test_poller_pages_every_row_into_the_outbox_once(erp: ErpDb, tmp_path:
 
 
 async def test_snapshot_in_small_pages_finds_deletes_on_page_boundaries(
-        erp: ErpDb, tmp_path: Path) -> None:
+    erp: ErpDb, tmp_path: Path
+) -> None:
     erp.add_products(10)
-    source = source_for(erp, {"entity": "product", "query": PRODUCT_SNAPSHOT_QUERY,
-                              "key": ["sku"], "mode": "snapshot"})
+    source = source_for(
+        erp,
+        {"entity": "product", "query": PRODUCT_SNAPSHOT_QUERY, "key": ["sku"], "mode": "snapshot"},
+    )
     reader = SqlReader(source, None)
     try:
         async with Outbox.open(tmp_path / "outbox.db") as outbox:
@@ -314,7 +351,10 @@ async def test_snapshot_in_small_pages_finds_deletes_on_page_boundaries(
     finally:
         await reader.close()
     deletes = {e.subject: orjson.loads(e.data) for e in events if e.op == "delete"}
-    assert deletes == {"SKU-2": {"sku": "SKU-2"}, "SKU-3": {"sku": "SKU-3"},
-                       "SKU-9": {"sku": "SKU-9"}}
+    assert deletes == {
+        "SKU-2": {"sku": "SKU-2"},
+        "SKU-3": {"sku": "SKU-3"},
+        "SKU-9": {"sku": "SKU-9"},
+    }
     upserts = [(e.subject, orjson.loads(e.data)) for e in events if e.op == "upsert"]
     assert upserts == [("SKU-4", {"sku": "SKU-4", "name": "Renamed"})]

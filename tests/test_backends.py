@@ -63,12 +63,23 @@ def state_dir(tmp_path: Path, agent_id: str) -> Path:
     return tmp_path / f"state-{agent_id.rsplit('-', 1)[-1]}"
 
 
-def write_config(tmp_path: Path, broker: Mosquitto, erp: ErpDb, agent_id: str,
-                 entities: str, page_size: int = 1000) -> Path:
+def write_config(
+    tmp_path: Path,
+    broker: Mosquitto,
+    erp: ErpDb,
+    agent_id: str,
+    entities: str,
+    page_size: int = 1000,
+) -> Path:
     config = tmp_path / f"{agent_id}.toml"
-    config.write_text(agent_toml(state_dir(tmp_path, agent_id), broker.url,
-                                 source_toml(erp, entities, POLL, page_size),
-                                 agent_id=agent_id))
+    config.write_text(
+        agent_toml(
+            state_dir(tmp_path, agent_id),
+            broker.url,
+            source_toml(erp, entities, POLL, page_size),
+            agent_id=agent_id,
+        )
+    )
     return config
 
 
@@ -88,23 +99,29 @@ def agent_running(config: Path, tmp_path: Path) -> Iterator[AgentProcess]:
 def db_second(erp: ErpDb, back: int = 0) -> str:
     """The ERP's current time, ``back`` seconds ago, as 'YYYY-MM-DD HH:MM:SS' (the form
     Dolibarr writes on SQLite; PostgreSQL and MariaDB parse it into their TIMESTAMP)."""
-    sql = {"sqlite": "SELECT datetime('now')",
-           "postgres": "SELECT date_trunc('second', localtimestamp)::text",
-           "mariadb": "SELECT CAST(CURRENT_TIMESTAMP AS CHAR)"}[erp.backend]
+    sql = {
+        "sqlite": "SELECT datetime('now')",
+        "postgres": "SELECT date_trunc('second', localtimestamp)::text",
+        "mariadb": "SELECT CAST(CURRENT_TIMESTAMP AS CHAR)",
+    }[erp.backend]
     now = dt.datetime.fromisoformat(str(erp.query(sql)[0][0]))
     return (now - dt.timedelta(seconds=back)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def stamp_stock(erp: ErpDb, product: int, warehouse: int, quantity: float, tms: str) -> None:
     """An absolute stock write with an explicit one-second ``tms``, in its own commit."""
-    erp.execute("UPDATE llx_product_stock SET reel = ?, tms = ? "
-                "WHERE fk_product = ? AND fk_entrepot = ?", (quantity, tms, product, warehouse))
+    erp.execute(
+        "UPDATE llx_product_stock SET reel = ?, tms = ? WHERE fk_product = ? AND fk_entrepot = ?",
+        (quantity, tms, product, warehouse),
+    )
 
 
 def touch_stock(erp: ErpDb, product: int, warehouse: int) -> None:
     """Dolibarr re-saving a row without changing it: only ``tms`` moves."""
-    erp.execute(f"UPDATE llx_product_stock SET tms = {erp.now} "
-                "WHERE fk_product = ? AND fk_entrepot = ?", (product, warehouse))
+    erp.execute(
+        f"UPDATE llx_product_stock SET tms = {erp.now} WHERE fk_product = ? AND fk_entrepot = ?",
+        (product, warehouse),
+    )
 
 
 def of_type(events: list[Received], kind: str) -> list[Received]:
@@ -112,14 +129,16 @@ def of_type(events: list[Received], kind: str) -> list[Received]:
 
 
 def has(sub: Collector, kind: str, subject: str, **data: Any) -> bool:
-    return any(m.event["subject"] == subject and
-               all(m.event["data"].get(k) == v for k, v in data.items())
-               for m in of_type(sub.events(), kind))
+    return any(
+        m.event["subject"] == subject and all(m.event["data"].get(k) == v for k, v in data.items())
+        for m in of_type(sub.events(), kind)
+    )
 
 
 def wait_for_event(sub: Collector, kind: str, subject: str, **data: Any) -> None:
-    sub.wait_for(lambda _: has(sub, kind, subject, **data), WAIT,
-                 f"{kind} {subject} {data or ''}".strip())
+    sub.wait_for(
+        lambda _: has(sub, kind, subject, **data), WAIT, f"{kind} {subject} {data or ''}".strip()
+    )
 
 
 def check_envelope(m: Received, agent_id: str) -> None:
@@ -128,21 +147,35 @@ def check_envelope(m: Received, agent_id: str) -> None:
     entity, op = e["type"].split(".")[1:]
     assert e["type"] == f"distillsync.{entity}.{op}" and e["type"].startswith("distillsync.")
     assert op in ("upsert", "delete")
-    assert set(e) == {"specversion", "id", "source", "type", "subject", "time", "sequence",
-                      "datacontenttype", "data"}
+    assert set(e) == {
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "sequence",
+        "datacontenttype",
+        "data",
+    }
     assert e["specversion"] == "1.0"
     event_id = uuid.UUID(e["id"])
     assert event_id.version == 7 and event_id.variant == uuid.RFC_4122
     assert str(event_id) == e["id"]  # canonical lower-case form
     assert e["source"] == f"urn:distillsync:acme:{agent_id}"
     assert RFC3339_UTC.match(e["time"]), e["time"]
-    assert dt.datetime.fromisoformat(e["time"].replace("Z", "+00:00")).utcoffset() == \
-        dt.timedelta(0)
+    assert dt.datetime.fromisoformat(e["time"].replace("Z", "+00:00")).utcoffset() == dt.timedelta(
+        0
+    )
     assert len(e["sequence"]) == 20 and e["sequence"].isdigit() and int(e["sequence"]) > 0
     assert e["datacontenttype"] == "application/json"
     assert m.topic == f"distillsync/acme/{agent_id}/out/{entity}/{e['subject']}"
-    assert m.user_properties == {"id": e["id"], "type": e["type"], "source": e["source"],
-                                 "sequence": e["sequence"]}
+    assert m.user_properties == {
+        "id": e["id"],
+        "type": e["type"],
+        "source": e["source"],
+        "sequence": e["sequence"],
+    }
     assert m.content_type == CONTENT_TYPE == "application/cloudevents+json; charset=utf-8"
     assert isinstance(e["data"], dict)
 
@@ -178,9 +211,14 @@ def check_price_data(data: dict[str, Any]) -> None:
 
 def counts(events: list[Received]) -> Counter[tuple[str, str, bytes]]:
     """How many times each (type, subject, state) was published."""
-    return Counter((m.event["type"], m.event["subject"],
-                    orjson.dumps(m.event["data"], option=orjson.OPT_SORT_KEYS))
-                   for m in events)
+    return Counter(
+        (
+            m.event["type"],
+            m.event["subject"],
+            orjson.dumps(m.event["data"], option=orjson.OPT_SORT_KEYS),
+        )
+        for m in events
+    )
 
 
 def api_socket(config: Path) -> Path:
@@ -198,9 +236,11 @@ def wait_for_polls(config: Path, count: int) -> None:
     def feeds() -> dict[str, tuple[float | None, float | None]]:
         code, status = asyncio.run(client.get("/v1/status"))
         assert code == 200, status
-        return {f"{source['name']}/{feed['feed']}": (feed["last_poll_start"],
-                                                       feed["last_success"])
-                for source in status["sources"] for feed in source["feeds"]}
+        return {
+            f"{source['name']}/{feed['feed']}": (feed["last_poll_start"], feed["last_success"])
+            for source in status["sources"]
+            for feed in source["feeds"]
+        }
 
     first = {feed: start or 0.0 for feed, (start, _) in feeds().items()}
     assert first, "the agent shows no feeds"
@@ -217,41 +257,61 @@ def wait_for_polls(config: Path, count: int) -> None:
     wait_until(enough, WAIT, f"{count} more polls of every feed ({finished} so far)")
 
 
-def settle_with_sentinel(sub: Collector, config: Path, erp: ErpDb, product: int,
-                         warehouse: int, quantity: float, polls: int = 5) -> None:
+def settle_with_sentinel(
+    sub: Collector,
+    config: Path,
+    erp: ErpDb,
+    product: int,
+    warehouse: int,
+    quantity: float,
+    polls: int = 5,
+) -> None:
     """Let the agent poll several more times (counted on its status API), then prove what
     they did: a sentinel change made afterwards must arrive, and its poll re-read
     everything older inside the lookback."""
     wait_for_polls(config, polls)
     erp.set_stock(product, warehouse, quantity)
-    wait_for_event(sub, "distillsync.stock.upsert", f"SKU-{product}/WH{warehouse}",
-                   on_hand=quantity)
+    wait_for_event(
+        sub, "distillsync.stock.upsert", f"SKU-{product}/WH{warehouse}", on_hand=quantity
+    )
 
 
 # --- 1. inserts, updates and deletes on every backend -----------------------------------
 
 
 def test_inserts_updates_and_deletes_reach_the_subscriber(
-        erp: ErpDb, broker: Mosquitto, tmp_path: Path) -> None:
+    erp: ErpDb, broker: Mosquitto, tmp_path: Path
+) -> None:
     erp.add_warehouses("WH1", "WH2")
     erp.add_products(3)
     erp.set_stock(1, 1, 5)
     erp.set_stock(2, 1, 7)
     erp.set_stock(2, 2, 0.5)
     # a real-world ref with topic wildcards and a separator, and a non-ASCII label
-    erp.execute("INSERT INTO llx_product (rowid, ref, label, price) VALUES (?, ?, ?, ?)",
-                (9, ODD_REF, "Café ☕ 12", "0.10"))
+    erp.execute(
+        "INSERT INTO llx_product (rowid, ref, label, price) VALUES (?, ?, ?, ?)",
+        (9, ODD_REF, "Café ☕ 12", "0.10"),
+    )
     agent_id = new_agent_id("be", erp)
-    config = write_config(tmp_path, broker, erp, agent_id,
-                          stock_entity() + price_entity() + product_snapshot_entity())
+    config = write_config(
+        tmp_path, broker, erp, agent_id, stock_entity() + price_entity() + product_snapshot_entity()
+    )
     upsert = {e: f"distillsync.{e}.upsert" for e in ("stock", "price", "product")}
 
-    with Collector(broker.port, f"distillsync/acme/{agent_id}/#") as sub, \
-            agent_running(config, tmp_path):
+    with (
+        Collector(broker.port, f"distillsync/acme/{agent_id}/#") as sub,
+        agent_running(config, tmp_path),
+    ):
         # inserts already in the ERP when the agent starts
-        sub.wait_for(lambda ev: len(of_type(ev, upsert["stock"])) >= 3
-                     and len(of_type(ev, upsert["price"])) >= 4
-                     and len(of_type(ev, upsert["product"])) >= 4, WAIT, "the initial rows")
+        sub.wait_for(
+            lambda ev: (
+                len(of_type(ev, upsert["stock"])) >= 3
+                and len(of_type(ev, upsert["price"])) >= 4
+                and len(of_type(ev, upsert["product"])) >= 4
+            ),
+            WAIT,
+            "the initial rows",
+        )
         # an insert while running, an update of a quantity and of a price
         erp.add_products(1, start=4)
         erp.set_stock(4, 2, 3)
@@ -261,9 +321,15 @@ def test_inserts_updates_and_deletes_reach_the_subscriber(
         wait_for_event(sub, upsert["stock"], "SKU-1/WH1", on_hand=4)
         wait_for_event(sub, upsert["price"], "SKU-4")
         wait_for_event(sub, upsert["product"], "SKU-4", name="Product 4")
-        sub.wait_for(lambda _: any(Decimal(m.event["data"]["price"]) == Decimal("12.34")
-                                   for m in of_type(sub.events(), upsert["price"])
-                                   if m.event["subject"] == "SKU-2"), WAIT, "SKU-2 at 12.34")
+        sub.wait_for(
+            lambda _: any(
+                Decimal(m.event["data"]["price"]) == Decimal("12.34")
+                for m in of_type(sub.events(), upsert["price"])
+                if m.event["subject"] == "SKU-2"
+            ),
+            WAIT,
+            "SKU-2 at 12.34",
+        )
         # a delete: no tombstone in Dolibarr, so only the snapshot feed can see it
         erp.delete_product(3)
         wait_for_event(sub, "distillsync.product.delete", "SKU-3")
@@ -279,8 +345,9 @@ def test_inserts_updates_and_deletes_reach_the_subscriber(
     for m in of_type(events, upsert["price"]):
         check_price_data(m.event["data"])
     names = {f"SKU-{p}": f"Product {p}" for p in (1, 2, 3, 4)} | {ODD_REF: "Café ☕ 12"}
-    assert {m.event["data"]["sku"]: m.event["data"]["name"]
-            for m in of_type(events, upsert["product"])} == names
+    assert {
+        m.event["data"]["sku"]: m.event["data"]["name"] for m in of_type(events, upsert["product"])
+    } == names
     for m in of_type(events, upsert["product"]):
         assert m.event["subject"] == encode_part(m.event["data"]["sku"])
     odd = [m for m in events if m.event["data"].get("sku") == ODD_REF]
@@ -289,8 +356,9 @@ def test_inserts_updates_and_deletes_reach_the_subscriber(
         assert m.event["subject"] == "BOX%2F12%2B1 %23a"
         assert m.topic.endswith("/BOX%2F12%2B1 %23a")
         assert m.topic.count("/") == 5
-    first_price = next(m.event["data"] for m in of_type(events, upsert["price"])
-                       if m.event["subject"] == "SKU-1")
+    first_price = next(
+        m.event["data"] for m in of_type(events, upsert["price"]) if m.event["subject"] == "SKU-1"
+    )
     assert Decimal(first_price["price"]) == Decimal("1.90")
     assert first_price["name"] == "Product 1"
 
@@ -303,7 +371,10 @@ def test_inserts_updates_and_deletes_reach_the_subscriber(
     assert all(n == 1 for n in counts(events).values()), counts(events)
     latest = sub.latest_by_subject("stock")
     assert {s: e["data"]["on_hand"] for s, e in latest.items()} == {
-        "SKU-1/WH1": 4, "SKU-2/WH1": 7, "SKU-2/WH2": 1.25, "SKU-4/WH2": 3,
+        "SKU-1/WH1": 4,
+        "SKU-2/WH1": 7,
+        "SKU-2/WH2": 1.25,
+        "SKU-4/WH2": 3,
     }
     # the delete came after the product's upsert, by sequence
     upsert_3 = next(m for m in of_type(events, upsert["product"]) if m.event["subject"] == "SKU-3")
@@ -315,7 +386,8 @@ def test_inserts_updates_and_deletes_reach_the_subscriber(
 
 @pytest.mark.parametrize("lookback", ["0s", "30s"])
 def test_same_second_commits_all_arrive_and_rereads_emit_nothing(
-        erp: ErpDb, broker: Mosquitto, tmp_path: Path, lookback: str) -> None:
+    erp: ErpDb, broker: Mosquitto, tmp_path: Path, lookback: str
+) -> None:
     """``tms`` has one-second resolution: a row committed after a poll, in the very second
     the cursor stands on, must still be read (``>=``, not ``>``), and every row re-read
     (the cursor's second always, the whole lookback window when there is one) must be
@@ -323,14 +395,18 @@ def test_same_second_commits_all_arrive_and_rereads_emit_nothing(
     erp.add_warehouses("WH1")
     erp.add_products(6)
     stamp = db_second(erp, back=5)  # one second shared by every row
-    erp.executemany("INSERT INTO llx_product_stock (fk_product, fk_entrepot, reel, tms) "
-                    "VALUES (?, 1, ?, ?)", [(p, p, stamp) for p in range(1, 7)])
+    erp.executemany(
+        "INSERT INTO llx_product_stock (fk_product, fk_entrepot, reel, tms) VALUES (?, 1, ?, ?)",
+        [(p, p, stamp) for p in range(1, 7)],
+    )
     agent_id = new_agent_id("sec", erp)
     config = write_config(tmp_path, broker, erp, agent_id, stock_entity(lookback=lookback))
     kind = "distillsync.stock.upsert"
 
-    with Collector(broker.port, f"distillsync/acme/{agent_id}/#") as sub, \
-            agent_running(config, tmp_path):
+    with (
+        Collector(broker.port, f"distillsync/acme/{agent_id}/#") as sub,
+        agent_running(config, tmp_path),
+    ):
         sub.wait_for(lambda ev: len(ev) >= 6, WAIT, "the six initial rows")
         # The cursor now stands on `stamp`. Three separate commits inside that same second,
         # each after the agent has polled (and published) the one before.
@@ -362,7 +438,11 @@ def test_same_second_commits_all_arrive_and_rereads_emit_nothing(
     assert sku1[:2] == [1, 11] and sku1[-1] == 31 and set(sku1) <= {1, 11, 21, 31}
     latest = sub.latest_by_subject("stock")
     assert {s: e["data"]["on_hand"] for s, e in latest.items()} == {
-        "SKU-1/WH1": 31, "SKU-2/WH1": 22, "SKU-3/WH1": 23, "SKU-4/WH1": 4, "SKU-5/WH1": 25,
+        "SKU-1/WH1": 31,
+        "SKU-2/WH1": 22,
+        "SKU-3/WH1": 23,
+        "SKU-4/WH1": 4,
+        "SKU-5/WH1": 25,
         "SKU-6/WH1": 99,
     }
 
@@ -382,8 +462,9 @@ def stored_cursor(state_dir: Path, feed: str) -> Any:
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("lookback", ["30s", "0s"])
-def test_late_commit_on_postgres(make_erp: Any, broker: Mosquitto, tmp_path: Path,
-                                 lookback: str) -> None:
+def test_late_commit_on_postgres(
+    make_erp: Any, broker: Mosquitto, tmp_path: Path, lookback: str
+) -> None:
     """PostgreSQL's ``now()`` is the transaction's *start*: a transaction that stamps a row
     and commits two seconds later writes a ``tms`` older than rows committed meanwhile,
     which the agent has already polled past. With a lookback the row is re-read and
@@ -400,18 +481,26 @@ def test_late_commit_on_postgres(make_erp: Any, broker: Mosquitto, tmp_path: Pat
     config = write_config(tmp_path, broker, erp, agent_id, stock_entity(lookback=lookback))
     kind = "distillsync.stock.upsert"
 
-    with contextlib.closing(erp.connect_another()) as late, \
-            Collector(broker.port, f"distillsync/acme/{agent_id}/#") as sub, \
-            agent_running(config, tmp_path):
+    with (
+        contextlib.closing(erp.connect_another()) as late,
+        Collector(broker.port, f"distillsync/acme/{agent_id}/#") as sub,
+        agent_running(config, tmp_path),
+    ):
         sub.wait_for(lambda ev: len(ev) >= 3, WAIT, "the three initial rows")
         with late.transaction():
             # stamped now, with the transaction's start time ...
-            row = late.execute("UPDATE llx_product_stock SET reel = 42, tms = now() "
-                               "WHERE fk_product = 1 RETURNING tms").fetchone()
+            row = late.execute(
+                "UPDATE llx_product_stock SET reel = 42, tms = now() "
+                "WHERE fk_product = 1 RETURNING tms"
+            ).fetchone()
             late_tms: dt.datetime = row[0]
             # ... while other sessions commit newer rows, which the agent publishes,
-            wait_until(lambda: db_second(erp) > late_tms.strftime("%Y-%m-%d %H:%M:%S"),
-                       WAIT, "the database clock to pass the late row's stamp", every=0.1)
+            wait_until(
+                lambda: db_second(erp) > late_tms.strftime("%Y-%m-%d %H:%M:%S"),
+                WAIT,
+                "the database clock to pass the late row's stamp",
+                every=0.1,
+            )
             erp.set_stock(2, 1, 77)
             (newer_tms,) = erp.query("SELECT tms FROM llx_product_stock WHERE fk_product = 2")[0]
             assert newer_tms > late_tms
@@ -446,14 +535,14 @@ def test_late_commit_on_postgres(make_erp: Any, broker: Mosquitto, tmp_path: Pat
 
 INVOICE_DDL = {
     "sqlite": "CREATE TABLE llx_facture (rowid INTEGER PRIMARY KEY AUTOINCREMENT, "
-              "entity INTEGER NOT NULL DEFAULT 1, ref TEXT NOT NULL, total_ttc NUMERIC, "
-              "datef DATE)",
+    "entity INTEGER NOT NULL DEFAULT 1, ref TEXT NOT NULL, total_ttc NUMERIC, "
+    "datef DATE)",
     "postgres": "CREATE TABLE llx_facture (rowid SERIAL PRIMARY KEY, "
-                "entity INTEGER NOT NULL DEFAULT 1, ref VARCHAR(30) NOT NULL, "
-                "total_ttc NUMERIC(24,8), datef DATE)",
+    "entity INTEGER NOT NULL DEFAULT 1, ref VARCHAR(30) NOT NULL, "
+    "total_ttc NUMERIC(24,8), datef DATE)",
     "mariadb": "CREATE TABLE llx_facture (rowid INTEGER AUTO_INCREMENT PRIMARY KEY, "
-               "entity INTEGER NOT NULL DEFAULT 1, ref VARCHAR(30) NOT NULL, "
-               "total_ttc DECIMAL(24,8), datef DATE)",
+    "entity INTEGER NOT NULL DEFAULT 1, ref VARCHAR(30) NOT NULL, "
+    "total_ttc DECIMAL(24,8), datef DATE)",
 }
 # Dolibarr's invoice refs are unique per `entity` (its multi-company id, an integer):
 # the key is (entity, number), and the integer part reaches topics as a string.
@@ -467,19 +556,26 @@ INVOICE_ENTITY = (
 def add_invoices(erp: ErpDb, numbers: range) -> None:
     """Each invoice in its own commit, as the ERP issues them."""
     for n in numbers:
-        erp.execute("INSERT INTO llx_facture (ref, total_ttc, datef) VALUES (?, ?, ?)",
-                    (f"FA2611-{n:04d}", f"{n}{n}.50" if n % 2 else f"{n}00.00",
-                     dt.date(2026, 11, n % 28 + 1).isoformat()))
+        erp.execute(
+            "INSERT INTO llx_facture (ref, total_ttc, datef) VALUES (?, ?, ?)",
+            (
+                f"FA2611-{n:04d}",
+                f"{n}{n}.50" if n % 2 else f"{n}00.00",
+                dt.date(2026, 11, n % 28 + 1).isoformat(),
+            ),
+        )
 
 
 def invoice_numbers(events: list[Received]) -> list[str]:
-    ordered = sorted(of_type(events, "distillsync.invoice.upsert"),
-                     key=lambda m: m.event["sequence"])
+    ordered = sorted(
+        of_type(events, "distillsync.invoice.upsert"), key=lambda m: m.event["sequence"]
+    )
     return [m.event["data"]["number"] for m in ordered]
 
 
 def test_incrementing_mode_sends_new_rows_in_order_and_not_again_after_restart(
-        erp: ErpDb, broker: Mosquitto, tmp_path: Path) -> None:
+    erp: ErpDb, broker: Mosquitto, tmp_path: Path
+) -> None:
     erp.execute(INVOICE_DDL[erp.backend])
     add_invoices(erp, range(1, 6))
     agent_id = new_agent_id("inc", erp)
@@ -536,13 +632,17 @@ def open_transaction(erp: ErpDb) -> Iterator[Any]:
         conn.close()
 
 
-@pytest.mark.parametrize(("backend", "lookback"), [
-    pytest.param("postgres", "30s", marks=pytest.mark.postgres),
-    pytest.param("mariadb", "30s", marks=pytest.mark.mariadb),
-    pytest.param("postgres", "0s", marks=pytest.mark.postgres),
-])
+@pytest.mark.parametrize(
+    ("backend", "lookback"),
+    [
+        pytest.param("postgres", "30s", marks=pytest.mark.postgres),
+        pytest.param("mariadb", "30s", marks=pytest.mark.mariadb),
+        pytest.param("postgres", "0s", marks=pytest.mark.postgres),
+    ],
+)
 def test_incrementing_mode_catches_an_id_committed_late(
-        make_erp: Any, broker: Mosquitto, tmp_path: Path, backend: str, lookback: str) -> None:
+    make_erp: Any, broker: Mosquitto, tmp_path: Path, backend: str, lookback: str
+) -> None:
     """Two clerks issue invoices at once: the first transaction takes id 4 and commits
     after the second one's id 5 was committed and published. A strict ``id > last``
     (Kafka Connect's incrementing mode, or ``lookback = "0s"`` here) never reads id 4.
@@ -551,16 +651,21 @@ def test_incrementing_mode_catches_an_id_committed_late(
     erp.execute(INVOICE_DDL[erp.backend])
     add_invoices(erp, range(1, 4))
     agent_id = new_agent_id(f"incl-{lookback[:-1]}", erp)
-    config = write_config(tmp_path, broker, erp, agent_id,
-                          INVOICE_ENTITY + f'lookback = "{lookback}"\n')
+    config = write_config(
+        tmp_path, broker, erp, agent_id, INVOICE_ENTITY + f'lookback = "{lookback}"\n'
+    )
     kind = "distillsync.invoice.upsert"
 
-    with Collector(broker.port, f"distillsync/acme/{agent_id}/#") as sub, \
-            agent_running(config, tmp_path):
+    with (
+        Collector(broker.port, f"distillsync/acme/{agent_id}/#") as sub,
+        agent_running(config, tmp_path),
+    ):
         sub.wait_for(lambda ev: len(ev) >= 3, WAIT, "the first three invoices")
         with open_transaction(erp) as late:
-            late.execute(erp._sql("INSERT INTO llx_facture (ref, total_ttc) VALUES (?, ?)"),
-                         ("FA2611-0004", "4.00"))
+            late.execute(
+                erp._sql("INSERT INTO llx_facture (ref, total_ttc) VALUES (?, ?)"),
+                ("FA2611-0004", "4.00"),
+            )
             add_invoices(erp, range(5, 6))  # id 5, committed first
             wait_for_event(sub, kind, "1/FA2611-0005")
             assert not has(sub, kind, "1/FA2611-0004")

@@ -34,15 +34,19 @@ TIMEOUT = 30.0
 def make_erp(path: Path) -> Path:
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, tms TEXT)")
-        db.executemany("INSERT INTO stock_levels VALUES (?, 'W', 0, '2026-01-01 00:00:00')",
-                       [(f"S{i}",) for i in range(SKUS)])
+        db.executemany(
+            "INSERT INTO stock_levels VALUES (?, 'W', 0, '2026-01-01 00:00:00')",
+            [(f"S{i}",) for i in range(SKUS)],
+        )
     return path
 
 
 def set_stock(erp: Path, sku: str, on_hand: float) -> None:
     with contextlib.closing(sqlite3.connect(erp, timeout=30)) as db, db:
-        db.execute("UPDATE stock_levels SET on_hand = ?, tms = ? WHERE sku = ?",
-                   (on_hand, datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), sku))
+        db.execute(
+            "UPDATE stock_levels SET on_hand = ?, tms = ? WHERE sku = ?",
+            (on_hand, datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), sku),
+        )
 
 
 @contextlib.contextmanager
@@ -67,8 +71,9 @@ def erp_users(erp: Path) -> Iterator[None]:
 
 def write_config(tmp_path: Path, state: Path, relay: str, agent_id: str) -> Path:
     config = tmp_path / f"{state.name}.toml"
-    config.write_text(agent_toml(state, relay, stock_levels_source(tmp_path / "erp.db"),
-                                 agent_id=agent_id))
+    config.write_text(
+        agent_toml(state, relay, stock_levels_source(tmp_path / "erp.db"), agent_id=agent_id)
+    )
     return config
 
 
@@ -84,7 +89,8 @@ def check_copy(path: Path) -> None:
 
 
 def test_a_backup_taken_while_the_agent_writes_is_one_consistent_moment(
-        broker: Mosquitto, tmp_path: Path) -> None:
+    broker: Mosquitto, tmp_path: Path
+) -> None:
     erp = make_erp(tmp_path / "erp.db")
     state = tmp_path / "state"
     outbox = state / "outbox.db"
@@ -99,11 +105,15 @@ def test_a_backup_taken_while_the_agent_writes_is_one_consistent_moment(
         def progress(_status: int, _remaining: int, _total: int) -> None:
             if not seen_during:
                 seen_during.append(outbox_last_sequence(outbox))
-                wait_until(lambda: outbox_last_sequence(outbox) > seen_during[0] + 20,
-                           TIMEOUT, "the agent committing during the backup")
+                wait_until(
+                    lambda: outbox_last_sequence(outbox) > seen_during[0] + 20,
+                    TIMEOUT,
+                    "the agent committing during the backup",
+                )
 
-        first = copy_outbox(outbox, tmp_path / "step.db", force=False, step_pages=1,
-                            progress=progress)
+        first = copy_outbox(
+            outbox, tmp_path / "step.db", force=False, step_pages=1, progress=progress
+        )
         assert seen_during and first.last_sequence <= seen_during[0]
 
         # The command line, with its own figures, while the ERP keeps changing.
@@ -113,8 +123,10 @@ def test_a_backup_taken_while_the_agent_writes_is_one_consistent_moment(
         assert agent.proc is not None and agent.proc.poll() is None  # it kept running
         assert agent.terminate() == 0
 
-    for copy, last in ((tmp_path / "step.db", first.last_sequence),
-                       (tmp_path / "cli.db", outbox_last_sequence(tmp_path / "cli.db"))):
+    for copy, last in (
+        (tmp_path / "step.db", first.last_sequence),
+        (tmp_path / "cli.db", outbox_last_sequence(tmp_path / "cli.db")),
+    ):
         check_copy(copy)
         assert last > 200
         # Every event up to the backup point, exactly as the outbox holds it, none after.
@@ -128,8 +140,9 @@ def test_backup_refuses_to_overwrite_unless_forced(broker: Mosquitto, tmp_path: 
     state = tmp_path / "state"
     config = write_config(tmp_path, state, broker.url, "overwrite")
     with AgentProcess(config, tmp_path / "agent.log") as agent:
-        wait_until(lambda: outbox_last_sequence(state / "outbox.db") >= SKUS, TIMEOUT,
-                   "the first poll")
+        wait_until(
+            lambda: outbox_last_sequence(state / "outbox.db") >= SKUS, TIMEOUT, "the first poll"
+        )
         assert agent.terminate() == 0
     dest = tmp_path / "outbox.bak"
     dest.write_bytes(b"yesterday's backup")
@@ -158,19 +171,26 @@ def test_backup_without_an_outbox_or_a_destination(tmp_path: Path) -> None:
     assert usage.returncode == 2 and "the following arguments are required: DEST" in usage.stderr
 
 
-def test_a_restored_backup_resumes_without_republishing(broker: Mosquitto,
-                                                        tmp_path: Path) -> None:
+def test_a_restored_backup_resumes_without_republishing(broker: Mosquitto, tmp_path: Path) -> None:
     erp = make_erp(tmp_path / "erp.db")
     old = tmp_path / "old-state"
     topic = "distillsync/acme/restore/out/#"
     with Collector(broker.port, topic) as sub:
-        with AgentProcess(write_config(tmp_path, old, broker.url, "restore"),
-                          tmp_path / "old.log") as agent:
+        with AgentProcess(
+            write_config(tmp_path, old, broker.url, "restore"), tmp_path / "old.log"
+        ) as agent:
             sub.wait_for(lambda ev: len(ev) == SKUS, TIMEOUT, "every SKU published")
-            wait_until(lambda: all(r.state == 1 for r in outbox_rows(old / "outbox.db")),
-                       TIMEOUT, "every event acknowledged")
-            backup = run_cli(write_config(tmp_path, old, broker.url, "restore"),
-                             "outbox", "backup", str(tmp_path / "outbox.bak"))
+            wait_until(
+                lambda: all(r.state == 1 for r in outbox_rows(old / "outbox.db")),
+                TIMEOUT,
+                "every event acknowledged",
+            )
+            backup = run_cli(
+                write_config(tmp_path, old, broker.url, "restore"),
+                "outbox",
+                "backup",
+                str(tmp_path / "outbox.bak"),
+            )
             assert backup.returncode == 0, backup.stderr
             assert "0 events pending" in backup.stdout
             assert agent.terminate() == 0
@@ -179,8 +199,9 @@ def test_a_restored_backup_resumes_without_republishing(broker: Mosquitto,
         new = tmp_path / "new-state"
         new.mkdir()
         (new / "outbox.db").write_bytes((tmp_path / "outbox.bak").read_bytes())
-        with AgentProcess(write_config(tmp_path, new, broker.url, "restore"),
-                          tmp_path / "new.log") as agent:
+        with AgentProcess(
+            write_config(tmp_path, new, broker.url, "restore"), tmp_path / "new.log"
+        ) as agent:
             wait_until(lambda: "ready" in agent.output(), TIMEOUT, "the restored agent ready")
             set_stock(erp, "S7", 77)
             sub.wait_for(lambda ev: len(ev) > SKUS, TIMEOUT, "the change after the restore")

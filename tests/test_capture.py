@@ -51,45 +51,71 @@ def test_column_order_does_not_change_the_hash() -> None:
     assert a.row_hash == b.row_hash
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (Decimal("19.90"), "19.90"), (19.9, "19.9"), (20, "20"), ("7.50", "7.50"),
-    (Decimal("0.1") + Decimal("0.2"), "0.3"),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (Decimal("19.90"), "19.90"),
+        (19.9, "19.9"),
+        (20, "20"),
+        ("7.50", "7.50"),
+        (Decimal("0.1") + Decimal("0.2"), "0.3"),
+    ],
+)
 def test_money_is_a_decimal_string(value: object, expected: str) -> None:
     result = Mapper("price", ["sku"], None, UTC).upsert({"sku": "A", "price": value})
     assert data_of(result)["price"] == expected
 
 
 def test_extra_decimal_columns_stay_exact_and_ride_along() -> None:
-    result = stock_mapper().upsert({"sku": "A", "warehouse": "W", "on_hand": 1,
-                                    "cost": Decimal("3.333333333333333333"), "bin": "B-7"})
+    result = stock_mapper().upsert(
+        {
+            "sku": "A",
+            "warehouse": "W",
+            "on_hand": 1,
+            "cost": Decimal("3.333333333333333333"),
+            "bin": "B-7",
+        }
+    )
     assert data_of(result)["cost"] == "3.333333333333333333"
     assert data_of(result)["bin"] == "B-7"
 
 
 def test_datetimes_become_utc_rfc3339_reading_naive_ones_in_the_source_zone() -> None:
     mapper = Mapper("promotion", ["code"], None, MADRID)
-    result = mapper.upsert({"code": "BF", "starts_at": dt.datetime(2026, 11, 27, 9, 0),
-                            "ends_at": dt.datetime(2026, 11, 30, 23, 0, tzinfo=dt.UTC)})
+    result = mapper.upsert(
+        {
+            "code": "BF",
+            "starts_at": dt.datetime(2026, 11, 27, 9, 0),
+            "ends_at": dt.datetime(2026, 11, 30, 23, 0, tzinfo=dt.UTC),
+        }
+    )
     assert data_of(result)["starts_at"] == "2026-11-27T08:00:00.000000Z"
     assert data_of(result)["ends_at"] == "2026-11-30T23:00:00.000000Z"
 
 
-@pytest.mark.parametrize(("row", "reason"), [
-    ({"sku": None, "warehouse": "W", "on_hand": 1}, "key column sku is NULL"),
-    ({"warehouse": "W", "on_hand": 1}, "key column sku is not in the query's result"),
-    ({"sku": "A", "warehouse": "W", "on_hand": "abc"}, "schema: data.on_hand must be number"),
-    ({"sku": "A", "warehouse": "W", "on_hand": None}, "schema: data.on_hand must be number"),
-    ({"sku": "A", "warehouse": "W"}, "schema: data must contain"),
-    ({"sku": "A", "warehouse": "W", "on_hand": 1, "note": "caf\udce9"},
-     "column note: invalid UTF-8"),
-    ({"sku": "A", "warehouse": "W", "on_hand": 1, "note": b"\xff\xfe"},
-     "column note: invalid UTF-8"),
-    ({"sku": "A", "warehouse": "W", "on_hand": float("nan")}, "is not a finite number"),
-    ({"sku": "A", "warehouse": "W", "on_hand": 1, "blob": object()}, "unsupported type object"),
-])
-def test_unmappable_rows_become_dead_rows_with_the_reason(row: dict[str, object],
-                                                           reason: str) -> None:
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ({"sku": None, "warehouse": "W", "on_hand": 1}, "key column sku is NULL"),
+        ({"warehouse": "W", "on_hand": 1}, "key column sku is not in the query's result"),
+        ({"sku": "A", "warehouse": "W", "on_hand": "abc"}, "schema: data.on_hand must be number"),
+        ({"sku": "A", "warehouse": "W", "on_hand": None}, "schema: data.on_hand must be number"),
+        ({"sku": "A", "warehouse": "W"}, "schema: data must contain"),
+        (
+            {"sku": "A", "warehouse": "W", "on_hand": 1, "note": "caf\udce9"},
+            "column note: invalid UTF-8",
+        ),
+        (
+            {"sku": "A", "warehouse": "W", "on_hand": 1, "note": b"\xff\xfe"},
+            "column note: invalid UTF-8",
+        ),
+        ({"sku": "A", "warehouse": "W", "on_hand": float("nan")}, "is not a finite number"),
+        ({"sku": "A", "warehouse": "W", "on_hand": 1, "blob": object()}, "unsupported type object"),
+    ],
+)
+def test_unmappable_rows_become_dead_rows_with_the_reason(
+    row: dict[str, object], reason: str
+) -> None:
     result = stock_mapper().upsert(row)
     assert isinstance(result, DeadRow)
     assert reason in result.reason

@@ -65,18 +65,23 @@ class SqliteErp:
     def __init__(self, path: Path) -> None:
         self.url = f"sqlite+aiosqlite:///{path}"
         self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("CREATE TABLE stock (sku TEXT, warehouse TEXT, on_hand INTEGER, "
-                        "tms TEXT, PRIMARY KEY (sku, warehouse))")
+        self.db.execute(
+            "CREATE TABLE stock (sku TEXT, warehouse TEXT, on_hand INTEGER, "
+            "tms TEXT, PRIMARY KEY (sku, warehouse))"
+        )
 
     def write(self, sku: str, warehouse: str, on_hand: int, stamp: dt.datetime) -> None:
         self.db.execute(
             "INSERT INTO stock VALUES (?, ?, ?, ?) ON CONFLICT (sku, warehouse) DO UPDATE "
             "SET on_hand = excluded.on_hand, tms = excluded.tms",
-            (sku, warehouse, on_hand, stamp.strftime("%Y-%m-%d %H:%M:%S.%f")))
+            (sku, warehouse, on_hand, stamp.strftime("%Y-%m-%d %H:%M:%S.%f")),
+        )
 
     def rows(self) -> dict[str, int]:
-        return {f"{s}/{w}": v for s, w, v in self.db.execute("SELECT sku, warehouse, on_hand "
-                                                              "FROM stock")}
+        return {
+            f"{s}/{w}": v
+            for s, w, v in self.db.execute("SELECT sku, warehouse, on_hand FROM stock")
+        }
 
     def close(self) -> None:
         self.db.close()
@@ -93,9 +98,11 @@ class MariaErp:
         self.db = pymysql.connect(**MARIADB, database="test", autocommit=True)
         self.url = "mysql+aiomysql://root@127.0.0.1:3306/test"
         self._sql("SET time_zone = '+00:00'")
-        self._sql(f"CREATE TABLE {self.table} (sku VARCHAR(32), warehouse VARCHAR(32), "
-                  "on_hand INTEGER, tms TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, "
-                  "PRIMARY KEY (sku, warehouse))")
+        self._sql(
+            f"CREATE TABLE {self.table} (sku VARCHAR(32), warehouse VARCHAR(32), "
+            "on_hand INTEGER, tms TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, "
+            "PRIMARY KEY (sku, warehouse))"
+        )
 
     def _sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self.db.cursor() as cursor:
@@ -106,13 +113,17 @@ class MariaErp:
         self._sql(f"DELETE FROM {self.table}")
 
     def write(self, sku: str, warehouse: str, on_hand: int, stamp: dt.datetime) -> None:
-        self._sql(f"INSERT INTO {self.table} VALUES (%s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
-                  "on_hand = VALUES(on_hand), tms = VALUES(tms)",
-                  (sku, warehouse, on_hand, stamp.replace(microsecond=0)))
+        self._sql(
+            f"INSERT INTO {self.table} VALUES (%s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+            "on_hand = VALUES(on_hand), tms = VALUES(tms)",
+            (sku, warehouse, on_hand, stamp.replace(microsecond=0)),
+        )
 
     def rows(self) -> dict[str, int]:
-        return {f"{s}/{w}": v for s, w, v in self._sql(f"SELECT sku, warehouse, on_hand "
-                                                        f"FROM {self.table}")}
+        return {
+            f"{s}/{w}": v
+            for s, w, v in self._sql(f"SELECT sku, warehouse, on_hand FROM {self.table}")
+        }
 
     def close(self) -> None:
         self._sql(f"DROP TABLE IF EXISTS {self.table}")
@@ -150,11 +161,15 @@ class CrashingReader:
 # minus the second a ``TIMESTAMP`` truncates.
 
 LATE = [0.0, 0.0, 0.0, 0.0, 0.4, 3.0, 7.0, 8.5, LOOKBACK - 1.0]
-writes = st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(VALUES),
-                            st.sampled_from(LATE)), max_size=3)
+writes = st.lists(
+    st.tuples(st.sampled_from(KEYS), st.sampled_from(VALUES), st.sampled_from(LATE)), max_size=3
+)
 then = st.sampled_from(["poll"] * 12 + ["restart", "crash 0", "crash 1", "crash 2", "settle"])
-steps = st.lists(st.tuples(st.sampled_from([0.1, 0.3, 0.5, 1.0, 1.0, 2.0, 4.0]), writes, then),
-                 min_size=3, max_size=50)
+steps = st.lists(
+    st.tuples(st.sampled_from([0.1, 0.3, 0.5, 1.0, 1.0, 2.0, 4.0]), writes, then),
+    min_size=3,
+    max_size=50,
+)
 
 
 def expand(history: list[tuple[float, list[Any], str]]) -> list[tuple[Any, ...]]:
@@ -179,17 +194,30 @@ class Run:
 
     def source(self) -> SourceConfig:
         table = getattr(self.erp, "table", "stock")
-        return SourceConfig.model_validate({
-            "name": "erp", "url": self.erp.url, "page_size": PAGE, "poll_interval": "1s",
-            "entities": [{"entity": "stock", "key": ["sku", "warehouse"], "cursor": "tms",
-                          "lookback": f"{LOOKBACK}s",
-                          "query": f"SELECT sku, warehouse, on_hand, tms FROM {table}"}]})
+        return SourceConfig.model_validate(
+            {
+                "name": "erp",
+                "url": self.erp.url,
+                "page_size": PAGE,
+                "poll_interval": "1s",
+                "entities": [
+                    {
+                        "entity": "stock",
+                        "key": ["sku", "warehouse"],
+                        "cursor": "tms",
+                        "lookback": f"{LOOKBACK}s",
+                        "query": f"SELECT sku, warehouse, on_hand, tms FROM {table}",
+                    }
+                ],
+            }
+        )
 
     async def play(self, history: list[tuple[Any, ...]]) -> None:
         config = self.source()
         reader = SqlReader(config, None)
         try:
             async with Outbox.open(self.workdir / "outbox.db") as outbox:
+
                 def new_poller(r: Any = reader) -> FeedPoller:
                     return FeedPoller(config, config.entities[0], r, outbox, clock=self.clock)
 
@@ -202,8 +230,14 @@ class Run:
         finally:
             await reader.close()
 
-    async def _step(self, action: str, args: list[Any], poller: FeedPoller,
-                    new_poller: Callable[..., FeedPoller], reader: SqlReader) -> FeedPoller:
+    async def _step(
+        self,
+        action: str,
+        args: list[Any],
+        poller: FeedPoller,
+        new_poller: Callable[..., FeedPoller],
+        reader: SqlReader,
+    ) -> FeedPoller:
         if action == "write":
             (sku, warehouse), value, late = args
             self.erp.write(sku, warehouse, value, self.clock.erp_time(late))
@@ -255,21 +289,36 @@ def play_sqlite(history: list[tuple[Any, ...]]) -> None:
 # Histories that broke capture once, as explicit examples of the model tests (hypothesis
 # plays them first, every run) and as tests of their own, named for what they catch.
 REVERT_ACROSS_A_SWEEP: list[tuple[Any, ...]] = [
-    ("write", KEYS[0], 1, 0.0), ("poll",),  # A enqueued; first load is a sweep
-    ("tick", 4.0), ("poll",),  # a sweep: A's fingerprint moves to the older set
-    ("write", KEYS[0], 5, 0.0), ("tick", 0.5), ("poll",),  # B, read by a head read
-    ("write", KEYS[0], 1, 0.0), ("tick", 0.5), ("poll",),  # A again
+    ("write", KEYS[0], 1, 0.0),
+    ("poll",),  # A enqueued; first load is a sweep
+    ("tick", 4.0),
+    ("poll",),  # a sweep: A's fingerprint moves to the older set
+    ("write", KEYS[0], 5, 0.0),
+    ("tick", 0.5),
+    ("poll",),  # B, read by a head read
+    ("write", KEYS[0], 1, 0.0),
+    ("tick", 0.5),
+    ("poll",),  # A again
 ]
 LATE_COMMIT_IN_THE_LAST_THIRD: list[tuple[Any, ...]] = [
-    ("write", KEYS[0], 1, 0.0), ("poll",),  # first load, a sweep
-    ("tick", 3.5), ("poll",),  # a sweep; its base is the cursor now (10:00:00)
+    ("write", KEYS[0], 1, 0.0),
+    ("poll",),  # first load, a sweep
+    ("tick", 3.5),
+    ("poll",),  # a sweep; its base is the cursor now (10:00:00)
     ("write", KEYS[1], 5, LOOKBACK - 1.0),  # stamped 09:59:54.5, committed 10:00:03.5
-    ("tick", 3.0), ("write", KEYS[0], 2, 0.0), ("poll",),  # a head read: 10:00:06.5
-    ("tick", 0.5), ("poll",),  # the next sweep reads from 10:00:03.5 - 10 s
+    ("tick", 3.0),
+    ("write", KEYS[0], 2, 0.0),
+    ("poll",),  # a head read: 10:00:06.5
+    ("tick", 0.5),
+    ("poll",),  # the next sweep reads from 10:00:03.5 - 10 s
 ]
 EQUAL_PYTHON_HASHES: list[tuple[Any, ...]] = [
-    ("write", KEYS[0], -1, 0.0), ("poll",), ("tick", 1.0),
-    ("write", KEYS[0], -2, 0.0), ("tick", 0.5), ("poll",),
+    ("write", KEYS[0], -1, 0.0),
+    ("poll",),
+    ("tick", 1.0),
+    ("write", KEYS[0], -2, 0.0),
+    ("tick", 0.5),
+    ("poll",),
 ]
 
 
@@ -279,15 +328,19 @@ def seen_before(test: Any) -> Any:
     return test
 
 
-MODEL = settings(max_examples=150, deadline=None, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+MODEL = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 @MODEL
 @given(history=steps.map(expand))
 @seen_before
 def test_sqlite_outbox_ends_with_the_erps_state_over_random_histories(
-        history: list[tuple[Any, ...]]) -> None:
+    history: list[tuple[Any, ...]],
+) -> None:
     play_sqlite(history)
 
 
@@ -303,7 +356,8 @@ def maria() -> Any:
 @given(history=steps.map(expand))
 @seen_before
 def test_mariadb_outbox_ends_with_the_erps_state_over_random_histories(
-        maria: MariaErp, history: list[tuple[Any, ...]]) -> None:
+    maria: MariaErp, history: list[tuple[Any, ...]]
+) -> None:
     maria.reset()
     play(maria, history)
 

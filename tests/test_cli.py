@@ -19,8 +19,10 @@ def erp_file(path: Path) -> Path:
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, tms TEXT)")
         # Minutes apart: a restart's 30 s lookback re-reads only the newest row.
-        db.executemany("INSERT INTO stock_levels VALUES (?, 'W', ?, ?)",
-                       [(f"S{i}", i, f"2026-01-01 00:0{i}:00") for i in range(5)])
+        db.executemany(
+            "INSERT INTO stock_levels VALUES (?, 'W', ?, ?)",
+            [(f"S{i}", i, f"2026-01-01 00:0{i}:00") for i in range(5)],
+        )
     return path
 
 
@@ -80,8 +82,7 @@ def test_outbox_commands_without_an_outbox(tmp_path: Path) -> None:
     assert "no outbox" in result.stderr
 
 
-def test_an_outbox_from_a_newer_agent_exits_78_so_systemd_stops_retrying(
-        tmp_path: Path) -> None:
+def test_an_outbox_from_a_newer_agent_exits_78_so_systemd_stops_retrying(tmp_path: Path) -> None:
     config = write_config(tmp_path, "mqtt://127.0.0.1:1")
     (tmp_path / "state").mkdir()
     with sqlite3.connect(tmp_path / "state" / "outbox.db") as db:

@@ -40,17 +40,28 @@ def test_config_schemas_are_the_agents_byte_for_byte(name: str) -> None:
 
 def test_config_schemas_hold_nothing_but_the_entities_and_the_envelope() -> None:
     assert sorted(path.name for path in SCHEMAS.glob("*")) == sorted(
-        [*ENTITY_SCHEMAS, "envelope.json"])
+        [*ENTITY_SCHEMAS, "envelope.json"]
+    )
 
 
-def stock_event(sequence: int, sku: str, on_hand: int, event_id: str | None = None,
-                warehouse: str = "MAD", op: Op = "upsert") -> PendingEvent:
-    data = {"sku": sku, "warehouse": warehouse} | ({} if op == "delete" else
-                                                    {"on_hand": on_hand})
-    return PendingEvent(sequence=sequence, event_id=event_id or f"id-{sequence}-{sku}",
-                        entity="stock", op=op,
-                        subject=subject_of([sku, warehouse]), time="2026-11-23T12:00:00.123456Z",
-                        data=orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
+def stock_event(
+    sequence: int,
+    sku: str,
+    on_hand: int,
+    event_id: str | None = None,
+    warehouse: str = "MAD",
+    op: Op = "upsert",
+) -> PendingEvent:
+    data = {"sku": sku, "warehouse": warehouse} | ({} if op == "delete" else {"on_hand": on_hand})
+    return PendingEvent(
+        sequence=sequence,
+        event_id=event_id or f"id-{sequence}-{sku}",
+        entity="stock",
+        op=op,
+        subject=subject_of([sku, warehouse]),
+        time="2026-11-23T12:00:00.123456Z",
+        data=orjson.dumps(data, option=orjson.OPT_SORT_KEYS),
+    )
 
 
 def test_an_agent_made_envelope_validates_against_envelope_json() -> None:
@@ -62,11 +73,20 @@ def test_an_agent_made_envelope_validates_against_envelope_json() -> None:
     validate(orjson.loads(envelope(stock_event(9, "SKU-9", 0, op="delete"), "urn:distillsync:a:b")))
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("specversion", "0.3"), ("sequence", "1234"), ("sequence", 1234),
-    ("type", "distillsync.stock.patch"), ("source", "urn:other:acme:erp-1"),
-    ("time", "2026-11-23 12:00:00"), ("datacontenttype", "text/plain"), ("data", "{}"),
-    ("id", None)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("specversion", "0.3"),
+        ("sequence", "1234"),
+        ("sequence", 1234),
+        ("type", "distillsync.stock.patch"),
+        ("source", "urn:other:acme:erp-1"),
+        ("time", "2026-11-23 12:00:00"),
+        ("datacontenttype", "text/plain"),
+        ("data", "{}"),
+        ("id", None),
+    ],
+)
 def test_envelope_json_refuses_what_breaks_the_contract(field: str, value: Any) -> None:
     made = orjson.loads(envelope(stock_event(1, "SKU-1", 1), source_urn("acme", "erp-1")))
     if value is None:
@@ -84,11 +104,18 @@ class Example:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, str(EXAMPLE), "127.0.0.1", str(port), tenant],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+        )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        wait_until(lambda: any(line.startswith("subscribed") for line in self.lines), 15,
-                   f"the example to subscribe ({self.lines})")
+        wait_until(
+            lambda: any(line.startswith("subscribed") for line in self.lines),
+            15,
+            f"the example to subscribe ({self.lines})",
+        )
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -108,8 +135,9 @@ class Example:
 
 @pytest.fixture
 def publish(broker: Mosquitto) -> Iterator[Any]:
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
-                         client_id=f"docs-publisher-{os.getpid()}")
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, client_id=f"docs-publisher-{os.getpid()}"
+    )
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     wait_until(client.is_connected, 10, "the publisher to connect")
@@ -125,17 +153,18 @@ def publish(broker: Mosquitto) -> Iterator[Any]:
 
 
 def test_the_paho_example_applies_each_state_once_and_in_order(
-        broker: Mosquitto, publish: Any) -> None:
+    broker: Mosquitto, publish: Any
+) -> None:
     tenant = f"docs-{os.getpid()}-{int(time.time())}"
     example = Example(broker.port, tenant)
     try:
         for agent, event in [
             ("erp-1", stock_event(1, "SKU-1", 5)),
             ("erp-1", stock_event(2, "SKU-1", 7)),
-            ("erp-1", stock_event(2, "SKU-1", 7)),              # redelivered: same id
+            ("erp-1", stock_event(2, "SKU-1", 7)),  # redelivered: same id
             ("erp-1", stock_event(4, "SKU-1", 9)),
-            ("erp-1", stock_event(3, "SKU-1", 8)),              # older, arrives late
-            ("erp-1", stock_event(4, "SKU-1", 99, "new-id")),   # new id, same sequence
+            ("erp-1", stock_event(3, "SKU-1", 8)),  # older, arrives late
+            ("erp-1", stock_event(4, "SKU-1", 99, "new-id")),  # new id, same sequence
             ("erp-1", stock_event(5, "SKU-3", 1, "id-1-SKU-1")),  # an id seen: dropped as is
             ("erp-2", stock_event(1, "SKU-1", 100, "erp-2-1")),  # another agent: its own order
             ("erp-1", stock_event(5, "SKU-2", 0, warehouse="")),
@@ -143,11 +172,19 @@ def test_the_paho_example_applies_each_state_once_and_in_order(
         ]:
             publish(agent, tenant, event)
         source = f"urn:distillsync:{tenant}"
-        expected = [f"{source}:erp-1 SKU-1 MAD 5", f"{source}:erp-1 SKU-1 MAD 7",
-                    f"{source}:erp-1 SKU-1 MAD 9", f"{source}:erp-2 SKU-1 MAD 100",
-                    f"{source}:erp-1 SKU-2  0", f"{source}:erp-1 SKU-1 MAD deleted"]
-        wait_until(lambda: len(example.applied()) >= len(expected), 15,
-                   f"the example's output ({example.lines})")
+        expected = [
+            f"{source}:erp-1 SKU-1 MAD 5",
+            f"{source}:erp-1 SKU-1 MAD 7",
+            f"{source}:erp-1 SKU-1 MAD 9",
+            f"{source}:erp-2 SKU-1 MAD 100",
+            f"{source}:erp-1 SKU-2  0",
+            f"{source}:erp-1 SKU-1 MAD deleted",
+        ]
+        wait_until(
+            lambda: len(example.applied()) >= len(expected),
+            15,
+            f"the example's output ({example.lines})",
+        )
         assert example.applied() == expected
     finally:
         example.stop()
@@ -167,4 +204,3 @@ def test_the_readme_shows_the_example_as_it_is() -> None:
     section = readme.split("## Writing a subscriber in another language", 1)[1].split("\n## ")[0]
     assert "config/schemas/" in section and "examples/paho_subscriber.py" in section
     assert EXAMPLE.read_text().strip() in section
-

@@ -75,14 +75,20 @@ class Crashes:
     def start(self) -> None:
         statuses = self.sub.status_count()
         self.agent.start()
-        wait_until(lambda: any(s["state"] == "online" for s in self.sub.status_since(statuses)),
-                   TIMEOUT, "the agent online")
+        wait_until(
+            lambda: any(s["state"] == "online" for s in self.sub.status_since(statuses)),
+            TIMEOUT,
+            "the agent online",
+        )
 
     def kill(self) -> None:
         statuses = self.sub.status_count()
         self.agent.kill()
-        wait_until(lambda: any(s["state"] == "offline" for s in self.sub.status_since(statuses)),
-                   TIMEOUT, "the Last Will after SIGKILL")
+        wait_until(
+            lambda: any(s["state"] == "offline" for s in self.sub.status_since(statuses)),
+            TIMEOUT,
+            "the Last Will after SIGKILL",
+        )
         self.marks.append(len(self.sub.seen()))
 
     def events_since_start(self) -> int:
@@ -107,17 +113,26 @@ def resends_per_life(seen: list[Seen], marks: list[int]) -> list[int]:
 
 @pytest.mark.slow
 def test_sigkill_at_five_moments_loses_nothing_and_resends_at_most_the_window(
-        broker: Mosquitto, make_erp: Callable[[str], ErpDb], tmp_path: Path) -> None:
+    broker: Mosquitto, make_erp: Callable[[str], ErpDb], tmp_path: Path
+) -> None:
     erp = make_erp("sqlite")
     writer = StockWriter(erp, seed_stock(erp, PRODUCTS, WAREHOUSES))
     state = tmp_path / "state"
     config = tmp_path / "agent.toml"
-    config.write_text(agent_toml(state, broker.url,
-                                 source_toml(erp, stock_entity(), page_size=50),
-                                 agent_id=AGENT, extra=f"max_inflight = {MAX_INFLIGHT}\n"))
+    config.write_text(
+        agent_toml(
+            state,
+            broker.url,
+            source_toml(erp, stock_entity(), page_size=50),
+            agent_id=AGENT,
+            extra=f"max_inflight = {MAX_INFLIGHT}\n",
+        )
+    )
     agent = AgentProcess(config, tmp_path / "agent.log")  # started by Crashes, not here
-    with Subscriber(broker.port, f"distillsync/acme/{AGENT}/#") as sub, \
-            contextlib.ExitStack() as cleanup:
+    with (
+        Subscriber(broker.port, f"distillsync/acme/{AGENT}/#") as sub,
+        contextlib.ExitStack() as cleanup,
+    ):
         cleanup.callback(agent.__exit__)
         crashes = Crashes(agent, sub, state)
         writer.burst(1000)
@@ -154,8 +169,11 @@ def test_sigkill_at_five_moments_loses_nothing_and_resends_at_most_the_window(
         crashes.start()
         wait_converged(sub, erp, TIMEOUT)
         last = outbox_last_sequence(crashes.outbox)
-        wait_until(lambda: sub.sequences() >= set(range(1, last + 1)), TIMEOUT,
-                   "every enqueued event at the subscriber")
+        wait_until(
+            lambda: sub.sequences() >= set(range(1, last + 1)),
+            TIMEOUT,
+            "every enqueued event at the subscriber",
+        )
         assert agent.terminate() == 0
         seen = sub.seen()
 

@@ -46,16 +46,26 @@ class NotifySocket:
         self.sock.close()
 
 
-def test_notify_ready_status_watchdog_stopping_and_clean_exit(broker: Mosquitto,
-                                                             tmp_path: Path) -> None:
+def test_notify_ready_status_watchdog_stopping_and_clean_exit(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
     make_erp(tmp_path / "erp.db")
     config = tmp_path / "agent.toml"
-    config.write_text(agent_toml(tmp_path / "state", broker.url,
-                                 stock_levels_source(tmp_path / "erp.db"), agent_id="notify",
-                                 extra='username = "notify"\npassword_env = "RELAY_SECRET"\n'))
+    config.write_text(
+        agent_toml(
+            tmp_path / "state",
+            broker.url,
+            stock_levels_source(tmp_path / "erp.db"),
+            agent_id="notify",
+            extra='username = "notify"\npassword_env = "RELAY_SECRET"\n',
+        )
+    )
     notify = NotifySocket(tmp_path / "notify.sock")
-    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000",
-           "RELAY_SECRET": "hunter2-very-secret"}
+    env = {
+        "NOTIFY_SOCKET": str(notify.path),
+        "WATCHDOG_USEC": "1000000",
+        "RELAY_SECRET": "hunter2-very-secret",
+    }
     agent = AgentProcess(config, tmp_path / "agent.log", env)
     try:
         with Collector(broker.port, "distillsync/acme/notify/#") as sub, agent:
@@ -64,8 +74,11 @@ def test_notify_ready_status_watchdog_stopping_and_clean_exit(broker: Mosquitto,
             assert "STATUS=relay" in ready
             # READY comes only after the first poll: its event is already in the outbox.
             sub.wait_for(lambda ev: len(ev) == 1, 30, "the first event")
-            wait_until(lambda: sum("WATCHDOG=1" in m for m in notify.drain()) >= 2, 10,
-                       "two watchdog pings (every 0.5 s)")
+            wait_until(
+                lambda: sum("WATCHDOG=1" in m for m in notify.drain()) >= 2,
+                10,
+                "two watchdog pings (every 0.5 s)",
+            )
             assert agent.terminate() == 0
             assert notify.seen("STOPPING=1")
         statuses = [m for m in sub.messages if m.topic.endswith("/status")]
@@ -74,8 +87,9 @@ def test_notify_ready_status_watchdog_stopping_and_clean_exit(broker: Mosquitto,
         notify.close()
     log = agent.output()
     assert "hunter2" not in log
-    assert all(line[:4].isdigit() for line in log.splitlines() if line.strip()), \
+    assert all(line[:4].isdigit() for line in log.splitlines() if line.strip()), (
         "every log record is one line"
+    )
 
 
 def test_notifier_is_silent_without_systemd() -> None:
@@ -85,16 +99,26 @@ def test_notifier_is_silent_without_systemd() -> None:
 
 
 def test_notifier_abstract_socket_and_watchdog_pid() -> None:
-    assert Notifier({"NOTIFY_SOCKET": "@sd", "WATCHDOG_USEC": "30000000",
-                     "WATCHDOG_PID": "1"}).watchdog_interval is None
+    assert (
+        Notifier(
+            {"NOTIFY_SOCKET": "@sd", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}
+        ).watchdog_interval
+        is None
+    )
     assert Notifier({"WATCHDOG_USEC": "30000000"}).watchdog_interval == 15.0
 
 
 def test_sigterm_while_the_relay_is_down_still_exits_zero(tmp_path: Path) -> None:
     make_erp(tmp_path / "erp.db")
     config = tmp_path / "agent.toml"
-    config.write_text(agent_toml(tmp_path / "state", "mqtt://127.0.0.1:9",
-                                 stock_levels_source(tmp_path / "erp.db"), agent_id="nobroker"))
+    config.write_text(
+        agent_toml(
+            tmp_path / "state",
+            "mqtt://127.0.0.1:9",
+            stock_levels_source(tmp_path / "erp.db"),
+            agent_id="nobroker",
+        )
+    )
     with AgentProcess(config, tmp_path / "agent.log") as agent:
         # Past one failed connect and into the backoff before the next: mid-retry.
         wait_until(lambda: "(attempt 2)" in agent.output(), 30, "two failed connects")
@@ -102,12 +126,19 @@ def test_sigterm_while_the_relay_is_down_still_exits_zero(tmp_path: Path) -> Non
     assert "Traceback" not in agent.output()
 
 
-def test_a_second_agent_on_the_same_state_dir_refuses_to_start(broker: Mosquitto,
-                                                               tmp_path: Path) -> None:
+def test_a_second_agent_on_the_same_state_dir_refuses_to_start(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
     make_erp(tmp_path / "erp.db")
     config = tmp_path / "agent.toml"
-    config.write_text(agent_toml(tmp_path / "state", broker.url,
-                                 stock_levels_source(tmp_path / "erp.db"), agent_id="twice"))
+    config.write_text(
+        agent_toml(
+            tmp_path / "state",
+            broker.url,
+            stock_levels_source(tmp_path / "erp.db"),
+            agent_id="twice",
+        )
+    )
     with AgentProcess(config, tmp_path / "first.log") as first:
         wait_until(lambda: "ready" in first.output(), 30, "the first agent")
         second = AgentProcess(config, tmp_path / "second.log")
@@ -119,7 +150,8 @@ def test_a_second_agent_on_the_same_state_dir_refuses_to_start(broker: Mosquitto
 
 
 def test_a_second_agent_on_the_same_api_socket_leaves_it_to_the_first(
-        broker: Mosquitto, tmp_path: Path) -> None:
+    broker: Mosquitto, tmp_path: Path
+) -> None:
     """Two state directories, one socket path (a copied config): the second exits 1 saying
     so, and the first's status API still answers. A SIGKILLed agent's stale socket does not
     stop the next one."""
@@ -128,10 +160,11 @@ def test_a_second_agent_on_the_same_api_socket_leaves_it_to_the_first(
 
     def config(name: str) -> Path:
         path = tmp_path / f"{name}.toml"
-        path.write_text(agent_toml(tmp_path / name, broker.url,
-                                   stock_levels_source(tmp_path / "erp.db"), agent_id=name)
-                        .replace(f'socket = "{tmp_path / name}/agent.sock"',
-                                 f'socket = "{shared}"'))
+        path.write_text(
+            agent_toml(
+                tmp_path / name, broker.url, stock_levels_source(tmp_path / "erp.db"), agent_id=name
+            ).replace(f'socket = "{tmp_path / name}/agent.sock"', f'socket = "{shared}"')
+        )
         return path
 
     def answers() -> bool:

@@ -14,9 +14,23 @@ from tests.support import REPO
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
 def test_demo_runs_headless_and_fills_the_shop(broker: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "demo", "--headless", "--broker", broker,
-         "--seconds", "8", "--products", "40"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "demo",
+            "--headless",
+            "--broker",
+            broker,
+            "--seconds",
+            "8",
+            "--products",
+            "40",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr

@@ -61,16 +61,21 @@ DAY = {"seeded": "2026-01-01", "pending": "2026-01-02", "outage": "2026-01-03"}
 
 def source(erp: Path) -> str:
     """The support's stock source, in pages of 5 rows and with no lookback."""
-    return stock_levels_source(erp).replace(
-        'poll_interval = "200ms"\n', 'poll_interval = "200ms"\npage_size = 5\n'
-    ) + '  lookback = "0s"\n'
+    return (
+        stock_levels_source(erp).replace(
+            'poll_interval = "200ms"\n', 'poll_interval = "200ms"\npage_size = 5\n'
+        )
+        + '  lookback = "0s"\n'
+    )
 
 
 def stock_erp(path: Path) -> Path:
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, tms TEXT)")
-        db.executemany("INSERT INTO stock_levels VALUES (?, 'WH', 0, ?)",
-                       [(sku, stamp("seeded", n)) for n, sku in enumerate(KEYS)])
+        db.executemany(
+            "INSERT INTO stock_levels VALUES (?, 'WH', 0, ?)",
+            [(sku, stamp("seeded", n)) for n, sku in enumerate(KEYS)],
+        )
     return path
 
 
@@ -81,8 +86,10 @@ def stamp(day: str, n: int) -> str:
 def set_all(erp: Path, day: str, base: int) -> dict[str, float]:
     """Every key to ``base + n``, stamped on ``day``; returns what subscribers must end with."""
     with contextlib.closing(sqlite3.connect(erp)) as db, db:
-        db.executemany("UPDATE stock_levels SET on_hand = ?, tms = ? WHERE sku = ?",
-                       [(base + n, stamp(day, n), sku) for n, sku in enumerate(KEYS)])
+        db.executemany(
+            "UPDATE stock_levels SET on_hand = ?, tms = ? WHERE sku = ?",
+            [(base + n, stamp(day, n), sku) for n, sku in enumerate(KEYS)],
+        )
     return {f"{sku}/WH": float(base + n) for n, sku in enumerate(KEYS)}
 
 
@@ -151,11 +158,16 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     mount_point.mkdir()
     if shutil.which("mount") is None:
         pytest.skip("no mount(8) here: the disk-full test needs a small real filesystem")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_SIZE},mode=0700",
-                              "tmpfs", str(mount_point)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={FS_SIZE},mode=0700", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs ({mounted.stderr.strip()}): the disk-full test "
-                    "needs root (CAP_SYS_ADMIN) to make a small real filesystem")
+        pytest.skip(
+            f"cannot mount a tmpfs ({mounted.stderr.strip()}): the disk-full test "
+            "needs root (CAP_SYS_ADMIN) to make a small real filesystem"
+        )
     try:
         yield mount_point
     finally:
@@ -172,23 +184,30 @@ def persistent_broker(make_broker: Callable[..., Mosquitto], tmp_path: Path) -> 
 
 
 def test_a_full_disk_stops_capture_not_delivery_and_loses_nothing(
-        tiny_fs: Path, persistent_broker: Mosquitto, tmp_path: Path) -> None:
+    tiny_fs: Path, persistent_broker: Mosquitto, tmp_path: Path
+) -> None:
     broker, state = persistent_broker, tiny_fs
     erp, outbox = stock_erp(tmp_path / "erp.db"), state / "outbox.db"
     config = tmp_path / "agent.toml"
     # A small window: without room to record deliveries, only 5 of 30 pending would go out.
-    config.write_text(agent_toml(state, broker.url, source(erp), agent_id="disk",
-                                 extra="max_inflight = 5\n"))
+    config.write_text(
+        agent_toml(state, broker.url, source(erp), agent_id="disk", extra="max_inflight = 5\n")
+    )
     log = tmp_path / "agent.log"
-    with Subscriber(broker.port, "distillsync/acme/disk/out/#", session=True) as sub, \
-            AgentProcess(config, log) as agent:
+    with (
+        Subscriber(broker.port, "distillsync/acme/disk/out/#", session=True) as sub,
+        AgentProcess(config, log) as agent,
+    ):
         wait_until(lambda: len(sub.latest()) == len(KEYS), TIMEOUT, "the first load")
         assert (state / "outbox.db.reserve").stat().st_size == 8 << 20
 
         broker.stop()  # what is captured now stays pending in the outbox
         pending = set_all(erp, "pending", 1000)
-        wait_until(lambda: sorted(enqueued_values(outbox))[-1] == 1029, TIMEOUT,
-                   "the changes enqueued while the relay is away")
+        wait_until(
+            lambda: sorted(enqueued_values(outbox))[-1] == 1029,
+            TIMEOUT,
+            "the changes enqueued while the relay is away",
+        )
         filler = fill(state)
 
         during = set_all(erp, "outage", 2000)
@@ -209,17 +228,24 @@ def test_a_full_disk_stops_capture_not_delivery_and_loses_nothing(
         # The relay returns while the disk is still full: what was pending goes out, and is
         # recorded as delivered (in the room the reserve left), beyond the 5-event window.
         broker.start()
-        wait_until(lambda: {s: e.on_hand for s, e in sub.latest().items()} == pending,
-                   TIMEOUT, "the pending events at the subscriber")
-        wait_until(lambda: outbox_status(config)["pending"] == 0, TIMEOUT,
-                   "the deliveries recorded")
+        wait_until(
+            lambda: {s: e.on_hand for s, e in sub.latest().items()} == pending,
+            TIMEOUT,
+            "the pending events at the subscriber",
+        )
+        wait_until(
+            lambda: outbox_status(config)["pending"] == 0, TIMEOUT, "the deliveries recorded"
+        )
         assert not (state / "outbox.db.reserve").exists()  # given up to make that room
         assert write_failing(config) and stored_cursor(outbox) < stamp("outage", 0)
         assert metric(metrics(config), "distillsync_outbox_write_failing") == 1
 
         filler.unlink()  # room again: capture resumes by itself, from the stored cursor
-        wait_until(lambda: {s: e.on_hand for s, e in sub.latest().items()} == during,
-                   TIMEOUT, "every change made during the outage")
+        wait_until(
+            lambda: {s: e.on_hand for s, e in sub.latest().items()} == during,
+            TIMEOUT,
+            "every change made during the outage",
+        )
         wait_until(lambda: healthy(config), TIMEOUT, "healthy again")
         assert not write_failing(config)
         assert (state / "outbox.db.reserve").stat().st_size == 8 << 20  # set aside again
@@ -232,13 +258,16 @@ def test_a_full_disk_stops_capture_not_delivery_and_loses_nothing(
 
 
 def test_an_outbox_file_moved_away_stops_capture_until_it_is_back(
-        broker: Mosquitto, tmp_path: Path) -> None:
+    broker: Mosquitto, tmp_path: Path
+) -> None:
     erp, state = stock_erp(tmp_path / "erp.db"), tmp_path / "state"
     outbox, moved = state / "outbox.db", state / "outbox.db.moved"
     config = tmp_path / "agent.toml"
     config.write_text(agent_toml(state, broker.url, source(erp), agent_id="moved"))
-    with Collector(broker.port, "distillsync/acme/moved/out/#") as sub, \
-            AgentProcess(config, tmp_path / "agent.log") as agent:
+    with (
+        Collector(broker.port, "distillsync/acme/moved/out/#") as sub,
+        AgentProcess(config, tmp_path / "agent.log") as agent,
+    ):
         sub.wait_for(lambda ev: len(ev) == len(KEYS), TIMEOUT, "the first load")
         outbox.rename(moved)  # SQLite would write on into the file at its new name, unseen
 
@@ -254,16 +283,26 @@ def test_an_outbox_file_moved_away_stops_capture_until_it_is_back(
         assert metric(text, "distillsync_outbox_write_errors_total") >= 1
 
         moved.rename(outbox)
-        sub.wait_for(lambda ev: {e.event["subject"]: e.event["data"]["on_hand"] for e in ev
-                                 if e.event["data"]["on_hand"] >= 2000} == during,
-                     TIMEOUT, "the changes made while it was away")
+        sub.wait_for(
+            lambda ev: (
+                {
+                    e.event["subject"]: e.event["data"]["on_hand"]
+                    for e in ev
+                    if e.event["data"]["on_hand"] >= 2000
+                }
+                == during
+            ),
+            TIMEOUT,
+            "the changes made while it was away",
+        )
         wait_until(lambda: healthy(config), TIMEOUT, "healthy again")
         assert metric(metrics(config), "distillsync_outbox_write_failing") == 0
         assert agent.terminate() == 0
 
 
 async def test_incrementing_mode_never_settles_past_a_page_that_failed_to_commit(
-        make_erp: Callable[[str], ErpDb], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_erp: Callable[[str], ErpDb], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Incrementing mode notes the ids it read before their page commits, to settle the
     cursor one lookback later. Ids noted from a page whose commit failed must not count:
     here a later poll would otherwise commit cursor 15 with the page of ids 6-10, and ids
@@ -318,11 +357,14 @@ def dying_disk(tmp_path: Path) -> Iterator[tuple[Path, Callable[[], None]]]:
     made = subprocess.run(["mkfs.ext4", "-q", str(image)], capture_output=True, text=True)
     if made.returncode != 0:
         pytest.skip(f"no mkfs.ext4 here ({made.stderr.strip()}): the bad-disk test needs it")
-    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-o", "loop", str(image), str(mount_point)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a loop device ({mounted.stderr.strip()}): the bad-disk "
-                    "test needs root and loop devices")
+        pytest.skip(
+            f"cannot mount a loop device ({mounted.stderr.strip()}): the bad-disk "
+            "test needs root and loop devices"
+        )
 
     def shut_down() -> None:
         fd = os.open(mount_point, os.O_RDONLY)
@@ -339,18 +381,25 @@ def dying_disk(tmp_path: Path) -> Iterator[tuple[Path, Callable[[], None]]]:
 
 
 def test_a_dead_disk_keeps_the_agent_up_and_saying_so(
-        dying_disk: tuple[Path, Callable[[], None]], broker: Mosquitto, tmp_path: Path) -> None:
+    dying_disk: tuple[Path, Callable[[], None]], broker: Mosquitto, tmp_path: Path
+) -> None:
     state, shut_down = dying_disk
     erp, config = stock_erp(tmp_path / "erp.db"), tmp_path / "agent.toml"
     # The API socket lives off the dying disk: a path lookup there fails too.
-    config.write_text(agent_toml(state, broker.url, source(erp), agent_id="dead")
-                      .replace(f'socket = "{state}/agent.sock"', f'socket = "{tmp_path}/a.sock"'))
+    config.write_text(
+        agent_toml(state, broker.url, source(erp), agent_id="dead").replace(
+            f'socket = "{state}/agent.sock"', f'socket = "{tmp_path}/a.sock"'
+        )
+    )
     log = tmp_path / "agent.log"
-    with Collector(broker.port, "distillsync/acme/dead/out/#") as sub, \
-            AgentProcess(config, log) as agent:
+    with (
+        Collector(broker.port, "distillsync/acme/dead/out/#") as sub,
+        AgentProcess(config, log) as agent,
+    ):
         sub.wait_for(lambda ev: len(ev) == len(KEYS), TIMEOUT, "the first load")
-        wait_until(lambda: outbox_status(config)["pending"] == 0, TIMEOUT,
-                   "the deliveries recorded")
+        wait_until(
+            lambda: outbox_status(config)["pending"] == 0, TIMEOUT, "the deliveries recorded"
+        )
         shut_down()
         set_all(erp, "outage", 2000)
         wait_until(lambda: write_failing(config), TIMEOUT, "the write error")
@@ -369,7 +418,8 @@ def test_a_dead_disk_keeps_the_agent_up_and_saying_so(
 
 
 async def test_outcomes_that_cannot_be_recorded_wait_and_give_up_only_at_stop(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Delivery holds a window slot until its outcome is recorded: ``record_results``
     returns once it is, retrying meanwhile, or when the agent stops (the event stays
     pending and is sent again after the restart)."""

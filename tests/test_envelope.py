@@ -19,9 +19,15 @@ from agent.envelope import (
 )
 from agent.model import PendingEvent
 
-EVENT = PendingEvent(1234, "0193a8c0-0000-7000-8000-000000000000", "stock", "upsert",
-                     "SKU-1/WH1", "2026-11-23T12:00:00.123456Z",
-                     b'{"on_hand":12,"sku":"SKU-1","warehouse":"WH1"}')
+EVENT = PendingEvent(
+    1234,
+    "0193a8c0-0000-7000-8000-000000000000",
+    "stock",
+    "upsert",
+    "SKU-1/WH1",
+    "2026-11-23T12:00:00.123456Z",
+    b'{"on_hand":12,"sku":"SKU-1","warehouse":"WH1"}',
+)
 
 
 def test_envelope_matches_the_contract() -> None:
@@ -44,8 +50,9 @@ def test_envelope_is_byte_identical_on_every_resend() -> None:
 
 
 def test_topic() -> None:
-    assert event_topic("distillsync/acme/erp-1", EVENT) == \
-        "distillsync/acme/erp-1/out/stock/SKU-1/WH1"
+    assert (
+        event_topic("distillsync/acme/erp-1", EVENT) == "distillsync/acme/erp-1/out/stock/SKU-1/WH1"
+    )
 
 
 @given(st.lists(st.text(), min_size=1, max_size=4))

@@ -34,10 +34,12 @@ from tests.support import (
 PASSWORD = "correct horse battery staple"
 
 
-def run(*command: str | Path, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(c) for c in command], capture_output=True, text=True,
-                          timeout=120, env=env, cwd="/")
+def run(
+    *command: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(c) for c in command], capture_output=True, text=True, timeout=120, env=env, cwd="/"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +53,18 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     made = run(sys.executable, "-m", "venv", "--without-pip", target)
     assert made.returncode == 0, made.stderr
     python = target / "bin" / "python"
-    installed = run(sys.executable, "-m", "pip", "--python", python, "install", "-q",
-                    "--no-deps", "--no-index", wheel)
+    installed = run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        python,
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-index",
+        wheel,
+    )
     assert installed.returncode == 0, installed.stderr
     site = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
@@ -62,8 +74,9 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_wheel_runs_from_its_own_virtualenv(venv: Path) -> None:
     packages = "agent, relay, tui, common, cli, demo"
-    where = run(venv / "bin/python", "-c",
-                f"import {packages}; print(*(p.__file__ for p in ({packages},)))")
+    where = run(
+        venv / "bin/python", "-c", f"import {packages}; print(*(p.__file__ for p in ({packages},)))"
+    )
     assert where.returncode == 0, where.stderr
     assert all(Path(f).is_relative_to(venv) for f in where.stdout.split()), where.stdout
     version = run(venv / "bin/distillsync", "--version")
@@ -80,17 +93,23 @@ def password_broker(make_broker: Callable[..., Mosquitto], tmp_path: Path) -> Mo
     return make_broker(f"user root\npassword_file {passwd}\n")
 
 
-def test_check_run_and_backup_from_the_install(venv: Path, password_broker: Mosquitto,
-                                               tmp_path: Path) -> None:
+def test_check_run_and_backup_from_the_install(
+    venv: Path, password_broker: Mosquitto, tmp_path: Path
+) -> None:
     erp = tmp_path / "erp.db"
     with contextlib.closing(sqlite3.connect(erp)) as db, db:
         db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, tms TEXT)")
         db.execute("INSERT INTO stock_levels VALUES ('A', 'W', 1, '2026-01-01 00:00:00')")
     config = tmp_path / "agent.toml"
-    config.write_text(agent_toml(tmp_path / "state", password_broker.url,
-                                 stock_levels_source(erp), agent_id="erp-1",
-                                 extra='username = "erp-1"\n'
-                                       'password_credential = "relay-password"\n'))
+    config.write_text(
+        agent_toml(
+            tmp_path / "state",
+            password_broker.url,
+            stock_levels_source(erp),
+            agent_id="erp-1",
+            extra='username = "erp-1"\npassword_credential = "relay-password"\n',
+        )
+    )
     credentials = tmp_path / "credentials"
     credentials.mkdir(mode=0o700)
     secret = credentials / "relay-password"
@@ -109,8 +128,9 @@ def test_check_run_and_backup_from_the_install(venv: Path, password_broker: Mosq
     agent = AgentProcess(config, tmp_path / "agent.log", env, prefix=[distillsync])
     with Collector(password_broker.port, "distillsync/acme/erp-1/out/#") as sub, agent:
         sub.wait_for(lambda events: len(events) == 1, 30, "the installed agent's event")
-        backup = run(distillsync, "outbox", "backup", "-c", config, tmp_path / "outbox.bak",
-                     env=env)
+        backup = run(
+            distillsync, "outbox", "backup", "-c", config, tmp_path / "outbox.bak", env=env
+        )
         assert backup.returncode == 0, backup.stderr
         assert "last sequence 1," in backup.stdout
         assert agent.terminate() == 0, agent.output()

@@ -39,14 +39,17 @@ class Clock:
         return self.now
 
 
-OPERATIONS = st.lists(st.one_of(
-    st.tuples(st.just("known"), st.lists(SKUS, min_size=1, max_size=3)),
-    st.tuples(st.just("found"), st.dictionaries(SKUS, IDS, min_size=1)),
-    st.tuples(st.just("missing"), SKUS),
-    st.tuples(st.just("stale"), SKUS, IDS),
-    st.tuples(st.just("tick"), st.sampled_from([1, TTL // 2, TTL - 1, TTL, TTL + 1])),
-    st.tuples(st.just("restart")),
-), max_size=40)
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("known"), st.lists(SKUS, min_size=1, max_size=3)),
+        st.tuples(st.just("found"), st.dictionaries(SKUS, IDS, min_size=1)),
+        st.tuples(st.just("missing"), SKUS),
+        st.tuples(st.just("stale"), SKUS, IDS),
+        st.tuples(st.just("tick"), st.sampled_from([1, TTL // 2, TTL - 1, TTL, TTL + 1])),
+        st.tuples(st.just("restart")),
+    ),
+    max_size=40,
+)
 
 
 class Model:
@@ -68,12 +71,24 @@ class Model:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(OPERATIONS)
 @example([("missing", "A"), ("tick", TTL - 1), ("known", ["A"]), ("tick", 1), ("known", ["A"])])
-@example([("found", {"A": 1}), ("missing", "B"), ("restart",), ("known", ["A", "B"]),
-          ("stale", "A", 2), ("known", ["A"]), ("stale", "A", 1), ("restart",), ("known", ["A"])])
+@example(
+    [
+        ("found", {"A": 1}),
+        ("missing", "B"),
+        ("restart",),
+        ("known", ["A", "B"]),
+        ("stale", "A", 2),
+        ("known", ["A"]),
+        ("stale", "A", 1),
+        ("restart",),
+        ("known", ["A"]),
+    ]
+)
 async def test_the_cache_answers_what_the_model_says(operations: list[tuple[Any, ...]]) -> None:
     clock, model = Clock(), Model()
     with tempfile.TemporaryDirectory() as folder:
         async with await VersionStore.open(f"sqlite:///{folder}/relay.db") as store:
+
             def started() -> SkuIds[Ref]:
                 cache = SkuIds("shop", Ref, TTL, store)
                 cache.clock = clock

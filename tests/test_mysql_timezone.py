@@ -47,20 +47,31 @@ EXPECTED = {
 @pytest.fixture
 def promo(make_erp: Callable[[str], ErpDb]) -> ErpDb:
     erp = make_erp("mariadb")
-    erp.execute("CREATE TABLE promo (code VARCHAR(16) PRIMARY KEY, starts_at TIMESTAMP NULL, "
-                "ends_at DATETIME NULL, tms TIMESTAMP NOT NULL)")
+    erp.execute(
+        "CREATE TABLE promo (code VARCHAR(16) PRIMARY KEY, starts_at TIMESTAMP NULL, "
+        "ends_at DATETIME NULL, tms TIMESTAMP NOT NULL)"
+    )
     erp.execute("SET time_zone = '+00:00'")  # so the literals below are UTC instants
-    erp.executemany("INSERT INTO promo (code, starts_at, ends_at, tms) VALUES (?, ?, ?, ?)",
-                    [(code, starts, ends, starts) for code, starts, ends in ROWS])
+    erp.executemany(
+        "INSERT INTO promo (code, starts_at, ends_at, tms) VALUES (?, ?, ?, ?)",
+        [(code, starts, ends, starts) for code, starts, ends in ROWS],
+    )
     return erp
 
 
 def reader_of(erp: ErpDb) -> tuple[SqlReader, EntityConfig]:
     url = f"{erp.url}?init_command={quote(SERVER_DEFAULT)}"
-    source = SourceConfig(name="erp", url=url, timezone=MADRID, entities=[
-        EntityConfig(entity="promotion", query=QUERY, key=["code"], cursor="tms"),
-        EntityConfig(entity="promotion", name="by_end", query=QUERY, key=["code"],
-                     cursor="ends_at")])
+    source = SourceConfig(
+        name="erp",
+        url=url,
+        timezone=MADRID,
+        entities=[
+            EntityConfig(entity="promotion", query=QUERY, key=["code"], cursor="tms"),
+            EntityConfig(
+                entity="promotion", name="by_end", query=QUERY, key=["code"], cursor="ends_at"
+            ),
+        ],
+    )
     return SqlReader(source, None, "sources[0]"), source.entities[0]
 
 
@@ -87,8 +98,7 @@ def test_the_session_default_really_differs(promo: ErpDb) -> None:
         conn.close()
 
 
-async def test_timestamps_are_utc_instants_and_datetimes_the_sources_zone(
-        promo: ErpDb) -> None:
+async def test_timestamps_are_utc_instants_and_datetimes_the_sources_zone(promo: ErpDb) -> None:
     reader, entity = reader_of(promo)
     try:
         rows = await reader.cursor_page(entity, None, None)
@@ -98,7 +108,8 @@ async def test_timestamps_are_utc_instants_and_datetimes_the_sources_zone(
     # the cursor is the instant too, aware, so it survives the outbox unchanged
     assert [row["tms"] for row in rows] == [
         dt.datetime(2025, 10, 26, 0, 30, tzinfo=dt.UTC),
-        dt.datetime(2025, 10, 26, 1, 30, tzinfo=dt.UTC)]
+        dt.datetime(2025, 10, 26, 1, 30, tzinfo=dt.UTC),
+    ]
 
 
 async def test_a_stored_cursor_is_bound_back_as_the_same_instant(promo: ErpDb) -> None:
@@ -113,8 +124,7 @@ async def test_a_stored_cursor_is_bound_back_as_the_same_instant(promo: ErpDb) -
         old_style = dt.datetime(2025, 10, 26, 2, 45)  # Madrid: 00:45Z or 01:45Z
         assert [r["code"] for r in await reader.cursor_page(entity, old_style, None)] == ["b"]
         old_style = dt.datetime(2025, 10, 26, 2, 30)  # Madrid: 00:30Z or 01:30Z
-        assert [r["code"] for r in await reader.cursor_page(entity, old_style, None)] == \
-            ["a", "b"]
+        assert [r["code"] for r in await reader.cursor_page(entity, old_style, None)] == ["a", "b"]
     finally:
         await reader.close()
 

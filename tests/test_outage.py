@@ -81,27 +81,32 @@ def settle_rss(sampler: RssSampler, seconds: float = 1.0) -> int:
 
 @pytest.mark.slow
 def test_a_broker_outage_under_load_loses_nothing_and_memory_stays_flat(
-        make_broker: Callable[..., Mosquitto], make_erp: Callable[[str], ErpDb],
-        tmp_path: Path) -> None:
+    make_broker: Callable[..., Mosquitto], make_erp: Callable[[str], ErpDb], tmp_path: Path
+) -> None:
     store = tmp_path / "broker-store"
     store.mkdir()
     # As root, Mosquitto would switch to user mosquitto, which cannot write tmp_path.
-    broker = make_broker(f"user root\npersistence true\npersistence_location {store}/\n"
-                         "max_queued_messages 0\n")
+    broker = make_broker(
+        f"user root\npersistence true\npersistence_location {store}/\nmax_queued_messages 0\n"
+    )
     erp = make_erp("sqlite")
     keys = seed_stock(erp, PRODUCTS, WAREHOUSES, label=LABEL)
     entity = stock_entity(lookback="2s").replace(
-        STOCK_QUERY, STOCK_QUERY.replace("s.reel AS on_hand,", "s.reel AS on_hand, "
-                                         "p.label AS label,"))
+        STOCK_QUERY,
+        STOCK_QUERY.replace("s.reel AS on_hand,", "s.reel AS on_hand, p.label AS label,"),
+    )
     state = tmp_path / "state"
     outbox = state / "outbox.db"
     config = tmp_path / "agent.toml"
     config.write_text(agent_toml(state, broker.url, source_toml(erp, entity), agent_id=AGENT))
 
-    with Subscriber(broker.port, f"distillsync/acme/{AGENT}/out/#", session=True,
-                    keep_payloads=False) as sub, \
-            AgentProcess(config, tmp_path / "agent.log") as agent, \
-            RssSampler(agent.pid).running() as rss:
+    with (
+        Subscriber(
+            broker.port, f"distillsync/acme/{AGENT}/out/#", session=True, keep_payloads=False
+        ) as sub,
+        AgentProcess(config, tmp_path / "agent.log") as agent,
+        RssSampler(agent.pid).running() as rss,
+    ):
         wait_converged(sub, erp, TIMEOUT)  # the first 5,000 events, delivered
         broker.stop()
 
@@ -121,8 +126,11 @@ def test_a_broker_outage_under_load_loses_nothing_and_memory_stays_flat(
         drain_start = len(rss.samples)
         broker.start()  # same port
         wait_converged(sub, erp, TIMEOUT)
-        wait_until(lambda: sub.sequences() >= set(range(1, last + 1)), TIMEOUT,
-                   "every enqueued event at the subscriber")
+        wait_until(
+            lambda: sub.sequences() >= set(range(1, last + 1)),
+            TIMEOUT,
+            "every enqueued event at the subscriber",
+        )
         drain_peak = rss.peak(drain_start)
         assert agent.terminate() == 0
 

@@ -34,7 +34,8 @@ async def test_unchanged_state_is_enqueued_once(tmp_path: Path) -> None:
 
 
 async def test_a_page_and_its_cursor_commit_together_or_not_at_all(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with Outbox.open(tmp_path / "o.db") as outbox:
         await outbox.commit_page(page(change("A", 1), cursor='["int",1]'))
 
@@ -55,8 +56,9 @@ async def test_a_page_and_its_cursor_commit_together_or_not_at_all(
 async def test_conflation_keeps_only_the_newest_pending_event_per_key(tmp_path: Path) -> None:
     async with Outbox.open(tmp_path / "o.db") as outbox:
         for value in range(5):
-            await outbox.commit_page(page(change("A", value), change(f"K{value}", 0),
-                                          conflate=True))
+            await outbox.commit_page(
+                page(change("A", value), change(f"K{value}", 0), conflate=True)
+            )
         pending = await outbox.fetch_pending(0, 100)
     a_events = [e for e in pending if e.subject == "A"]
     assert len(a_events) == 1 and a_events[0].data == b'{"on_hand":4}'
@@ -66,11 +68,13 @@ async def test_conflation_keeps_only_the_newest_pending_event_per_key(tmp_path: 
 async def test_results_acked_delivered_nacked_dead_unknown_pending(tmp_path: Path) -> None:
     async with Outbox.open(tmp_path / "o.db") as outbox:
         await outbox.commit_page(page(change("A", 1), change("B", 1), change("C", 1)))
-        await outbox.record_results([
-            PublishResult(1, Outcome.ACKED),
-            PublishResult(2, Outcome.NACKED, "broker refused: Not authorized (0x87)"),
-            PublishResult(3, Outcome.UNKNOWN, "connection lost"),
-        ])
+        await outbox.record_results(
+            [
+                PublishResult(1, Outcome.ACKED),
+                PublishResult(2, Outcome.NACKED, "broker refused: Not authorized (0x87)"),
+                PublishResult(3, Outcome.UNKNOWN, "connection lost"),
+            ]
+        )
         assert [e.sequence for e in await outbox.fetch_pending(0, 10)] == [3]
         stats = await outbox.stats()
         assert (stats.pending, stats.delivered, stats.dead_letters) == (1, 1, 1)
@@ -88,8 +92,9 @@ async def test_results_acked_delivered_nacked_dead_unknown_pending(tmp_path: Pat
 
 
 async def test_capture_dead_letters_are_reported_once_per_bad_state(tmp_path: Path) -> None:
-    bad = DeadRow("stock A: schema: data.on_hand must be number", "A", b'{"on_hand":"x"}',
-                  digest(b"x"))
+    bad = DeadRow(
+        "stock A: schema: data.on_hand must be number", "A", b'{"on_hand":"x"}', digest(b"x")
+    )
     async with Outbox.open(tmp_path / "o.db") as outbox:
         first = await outbox.commit_page(CapturedPage(FEED, [], [bad]))
         again = await outbox.commit_page(CapturedPage(FEED, [], [bad]))
@@ -105,8 +110,9 @@ async def test_capture_dead_letters_are_reported_once_per_bad_state(tmp_path: Pa
 async def test_sequences_are_never_reused_after_pruning(tmp_path: Path) -> None:
     async with Outbox.open(tmp_path / "o.db", retention=0.0) as outbox:
         await outbox.commit_page(page(change("A", 1), change("B", 1)))
-        await outbox.record_results([PublishResult(1, Outcome.ACKED),
-                                     PublishResult(2, Outcome.ACKED)])
+        await outbox.record_results(
+            [PublishResult(1, Outcome.ACKED), PublishResult(2, Outcome.ACKED)]
+        )
         assert await outbox.fetch_pending(0, 10) == []
         await outbox.commit_page(page(change("A", 2)))
         [event] = await outbox.fetch_pending(0, 10)
@@ -127,8 +133,9 @@ async def test_delivered_rows_are_pruned_after_the_retention(tmp_path: Path) -> 
 
 async def test_snapshot_generations_find_unseen_keys(tmp_path: Path) -> None:
     async with Outbox.open(tmp_path / "o.db") as outbox:
-        await outbox.commit_page(CapturedPage(FEED, [change("A", 1), change("B", 1)],
-                                              seen_generation=1))
+        await outbox.commit_page(
+            CapturedPage(FEED, [change("A", 1), change("B", 1)], seen_generation=1)
+        )
         await outbox.finish_generation(FEED, 1)
         await outbox.commit_page(CapturedPage(FEED, [change("A", 1)], seen_generation=2))
         assert await outbox.unseen_subjects(FEED, 2, 100) == ["B"]
@@ -156,6 +163,8 @@ async def test_durable_by_default_wal_and_synchronous_full(tmp_path: Path) -> No
                 assert (await cursor.fetchone()) == (2,)  # FULL
             async with connection.execute("PRAGMA journal_mode") as cursor:
                 assert (await cursor.fetchone()) == ("wal",)
-    async with Outbox.open(tmp_path / "n.db", synchronous="normal") as outbox, \
-            outbox._writer.execute("PRAGMA synchronous") as cursor:
+    async with (
+        Outbox.open(tmp_path / "n.db", synchronous="normal") as outbox,
+        outbox._writer.execute("PRAGMA synchronous") as cursor,
+    ):
         assert (await cursor.fetchone()) == (1,)  # NORMAL, when configured

@@ -65,7 +65,8 @@ def test_the_config_default_is_full(tmp_path: Path, broker: Mosquitto) -> None:
 # agent/runners.py passes tenacity 9 its deprecated `initial=`: a warning, not this test's
 @pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
 async def test_a_running_agents_outbox_connections_are_synchronous_full(
-        tmp_path: Path, broker: Mosquitto) -> None:
+    tmp_path: Path, broker: Mosquitto
+) -> None:
     text = config_text(tmp_path / "state", broker, tmp_path / "erp.db", tmp_path / "a.sock")
     agent = Agent(parse_config(tomllib.loads(text)))
     running = asyncio.create_task(agent.run(), name="agent")
@@ -92,19 +93,22 @@ class LoopDisk:
         self.mount_point.mkdir()
         with self.image.open("wb") as out:
             out.truncate(32 << 20)
-        made = subprocess.run(["mkfs.ext4", "-q", str(self.image)], capture_output=True,
-                              text=True)
+        made = subprocess.run(["mkfs.ext4", "-q", str(self.image)], capture_output=True, text=True)
         if made.returncode != 0:
-            pytest.skip(f"no mkfs.ext4 here ({made.stderr.strip()}): the power-cut test "
-                        "needs it")
+            pytest.skip(f"no mkfs.ext4 here ({made.stderr.strip()}): the power-cut test needs it")
         mounted = self._mount()
         if mounted.returncode != 0:
-            pytest.skip(f"cannot mount a loop device ({mounted.stderr.strip()}): the "
-                        "power-cut test needs root and loop devices")
+            pytest.skip(
+                f"cannot mount a loop device ({mounted.stderr.strip()}): the "
+                "power-cut test needs root and loop devices"
+            )
 
     def _mount(self) -> subprocess.CompletedProcess[str]:
-        mounted = subprocess.run(["mount", "-o", "loop", str(self.image),
-                                  str(self.mount_point)], capture_output=True, text=True)
+        mounted = subprocess.run(
+            ["mount", "-o", "loop", str(self.image), str(self.mount_point)],
+            capture_output=True,
+            text=True,
+        )
         self.mounted = mounted.returncode == 0
         return mounted
 
@@ -117,8 +121,10 @@ class LoopDisk:
 
     def unmount(self) -> None:
         if self.mounted:
-            if subprocess.run(["umount", str(self.mount_point)],
-                              capture_output=True).returncode != 0:
+            if (
+                subprocess.run(["umount", str(self.mount_point)], capture_output=True).returncode
+                != 0
+            ):
                 subprocess.run(["umount", "-l", str(self.mount_point)], check=True)
             self.mounted = False
 
@@ -149,13 +155,19 @@ def outbox_status(socket: Path) -> dict[str, Any]:
 
 
 def test_a_power_cut_keeps_every_event_and_delivery_the_agent_reported(
-        disk: LoopDisk, broker: Mosquitto, tmp_path: Path) -> None:
+    disk: LoopDisk, broker: Mosquitto, tmp_path: Path
+) -> None:
     socket, config = tmp_path / "agent.sock", tmp_path / "agent.toml"
     config.write_text(config_text(disk.mount_point, broker, tmp_path / "erp.db", socket))
     with AgentProcess(config, tmp_path / "agent.log") as agent:
-        wait_until(lambda: outbox_status(socket).get("last_sequence") == len(SKUS)
-                   and outbox_status(socket).get("pending") == 0, TIMEOUT,
-                   "every product captured and its delivery recorded")
+        wait_until(
+            lambda: (
+                outbox_status(socket).get("last_sequence") == len(SKUS)
+                and outbox_status(socket).get("pending") == 0
+            ),
+            TIMEOUT,
+            "every product captured and its delivery recorded",
+        )
         disk.cut_power()
         agent.kill()
     disk.power_on()

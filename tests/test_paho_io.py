@@ -24,9 +24,11 @@ from tests.support import agent_toml
 
 
 def agent_link(tmp_path: Path) -> paho.Client:
-    source = ('[[sources]]\nname = "erp"\nurl = "sqlite+aiosqlite:///unused.db"\n'
-              '[[sources.entities]]\nentity = "stock"\nquery = "SELECT 1"\nkey = ["sku"]\n'
-              'cursor = "tms"\n')
+    source = (
+        '[[sources]]\nname = "erp"\nurl = "sqlite+aiosqlite:///unused.db"\n'
+        '[[sources.entities]]\nentity = "stock"\nquery = "SELECT 1"\nkey = ["sku"]\n'
+        'cursor = "tms"\n'
+    )
     config = parse_config(tomllib.loads(agent_toml(tmp_path, "mqtt://127.0.0.1:1", source)))
     return RelayLink(link_settings(config))._paho
 
@@ -44,7 +46,8 @@ CLIENTS = {"agent link": agent_link, "consumer session": consumer_session, "watc
 
 @pytest.mark.parametrize("made", sorted(CLIENTS))
 async def test_a_write_registered_for_a_socket_closed_meanwhile_is_not_made(
-        made: str, tmp_path: Path) -> None:
+    made: str, tmp_path: Path
+) -> None:
     inner, loop = CLIENTS[made](tmp_path), asyncio.get_running_loop()
     register = inner.on_socket_register_write
     assert register is not None  # ours: register_write_when_open

@@ -16,11 +16,22 @@ from agent.sources.sql import SqlReader
 
 
 def source(db: Path) -> SourceConfig:
-    return SourceConfig.model_validate({
-        "name": "erp", "url": f"sqlite+aiosqlite:///{db}", "page_size": 3,
-        "entities": [{"entity": "stock", "query": "SELECT sku, warehouse, on_hand, tms "
-                      "FROM stock_levels", "key": ["sku", "warehouse"], "cursor": "tms",
-                      "lookback": "30s"}]})
+    return SourceConfig.model_validate(
+        {
+            "name": "erp",
+            "url": f"sqlite+aiosqlite:///{db}",
+            "page_size": 3,
+            "entities": [
+                {
+                    "entity": "stock",
+                    "query": "SELECT sku, warehouse, on_hand, tms FROM stock_levels",
+                    "key": ["sku", "warehouse"],
+                    "cursor": "tms",
+                    "lookback": "30s",
+                }
+            ],
+        }
+    )
 
 
 def make_sweep_due(poller: FeedPoller) -> None:
@@ -30,12 +41,15 @@ def make_sweep_due(poller: FeedPoller) -> None:
 
 
 async def test_a_late_row_in_a_settled_tick_is_left_to_the_sweep_which_finds_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(agent.modes.timestamp, "TICK_SETTLE", 0.0)
     db = sqlite3.connect(tmp_path / "erp.db", isolation_level=None)
     db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, tms TEXT)")
-    db.executemany("INSERT INTO stock_levels VALUES (?, 'W', 1, '2026-01-01 10:00:00')",
-                   [(f"S{i}",) for i in range(5, 10)])
+    db.executemany(
+        "INSERT INTO stock_levels VALUES (?, 'W', 1, '2026-01-01 10:00:00')",
+        [(f"S{i}",) for i in range(5, 10)],
+    )
     config = source(tmp_path / "erp.db")
     reader = SqlReader(config, None)
     try:
@@ -57,16 +71,22 @@ async def test_a_late_row_in_a_settled_tick_is_left_to_the_sweep_which_finds_it(
     finally:
         await reader.close()
         db.close()
-    assert sorted(e.subject for e in pending) == ["S1/W", "S2/W", *(f"S{i}/W" for i in
-                                                                    range(5, 10))]
+    assert sorted(e.subject for e in pending) == [
+        "S1/W",
+        "S2/W",
+        *(f"S{i}/W" for i in range(5, 10)),
+    ]
 
 
 async def test_rows_re_read_unchanged_are_not_mapped_again_but_changes_are(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = sqlite3.connect(tmp_path / "erp.db", isolation_level=None)
     db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, tms TEXT)")
-    db.executemany("INSERT INTO stock_levels VALUES (?, 'W', 1, '2026-01-01 10:00:00')",
-                   [(f"S{i}",) for i in range(6)])
+    db.executemany(
+        "INSERT INTO stock_levels VALUES (?, 'W', 1, '2026-01-01 10:00:00')",
+        [(f"S{i}",) for i in range(6)],
+    )
     config = source(tmp_path / "erp.db")
     reader = SqlReader(config, None)
     mapped: list[str] = []

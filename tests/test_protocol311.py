@@ -41,8 +41,17 @@ from tests.erp import ErpDb, source_toml, stock_entity
 from tests.support import AgentProcess, Mosquitto, agent_toml
 from tests.test_publisher import Harness, RecordingLink, stock_rows, until
 
-ENVELOPE_KEYS = {"specversion", "id", "source", "type", "subject", "time", "sequence",
-                 "datacontenttype", "data"}
+ENVELOPE_KEYS = {
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "sequence",
+    "datacontenttype",
+    "data",
+}
 V311 = f'protocol = "{MQTT311}"\n'
 
 
@@ -59,8 +68,7 @@ class Got:
 
 def mqtt_client(port: int, protocol: str, name: str) -> aiomqtt.Client:
     version = aiomqtt.ProtocolVersion.V5 if protocol == MQTT5 else aiomqtt.ProtocolVersion.V311
-    return aiomqtt.Client("127.0.0.1", port, identifier=f"{name}-{id(object())}",
-                          protocol=version)
+    return aiomqtt.Client("127.0.0.1", port, identifier=f"{name}-{id(object())}", protocol=version)
 
 
 @dataclass
@@ -89,8 +97,14 @@ class RelaySide:
             async for message in self.client.messages:
                 assert isinstance(message.payload, bytes)
                 user = getattr(message.properties, "UserProperty", None) or []
-                self.got.append(Got(str(message.topic), orjson.loads(message.payload),
-                                    message.retain, list(user)))
+                self.got.append(
+                    Got(
+                        str(message.topic),
+                        orjson.loads(message.payload),
+                        message.retain,
+                        list(user),
+                    )
+                )
                 self.arrived.set()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -147,9 +161,11 @@ def broker311(request: pytest.FixtureRequest) -> EmbeddedBroker:
 
 
 def config_for(broker: EmbeddedBroker, state: Path, agent_id: str) -> Config:
-    sources = ('[[sources]]\nname = "erp"\nurl = "sqlite+aiosqlite:///unused.db"\n'
-               '[[sources.entities]]\nentity = "stock"\nquery = "SELECT 1"\nkey = ["sku"]\n'
-               'cursor = "tms"\n')  # delivery only: the source is never opened
+    sources = (
+        '[[sources]]\nname = "erp"\nurl = "sqlite+aiosqlite:///unused.db"\n'
+        '[[sources.entities]]\nentity = "stock"\nquery = "SELECT 1"\nkey = ["sku"]\n'
+        'cursor = "tms"\n'
+    )  # delivery only: the source is never opened
     text = agent_toml(state, broker.url, sources, agent_id=agent_id, extra=V311)
     return parse_config(tomllib.loads(text))
 
@@ -166,7 +182,8 @@ def test_relay_protocol_is_spelled_as_the_relay_kit_spells_it() -> None:
 
 
 async def test_a_311_link_closed_on_an_error_leaves_its_will(
-        broker311: EmbeddedBroker, tmp_path: Path) -> None:
+    broker311: EmbeddedBroker, tmp_path: Path
+) -> None:
     config = config_for(broker311, tmp_path, "will-311")
     status = "distillsync/acme/will-311/status"
     with pytest.raises(RuntimeError, match="a sibling task failed"):
@@ -184,13 +201,15 @@ async def test_a_311_link_closed_on_an_error_leaves_its_will(
     assert offline["version"] == agent.__version__
 
 
-async def test_an_aborted_311_link_leaves_its_will(amqtt_broker: AmqttBroker,
-                                                   tmp_path: Path) -> None:
+async def test_an_aborted_311_link_leaves_its_will(
+    amqtt_broker: AmqttBroker, tmp_path: Path
+) -> None:
     config = config_for(amqtt_broker, tmp_path, "abort-311")
     status = "distillsync/acme/abort-311/status"
     async with RelayLink(link_settings(config)) as link:
-        assert await link.send(status, b'{"state": "online"}', None, retain=True) == \
-            Ack(Outcome.ACKED)
+        assert await link.send(status, b'{"state": "online"}', None, retain=True) == Ack(
+            Outcome.ACKED
+        )
         link.abort("no PUBACK for 60s")
         await until(lambda: link.closed.done(), "the link closed")
         await retained_state(amqtt_broker.port, status, "offline")
@@ -208,8 +227,12 @@ def session_present(port: int, client_id: str) -> bool:
     """Whether the broker still holds a 3.1.1 session for ``client_id`` (CONNACK's flag)."""
     flags: list[bool] = []
     connected = threading.Event()
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         clean_session=False, protocol=paho.MQTTv311)
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=False,
+        protocol=paho.MQTTv311,
+    )
 
     def on_connect(_c: Any, _u: Any, connect_flags: Any, *_rest: Any) -> None:
         flags.append(bool(connect_flags.session_present))
@@ -241,10 +264,16 @@ def stock_erp(make_erp: Callable[[str], ErpDb]) -> ErpDb:
 
 
 @contextlib.contextmanager
-def daemon(broker: EmbeddedBroker, erp: ErpDb, tmp_path: Path,
-           agent_id: str) -> Iterator[AgentProcess]:
-    text = agent_toml(tmp_path / "state", broker.url, source_toml(erp, stock_entity()),
-                      agent_id=agent_id, extra=V311)
+def daemon(
+    broker: EmbeddedBroker, erp: ErpDb, tmp_path: Path, agent_id: str
+) -> Iterator[AgentProcess]:
+    text = agent_toml(
+        tmp_path / "state",
+        broker.url,
+        source_toml(erp, stock_entity()),
+        agent_id=agent_id,
+        extra=V311,
+    )
     (tmp_path / "agent.toml").write_text(text)
     with AgentProcess(tmp_path / "agent.toml", tmp_path / "agent.log") as process:
         yield process
@@ -261,12 +290,17 @@ def assert_full_envelopes(events: list[Got], agent_id: str) -> None:
 
 
 async def test_the_daemon_publishes_every_event_to_amqtt_and_its_will_covers_sigkill(
-        amqtt_broker: AmqttBroker, stock_erp: ErpDb, tmp_path: Path) -> None:
+    amqtt_broker: AmqttBroker, stock_erp: ErpDb, tmp_path: Path
+) -> None:
     port, status = amqtt_broker.port, "distillsync/acme/to-amqtt/status"
     async with RelaySide(port, "distillsync/acme/to-amqtt/#") as side:
         with daemon(amqtt_broker, stock_erp, tmp_path, "to-amqtt") as process:
-            await until(lambda: len(side.events()) >= 20, "20 stock events", within=30,
-                        detail=process.output)
+            await until(
+                lambda: len(side.events()) >= 20,
+                "20 stock events",
+                within=30,
+                detail=process.output,
+            )
             online = await retained_state(port, status, "online")
             process.kill()  # SIGKILL: only the broker's Last Will can say it
             will = await retained_state(port, status, "offline")
@@ -274,21 +308,29 @@ async def test_the_daemon_publishes_every_event_to_amqtt_and_its_will_covers_sig
     events = side.events()
     assert_full_envelopes(events, "to-amqtt")
     assert {g.payload["subject"]: g.payload["data"]["on_hand"] for g in events} == {
-        f"SKU-{p}/WH{w}": p * 10 + w for p in range(1, 11) for w in (1, 2)}
+        f"SKU-{p}/WH{w}": p * 10 + w for p in range(1, 11) for w in (1, 2)
+    }
 
 
 async def test_the_daemon_publishes_over_311_to_mosquitto(
-        broker: Mosquitto, stock_erp: ErpDb, tmp_path: Path) -> None:
+    broker: Mosquitto, stock_erp: ErpDb, tmp_path: Path
+) -> None:
     port, status = broker.port, "distillsync/acme/to-mosquitto/status"
     # The relay side speaks MQTT 5, to see that a 3.1.1 publisher sent no User Properties.
     async with RelaySide(port, "distillsync/acme/to-mosquitto/#", MQTT5) as side:
         with daemon(broker, stock_erp, tmp_path, "to-mosquitto") as process:
-            await until(lambda: len(side.events()) >= 20, "20 stock events", within=30,
-                        detail=process.output)
+            await until(
+                lambda: len(side.events()) >= 20,
+                "20 stock events",
+                within=30,
+                detail=process.output,
+            )
             await retained_state(port, status, "online")
             stock_erp.set_stock(3, 1, 99)
-            await until(lambda: any(g.payload["data"]["on_hand"] == 99 for g in side.events()),
-                        "SKU-3/WH1 at 99")
+            await until(
+                lambda: any(g.payload["data"]["on_hand"] == 99 for g in side.events()),
+                "SKU-3/WH1 at 99",
+            )
             assert await asyncio.to_thread(process.terminate) == 0
             await retained_state(port, status, "offline")
     assert_full_envelopes(side.events(), "to-mosquitto")
@@ -311,19 +353,21 @@ class GatedLink(RecordingLink):
         await super().__aenter__()
         return self
 
-    def send(self, topic: str, payload: bytes, properties: Any,
-             retain: bool = False) -> asyncio.Future[Ack]:
+    def send(
+        self, topic: str, payload: bytes, properties: Any, retain: bool = False
+    ) -> asyncio.Future[Ack]:
         future = super().send(topic, payload, properties, retain)
         sequence = self.sent[-1].sequence
         if sequence is not None:
             future.add_done_callback(
-                lambda f: self.acked.add(sequence) if f.result().outcome is Outcome.ACKED
-                else None)
+                lambda f: self.acked.add(sequence) if f.result().outcome is Outcome.ACKED else None
+            )
         return future
 
 
 async def test_an_amqtt_restart_mid_stream_loses_nothing_unacknowledged(
-        amqtt_broker: AmqttBroker, tmp_path: Path) -> None:
+    amqtt_broker: AmqttBroker, tmp_path: Path
+) -> None:
     """amqtt keeps nothing across a restart, and it sends the PUBACK when it queues a
     publish, before forwarding it: what it acknowledged but had not forwarded dies with it.
     That is the broker's to lose. Everything it had not acknowledged, and everything
@@ -336,13 +380,17 @@ async def test_an_amqtt_restart_mid_stream_loses_nothing_unacknowledged(
     gate.set()
     async with Outbox.open(tmp_path / "outbox.db") as outbox:
         settings = link_settings(config)
-        delivery = Delivery(outbox, lambda: GatedLink(settings, links, gate),
-                            delivery_settings(config), stop, now_rfc3339())
+        delivery = Delivery(
+            outbox,
+            lambda: GatedLink(settings, links, gate),
+            delivery_settings(config),
+            stop,
+            now_rfc3339(),
+        )
         h = Harness(outbox, delivery, [], tmp_path)
         task = asyncio.create_task(delivery.run(), name="delivery")
         try:
-            async with RelaySide(amqtt_broker.port, "distillsync/acme/restart/#",
-                                 got=got) as side:
+            async with RelaySide(amqtt_broker.port, "distillsync/acme/restart/#", got=got) as side:
                 sequences = await h.enqueue("stock", stock_rows(1, 300))
                 await until(lambda: len(side.sequences()) >= 50, "the stream under way")
                 gate.clear()  # the agent comes back only once the relay side is back
@@ -351,8 +399,7 @@ async def test_an_amqtt_restart_mid_stream_loses_nothing_unacknowledged(
             sequences += await h.enqueue("stock", stock_rows(301, 100))
             assert await outbox.pending_count() >= 100  # waiting on disk, not lost
             await amqtt_broker.start()
-            async with RelaySide(amqtt_broker.port, "distillsync/acme/restart/#",
-                                 got=got) as side:
+            async with RelaySide(amqtt_broker.port, "distillsync/acme/restart/#", got=got) as side:
                 gate.set()
                 await until(h.settled, "every event delivered after the restart")
                 first = links[0]
@@ -360,8 +407,10 @@ async def test_an_amqtt_restart_mid_stream_loses_nothing_unacknowledged(
                 unacked = {s.sequence for s in first.event_sends()} - first.acked
                 resent = {s.sequence for link in links[1:] for s in link.event_sends()}
                 assert unacked <= resent
-                await until(lambda: side.sequences() >= set(sequences) - first.acked,
-                            "every event the first broker had not acknowledged")
+                await until(
+                    lambda: side.sequences() >= set(sequences) - first.acked,
+                    "every event the first broker had not acknowledged",
+                )
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)
@@ -396,8 +445,9 @@ def _no_mosquitto() -> str:
     raise RelayError("the mosquitto broker is not installed")
 
 
-async def test_embedded_broker_falls_back_to_amqtt(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_embedded_broker_falls_back_to_amqtt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(localbroker, "mosquitto_binary", _no_mosquitto)
     async with embedded_broker(tmp_path) as broker:
         assert isinstance(broker, AmqttBroker)
@@ -409,7 +459,8 @@ async def test_embedded_broker_falls_back_to_amqtt(tmp_path: Path,
 
 
 async def test_embedded_broker_names_both_ways_out_when_neither_is_installed(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(localbroker, "mosquitto_binary", _no_mosquitto)
     monkeypatch.setitem(sys.modules, "amqtt", None)  # what an absent package looks like
     with pytest.raises(DistillSyncError) as caught:
@@ -420,7 +471,8 @@ async def test_embedded_broker_names_both_ways_out_when_neither_is_installed(
 
 
 async def test_embedded_broker_can_be_asked_for_one_kind(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with embedded_broker(tmp_path, "amqtt") as broker:  # even with Mosquitto here
         assert isinstance(broker, AmqttBroker)
     monkeypatch.setattr(localbroker, "mosquitto_binary", _no_mosquitto)

@@ -64,8 +64,9 @@ class RecordingLink(RelayLink):
         self.sent: list[Sent] = []
         made.append(self)
 
-    def send(self, topic: str, payload: bytes, properties: Any,
-             retain: bool = False) -> asyncio.Future[Ack]:
+    def send(
+        self, topic: str, payload: bytes, properties: Any, retain: bool = False
+    ) -> asyncio.Future[Ack]:
         future = super().send(topic, payload, properties, retain)
         event = orjson.loads(payload) if "/out/" in topic else {}
         sequence = int(event["sequence"]) if "sequence" in event else None
@@ -102,19 +103,23 @@ class Harness:
         return await self.outbox.pending_count() == 0
 
 
-def make_config(broker: Mosquitto, state: Path, agent_id: str, relay: str = "",
-                ack_timeout: str = "10s") -> Config:
-    source = ('[[sources]]\nname = "erp"\nurl = "sqlite+aiosqlite:///unused.db"\n'
-              '[[sources.entities]]\nentity = "stock"\nquery = "SELECT 1"\nkey = ["sku"]\n'
-              'cursor = "tms"\n')  # delivery only: no source is opened
+def make_config(
+    broker: Mosquitto, state: Path, agent_id: str, relay: str = "", ack_timeout: str = "10s"
+) -> Config:
+    source = (
+        '[[sources]]\nname = "erp"\nurl = "sqlite+aiosqlite:///unused.db"\n'
+        '[[sources.entities]]\nentity = "stock"\nquery = "SELECT 1"\nkey = ["sku"]\n'
+        'cursor = "tms"\n'
+    )  # delivery only: no source is opened
     text = agent_toml(state, broker.url, source, agent_id=agent_id, extra=relay)
     text = text.replace('ack_timeout = "10s"', f'ack_timeout = "{ack_timeout}"')
     return parse_config(tomllib.loads(text))
 
 
 @contextlib.asynccontextmanager
-async def delivering(config: Config,
-                     backlog: dict[str, dict[str, Any]] | None = None) -> AsyncIterator[Harness]:
+async def delivering(
+    config: Config, backlog: dict[str, dict[str, Any]] | None = None
+) -> AsyncIterator[Harness]:
     """Delivery running in this loop, stopped (gracefully) on exit.
 
     ``backlog`` stock rows are enqueued before delivery starts, as after a restart.
@@ -124,8 +129,13 @@ async def delivering(config: Config,
     async with Outbox.open(state / "outbox.db") as outbox:
         stop = asyncio.Event()
         settings = link_settings(config)
-        delivery = Delivery(outbox, lambda: RecordingLink(settings, links),
-                            delivery_settings(config), stop, now_rfc3339())
+        delivery = Delivery(
+            outbox,
+            lambda: RecordingLink(settings, links),
+            delivery_settings(config),
+            stop,
+            now_rfc3339(),
+        )
         harness = Harness(outbox, delivery, links, state)
         if backlog:
             await harness.enqueue("stock", backlog)
@@ -137,8 +147,12 @@ async def delivering(config: Config,
             await asyncio.wait_for(task, TIMEOUT)
 
 
-async def until(predicate: Callable[[], bool | Awaitable[bool]], what: str,
-                within: float = TIMEOUT, detail: Callable[[], object] = lambda: "") -> None:
+async def until(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    what: str,
+    within: float = TIMEOUT,
+    detail: Callable[[], object] = lambda: "",
+) -> None:
     """Wait for a condition without blocking the loop (delivery runs on it)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
@@ -165,15 +179,18 @@ def paused(broker: Mosquitto) -> Iterator[None]:
 
 
 def stock_rows(first: int, count: int, **extra: Any) -> dict[str, dict[str, Any]]:
-    return {f"SKU-{i}/WH1": {"sku": f"SKU-{i}", "warehouse": "WH1", "on_hand": i, **extra}
-            for i in range(first, first + count)}
+    return {
+        f"SKU-{i}/WH1": {"sku": f"SKU-{i}", "warehouse": "WH1", "on_hand": i, **extra}
+        for i in range(first, first + count)
+    }
 
 
 # --- the paho hooks ------------------------------------------------------------------------
 
 
-async def test_our_paho_hooks_are_installed_and_chain_to_aiomqtts(broker: Mosquitto,
-                                                                  tmp_path: Path) -> None:
+async def test_our_paho_hooks_are_installed_and_chain_to_aiomqtts(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
     """If aiomqtt 2.x renames its paho client or its callbacks, this fails, loudly."""
     config = make_config(broker, tmp_path, "hooks")
     link = RelayLink(link_settings(config))
@@ -184,8 +201,13 @@ async def test_our_paho_hooks_are_installed_and_chain_to_aiomqtts(broker: Mosqui
         hook = getattr(inner, name)
         assert hook.__qualname__ == f"_install_hooks.<locals>.{name}", name
         # ... and what it chains to is aiomqtt's own handler, bound to this client.
-        originals = dict(zip(hook.__code__.co_freevars,
-                             (c.cell_contents for c in hook.__closure__ or ()), strict=True))
+        originals = dict(
+            zip(
+                hook.__code__.co_freevars,
+                (c.cell_contents for c in hook.__closure__ or ()),
+                strict=True,
+            )
+        )
         chained = originals["originals"][name]
         assert chained.__self__ is link._client
         assert chained.__func__ is getattr(aiomqtt.Client, f"_{name}")
@@ -193,15 +215,15 @@ async def test_our_paho_hooks_are_installed_and_chain_to_aiomqtts(broker: Mosqui
     async with link:  # returns only once aiomqtt's _on_connect saw the CONNACK
         assert link.receive_maximum == 100  # our on_connect read the CONNACK properties
         # aiomqtt's own publish completes only through aiomqtt's _on_publish ...
-        await asyncio.wait_for(link._client.publish("distillsync/acme/hooks/t", b"1", qos=1),
-                               10)
+        await asyncio.wait_for(link._client.publish("distillsync/acme/hooks/t", b"1", qos=1), 10)
         # ... and ours resolves the outcome from the same PUBACK.
         ack = await asyncio.wait_for(link.send("distillsync/acme/hooks/t", b"2", None), 10)
         assert ack == Ack(Outcome.ACKED)
 
         # The broker drops us (session takeover): both on_disconnect handlers run.
-        thief = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
-                            client_id=config.client_id)
+        thief = paho.Client(
+            CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, client_id=config.client_id
+        )
         thief.connect("127.0.0.1", broker.port)
         thief.loop_start()
         try:
@@ -235,14 +257,16 @@ async def test_install_hooks_refuses_an_aiomqtt_it_does_not_know() -> None:
 # --- what the broker answers ---------------------------------------------------------------
 
 
-async def test_a_negative_puback_is_a_dead_letter_not_a_delivery(make_broker: Callable[...,
-                                                                 Mosquitto],
-                                                                 tmp_path: Path) -> None:
+async def test_a_negative_puback_is_a_dead_letter_not_a_delivery(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
     acl = tmp_path / "acl"
-    acl.write_text("topic read distillsync/#\n"  # anonymous: the subscriber
-                   "user agent\n"
-                   "topic write distillsync/acme/acl/status\n"
-                   "topic write distillsync/acme/acl/out/stock/#\n")
+    acl.write_text(
+        "topic read distillsync/#\n"  # anonymous: the subscriber
+        "user agent\n"
+        "topic write distillsync/acme/acl/status\n"
+        "topic write distillsync/acme/acl/out/stock/#\n"
+    )
     # Mosquitto started by root drops to user mosquitto, which cannot read our tmp_path.
     broker = make_broker(f"user root\nacl_file {acl}")
     config = make_config(broker, tmp_path / "state", "acl", relay='username = "agent"\n')
@@ -273,17 +297,31 @@ def exact_packet_size(topic: str, payload: bytes, props: PackedProperties) -> in
 
 def padding_for(size: int, source: str, topic_base: str) -> int:
     """How many characters of padding in ``data.note`` make a stock event exactly ``size``."""
-    probe = PendingEvent(1, uuid7(), "stock", "upsert", "BIG/WH1", now_rfc3339(),
-                         orjson.dumps({"note": "", "on_hand": 1, "sku": "BIG",
-                                       "warehouse": "WH1"}))
-    props = message_properties([("id", probe.event_id), ("type", "distillsync.stock.upsert"),
-                                ("source", source), ("sequence", "0" * 20)], CONTENT_TYPE)
+    probe = PendingEvent(
+        1,
+        uuid7(),
+        "stock",
+        "upsert",
+        "BIG/WH1",
+        now_rfc3339(),
+        orjson.dumps({"note": "", "on_hand": 1, "sku": "BIG", "warehouse": "WH1"}),
+    )
+    props = message_properties(
+        [
+            ("id", probe.event_id),
+            ("type", "distillsync.stock.upsert"),
+            ("source", source),
+            ("sequence", "0" * 20),
+        ],
+        CONTENT_TYPE,
+    )
     base = exact_packet_size(event_topic(topic_base, probe), envelope(probe, source), props)
     return size - base
 
 
 async def test_an_event_over_the_brokers_maximum_packet_size_is_a_dead_letter(
-        make_broker: Callable[..., Mosquitto], tmp_path: Path) -> None:
+    make_broker: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
     broker = make_broker("max_packet_size 2000")
     config = make_config(broker, tmp_path / "state", "big")
     settings = delivery_settings(config)
@@ -291,10 +329,21 @@ async def test_an_event_over_the_brokers_maximum_packet_size_is_a_dead_letter(
     with Subscriber(broker.port, "distillsync/acme/big/#") as sub:
         async with delivering(config) as h:
             small = await h.enqueue("stock", stock_rows(1, 3))
-            [fits] = await h.enqueue("stock", {"BIG/WH1": {"sku": "BIG", "warehouse": "WH1",
-                                                           "on_hand": 1, "note": "x" * pad}})
-            [too_big] = await h.enqueue("stock", {"BIG/WH1": {
-                "sku": "BIG", "warehouse": "WH1", "on_hand": 2, "note": "x" * (pad + 1)}})
+            [fits] = await h.enqueue(
+                "stock",
+                {"BIG/WH1": {"sku": "BIG", "warehouse": "WH1", "on_hand": 1, "note": "x" * pad}},
+            )
+            [too_big] = await h.enqueue(
+                "stock",
+                {
+                    "BIG/WH1": {
+                        "sku": "BIG",
+                        "warehouse": "WH1",
+                        "on_hand": 2,
+                        "note": "x" * (pad + 1),
+                    }
+                },
+            )
             later = await h.enqueue("stock", stock_rows(4, 3))
             await until(h.settled, "every event settled")
             dead = await h.outbox.dead_letters()
@@ -304,25 +353,34 @@ async def test_an_event_over_the_brokers_maximum_packet_size_is_a_dead_letter(
             assert h.delivery.stats.reconnects == 0
         # Wait while still subscribed: a PUBACK to the agent says the broker has the
         # message, not that this subscriber has read it yet.
-        await until(lambda: len(sub.seen()) >= 7, "the events that fit",
-                    detail=lambda: (sorted(s.sequence for s in sub.seen()),
-                                    sub.client.is_connected()))
+        await until(
+            lambda: len(sub.seen()) >= 7,
+            "the events that fit",
+            detail=lambda: (sorted(s.sequence for s in sub.seen()), sub.client.is_connected()),
+        )
     assert [(d.event_seq, d.reason) for d in dead] == [
-        (too_big, "message of 2001 bytes exceeds the broker's maximum packet size 2000")]
+        (too_big, "message of 2001 bytes exceeds the broker's maximum packet size 2000")
+    ]
     assert sorted(s.sequence for s in sub.seen()) == [*small, fits, *later]
 
 
 # --- the window ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("broker_receive_maximum", "max_inflight", "window"),
-                         [(5, 100, 5), (100, 7, 7)])
+@pytest.mark.parametrize(
+    ("broker_receive_maximum", "max_inflight", "window"), [(5, 100, 5), (100, 7, 7)]
+)
 async def test_never_more_unacknowledged_publishes_than_the_window(
-        make_broker: Callable[..., Mosquitto], tmp_path: Path, broker_receive_maximum: int,
-        max_inflight: int, window: int) -> None:
+    make_broker: Callable[..., Mosquitto],
+    tmp_path: Path,
+    broker_receive_maximum: int,
+    max_inflight: int,
+    window: int,
+) -> None:
     broker = make_broker(f"max_inflight_messages {broker_receive_maximum}")
-    config = make_config(broker, tmp_path / "state", "window",
-                         relay=f"max_inflight = {max_inflight}\n")
+    config = make_config(
+        broker, tmp_path / "state", "window", relay=f"max_inflight = {max_inflight}\n"
+    )
     with Subscriber(broker.port, "distillsync/acme/window/#") as sub:
         async with delivering(config, backlog=stock_rows(1, 200)) as h:
             await h.enqueue("stock", stock_rows(201, 200))
@@ -338,7 +396,8 @@ async def test_never_more_unacknowledged_publishes_than_the_window(
 
 
 async def test_a_publish_with_no_puback_stays_pending_and_is_delivered_later(
-        make_broker: Callable[..., Mosquitto], tmp_path: Path) -> None:
+    make_broker: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
     broker = make_broker()
     config = make_config(broker, tmp_path / "state", "unknown", ack_timeout="1s")
     with Subscriber(broker.port, "distillsync/acme/unknown/#") as sub:
@@ -363,12 +422,12 @@ async def test_a_publish_with_no_puback_stays_pending_and_is_delivered_later(
     copies = {s.event_id for s in sub.seen() if s.sequence == late}
     assert copies == {resends[0].event_id}
     # While it gave up on the connection, the Will told the fleet this agent was offline.
-    assert [s["state"] for s in sub.status_since(0)] == ["online", "offline", "online",
-                                                         "offline"]
+    assert [s["state"] for s in sub.status_since(0)] == ["online", "offline", "online", "offline"]
 
 
 async def test_after_a_reconnect_pending_events_are_resent_in_order_with_the_same_id(
-        make_broker: Callable[..., Mosquitto], tmp_path: Path) -> None:
+    make_broker: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
     broker = make_broker()
     config = make_config(broker, tmp_path / "state", "resend", ack_timeout="1s")
     with Subscriber(broker.port, "distillsync/acme/resend/#") as sub:
@@ -382,8 +441,7 @@ async def test_after_a_reconnect_pending_events_are_resent_in_order_with_the_sam
                 await until(first.closed.done, "the link to give up", within=10)
             await until(h.settled, "every event delivered after the reconnect")
             resent = [s for link in h.links[1:] for s in link.event_sends()]
-        await until(lambda: sub.sequences() >= set(acked + unacked),
-                    "all 100 at the subscriber")
+        await until(lambda: sub.sequences() >= set(acked + unacked), "all 100 at the subscriber")
     assert [s.sequence for s in resent] == unacked  # exactly the unacked, oldest first
     first_ids = {s.sequence: s.event_id for s in first.event_sends()}
     assert all(first_ids[s.sequence] == s.event_id for s in resent)
@@ -401,7 +459,8 @@ async def test_after_a_reconnect_pending_events_are_resent_in_order_with_the_sam
 
 
 async def test_a_delivery_cancelled_by_a_failing_sibling_leaves_the_will(
-        broker: Mosquitto, tmp_path: Path) -> None:
+    broker: Mosquitto, tmp_path: Path
+) -> None:
     """In the daemon's TaskGroup any task that fails cancels delivery: the status must not
     stay "online" for an agent that is gone, so the link closes with its Will."""
     config = make_config(broker, tmp_path / "state", "cancelled")
@@ -409,8 +468,13 @@ async def test_a_delivery_cancelled_by_a_failing_sibling_leaves_the_will(
     links: list[RecordingLink] = []
     async with Outbox.open(tmp_path / "state" / "outbox.db") as outbox:
         settings = link_settings(config)
-        delivery = Delivery(outbox, lambda: RecordingLink(settings, links),
-                            delivery_settings(config), asyncio.Event(), now_rfc3339())
+        delivery = Delivery(
+            outbox,
+            lambda: RecordingLink(settings, links),
+            delivery_settings(config),
+            asyncio.Event(),
+            now_rfc3339(),
+        )
         task = asyncio.create_task(delivery.run(), name="delivery")
         await until(lambda: delivery.stats.state == "connected", "connected")
 
@@ -429,15 +493,18 @@ async def _equals(value: Awaitable[object], expected: object) -> bool:
     return await value == expected
 
 
-
 def test_the_retained_status_is_online_then_offline_and_the_will_covers_sigkill(
-        broker: Mosquitto, tmp_path: Path, make_erp: Callable[[str], ErpDb]) -> None:
+    broker: Mosquitto, tmp_path: Path, make_erp: Callable[[str], ErpDb]
+) -> None:
     erp = make_erp("sqlite")
     erp.add_warehouses("WH1")
     erp.add_products(3)
     config = tmp_path / "agent.toml"
-    config.write_text(agent_toml(tmp_path / "state", broker.url,
-                                 source_toml(erp, stock_entity()), agent_id="status"))
+    config.write_text(
+        agent_toml(
+            tmp_path / "state", broker.url, source_toml(erp, stock_entity()), agent_id="status"
+        )
+    )
     topic = "distillsync/acme/status/status"
     agent_log = tmp_path / "agent.log"
 
@@ -450,8 +517,13 @@ def test_the_retained_status_is_online_then_offline_and_the_will_covers_sigkill(
     assert offline["started_at"] == online["started_at"]
 
     with AgentProcess(config, agent_log) as second:
-        again = wait_for_retained(broker.port, topic, "online", "online again",
-                                  check=lambda s: s["started_at"] != online["started_at"])
+        again = wait_for_retained(
+            broker.port,
+            topic,
+            "online",
+            "online again",
+            check=lambda s: s["started_at"] != online["started_at"],
+        )
         second.kill()  # SIGKILL: only the broker's Last Will can say it
     will = wait_for_retained(broker.port, topic, "offline", "the will after SIGKILL")
     assert will["version"] == agent.__version__
@@ -459,12 +531,19 @@ def test_the_retained_status_is_online_then_offline_and_the_will_covers_sigkill(
     assert again["state"] == "online"
 
 
-@pytest.mark.parametrize("user", [
-    [("id", "0193a8c0-0000-7000-8000-000000000000"), ("type", "distillsync.stock.upsert"),
-     ("source", "urn:distillsync:acme:erp-1"), ("sequence", "00000000000000001234")],
-    [],
-    [("clé", "valeur ☕"), ("long", "x" * 300)],  # multi-byte text; a length over 127
-])
+@pytest.mark.parametrize(
+    "user",
+    [
+        [
+            ("id", "0193a8c0-0000-7000-8000-000000000000"),
+            ("type", "distillsync.stock.upsert"),
+            ("source", "urn:distillsync:acme:erp-1"),
+            ("sequence", "00000000000000001234"),
+        ],
+        [],
+        [("clé", "valeur ☕"), ("long", "x" * 300)],  # multi-byte text; a length over 127
+    ],
+)
 def test_packed_properties_are_byte_identical_to_paho(user: list[tuple[str, str]]) -> None:
     theirs = Properties(PacketTypes.PUBLISH)
     theirs.ContentType = CONTENT_TYPE

@@ -55,14 +55,22 @@ async def consumer_status(socket: Path) -> dict[str, Any]:
     return dict(status) if code == 200 else {}
 
 
-async def test_a_consumer_killed_while_applying_loses_nothing(broker: Mosquitto,
-                                                               tmp_path: Path) -> None:
+async def test_a_consumer_killed_while_applying_loses_nothing(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
     secret = write_secret(tmp_path / "secret", SECRET)
     config, socket = tmp_path / "ack-1.toml", tmp_path / "ack-1.sock"
     async with StallingShop(SECRET) as shop:
         # the sink waits far longer than the test for an answer: the apply hangs till the kill
-        config.write_text(consumer_toml(tmp_path, broker.url, webhook_sink(
-            shop.url, secret, 'timeout = "1h"'), name="ack-1", pipeline="batch_size = 20\n"))
+        config.write_text(
+            consumer_toml(
+                tmp_path,
+                broker.url,
+                webhook_sink(shop.url, secret, 'timeout = "1h"'),
+                name="ack-1",
+                pipeline="batch_size = 20\n",
+            )
+        )
         with ConsumerProcess(config, tmp_path / "consumer.log") as consumer:
             connected: dict[str, Any] = {}
 
@@ -72,12 +80,16 @@ async def test_a_consumer_killed_while_applying_loses_nothing(broker: Mosquitto,
                     await asyncio.sleep(0.05)
 
             await asyncio.wait_for(poll_connected(), 30)  # subscribed, so nothing is missed
-            await publish(broker.port, [stock_event(n + 1, sku, "MAD", n + 1)
-                                        for n, sku in enumerate(SKUS)])
+            await publish(
+                broker.port, [stock_event(n + 1, sku, "MAD", n + 1) for n, sku in enumerate(SKUS)]
+            )
             await eventually(lambda: shop.hits, 30, "the apply to reach the shop")
             consumer.kill()  # mid-apply: nothing of this batch was recorded
             shop.stalled = False
             consumer.start()
-            await eventually(lambda: {e["data"]["sku"] for e in shop.received} == set(SKUS),
-                             60, "every event at the shop after the restart")
+            await eventually(
+                lambda: {e["data"]["sku"] for e in shop.received} == set(SKUS),
+                60,
+                "every event at the shop after the restart",
+            )
             assert consumer.terminate() == 0

@@ -10,19 +10,38 @@ import relay
 from relay import errors
 
 PUBLIC = {
-    "Event", "SinkResult", "Status",  # relay.model
-    "RateBudget", "Sink",  # relay.sinks.base
+    "Event",
+    "SinkResult",
+    "Status",  # relay.model
+    "RateBudget",
+    "Sink",  # relay.sinks.base
     "parse",  # relay.envelope
-    "ConfigProblems", "InvalidEvent", "Refused", "RelayKitError", "RelayUnavailable",
-    "SchemaTooNew", "SecretMissing", "SinkUnavailable", "SocketBusy", "StoreBusy",
-    "StoreError", "Transient",  # relay.errors
+    "ConfigProblems",
+    "InvalidEvent",
+    "Refused",
+    "RelayKitError",
+    "RelayUnavailable",
+    "SchemaTooNew",
+    "SecretMissing",
+    "SinkUnavailable",
+    "SocketBusy",
+    "StoreBusy",
+    "StoreError",
+    "Transient",  # relay.errors
 }
 
 RETRYABLE = {
-    "ConfigProblems": False, "SecretMissing": False, "SchemaTooNew": False,
-    "InvalidEvent": False, "Refused": False,
-    "StoreError": True, "StoreBusy": True, "SocketBusy": True, "RelayUnavailable": True,
-    "SinkUnavailable": True, "Transient": True,
+    "ConfigProblems": False,
+    "SecretMissing": False,
+    "SchemaTooNew": False,
+    "InvalidEvent": False,
+    "Refused": False,
+    "StoreError": True,
+    "StoreBusy": True,
+    "SocketBusy": True,
+    "RelayUnavailable": True,
+    "SinkUnavailable": True,
+    "Transient": True,
 }
 
 
@@ -45,8 +64,7 @@ def test_every_error_the_kit_defines_has_one_root_and_says_if_retrying_helps() -
     unrelated one (``class Busy(Exception)``) fails here."""
     found = set()
     for module in pkgutil.walk_packages(relay.__path__, "relay."):
-        for _, value in inspect.getmembers(importlib.import_module(module.name),
-                                           inspect.isclass):
+        for _, value in inspect.getmembers(importlib.import_module(module.name), inspect.isclass):
             if issubclass(value, BaseException) and value.__module__.startswith("relay"):
                 found.add(value)
     assert len(found) > len(RETRYABLE) + 1  # the sinks' own (Invalid, Dead, ...) are found too

@@ -25,41 +25,59 @@ def test_the_example_loads_with_every_sink_type() -> None:
 
 BAD = [
     ('name = "shops-1"', 'name = "Shops 1"', "consumer.name: String should match pattern"),
-    ('url = "mqtts://relay.example.com:8883"', 'url = "mqtt://relay.example.com"',
-     "relay.url: mqtt:// sends data unencrypted to relay.example.com"),
+    (
+        'url = "mqtts://relay.example.com:8883"',
+        'url = "mqtt://relay.example.com"',
+        "relay.url: mqtt:// sends data unencrypted to relay.example.com",
+    ),
     ('tenants = ["acme"]', 'tenants = ["ACME"]', "subscribe.tenants[0]"),
-    ('entities = ["order_status", "stock", "price", "product"]', 'entities = ["stok"]',
-     "subscribe.entities[0]: Input should be"),
-    ('batch_size = 100', 'batch_size = 0', "pipeline.batch_size: Input should be greater"),
-    ('type = "woocommerce"', 'type = "bigcommerce"',
-     "sinks[0].type: one of webhook, woocommerce, shopify, prestashop, magento"),
-    ('warehouse = "MAD"                # the', 'colour = "blue"  # the',
-     "sinks[0].warehouse: required"),
+    (
+        'entities = ["order_status", "stock", "price", "product"]',
+        'entities = ["stok"]',
+        "subscribe.entities[0]: Input should be",
+    ),
+    ("batch_size = 100", "batch_size = 0", "pipeline.batch_size: Input should be greater"),
+    (
+        'type = "woocommerce"',
+        'type = "bigcommerce"',
+        "sinks[0].type: one of webhook, woocommerce, shopify, prestashop, magento",
+    ),
+    (
+        'warehouse = "MAD"                # the',
+        'colour = "blue"  # the',
+        "sinks[0].warehouse: required",
+    ),
     ('name = "shop-fr"', 'name = "shop-es"', "sinks: name 'shop-es' is used twice"),
-    ('requests_per_second = 5\n', 'requests_per_second = 5\nca_file = "/nonexistent/ca.pem"\n',
-     "sinks[0].ca_file: cannot load /nonexistent/ca.pem: No such file or directory"),
-    ('[pipeline]', '[pipeline]\nturbo = true', "pipeline.turbo: unknown key"),
-    ('socket = "/run/distillsync/relay.sock"', f'socket = "/run/{"x" * 100}/relay.sock"',
-     f"api.socket: /run/{'x' * 100}/relay.sock is 116 bytes long; a Unix socket's path"),
+    (
+        "requests_per_second = 5\n",
+        'requests_per_second = 5\nca_file = "/nonexistent/ca.pem"\n',
+        "sinks[0].ca_file: cannot load /nonexistent/ca.pem: No such file or directory",
+    ),
+    ("[pipeline]", "[pipeline]\nturbo = true", "pipeline.turbo: unknown key"),
+    (
+        'socket = "/run/distillsync/relay.sock"',
+        f'socket = "/run/{"x" * 100}/relay.sock"',
+        f"api.socket: /run/{'x' * 100}/relay.sock is 116 bytes long; a Unix socket's path",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), BAD, ids=[b[2][:40] for b in BAD])
-def test_each_bad_config_names_its_key(tmp_path: Path, old: str, new: str,
-                                       expected: str) -> None:
+def test_each_bad_config_names_its_key(tmp_path: Path, old: str, new: str, expected: str) -> None:
     text = EXAMPLE.read_text()
     assert old in text
     path = tmp_path / "relay.toml"
     path.write_text(text.replace(old, new, 1))
     with pytest.raises(ConfigProblems) as caught:
         load(path)
-    assert any(problem.startswith(expected) for problem in caught.value.problems), \
+    assert any(problem.startswith(expected) for problem in caught.value.problems), (
         caught.value.problems
+    )
 
 
 def test_the_command_exits_78_listing_the_problems(tmp_path: Path) -> None:
     path = tmp_path / "relay.toml"
-    path.write_text(EXAMPLE.read_text().replace('batch_size = 100', 'batch_size = "many"'))
+    path.write_text(EXAMPLE.read_text().replace("batch_size = 100", 'batch_size = "many"'))
     done = consume(path)
     assert done.returncode == 78
     assert "pipeline.batch_size: Input should be a valid integer" in done.stderr
@@ -69,9 +87,14 @@ def test_a_store_it_cannot_open_exits_69_saying_which(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     write_secret(secret, "s")
     path = tmp_path / "relay.toml"
-    path.write_text(consumer_toml(
-        tmp_path, "mqtt://127.0.0.1:1", webhook_sink("http://127.0.0.1:9/hook", secret),
-        store="postgresql://nobody@127.0.0.1:1/nothing"))
+    path.write_text(
+        consumer_toml(
+            tmp_path,
+            "mqtt://127.0.0.1:1",
+            webhook_sink("http://127.0.0.1:9/hook", secret),
+            store="postgresql://nobody@127.0.0.1:1/nothing",
+        )
+    )
     done = consume(path)
     assert done.returncode == 69, done.stderr
     assert "version store postgresql" in done.stderr and "Traceback" not in done.stderr
@@ -79,13 +102,23 @@ def test_a_store_it_cannot_open_exits_69_saying_which(tmp_path: Path) -> None:
 
 def test_a_missing_sink_secret_is_named_by_its_key(tmp_path: Path) -> None:
     path = tmp_path / "relay.toml"
-    path.write_text(consumer_toml(tmp_path, "mqtt://127.0.0.1:1",
-                                  webhook_sink("http://127.0.0.1:9/hook", tmp_path / "nope")))
+    path.write_text(
+        consumer_toml(
+            tmp_path,
+            "mqtt://127.0.0.1:1",
+            webhook_sink("http://127.0.0.1:9/hook", tmp_path / "nope"),
+        )
+    )
     done = consume(path)
     assert done.returncode == 78
     assert f"sinks[0].secret_file: cannot read {tmp_path / 'nope'}" in done.stderr
 
 
 def consume(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", "consume", "-c", str(path)],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", "consume", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )

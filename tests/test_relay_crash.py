@@ -39,8 +39,9 @@ def stream() -> list[tuple[str, bytes]]:
 
 
 def newest() -> dict[str, int]:
-    return {f"SKU-{k}/MAD": max(n for n in range(1, EVENTS + 1) if n % KEYS == k)
-            for k in range(KEYS)}
+    return {
+        f"SKU-{k}/MAD": max(n for n in range(1, EVENTS + 1) if n % KEYS == k) for k in range(KEYS)
+    }
 
 
 def check_the_shop(received: list[dict[str, Any]], allowed_repeats: int) -> None:
@@ -55,15 +56,28 @@ def check_the_shop(received: list[dict[str, Any]], allowed_repeats: int) -> None
     assert len(ids) - len(set(ids)) <= allowed_repeats
 
 
-def settings(tmp_path: Path, url: str, broker: Mosquitto, store: str | None = None,
-             name: str = "crash-1", group: str = "") -> Path:
+def settings(
+    tmp_path: Path,
+    url: str,
+    broker: Mosquitto,
+    store: str | None = None,
+    name: str = "crash-1",
+    group: str = "",
+) -> Path:
     secret = tmp_path / "secret"
     write_secret(secret, SECRET)
     config = tmp_path / f"{name}.toml"
-    config.write_text(consumer_toml(
-        tmp_path, broker.url, webhook_sink(url, secret), name=name, store=store,
-        subscribe=f'shared_group = "{group}"\n' if group else "",
-        pipeline=f"batch_size = {BATCH}\nconcurrency = {CONCURRENCY}\n"))
+    config.write_text(
+        consumer_toml(
+            tmp_path,
+            broker.url,
+            webhook_sink(url, secret),
+            name=name,
+            store=store,
+            subscribe=f'shared_group = "{group}"\n' if group else "",
+            pipeline=f"batch_size = {BATCH}\nconcurrency = {CONCURRENCY}\n",
+        )
+    )
     return config
 
 
@@ -76,13 +90,22 @@ async def test_sigkill_mid_batch_loses_nothing(broker: Mosquitto, tmp_path: Path
             await subscribed(tmp_path / "crash-1.sock")
             await publish(broker.port, stream())
             for threshold in (100, 400, 800):  # kill it three times while it works
-                await eventually(lambda t=threshold: len(shop.received) >= t, 60,
-                                 f"{threshold} events at the shop")
+                await eventually(
+                    lambda t=threshold: len(shop.received) >= t,
+                    60,
+                    f"{threshold} events at the shop",
+                )
                 consumer.kill()
                 kills += 1
                 consumer.start()
-            await eventually(lambda: len({str(e["subject"]) for e in shop.received}) == KEYS
-                             and _current(shop.received), 90, "every key current")
+            await eventually(
+                lambda: (
+                    len({str(e["subject"]) for e in shop.received}) == KEYS
+                    and _current(shop.received)
+                ),
+                90,
+                "every key current",
+            )
             assert consumer.terminate() == 0
         # At a kill, at most the batches in flight were applied but not recorded.
         check_the_shop(shop.received, allowed_repeats=kills * BATCH * CONCURRENCY)
@@ -108,13 +131,18 @@ def postgres_store() -> Iterator[str]:
 
 @pytest.mark.postgres
 async def test_two_consumers_share_the_stream_without_stale_or_double_writes(
-        broker: Mosquitto, tmp_path: Path, postgres_store: str) -> None:
+    broker: Mosquitto, tmp_path: Path, postgres_store: str
+) -> None:
     async with WebhookReceiver(SECRET, delay=0.002) as shop:
-        configs = [settings(tmp_path, shop.url, broker, postgres_store, name=f"twin-{n}",
-                            group="twins") for n in (1, 2)]
+        configs = [
+            settings(tmp_path, shop.url, broker, postgres_store, name=f"twin-{n}", group="twins")
+            for n in (1, 2)
+        ]
         sockets = [tmp_path / f"twin-{n}.sock" for n in (1, 2)]
-        with ConsumerProcess(configs[0], tmp_path / "twin-1.log"), \
-                ConsumerProcess(configs[1], tmp_path / "twin-2.log"):
+        with (
+            ConsumerProcess(configs[0], tmp_path / "twin-1.log"),
+            ConsumerProcess(configs[1], tmp_path / "twin-2.log"),
+        ):
             for socket in sockets:  # both in the share before anything is published
                 await subscribed(socket)
             events = stream()

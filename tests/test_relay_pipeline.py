@@ -10,9 +10,17 @@ from relay.pipeline import AckWindow, Queued, Scheduler, Ticket
 
 
 def event(entity: str, subject: str, sequence: int) -> Event:
-    return Event(id=f"{entity}-{subject}-{sequence}", source="urn:distillsync:acme:erp-1",
-                 entity=entity, op="upsert", subject=subject, sequence=f"{sequence:020d}",
-                 time="2026-11-23T12:00:00.000000Z", data={}, raw=b"{}")
+    return Event(
+        id=f"{entity}-{subject}-{sequence}",
+        source="urn:distillsync:acme:erp-1",
+        entity=entity,
+        op="upsert",
+        subject=subject,
+        sequence=f"{sequence:020d}",
+        time="2026-11-23T12:00:00.000000Z",
+        data={},
+        raw=b"{}",
+    )
 
 
 async def run_ready() -> None:

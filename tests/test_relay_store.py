@@ -44,14 +44,23 @@ OTHER_AGENT = "urn:distillsync:acme:erp-bilbao-2"
 Key = tuple[str, str, str]
 
 
-def stock(sequence: int, sku: str = "SKU-1", on_hand: int = 0, source: str = AGENT,
-          id: str | None = None) -> Event:
+def stock(
+    sequence: int, sku: str = "SKU-1", on_hand: int = 0, source: str = AGENT, id: str | None = None
+) -> Event:
     """A stock event as the consumer hands it over; ids default to one per version."""
     subject = f"{sku}/MAD"
-    return Event(id=id or f"{source}#{sequence}", source=source, entity="stock", op="upsert",
-                 subject=subject, sequence=f"{sequence:020d}", time="2026-11-23T12:00:00Z",
-                 data={"sku": sku, "warehouse": "MAD", "on_hand": on_hand},
-                 raw=b'{"specversion":"1.0"}', topic=f"distillsync/acme/erp/out/stock/{sku}/MAD")
+    return Event(
+        id=id or f"{source}#{sequence}",
+        source=source,
+        entity="stock",
+        op="upsert",
+        subject=subject,
+        sequence=f"{sequence:020d}",
+        time="2026-11-23T12:00:00Z",
+        data={"sku": sku, "warehouse": "MAD", "on_hand": on_hand},
+        raw=b'{"specversion":"1.0"}',
+        topic=f"distillsync/acme/erp/out/stock/{sku}/MAD",
+    )
 
 
 # --- stores on both backends ----------------------------------------------------------
@@ -116,8 +125,17 @@ async def test_the_newest_of_a_key_in_a_batch_wins(store: VersionStore) -> None:
 async def test_keys_are_source_entity_and_subject(store: VersionStore) -> None:
     """Sequences are per agent: another agent's lower number is not stale."""
     await process(store, [stock(50)])
-    price = Event(id="p-1", source=AGENT, entity="price", op="upsert", subject="SKU-1/MAD",
-                  sequence=f"{1:020d}", time="2026-11-23T12:00:00Z", data={}, raw=b"{}")
+    price = Event(
+        id="p-1",
+        source=AGENT,
+        entity="price",
+        op="upsert",
+        subject="SKU-1/MAD",
+        sequence=f"{1:020d}",
+        time="2026-11-23T12:00:00Z",
+        data={},
+        raw=b"{}",
+    )
     fresh = (stock(1, source=OTHER_AGENT), price)
     assert await process(store, fresh) == fresh
 
@@ -174,7 +192,13 @@ async def test_dead_letters_inside_a_claim_and_alone(store: VersionStore) -> Non
     await store.add_dead_letter(b"{not json", "distillsync/acme/x/out/stock/A", "not JSON")
     first, second = await store.dead_letters()
     assert (first.event_id, first.sink, first.reason, first.raw, first.topic, first.time) == (
-        event.id, "woo-main", "unknown SKU SKU-1 (404)", event.raw, event.topic, 1000.0)
+        event.id,
+        "woo-main",
+        "unknown SKU SKU-1 (404)",
+        event.raw,
+        event.topic,
+        1000.0,
+    )
     assert (second.event_id, second.sink, second.raw) == (None, None, b"{not json")
     assert await store.dead_letters(after=first.id) == [second]
     assert await store.dead_letters(limit=1) == [first]
@@ -208,26 +232,33 @@ async def test_reopening_keeps_everything(url: str) -> None:
 
 async def test_a_newer_schema_is_refused(url: str) -> None:
     async with await VersionStore.open(url) as store, store.engine.begin() as conn:
-        await conn.execute(text("UPDATE relay_meta SET value = :v WHERE name = 'schema_version'"),
-                           {"v": str(SCHEMA_VERSION + 1)})
+        await conn.execute(
+            text("UPDATE relay_meta SET value = :v WHERE name = 'schema_version'"),
+            {"v": str(SCHEMA_VERSION + 1)},
+        )
     with pytest.raises(SchemaTooNew, match=f"schema version {SCHEMA_VERSION + 1}, newer"):
         await VersionStore.open(url)
 
 
 async def test_sqlite_is_durable_by_default(tmp_path: Path) -> None:
-    async with await VersionStore.open(f"sqlite:///{tmp_path / 'r.db'}") as store, \
-            store.engine.connect() as conn:
+    async with (
+        await VersionStore.open(f"sqlite:///{tmp_path / 'r.db'}") as store,
+        store.engine.connect() as conn,
+    ):
         assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
         assert await conn.scalar(text("PRAGMA synchronous")) == 2  # FULL
         assert await conn.scalar(text("PRAGMA busy_timeout")) > 0
 
 
-@pytest.mark.parametrize(("url", "complaint"), [
-    ("mysql://root@127.0.0.1/relay", "mysql:// is not supported"),
-    ("sqlite://", "SQLite needs a file path"),
-    ("sqlite:////no/such/dir/relay.db", "directory /no/such/dir does not exist"),
-    ("not a url", "not a database URL"),
-])
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("mysql://root@127.0.0.1/relay", "mysql:// is not supported"),
+        ("sqlite://", "SQLite needs a file path"),
+        ("sqlite:////no/such/dir/relay.db", "directory /no/such/dir does not exist"),
+        ("not a url", "not a database URL"),
+    ],
+)
 async def test_bad_urls_are_named(url: str, complaint: str) -> None:
     with pytest.raises(StoreError, match=complaint):
         await VersionStore.open(url)
@@ -254,8 +285,9 @@ async def test_a_second_process_cannot_consume_with_one_sqlite_file(tmp_path: Pa
 async def test_a_big_batch_costs_a_few_statements(store: VersionStore) -> None:
     """1000 events on 1000 keys: one statement per table, not one per event."""
     statements: list[str] = []
-    sqlalchemy_event.listen(store.engine.sync_engine, "before_cursor_execute",
-                            lambda *args: statements.append(args[2]))
+    sqlalchemy_event.listen(
+        store.engine.sync_engine, "before_cursor_execute", lambda *args: statements.append(args[2])
+    )
     events = [stock(n + 1, f"SKU-{n}") for n in range(CHUNK)]
     assert len(await process(store, events)) == CHUNK
     assert len(statements) <= 7, statements  # BEGIN IMMEDIATE x2 on SQLite
@@ -300,16 +332,23 @@ def assert_every_write_was_newer(writes: Sequence[Event]) -> None:
 def deliveries(draw: st.DrawFn) -> tuple[list[Event], list[list[Event]], set[int]]:
     """A stream of a few keys from two agents, delivered reordered, with duplicates, in
     batches of any size; plus which batches crash after applying, before committing."""
-    updates = draw(st.lists(st.tuples(st.sampled_from([AGENT, OTHER_AGENT]),
-                                      st.sampled_from(["SKU-1", "SKU-2", "SKU-3"]),
-                                      st.integers(0, 99)), min_size=1, max_size=20))
+    updates = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([AGENT, OTHER_AGENT]),
+                st.sampled_from(["SKU-1", "SKU-2", "SKU-3"]),
+                st.integers(0, 99),
+            ),
+            min_size=1,
+            max_size=20,
+        )
+    )
     sequences: Counter[str] = Counter()
     stream = []
     for source, sku, on_hand in updates:
         sequences[source] += 1
         stream.append(stock(sequences[source], sku, on_hand, source))
-    arrivals = draw(st.permutations(stream + draw(st.lists(st.sampled_from(stream),
-                                                           max_size=10))))
+    arrivals = draw(st.permutations(stream + draw(st.lists(st.sampled_from(stream), max_size=10))))
     batches: list[list[Event]] = []
     while arrivals:
         size = draw(st.integers(1, 6))
@@ -326,7 +365,8 @@ class Crash(Exception):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(deliveries())
 async def test_any_redelivery_and_reordering_converges(
-        case: tuple[list[Event], list[list[Event]], set[int]]) -> None:
+    case: tuple[list[Event], list[list[Event]], set[int]],
+) -> None:
     stream, batches, crashes = case
     shop = Shop()
     committed: list[Event] = []
@@ -361,7 +401,7 @@ def scrambled(stream: Sequence[Event], seed: int) -> list[list[Event]]:
     rng = random.Random(seed)
     arrivals: list[Event] = []
     for start in range(0, len(stream), 12):
-        window = list(stream[start:start + 12])
+        window = list(stream[start : start + 12])
         window += rng.sample(window, len(window) // 3)
         rng.shuffle(window)
         arrivals += window
@@ -375,12 +415,14 @@ def scrambled(stream: Sequence[Event], seed: int) -> list[list[Event]]:
 
 def stream_of(keys: int, updates: int, seed: int) -> list[Event]:
     rng = random.Random(seed)
-    return [stock(n, f"SKU-{rng.randrange(keys)}", rng.randrange(100))
-            for n in range(1, updates + 1)]
+    return [
+        stock(n, f"SKU-{rng.randrange(keys)}", rng.randrange(100)) for n in range(1, updates + 1)
+    ]
 
 
-async def consume(store: VersionStore, batches: Sequence[Sequence[Event]], shop: Shop,
-                  pause: float) -> None:
+async def consume(
+    store: VersionStore, batches: Sequence[Sequence[Event]], shop: Shop, pause: float
+) -> None:
     for batch in batches:
         async with store.claim(batch) as claim:
             await asyncio.sleep(pause)  # the shop is slow: the other consumer overlaps
@@ -397,8 +439,10 @@ async def test_two_consumers_never_write_stale_nor_twice(url: str) -> None:
     first = await VersionStore.open(url)
     second = first if url.startswith("sqlite") else await VersionStore.open(url)
     try:
-        await asyncio.gather(consume(first, scrambled(stream, 2), shop, 0.005),
-                             consume(second, scrambled(stream, 3), shop, 0.005))
+        await asyncio.gather(
+            consume(first, scrambled(stream, 2), shop, 0.005),
+            consume(second, scrambled(stream, 3), shop, 0.005),
+        )
     finally:
         await first.close()
         await second.close()
@@ -412,8 +456,10 @@ async def test_two_consumers_never_write_stale_nor_twice(url: str) -> None:
 def process_main() -> None:
     """A consumer process: argv is the store URL, a JSON file of batches, the write log."""
     url, batches_file, log_file = sys.argv[1:4]
-    batches = [[Event(**fields, raw=b"{}") for fields in batch]
-               for batch in orjson.loads(Path(batches_file).read_bytes())]
+    batches = [
+        [Event(**fields, raw=b"{}") for fields in batch]
+        for batch in orjson.loads(Path(batches_file).read_bytes())
+    ]
     asyncio.run(_consume_in_process(url, batches, log_file))
 
 
@@ -469,15 +515,42 @@ def test_two_consumer_processes_never_write_stale_nor_twice(tmp_path: Path) -> N
         consumers = []
         for seed in (5, 6):
             batches_file = tmp_path / f"batches-{seed}.json"
-            batches_file.write_bytes(orjson.dumps([
-                [{"id": e.id, "source": e.source, "entity": e.entity, "op": e.op,
-                  "subject": e.subject, "sequence": e.sequence, "time": e.time, "data": e.data}
-                 for e in batch] for batch in scrambled(stream, seed)]))
-            consumers.append(subprocess.Popen(
-                [sys.executable, "-c",
-                 "from tests.test_relay_store import process_main; process_main()",
-                 url, str(batches_file), str(log_file)],
-                cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            batches_file.write_bytes(
+                orjson.dumps(
+                    [
+                        [
+                            {
+                                "id": e.id,
+                                "source": e.source,
+                                "entity": e.entity,
+                                "op": e.op,
+                                "subject": e.subject,
+                                "sequence": e.sequence,
+                                "time": e.time,
+                                "data": e.data,
+                            }
+                            for e in batch
+                        ]
+                        for batch in scrambled(stream, seed)
+                    ]
+                )
+            )
+            consumers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        "from tests.test_relay_store import process_main; process_main()",
+                        url,
+                        str(batches_file),
+                        str(log_file),
+                    ],
+                    cwd=REPO,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
         assert heard(consumers) == ["ready\n"] * 2
         tell(consumers, "go")
         assert heard(consumers) == ["wrote\n"] * 2  # both took part

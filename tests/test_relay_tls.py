@@ -45,20 +45,24 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     make_ca(pki, "other-ca")
     make_cert(pki, "ca", "server", "localhost")
     plain, mtls = free_port(), free_port()
-    broker = ConfiguredBroker(tmp_path_factory.mktemp("relay"), plain, (
-        "per_listener_settings true\n"
-        f"listener {plain} 127.0.0.1\nallow_anonymous true\n"
-        f"listener {mtls} 127.0.0.1\ncafile {pki}/ca.pem\ntls_version tlsv1.2\n"
-        f"certfile {pki}/server.pem\nkeyfile {pki}/server.key\n"
-        "require_certificate true\nallow_anonymous true\n"))
+    broker = ConfiguredBroker(
+        tmp_path_factory.mktemp("relay"),
+        plain,
+        (
+            "per_listener_settings true\n"
+            f"listener {plain} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {mtls} 127.0.0.1\ncafile {pki}/ca.pem\ntls_version tlsv1.2\n"
+            f"certfile {pki}/server.pem\nkeyfile {pki}/server.key\n"
+            "require_certificate true\nallow_anonymous true\n"
+        ),
+    )
     broker.start()
     yield Relay(pki, mtls)
     broker.stop()
 
 
 def open_connections(port: int) -> list[object]:
-    return [c for c in psutil.Process().net_connections("tcp")
-            if c.raddr and c.raddr.port == port]
+    return [c for c in psutil.Process().net_connections("tcp") if c.raddr and c.raddr.port == port]
 
 
 TlsContext = Callable[[Path | None, Path | None, Path | None], ssl.SSLContext]
@@ -72,16 +76,19 @@ REFUSALS = {
 
 
 @pytest.mark.parametrize("refusal", list(REFUSALS))
-@pytest.mark.parametrize("make_context", [subscriber.tls_context, publisher.tls_context],
-                         ids=["relay kit", "agent"])
-async def test_refused_handshakes_leave_no_socket_open(relay: Relay, make_context: TlsContext,
-                                                       refusal: str) -> None:
+@pytest.mark.parametrize(
+    "make_context", [subscriber.tls_context, publisher.tls_context], ids=["relay kit", "agent"]
+)
+async def test_refused_handshakes_leave_no_socket_open(
+    relay: Relay, make_context: TlsContext, refusal: str
+) -> None:
     ca, newest_tls = REFUSALS[refusal]
     context = make_context(relay.pki / f"{ca}.pem", None, None)
     if newest_tls is not None:
         context.maximum_version = newest_tls
-    settings = SessionSettings(url=f"mqtts://localhost:{relay.port}", client_id="no-cert",
-                               topics=["t/#"], tls=context)
+    settings = SessionSettings(
+        url=f"mqtts://localhost:{relay.port}", client_id="no-cert", topics=["t/#"], tls=context
+    )
     gc.disable()  # what the collector would find later is what this looks for
     try:
         for _ in range(ATTEMPTS):
@@ -103,8 +110,11 @@ def test_what_agent_and_relay_share_imports_neither() -> None:
     for path in (REPO / "common").rglob("*.py"):
         imported = set(pattern.findall(path.read_text()))
         assert imported <= allowed, (path, imported - allowed)
-    code = "import sys, common.tls; print(sorted(m for m in sys.modules if m.split('.')[0] " \
-           "in ('agent', 'relay', 'aiomqtt', 'paho')))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=REPO, timeout=60)
+    code = (
+        "import sys, common.tls; print(sorted(m for m in sys.modules if m.split('.')[0] "
+        "in ('agent', 'relay', 'aiomqtt', 'paho')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert out.stdout.strip() == "[]", out.stderr

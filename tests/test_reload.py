@@ -35,16 +35,22 @@ def reloaded(agent: AgentProcess, notify: NotifySocket, count: int) -> None:
     def answered() -> bool:
         fields = [m.split("\n")[0] for m in notify.drain()]
         after = [f for f in fields if f in ("RELOADING=1", "READY=1")]
-        return after.count("RELOADING=1") >= count and after[-1] == "READY=1" and \
-            after.count("READY=1") >= count + 1  # the start's READY, then one per reload
+        return (
+            after.count("RELOADING=1") >= count
+            and after[-1] == "READY=1"
+            and after.count("READY=1") >= count + 1
+        )  # the start's READY, then one per reload
+
     wait_until(answered, 30, f"reload {count}: RELOADING=1 then READY=1")
 
 
-def test_sighup_applies_source_changes_and_refuses_a_bad_file(broker: Mosquitto,
-                                                              tmp_path: Path) -> None:
+def test_sighup_applies_source_changes_and_refuses_a_bad_file(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
     erp, other = make_erp(tmp_path / "erp.db"), make_erp(tmp_path / "other.db")
-    base = agent_toml(tmp_path / "state", broker.url, stock_levels_source(tmp_path / "erp.db"),
-                      agent_id="reload")
+    base = agent_toml(
+        tmp_path / "state", broker.url, stock_levels_source(tmp_path / "erp.db"), agent_id="reload"
+    )
     config = tmp_path / "agent.toml"
     config.write_text(base)
     notify = NotifySocket(tmp_path / "notify.sock")
@@ -56,20 +62,30 @@ def test_sighup_applies_source_changes_and_refuses_a_bad_file(broker: Mosquitto,
             sub.wait_for(lambda ev: len(ev) == 1, 30, "the first stock event")
 
             # A new entity on the running source and a second source, in one reload.
-            config.write_text(base + PRICES_ENTITY + "\n" + stock_levels_source(
-                tmp_path / "other.db", name="warehouse"))
+            config.write_text(
+                base
+                + PRICES_ENTITY
+                + "\n"
+                + stock_levels_source(tmp_path / "other.db", name="warehouse")
+            )
             reloaded(agent, notify, 1)
             erp.execute("INSERT INTO prices VALUES ('A', '9.90', datetime('now'))")
             other.execute("INSERT INTO stock_levels VALUES ('B', 'X', 2, datetime('now'))")
-            sub.wait_for(lambda ev: {e.event["subject"] for e in ev} == {"A/W", "A", "B/X"},
-                         30, "the price and the second source's stock")
+            sub.wait_for(
+                lambda ev: {e.event["subject"] for e in ev} == {"A/W", "A", "B/X"},
+                30,
+                "the price and the second source's stock",
+            )
 
             # An invalid file: refused whole, the running sources go on.
             config.write_text(base.replace('poll_interval = "200ms"', 'poll_interval = "fast"'))
             reloaded(agent, notify, 2)
             erp.execute("INSERT INTO prices VALUES ('C', '1.00', datetime('now'))")
-            sub.wait_for(lambda ev: "C" in {e.event["subject"] for e in ev}, 30,
-                         "a price: the reloaded config still runs")
+            sub.wait_for(
+                lambda ev: "C" in {e.event["subject"] for e in ev},
+                30,
+                "a price: the reloaded config still runs",
+            )
 
             # A relay change waits for a restart; dropping the second source stops it.
             config.write_text(base.replace('keepalive = "5s"', 'keepalive = "7s"'))

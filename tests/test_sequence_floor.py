@@ -44,8 +44,10 @@ class Erp:
     def __init__(self, path: Path) -> None:
         self.path = path
         with self._db() as db:
-            db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, "
-                       "tms TEXT, PRIMARY KEY (sku, warehouse))")
+            db.execute(
+                "CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, "
+                "tms TEXT, PRIMARY KEY (sku, warehouse))"
+            )
         self.set_all(1)
 
     @contextlib.contextmanager
@@ -56,8 +58,10 @@ class Erp:
     def set_all(self, on_hand: int) -> None:
         now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
         with self._db() as db:
-            db.executemany("INSERT OR REPLACE INTO stock_levels VALUES (?, 'MAD', ?, ?)",
-                           [(sku, on_hand + n, now) for n, sku in enumerate(SKUS)])
+            db.executemany(
+                "INSERT OR REPLACE INTO stock_levels VALUES (?, 'MAD', ?, ?)",
+                [(sku, on_hand + n, now) for n, sku in enumerate(SKUS)],
+            )
 
     def stock(self) -> dict[str, int]:
         with self._db() as db:
@@ -93,7 +97,8 @@ async def watermark_covers_the_outbox(state: Path, seconds: float = 30) -> None:
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 @pytest.mark.parametrize("loss", ["an older backup restored", "the outbox lost"])
 async def test_changes_after_the_outbox_went_back_still_reach_the_shop(
-        broker: Mosquitto, tmp_path: Path, loss: str, protocol: str) -> None:
+    broker: Mosquitto, tmp_path: Path, loss: str, protocol: str
+) -> None:
     erp = Erp(tmp_path / "erp.db")
     config = tmp_path / "agent.toml"
     state = tmp_path / "state"
@@ -101,19 +106,30 @@ async def test_changes_after_the_outbox_went_back_still_reach_the_shop(
     agent_id = f"floor-{secrets.token_hex(4)}"
 
     def agent() -> AgentProcess:
-        config.write_text(agent_toml(state, broker.url, stock_levels_source(erp.path),
-                                     agent_id=agent_id, extra=f'protocol = "{protocol}"\n'))
+        config.write_text(
+            agent_toml(
+                state,
+                broker.url,
+                stock_levels_source(erp.path),
+                agent_id=agent_id,
+                extra=f'protocol = "{protocol}"\n',
+            )
+        )
         return AgentProcess(config, tmp_path / "agent.log")
 
     async with PrestaShopSim() as sim:
         ids = {sku: sim.add_product(sku, "1.00", quantity=0) for sku in SKUS}
         write_secret(tmp_path / "key", sim.key)
         relay = tmp_path / "relay.toml"
-        relay.write_text(consumer_toml(
-            tmp_path, broker.url,
-            f'[[sinks]]\ntype = "prestashop"\nname = "presta"\nurl = "{sim.url}"\n'
-            f'api_key_file = "{tmp_path / "key"}"\nwarehouse = "MAD"\n'
-            f'requests_per_second = 100\n'))
+        relay.write_text(
+            consumer_toml(
+                tmp_path,
+                broker.url,
+                f'[[sinks]]\ntype = "prestashop"\nname = "presta"\nurl = "{sim.url}"\n'
+                f'api_key_file = "{tmp_path / "key"}"\nwarehouse = "MAD"\n'
+                f"requests_per_second = 100\n",
+            )
+        )
 
         def in_sync() -> bool:
             return {sku: sim.stock(ids[sku]) for sku in SKUS} == erp.stock()
@@ -122,8 +138,9 @@ async def test_changes_after_the_outbox_went_back_still_reach_the_shop(
             await subscribed(tmp_path / "shops-1.sock")
             with agent() as running:
                 await eventually(in_sync, 60, "the shop to show the first stock")
-                backup = await asyncio.to_thread(run_cli, config, "outbox", "backup",
-                                                 str(tmp_path / "outbox.bak"))
+                backup = await asyncio.to_thread(
+                    run_cli, config, "outbox", "backup", str(tmp_path / "outbox.bak")
+                )
                 assert backup.returncode == 0, backup.stderr
                 for round_ in range(ROUNDS_BEFORE_THE_LOSS):
                     erp.set_all(100 * (round_ + 2))
@@ -161,7 +178,8 @@ async def test_changes_after_the_outbox_went_back_still_reach_the_shop(
 
 
 async def test_a_restored_backups_pending_events_are_renumbered_and_applied(
-        broker: Mosquitto, tmp_path: Path) -> None:
+    broker: Mosquitto, tmp_path: Path
+) -> None:
     """The backup holds events it had not delivered (here: captured while the relay was
     unreachable), and its row hashes count them as sent. After the restore the ERP holds
     those very values again, so capture sends nothing new: only the pending events,
@@ -171,19 +189,24 @@ async def test_a_restored_backups_pending_events_are_renumbered_and_applied(
     agent_id = f"floor-{secrets.token_hex(4)}"
 
     def agent(relay: str = broker.url) -> AgentProcess:
-        config.write_text(agent_toml(state, relay, stock_levels_source(erp.path),
-                                     agent_id=agent_id))
+        config.write_text(
+            agent_toml(state, relay, stock_levels_source(erp.path), agent_id=agent_id)
+        )
         return AgentProcess(config, tmp_path / "agent.log")
 
     async with PrestaShopSim() as sim:
         ids = {sku: sim.add_product(sku, "1.00", quantity=0) for sku in SKUS}
         write_secret(tmp_path / "key", sim.key)
         relay = tmp_path / "relay.toml"
-        relay.write_text(consumer_toml(
-            tmp_path, broker.url,
-            f'[[sinks]]\ntype = "prestashop"\nname = "presta"\nurl = "{sim.url}"\n'
-            f'api_key_file = "{tmp_path / "key"}"\nwarehouse = "MAD"\n'
-            f'requests_per_second = 100\n'))
+        relay.write_text(
+            consumer_toml(
+                tmp_path,
+                broker.url,
+                f'[[sinks]]\ntype = "prestashop"\nname = "presta"\nurl = "{sim.url}"\n'
+                f'api_key_file = "{tmp_path / "key"}"\nwarehouse = "MAD"\n'
+                f"requests_per_second = 100\n",
+            )
+        )
 
         def in_sync() -> bool:
             return {sku: sim.stock(ids[sku]) for sku in SKUS} == erp.stock()
@@ -197,8 +220,9 @@ async def test_a_restored_backups_pending_events_are_renumbered_and_applied(
             erp.set_all(700)  # captured while the relay cannot be reached: pending
             with agent("mqtt://127.0.0.1:9") as running:
                 await eventually(lambda: pending(state) == len(SKUS), 30, "the pending events")
-                backup = await asyncio.to_thread(run_cli, config, "outbox", "backup",
-                                                 str(tmp_path / "outbox.bak"))
+                backup = await asyncio.to_thread(
+                    run_cli, config, "outbox", "backup", str(tmp_path / "outbox.bak")
+                )
                 assert backup.returncode == 0, backup.stderr
                 assert running.terminate() == 0
             assert f"{len(SKUS)} events pending" in backup.stdout, backup.stdout

@@ -31,10 +31,19 @@ Row = tuple[str, str, str, int]
 Shop = dict[tuple[str, str], int | None]
 """(SKU, location) -> on_hand, or None where the item is not stocked."""
 
-rows = st.tuples(st.sampled_from([*SKUS, "GHOST"]), st.sampled_from(["MAD", "BCN", "LIS"]),
-                 st.sampled_from(["erp-1", "erp-2", "erp-3"]), st.integers(-2, 9))
-shops = st.fixed_dictionaries({(sku, location): st.none() | st.integers(0, 9)
-                               for sku in SKUS for location in LOCATIONS.values()})
+rows = st.tuples(
+    st.sampled_from([*SKUS, "GHOST"]),
+    st.sampled_from(["MAD", "BCN", "LIS"]),
+    st.sampled_from(["erp-1", "erp-2", "erp-3"]),
+    st.integers(-2, 9),
+)
+shops = st.fixed_dictionaries(
+    {
+        (sku, location): st.none() | st.integers(0, 9)
+        for sku in SKUS
+        for location in LOCATIONS.values()
+    }
+)
 
 
 def stocked(shop: Shop) -> ShopifySim:
@@ -43,22 +52,39 @@ def stocked(shop: Shop) -> ShopifySim:
     for location in LOCATIONS.values():
         sim.add_location(location)
     for sku in SKUS:
-        sim.add_product([sku], stock={location: quantity for (name, location), quantity
-                                      in shop.items() if name == sku and quantity is not None})
+        sim.add_product(
+            [sku],
+            stock={
+                location: quantity
+                for (name, location), quantity in shop.items()
+                if name == sku and quantity is not None
+            },
+        )
     return sim
 
 
 def event(row: Row) -> Event:
     sku, warehouse, agent, on_hand = row
-    return dataclasses.replace(stock(sku, on_hand, warehouse),
-                               source=f"urn:distillsync:acme:{agent}")
+    return dataclasses.replace(
+        stock(sku, on_hand, warehouse), source=f"urn:distillsync:acme:{agent}"
+    )
 
 
 async def both_ways(shop: Shop, batch: list[Event]) -> tuple[Any, Any]:
     """(levels, results) after the batch at once, and after its events one by one."""
-    async with stocked(shop) as at_once, stocked(shop) as one_by_one, sink_maker(
-            ShopifySink, Settings, type="shopify", name="s", access_token_env="SHOPIFY_TOKEN",
-            locations=LOCATIONS, backoff="10ms") as make_sink:
+    async with (
+        stocked(shop) as at_once,
+        stocked(shop) as one_by_one,
+        sink_maker(
+            ShopifySink,
+            Settings,
+            type="shopify",
+            name="s",
+            access_token_env="SHOPIFY_TOKEN",
+            locations=LOCATIONS,
+            backoff="10ms",
+        ) as make_sink,
+    ):
         folded = await make_sink(shop_url=at_once.url).apply(batch)
         sink = make_sink(shop_url=one_by_one.url)
         plain: list[SinkResult] = []
@@ -76,10 +102,12 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOPIFY_TOKEN", TOKEN)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(shop=shops, batch=st.lists(rows, min_size=1, max_size=10))
-def test_a_batch_ends_the_shop_where_one_event_at_a_time_does(shop: Shop,
-                                                              batch: list[Row]) -> None:
+def test_a_batch_ends_the_shop_where_one_event_at_a_time_does(shop: Shop, batch: list[Row]) -> None:
     at_once, one_by_one = asyncio.run(both_ways(shop, [event(row) for row in batch]))
     assert at_once == one_by_one

@@ -92,8 +92,12 @@ class Shopify(Shop):
         self.shop.add_location(self.location)
 
     def table(self) -> dict[str, Any]:
-        return {"type": "shopify", "shop_url": self.shop.url, "access_token_env": "SHOPIFY_TOKEN",
-                "locations": {"MAD": self.location}}
+        return {
+            "type": "shopify",
+            "shop_url": self.shop.url,
+            "access_token_env": "SHOPIFY_TOKEN",
+            "locations": {"MAD": self.location},
+        }
 
     def add(self, sku: str) -> None:
         self.shop.add_product([sku], stock={self.location: 0})
@@ -118,12 +122,18 @@ class PrestaShop(Shop):
         self.sim = self.shop = PrestaShopSim()
 
     def table(self) -> dict[str, Any]:
-        return {"type": "prestashop", "url": self.shop.url, "api_key_env": "PRESTASHOP_KEY",
-                "warehouse": "MAD", "requests_per_second": 200.0}
+        return {
+            "type": "prestashop",
+            "url": self.shop.url,
+            "api_key_env": "PRESTASHOP_KEY",
+            "warehouse": "MAD",
+            "requests_per_second": 200.0,
+        }
 
     def product(self, sku: str) -> int:
-        return next(number for number, row in self.shop.rows["products"].items()
-                    if row["reference"] == sku)
+        return next(
+            number for number, row in self.shop.rows["products"].items() if row["reference"] == sku
+        )
 
     def add(self, sku: str) -> None:
         self.shop.add_product(sku, "1.00")
@@ -137,8 +147,9 @@ class PrestaShop(Shop):
             del stock_rows[number]
 
     def lookups(self, sku: str) -> int:
-        return sum(f"filter[reference]=[{sku}]" in unquote(request)
-                   for request in self.shop.requests)
+        return sum(
+            f"filter[reference]=[{sku}]" in unquote(request) for request in self.shop.requests
+        )
 
     def on_hand(self, sku: str) -> int:
         return self.shop.stock(self.product(sku))
@@ -151,9 +162,14 @@ class WooCommerce(Shop):
         self.sim = self.shop = WooCommerceSim()
 
     def table(self) -> dict[str, Any]:
-        return {"type": "woocommerce", "url": self.shop.url, "warehouse": "MAD",
-                "consumer_key_env": "WOO_KEY", "consumer_secret_env": "WOO_SECRET",
-                "requests_per_second": 100.0}
+        return {
+            "type": "woocommerce",
+            "url": self.shop.url,
+            "warehouse": "MAD",
+            "consumer_key_env": "WOO_KEY",
+            "consumer_secret_env": "WOO_SECRET",
+            "requests_per_second": 100.0,
+        }
 
     def add(self, sku: str) -> None:
         self.shop.add(sku, stock=0)
@@ -163,8 +179,10 @@ class WooCommerce(Shop):
         self.add(sku)
 
     def lookups(self, sku: str) -> int:
-        return sum(sku in hit.query.get("sku", "").split(",")
-                   for hit in self.shop.requests("GET", "/products"))
+        return sum(
+            sku in hit.query.get("sku", "").split(",")
+            for hit in self.shop.requests("GET", "/products")
+        )
 
     def on_hand(self, sku: str) -> int | None:
         return self.shop.stock(sku)
@@ -177,8 +195,12 @@ class Magento(Shop):
         self.sim = self.shop = MagentoSim()
 
     def table(self) -> dict[str, Any]:
-        return {"type": "magento", "url": self.shop.url, "token_env": "MAGENTO_TOKEN",
-                "sources": {"MAD": "default"}}
+        return {
+            "type": "magento",
+            "url": self.shop.url,
+            "token_env": "MAGENTO_TOKEN",
+            "sources": {"MAD": "default"},
+        }
 
     def add(self, sku: str) -> None:
         self.shop.add_product(sku)
@@ -195,8 +217,9 @@ ALL = [*WITH_IDS, Magento]
 
 
 @pytest.fixture
-async def shop(request: pytest.FixtureRequest,
-               monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Shop]:
+async def shop(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Shop]:
     made: Shop = request.param()
     for name, value in made.env.items():
         monkeypatch.setenv(name, value)
@@ -205,10 +228,15 @@ async def shop(request: pytest.FixtureRequest,
 
 
 def config(shop: Shop) -> ConsumerConfig:
-    return ConsumerConfig.model_validate({
-        "consumer": {"name": "lookups"}, "relay": {"url": "mqtt://127.0.0.1:1883"},
-        "sinks": [{"name": "shop", "backoff": "10ms", "unknown_sku_ttl": f"{TTL:g}s",
-                   **shop.table()}]})
+    return ConsumerConfig.model_validate(
+        {
+            "consumer": {"name": "lookups"},
+            "relay": {"url": "mqtt://127.0.0.1:1883"},
+            "sinks": [
+                {"name": "shop", "backoff": "10ms", "unknown_sku_ttl": f"{TTL:g}s", **shop.table()}
+            ],
+        }
+    )
 
 
 def misses(sink: Sink) -> Misses:
@@ -271,7 +299,8 @@ async def lookups_to_write(shop: Shop, url: str, on_hand: int) -> int:
 
 @pytest.mark.parametrize("shop", WITH_IDS, indirect=True, ids=lambda kind: kind.__name__)
 async def test_a_restarted_consumer_writes_a_known_sku_with_no_lookup(
-        shop: Shop, store_url: str) -> None:
+    shop: Shop, store_url: str
+) -> None:
     shop.add("MUG")
     assert await lookups_to_write(shop, store_url, 3) > 0
     assert await lookups_to_write(shop, store_url, 4) == 0
@@ -279,7 +308,8 @@ async def test_a_restarted_consumer_writes_a_known_sku_with_no_lookup(
 
 @pytest.mark.parametrize("shop", WITH_IDS, indirect=True, ids=lambda kind: kind.__name__)
 async def test_a_stale_persisted_id_is_forgotten_and_looked_up_again(
-        shop: Shop, store_url: str) -> None:
+    shop: Shop, store_url: str
+) -> None:
     shop.add("MUG")
     assert await lookups_to_write(shop, store_url, 3) > 0
     shop.recreate("MUG")
@@ -289,7 +319,8 @@ async def test_a_stale_persisted_id_is_forgotten_and_looked_up_again(
 
 @pytest.mark.parametrize("shop", WITH_IDS, indirect=True, ids=lambda kind: kind.__name__)
 async def test_an_id_gone_meanwhile_is_looked_up_again_in_the_batch(
-        shop: Shop, tmp_path: Path) -> None:
+    shop: Shop, tmp_path: Path
+) -> None:
     shop.add("MUG")
     async with consumer(shop, f"sqlite:///{tmp_path / 'relay.db'}") as sink:
         assert statuses(await sink.apply([stock("MUG", 3)])) == [APPLIED]
@@ -308,7 +339,9 @@ async def test_known_ids_per_sink_and_a_conditional_forget(store_url: str) -> No
         await store.keep_sku_ids("shopify", {"MUG": '{"id":"gid"}'})
         await store.keep_sku_ids("woo", {"MUG": '{"id":3}'})  # replaced
         assert await store.sku_ids("woo", ["MUG", "CAP", "TEE"]) == {
-            "MUG": '{"id":3}', "CAP": '{"id":2}'}
+            "MUG": '{"id":3}',
+            "CAP": '{"id":2}',
+        }
         await store.drop_sku_ids("woo", {"MUG": '{"id":1}', "CAP": '{"id":2}'})
         # MUG's row holds newer ids than those found stale: it stays.
         assert await store.sku_ids("woo", ["MUG", "CAP"]) == {"MUG": '{"id":3}'}
@@ -318,12 +351,12 @@ async def test_known_ids_per_sink_and_a_conditional_forget(store_url: str) -> No
 async def test_a_schema_1_store_gains_the_table(store_url: str) -> None:
     async with await VersionStore.open(store_url) as store, store.engine.begin() as conn:
         await conn.execute(text("DROP TABLE relay_sku_ids"))
-        await conn.execute(text("UPDATE relay_meta SET value = '1' "
-                                "WHERE name = 'schema_version'"))
+        await conn.execute(text("UPDATE relay_meta SET value = '1' WHERE name = 'schema_version'"))
     async with await VersionStore.open(store_url) as store:
         await store.keep_sku_ids("woo", {"MUG": '{"id":1}'})
         assert await store.sku_ids("woo", ["MUG"]) == {"MUG": '{"id":1}'}
         async with store.engine.begin() as conn:
-            version = await conn.scalar(text("SELECT value FROM relay_meta "
-                                             "WHERE name = 'schema_version'"))
+            version = await conn.scalar(
+                text("SELECT value FROM relay_meta WHERE name = 'schema_version'")
+            )
     assert version == str(SCHEMA_VERSION) == "2"

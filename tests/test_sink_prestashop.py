@@ -26,12 +26,21 @@ async def shop() -> AsyncIterator[PrestaShopSim]:
 
 
 @pytest.fixture
-async def make_sink(shop: PrestaShopSim,
-                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MakeSink]:
+async def make_sink(
+    shop: PrestaShopSim, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[MakeSink]:
     monkeypatch.setenv("PRESTASHOP_KEY", shop.key)
-    async with sink_maker(PrestaShopSink, Settings, type="prestashop", name="shop-es",
-                          url=shop.url, api_key_env="PRESTASHOP_KEY", warehouse="MAD",
-                          requests_per_second=200.0, backoff="10ms") as make:
+    async with sink_maker(
+        PrestaShopSink,
+        Settings,
+        type="prestashop",
+        name="shop-es",
+        url=shop.url,
+        api_key_env="PRESTASHOP_KEY",
+        warehouse="MAD",
+        requests_per_second=200.0,
+        backoff="10ms",
+    ) as make:
         yield make
 
 
@@ -40,13 +49,17 @@ def catalogue(shop: PrestaShopSim) -> dict[str, int]:
     """A simple product, and a product sold only as combinations (sizes)."""
     mug = shop.add_product("MUG", "9.90", quantity=1)
     tee = shop.add_product("TEE", "20.00")
-    return {"mug": mug, "tee": tee,
-            "tee_m": shop.add_combination(tee, "TEE-M", impact="0", quantity=0),
-            "tee_xl": shop.add_combination(tee, "TEE-XL", impact="2", quantity=5)}
+    return {
+        "mug": mug,
+        "tee": tee,
+        "tee_m": shop.add_combination(tee, "TEE-M", impact="0", quantity=0),
+        "tee_xl": shop.add_combination(tee, "TEE-XL", impact="2", quantity=5),
+    }
 
 
 async def test_stock_of_a_product_and_of_a_combination(
-        shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]) -> None:
+    shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]
+) -> None:
     sink = make_sink()
     results = await sink.apply([stock("MUG", 12), stock("TEE-M", 7), stock("TEE-XL", 4.7)])
     assert statuses(results) == [Status.APPLIED] * 3
@@ -59,12 +72,15 @@ async def test_stock_of_a_product_and_of_a_combination(
     assert statuses(await sink.apply([stock("MUG", 0)])) == [Status.APPLIED]
     assert shop.stock(catalogue["mug"]) == 0
     assert not [r for r in shop.requests if "filter" in r]
-    assert shop.requests == [f"GET /api/stock_availables/{catalogue['mug']}",
-                             f"PUT /api/stock_availables/{catalogue['mug']}"]
+    assert shop.requests == [
+        f"GET /api/stock_availables/{catalogue['mug']}",
+        f"PUT /api/stock_availables/{catalogue['mug']}",
+    ]
 
 
 async def test_a_replayed_state_reads_but_does_not_write(
-        shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]) -> None:
+    shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]
+) -> None:
     sink = make_sink()
     results = await sink.apply([stock("MUG", 1), price("MUG", "9.9"), price("TEE-XL", "22")])
     assert statuses(results) == [Status.APPLIED] * 3
@@ -74,9 +90,11 @@ async def test_a_replayed_state_reads_but_does_not_write(
 
 
 async def test_prices_of_a_product_and_of_a_combination(
-        shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]) -> None:
-    results = await make_sink().apply([price("MUG", "12.50"), price("TEE-XL", "23.00"),
-                                       price("TEE-M", "18.90")])
+    shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]
+) -> None:
+    results = await make_sink().apply(
+        [price("MUG", "12.50"), price("TEE-XL", "23.00"), price("TEE-M", "18.90")]
+    )
     assert statuses(results) == [Status.APPLIED] * 3
     assert shop.price(catalogue["mug"]) == Decimal("12.50")
     assert shop.price(catalogue["tee"], catalogue["tee_xl"]) == Decimal("23.00")
@@ -87,7 +105,8 @@ async def test_prices_of_a_product_and_of_a_combination(
 
 
 async def test_the_put_carries_the_whole_resource_less_what_prestashop_refuses(
-        shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]) -> None:
+    shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]
+) -> None:
     mug = catalogue["mug"]
     product_before = dict(shop.rows["products"][mug])
     names_before = {name: dict(texts) for name, texts in shop.names[mug].items()}
@@ -107,16 +126,31 @@ async def test_the_put_carries_the_whole_resource_less_what_prestashop_refuses(
 
 
 async def test_an_unknown_sku_is_dead_and_the_rest_applies(
-        shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]) -> None:
+    shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]
+) -> None:
     shop.add_product("TWICE", "1.00")
     shop.add_product("TWICE", "2.00")
-    results = await make_sink().apply([
-        stock("NOPE-1", 5), stock("MUG", 8), price("mug", "1.00"), stock("TEE", 3),
-        stock("A|B", 1), price("MUG", "-4.00"), stock("TWICE", 1)])
-    assert statuses(results) == [Status.DEAD, Status.APPLIED, Status.DEAD, Status.DEAD,
-                                 Status.DEAD, Status.DEAD, Status.DEAD]
-    assert "stock SKU 'NOPE-1': no product or combination has this reference" in (
-        results[0].reason)
+    results = await make_sink().apply(
+        [
+            stock("NOPE-1", 5),
+            stock("MUG", 8),
+            price("mug", "1.00"),
+            stock("TEE", 3),
+            stock("A|B", 1),
+            price("MUG", "-4.00"),
+            stock("TWICE", 1),
+        ]
+    )
+    assert statuses(results) == [
+        Status.DEAD,
+        Status.APPLIED,
+        Status.DEAD,
+        Status.DEAD,
+        Status.DEAD,
+        Status.DEAD,
+        Status.DEAD,
+    ]
+    assert "stock SKU 'NOPE-1': no product or combination has this reference" in (results[0].reason)
     assert "'mug'" in results[2].reason  # PrestaShop matches 'MUG'; the sink wants it exact
     assert "has combinations" in results[3].reason
     assert "filter syntax" in results[4].reason
@@ -127,23 +161,31 @@ async def test_an_unknown_sku_is_dead_and_the_rest_applies(
 
 
 async def test_a_product_recreated_in_the_shop_is_looked_up_again(
-        shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]) -> None:
+    shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]
+) -> None:
     sink = make_sink()
     await sink.apply([stock("MUG", 2)])
     del shop.rows["products"][catalogue["mug"]]
     del shop.rows["stock_availables"][catalogue["mug"]]
     new_mug = shop.add_product("MUG", "9.90", quantity=0)
-    assert statuses(await sink.apply([stock("MUG", 6), price("MUG", "8.00")])) == [
-        Status.APPLIED] * 2
+    assert (
+        statuses(await sink.apply([stock("MUG", 6), price("MUG", "8.00")])) == [Status.APPLIED] * 2
+    )
     assert shop.stock(new_mug) == 6 and shop.price(new_mug) == Decimal("8.00")
 
 
 async def test_events_the_shop_does_not_take_are_skipped_without_a_request(
-        shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]) -> None:
-    results = await make_sink(currency="EUR").apply([
-        stock("MUG", 40, warehouse="BCN"), stock("MUG", 0, op="delete"),
-        price("MUG", "1.00", price_list="wholesale"), price("MUG", "1.00", currency="USD"),
-        event("product", {"sku": "MUG"})])
+    shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]
+) -> None:
+    results = await make_sink(currency="EUR").apply(
+        [
+            stock("MUG", 40, warehouse="BCN"),
+            stock("MUG", 0, op="delete"),
+            price("MUG", "1.00", price_list="wholesale"),
+            price("MUG", "1.00", currency="USD"),
+            event("product", {"sku": "MUG"}),
+        ]
+    )
     assert statuses(results) == [Status.SKIPPED] * 5
     assert "warehouse 'BCN' is not the shop's ('MAD')" in results[0].reason
     assert shop.requests == []
@@ -151,8 +193,11 @@ async def test_events_the_shop_does_not_take_are_skipped_without_a_request(
 
 
 async def test_a_refused_key_makes_the_shop_unavailable_without_retrying(
-        shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    shop: PrestaShopSim,
+    make_sink: MakeSink,
+    catalogue: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("WRONG_KEY", "W" * 32)
     with pytest.raises(SinkUnavailable) as raised:
         await make_sink(api_key_env="WRONG_KEY").apply([stock("MUG", 3), stock("TEE-M", 1)])
@@ -164,8 +209,11 @@ async def test_a_refused_key_makes_the_shop_unavailable_without_retrying(
 
 
 async def test_5xx_and_429_are_retried_honouring_retry_after(
-        shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int],
-        caplog: pytest.LogCaptureFixture) -> None:
+    shop: PrestaShopSim,
+    make_sink: MakeSink,
+    catalogue: dict[str, int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     sink = make_sink()
     shop.fail(503, times=2)
     shop.fail(429, retry_after="1")
@@ -178,7 +226,8 @@ async def test_5xx_and_429_are_retried_honouring_retry_after(
 
 
 async def test_retries_run_out_into_sink_unavailable(
-        shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]) -> None:
+    shop: PrestaShopSim, make_sink: MakeSink, catalogue: dict[str, int]
+) -> None:
     shop.fail(502, times=3)
     with pytest.raises(SinkUnavailable, match="HTTP 502"):
         await make_sink(max_retries=2).apply([stock("MUG", 5)])
@@ -192,7 +241,8 @@ async def test_retries_run_out_into_sink_unavailable(
 
 
 async def test_distinct_skus_are_written_concurrently(
-        shop: PrestaShopSim, make_sink: MakeSink) -> None:
+    shop: PrestaShopSim, make_sink: MakeSink
+) -> None:
     for n in range(6):
         shop.add_product(f"SKU-{n}", "1.00")
     shop.delay = 0.05
@@ -202,8 +252,7 @@ async def test_distinct_skus_are_written_concurrently(
 
 
 def test_settings_name_the_bad_key(tmp_path: Path) -> None:
-    base = {"type": "prestashop", "name": "shop", "url": "https://shop.example",
-            "warehouse": "MAD"}
+    base = {"type": "prestashop", "name": "shop", "url": "https://shop.example", "warehouse": "MAD"}
     with pytest.raises(ValidationError, match="exactly one of api_key_file or api_key_env"):
         Settings.model_validate(base)
     with pytest.raises(ValidationError, match="http:// or https://"):

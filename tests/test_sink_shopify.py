@@ -47,9 +47,16 @@ async def sim() -> AsyncIterator[ShopifySim]:
 async def make_sink(sim: ShopifySim, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MakeSink]:
     """Sinks on ``sim``; ``make_sink(shop_url=other.url)`` for another shop."""
     monkeypatch.setenv("SHOPIFY_TOKEN", TOKEN)
-    async with sink_maker(ShopifySink, Settings, type="shopify", name="acme-shop",
-                          shop_url=sim.url, access_token_env="SHOPIFY_TOKEN",
-                          locations={"MAD": MAD, "BCN": BCN}, backoff="10ms") as make:
+    async with sink_maker(
+        ShopifySink,
+        Settings,
+        type="shopify",
+        name="acme-shop",
+        shop_url=sim.url,
+        access_token_env="SHOPIFY_TOKEN",
+        locations={"MAD": MAD, "BCN": BCN},
+        backoff="10ms",
+    ) as make:
         yield make
 
 
@@ -57,13 +64,22 @@ async def test_stock_and_prices_reach_the_shop(sim: ShopifySim, make_sink: MakeS
     sim.add_product(["TEE-S", "TEE-M"], price="9.00", stock={MAD: 1, BCN: 1})
     sim.add_product(["MUG"], price="4.00", stock={MAD: 0})
     sim.level("TEE-S", MAD).committed = 2  # two units promised to unfulfilled orders
-    events = [stock("TEE-S", 7), stock("TEE-M", 3, "BCN"), stock("MUG", 12),
-              price("TEE-S", "19.90"), price("TEE-M", "21.00"), price("MUG", "5.5")]
+    events = [
+        stock("TEE-S", 7),
+        stock("TEE-M", 3, "BCN"),
+        stock("MUG", 12),
+        price("TEE-S", "19.90"),
+        price("TEE-M", "21.00"),
+        price("MUG", "5.5"),
+    ]
 
     assert await make_sink().apply(events) == [APPLIED] * 6
 
     assert (sim.on_hand("TEE-S", MAD), sim.on_hand("TEE-M", BCN), sim.on_hand("MUG", MAD)) == (
-        7, 3, 12)
+        7,
+        3,
+        12,
+    )
     # on_hand is the shelf count; Shopify keeps the committed units out of "available".
     assert sim.level("TEE-S", MAD).available == 5
     assert (sim.price("TEE-S"), sim.price("TEE-M"), sim.price("MUG")) == ("19.90", "21.00", "5.5")
@@ -72,7 +88,8 @@ async def test_stock_and_prices_reach_the_shop(sim: ShopifySim, make_sink: MakeS
 
 
 async def test_a_full_batch_is_one_call_of_each_and_lookups_are_cached(
-        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     skus = [f"SKU-{n:03d}" for n in range(50)]
     for sku in skus:
         sim.add_product([sku], stock={MAD: 0})
@@ -86,8 +103,9 @@ async def test_a_full_batch_is_one_call_of_each_and_lookups_are_cached(
     assert all(sim.on_hand(sku, MAD) == 6 for sku in skus)
 
 
-async def test_the_lookup_pages_and_keeps_exact_matches_only(sim: ShopifySim,
-                                                             make_sink: MakeSink) -> None:
+async def test_the_lookup_pages_and_keeps_exact_matches_only(
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     # Shopify's search ignores case: each SKU also finds its lower-case twin, so 40 SKUs
     # match 80 variants, two pages of 50.
     skus = [f"BOX-{n:02d}" for n in range(40)]
@@ -102,49 +120,70 @@ async def test_the_lookup_pages_and_keeps_exact_matches_only(sim: ShopifySim,
 
 
 async def test_unknown_and_ambiguous_skus_are_dead_while_the_rest_applies(
-        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     sim.add_product(["OK-1"], stock={MAD: 1})
     sim.add_product(["TWIN"], stock={MAD: 1})
     sim.add_product(["TWIN"], stock={MAD: 1})
 
-    results = await make_sink().apply([stock("GHOST", 4), stock("OK-1", 4), stock("TWIN", 4),
-                                       price("GHOST", "1.00"), price("OK-1", "3.00")])
+    results = await make_sink().apply(
+        [
+            stock("GHOST", 4),
+            stock("OK-1", 4),
+            stock("TWIN", 4),
+            price("GHOST", "1.00"),
+            price("OK-1", "3.00"),
+        ]
+    )
 
     assert [result.status for result in results] == [
-        Status.DEAD, Status.APPLIED, Status.DEAD, Status.DEAD, Status.APPLIED]
+        Status.DEAD,
+        Status.APPLIED,
+        Status.DEAD,
+        Status.DEAD,
+        Status.APPLIED,
+    ]
     assert results[0].reason == "GHOST: no variant has this SKU in Shopify"
     assert results[2].reason.startswith("TWIN: 2 variants share this SKU in Shopify")
     assert (sim.on_hand("OK-1", MAD), sim.price("OK-1")) == (4, "3.00")
 
 
-async def test_a_rejected_item_is_dead_naming_its_sku(sim: ShopifySim,
-                                                      make_sink: MakeSink) -> None:
+async def test_a_rejected_item_is_dead_naming_its_sku(sim: ShopifySim, make_sink: MakeSink) -> None:
     sim.add_product(["GOLD", "SILVER"], price="1.00", stock={MAD: 1})
     sim.add_product(["REMOTE"], stock={BCN: 1})  # not stocked at MAD
 
-    results = await make_sink().apply([
-        price("GOLD", "1000000000000000000"), price("SILVER", "2.50"),
-        stock("REMOTE", 3), stock("SILVER", 3)])
+    results = await make_sink().apply(
+        [
+            price("GOLD", "1000000000000000000"),
+            price("SILVER", "2.50"),
+            stock("REMOTE", 3),
+            stock("SILVER", 3),
+        ]
+    )
 
-    assert results[0] == SinkResult(Status.DEAD, "GOLD: Price must be less than "
-                                    "1000000000000000000 (INVALID_INPUT)")
+    assert results[0] == SinkResult(
+        Status.DEAD, "GOLD: Price must be less than 1000000000000000000 (INVALID_INPUT)"
+    )
     assert results[1] == APPLIED
     assert results[2].status is Status.DEAD
     assert results[2].reason.startswith(f"REMOTE: not stocked at Shopify location {MAD}")
     assert results[3] == APPLIED
     assert (sim.price("GOLD"), sim.price("SILVER"), sim.on_hand("SILVER", MAD)) == (
-        "1.00", "2.50", 3)
+        "1.00",
+        "2.50",
+        3,
+    )
 
 
-async def test_event_data_shopify_cannot_take_is_dead(sim: ShopifySim,
-                                                      make_sink: MakeSink) -> None:
+async def test_event_data_shopify_cannot_take_is_dead(sim: ShopifySim, make_sink: MakeSink) -> None:
     sim.add_product(["ROPE"], stock={MAD: 9})
 
     results = await make_sink().apply([stock("ROPE", 2.5), price("ROPE", "cheap")])
 
     assert results == [
         SinkResult(Status.DEAD, "ROPE: on_hand 2.5 is not a whole number (Shopify counts units)"),
-        SinkResult(Status.DEAD, "ROPE: price 'cheap' is not a non-negative decimal amount")]
+        SinkResult(Status.DEAD, "ROPE: price 'cheap' is not a non-negative decimal amount"),
+    ]
     assert sim.on_hand("ROPE", MAD) == 9
 
 
@@ -155,32 +194,40 @@ async def test_negative_erp_stock_is_none_to_sell(sim: ShopifySim, make_sink: Ma
 
 
 async def test_what_this_shop_does_not_take_is_skipped_without_a_call(
-        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     sim.add_product(["TEE"], stock={MAD: 1})
 
-    results = await make_sink().apply([
-        stock("TEE", 5, warehouse="LIS"), event("stock", {"sku": "TEE", "warehouse": "MAD"},
-                                                op="delete"),
-        price("TEE", "3.00", price_list="WHOLESALE"), event("product", {"sku": "TEE"})])
+    results = await make_sink().apply(
+        [
+            stock("TEE", 5, warehouse="LIS"),
+            event("stock", {"sku": "TEE", "warehouse": "MAD"}, op="delete"),
+            price("TEE", "3.00", price_list="WHOLESALE"),
+            event("product", {"sku": "TEE"}),
+        ]
+    )
 
     assert [result.status for result in results] == [Status.SKIPPED] * 4
     assert results[0].reason == "TEE: warehouse LIS is not mapped to a Shopify location"
     assert sum(sim.calls.values()) == 0
 
 
-async def test_the_configured_price_list_is_the_one_applied(sim: ShopifySim,
-                                                            make_sink: MakeSink) -> None:
+async def test_the_configured_price_list_is_the_one_applied(
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     sim.add_product(["TEE"], price="1.00")
 
-    results = await make_sink(price_list="RETAIL").apply([
-        price("TEE", "3.00", price_list="RETAIL"), price("TEE-X", "4.00")])
+    results = await make_sink(price_list="RETAIL").apply(
+        [price("TEE", "3.00", price_list="RETAIL"), price("TEE-X", "4.00")]
+    )
 
     assert [result.status for result in results] == [Status.APPLIED, Status.SKIPPED]
     assert sim.price("TEE") == "3.00"
 
 
 async def test_a_sale_between_read_and_write_is_read_again_and_written(
-        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     sim.add_product(["HAT"], stock={MAD: 10})
     sim.add_product(["CAP"], stock={MAD: 10})
 
@@ -200,7 +247,8 @@ async def test_a_sale_between_read_and_write_is_read_again_and_written(
 
 
 async def test_a_write_after_a_refused_one_never_reuses_its_key(
-        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     sim.add_product(["HAT"], stock={MAD: 10})
 
     def sale() -> None:
@@ -218,8 +266,9 @@ async def test_a_write_after_a_refused_one_never_reuses_its_key(
     assert sim.on_hand("HAT", MAD) == 20
 
 
-async def test_stock_that_keeps_moving_hands_the_batch_back(sim: ShopifySim,
-                                                            make_sink: MakeSink) -> None:
+async def test_stock_that_keeps_moving_hands_the_batch_back(
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     sim.add_product(["HOT"], stock={MAD: 10})
 
     def sale() -> None:
@@ -247,7 +296,8 @@ async def test_a_redelivered_event_changes_nothing(sim: ShopifySim, make_sink: M
 
 
 async def test_a_lost_answer_is_retried_with_the_same_key_and_applied_once(
-        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     sim.add_product(["SOCK"], stock={MAD: 2})
     sim.lose_next = 1  # Shopify applies the write, the answer is lost (502)
     sock = stock("SOCK", 8)
@@ -258,13 +308,20 @@ async def test_a_lost_answer_is_retried_with_the_same_key_and_applied_once(
     assert len(sim.adjustments) == 1
     assert sim.replays == 1  # the retry was answered from the first result
     # Both attempts carried the key made from the event id and what it set.
-    sent = [{"inventoryItemId": sim.variant("SOCK").inventory_item_id, "locationId": MAD,
-             "quantity": 8, "changeFromQuantity": 2}]
+    sent = [
+        {
+            "inventoryItemId": sim.variant("SOCK").inventory_item_id,
+            "locationId": MAD,
+            "quantity": 8,
+            "changeFromQuantity": 2,
+        }
+    ]
     assert sim.keys_seen == [idempotency_key([sock.id], sent)] * 2
 
 
 async def test_two_agents_rows_for_one_sku_and_location_are_both_applied(
-        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     # Two ERPs each send TEE at their warehouse MAD: distinct keys, so one batch holds both.
     sim.add_product(["TEE"], stock={MAD: 1, BCN: 1})
     first, second = stock("TEE", 4), from_agent(stock("TEE", 9), "erp-2")
@@ -276,20 +333,30 @@ async def test_two_agents_rows_for_one_sku_and_location_are_both_applied(
     assert (sim.on_hand("TEE", MAD), sim.on_hand("TEE", BCN)) == (9, 2)
     assert sim.calls["SetStock"] == 1
     item = sim.variant("TEE").inventory_item_id
-    sent = [{"inventoryItemId": item, "locationId": MAD, "quantity": 9, "changeFromQuantity": 1},
-            {"inventoryItemId": item, "locationId": BCN, "quantity": 2, "changeFromQuantity": 1}]
+    sent = [
+        {"inventoryItemId": item, "locationId": MAD, "quantity": 9, "changeFromQuantity": 1},
+        {"inventoryItemId": item, "locationId": BCN, "quantity": 2, "changeFromQuantity": 1},
+    ]
     # The key names every event the write carries, so it is the batch's alone.
     assert sim.keys_seen == [idempotency_key([first.id, second.id, other.id], sent)]
 
 
 async def test_two_agents_rows_for_a_location_that_does_not_stock_the_item_are_both_dead(
-        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     sim.add_product(["TEE"], stock={BCN: 1})
 
     results = await make_sink().apply([stock("TEE", 4), from_agent(stock("TEE", 9), "erp-2")])
 
-    assert results == [SinkResult(Status.DEAD, f"TEE: not stocked at Shopify location {MAD} "
-                                               "(activate it there)")] * 2
+    assert (
+        results
+        == [
+            SinkResult(
+                Status.DEAD, f"TEE: not stocked at Shopify location {MAD} (activate it there)"
+            )
+        ]
+        * 2
+    )
     assert sim.calls["SetStock"] == 0
 
 
@@ -297,28 +364,43 @@ async def test_the_simulator_refuses_a_pair_named_twice_in_one_call(sim: Shopify
     sim.add_product(["TEE"], stock={MAD: 1})
     item = sim.variant("TEE").inventory_item_id
     quantity = {"inventoryItemId": item, "locationId": MAD, "changeFromQuantity": 1}
-    variables = {"idempotencyKey": "k-1", "input": {
-        "name": "on_hand", "reason": "correction",
-        "quantities": [quantity | {"quantity": 4}, quantity | {"quantity": 9}]}}
-    query = ("mutation SetStock { inventorySetQuantities(input: $input) "
-             "@idempotent(key: $idempotencyKey) { userErrors { field message code } } }")
-    async with aiohttp.ClientSession() as session, session.post(
+    variables = {
+        "idempotencyKey": "k-1",
+        "input": {
+            "name": "on_hand",
+            "reason": "correction",
+            "quantities": [quantity | {"quantity": 4}, quantity | {"quantity": 9}],
+        },
+    }
+    query = (
+        "mutation SetStock { inventorySetQuantities(input: $input) "
+        "@idempotent(key: $idempotencyKey) { userErrors { field message code } } }"
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
             f"{sim.url}/admin/api/{sim.api_version}/graphql.json",
             json={"query": query, "variables": variables, "operationName": "SetStock"},
-            headers={"X-Shopify-Access-Token": TOKEN}) as response:
+            headers={"X-Shopify-Access-Token": TOKEN},
+        ) as response,
+    ):
         answer = await response.json()
 
     errors = answer["data"]["inventorySetQuantities"]["userErrors"]
-    assert errors == [{"field": ["input", "quantities", str(position), "locationId"],
-                       "message": "The combination of inventoryItemId and locationId must be "
-                                  "unique.",
-                       "code": "NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR"}
-                      for position in (0, 1)]
+    assert errors == [
+        {
+            "field": ["input", "quantities", str(position), "locationId"],
+            "message": "The combination of inventoryItemId and locationId must be unique.",
+            "code": "NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR",
+        }
+        for position in (0, 1)
+    ]
     assert sim.on_hand("TEE", MAD) == 1  # all or nothing
 
 
 async def test_a_request_still_in_progress_is_asked_again_with_its_key(
-        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     sim.add_product(["SOCK"], stock={MAD: 2})
     # Shopify takes the write, its gateway gives up (504) while the write goes on; it
     # completes once the retry has been told it is still in progress.
@@ -337,7 +419,8 @@ async def test_a_request_still_in_progress_is_asked_again_with_its_key(
 
 
 async def test_a_request_in_progress_past_the_retries_goes_back_and_keeps_its_key(
-        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     sim.add_product(["SOCK"], stock={MAD: 2})
     sim.hold_next = 1
     sock = stock("SOCK", 8)
@@ -357,8 +440,14 @@ async def test_a_request_in_progress_past_the_retries_goes_back_and_keeps_its_ke
 
 
 def test_the_idempotency_key_is_deterministic() -> None:
-    quantities = [{"inventoryItemId": "gid://shopify/InventoryItem/1", "locationId": MAD,
-                   "quantity": 8, "changeFromQuantity": 2}]
+    quantities = [
+        {
+            "inventoryItemId": "gid://shopify/InventoryItem/1",
+            "locationId": MAD,
+            "quantity": 8,
+            "changeFromQuantity": 2,
+        }
+    ]
     key = idempotency_key(["event-1"], quantities)
 
     assert key == idempotency_key(["event-1"], [dict(quantities[0])])
@@ -373,19 +462,29 @@ def test_sku_search_quotes_what_shopify_search_would_split() -> None:
 
 
 async def test_a_long_run_paces_itself_and_is_never_throttled(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A small bucket that a 500-event drain (about 3,100 points) empties eight times over.
     monkeypatch.setenv("SHOPIFY_TOKEN", TOKEN)
     skus = [f"P{n:03d}" for n in range(500)]
     events = [stock(sku, 1) for sku in skus]
-    async with two_locations(maximum=400.0, restore_rate=2000.0) as shop, sink_maker(
-            ShopifySink, Settings, type="shopify", name="s", shop_url=shop.url,
-            access_token_env="SHOPIFY_TOKEN", locations={"MAD": MAD}) as make_sink:
+    async with (
+        two_locations(maximum=400.0, restore_rate=2000.0) as shop,
+        sink_maker(
+            ShopifySink,
+            Settings,
+            type="shopify",
+            name="s",
+            shop_url=shop.url,
+            access_token_env="SHOPIFY_TOKEN",
+            locations={"MAD": MAD},
+        ) as make_sink,
+    ):
         for sku in skus:
             shop.add_product([sku], stock={MAD: 0})
         sink = make_sink()
         for start in range(0, 500, sink.max_batch):
-            assert await sink.apply(events[start:start + sink.max_batch]) == [APPLIED] * 50
+            assert await sink.apply(events[start : start + sink.max_batch]) == [APPLIED] * 50
     assert shop.throttled == 0
     assert sum(shop.calls.values()) == 30
     assert all(shop.on_hand(sku, MAD) == 1 for sku in skus)
@@ -399,8 +498,7 @@ async def test_an_empty_bucket_is_waited_for_and_the_call_retried(make_sink: Mak
     assert shop.on_hand("TEE", MAD) == 6
 
 
-async def test_a_bucket_that_refills_slowly_is_handed_to_the_consumer(
-        make_sink: MakeSink) -> None:
+async def test_a_bucket_that_refills_slowly_is_handed_to_the_consumer(make_sink: MakeSink) -> None:
     async with two_locations(available=0.0, restore_rate=1.0) as shop:
         shop.add_product(["TEE"], stock={MAD: 1})
         with pytest.raises(SinkUnavailable, match="throttled") as raised:
@@ -408,9 +506,9 @@ async def test_a_bucket_that_refills_slowly_is_handed_to_the_consumer(
     assert raised.value.retry_after is not None and raised.value.retry_after > 60
 
 
-async def test_a_refused_token_makes_the_shop_unavailable(sim: ShopifySim,
-                                                          make_sink: MakeSink,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_refused_token_makes_the_shop_unavailable(
+    sim: ShopifySim, make_sink: MakeSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sim.add_product(["TEE"], stock={MAD: 1})
     monkeypatch.setenv("WRONG_TOKEN", "shpat_wrong")
 
@@ -420,8 +518,7 @@ async def test_a_refused_token_makes_the_shop_unavailable(sim: ShopifySim,
     assert sim.on_hand("TEE", MAD) == 1
 
 
-async def test_server_errors_are_retried_then_succeed(sim: ShopifySim,
-                                                      make_sink: MakeSink) -> None:
+async def test_server_errors_are_retried_then_succeed(sim: ShopifySim, make_sink: MakeSink) -> None:
     sim.add_product(["TEE"], stock={MAD: 1})
     sim.fail_next = [503, 500, 429]
 
@@ -431,7 +528,8 @@ async def test_server_errors_are_retried_then_succeed(sim: ShopifySim,
 
 
 async def test_server_errors_past_the_retries_make_the_shop_unavailable(
-        sim: ShopifySim, make_sink: MakeSink) -> None:
+    sim: ShopifySim, make_sink: MakeSink
+) -> None:
     sim.add_product(["TEE"], stock={MAD: 1})
     sim.fail_next = [502] * 3
 
@@ -441,8 +539,13 @@ async def test_server_errors_past_the_retries_make_the_shop_unavailable(
 
 
 def test_settings_refuse_what_would_not_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    base: dict[str, Any] = {"type": "shopify", "name": "s", "shop_url": "https://acme.myshopify.com",
-            "access_token_env": "SHOPIFY_TOKEN", "locations": {"MAD": MAD}}
+    base: dict[str, Any] = {
+        "type": "shopify",
+        "name": "s",
+        "shop_url": "https://acme.myshopify.com",
+        "access_token_env": "SHOPIFY_TOKEN",
+        "locations": {"MAD": MAD},
+    }
     assert Settings.model_validate(base).api_version == "2026-10"
     cases: list[tuple[dict[str, Any], str]] = [
         ({"shop_url": "http://acme.myshopify.com"}, "plain http"),

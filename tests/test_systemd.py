@@ -33,8 +33,10 @@ AGENT_UNIT = UNITS / "distillsync-agent.service"
 CONSUME_UNIT = UNITS / "distillsync-consume.service"
 
 needs_systemd = pytest.mark.skipif(
-    ANALYZE is None, reason="systemd-analyze is not installed (Debian: apt-get install "
-    "systemd), so the unit files in systemd/ were NOT checked")
+    ANALYZE is None,
+    reason="systemd-analyze is not installed (Debian: apt-get install "
+    "systemd), so the unit files in systemd/ were NOT checked",
+)
 
 
 def settings(unit: Path) -> dict[str, list[str]]:
@@ -49,8 +51,13 @@ def settings(unit: Path) -> dict[str, list[str]]:
 
 def analyze(*args: str) -> subprocess.CompletedProcess[str]:
     assert ANALYZE is not None
-    return subprocess.run([ANALYZE, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"})
+    return subprocess.run(
+        [ANALYZE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"},
+    )
 
 
 def runnable_copy(unit: Path, folder: Path) -> Path:
@@ -112,18 +119,21 @@ def test_the_example_configs_name_credentials_and_paths_of_these_units() -> None
         named = credentials_named(config)
         assert {service for service, _ in named} <= {unit.name}, config
         text = config.read_text()
-        for path in re.findall(r"\"(/(?:var/lib|run)/[^\"]+)\"", text) + \
-                re.findall(r"sqlite:///(/[^\"]+)\"", text):
+        for path in re.findall(r"\"(/(?:var/lib|run)/[^\"]+)\"", text) + re.findall(
+            r"sqlite:///(/[^\"]+)\"", text
+        ):
             if not path.startswith("/run/credentials/"):
-                assert re.match(r"/(var/lib|run)/distillsync(/|$)", path), \
-                    f"{config.name}: {path} is outside the unit's StateDirectory= and " \
+                assert re.match(r"/(var/lib|run)/distillsync(/|$)", path), (
+                    f"{config.name}: {path} is outside the unit's StateDirectory= and "
                     "RuntimeDirectory="
+                )
     assert loaded_credentials(AGENT_UNIT) == {"relay-password", "erp-password"}
 
 
 @pytest.mark.parametrize("example", AGENT_EXAMPLES, ids=lambda p: p.name)
 def test_each_agent_example_takes_its_secrets_from_credentials_the_unit_loads(
-        example: Path) -> None:
+    example: Path,
+) -> None:
     """What ``distillsync check`` needs of the secrets under the shipped unit: each one the
     example names is a credential the unit loads (no *_file a check outside the unit
     cannot read, no *_env the unit does not set), and the unit loads no credential the
@@ -133,15 +143,16 @@ def test_each_agent_example_takes_its_secrets_from_credentials_the_unit_loads(
 
     secrets = secret_keys(load_config(example))
     assert secrets, example.name
-    assert {key: how for key, (how, _) in secrets.items() if how != "credential"} == {}, \
+    assert {key: how for key, (how, _) in secrets.items() if how != "credential"} == {}, (
         f"{example.name}: every secret should be a *_credential the unit loads"
-    assert {name for _, name in secrets.values()} == loaded_credentials(AGENT_UNIT), \
-        example.name
+    )
+    assert {name for _, name in secrets.values()} == loaded_credentials(AGENT_UNIT), example.name
 
 
 @pytest.mark.parametrize("example", AGENT_EXAMPLES, ids=lambda p: p.name)
 def test_each_agent_example_reads_every_secret_as_the_unit_hands_them_over(
-        example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """$CREDENTIALS_DIRECTORY as systemd makes it for the shipped unit (one 0440 file per
     LoadCredential=, nothing else): the relay link and every source get their password,
     and nothing is refused. The rest of ``check`` (the queries, the relay) needs the ERP
@@ -158,21 +169,29 @@ def test_each_agent_example_reads_every_secret_as_the_unit_hands_them_over(
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     config = load_config(example)
     assert link_settings(config).password == "value-of-relay-password"
-    assert [source_password(source, i) for i, source in enumerate(config.sources)] == \
-        ["value-of-erp-password"] * len(config.sources)
+    assert [source_password(source, i) for i, source in enumerate(config.sources)] == [
+        "value-of-erp-password"
+    ] * len(config.sources)
 
 
-@pytest.mark.skipif(shutil.which("systemd-sysusers") is None,
-                    reason="systemd-sysusers is not installed: systemd/distillsync.sysusers "
-                    "was NOT checked")
+@pytest.mark.skipif(
+    shutil.which("systemd-sysusers") is None,
+    reason="systemd-sysusers is not installed: systemd/distillsync.sysusers was NOT checked",
+)
 def test_sysusers_creates_the_user_both_units_run_as(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
-    result = subprocess.run(["systemd-sysusers", f"--root={tmp_path}",
-                             str(UNITS / "distillsync.sysusers")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["systemd-sysusers", f"--root={tmp_path}", str(UNITS / "distillsync.sysusers")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
-    user = next(line.split(":") for line in (tmp_path / "etc/passwd").read_text().splitlines()
-                if line.startswith("distillsync:"))
+    user = next(
+        line.split(":")
+        for line in (tmp_path / "etc/passwd").read_text().splitlines()
+        if line.startswith("distillsync:")
+    )
     assert user[5:] == ["/var/lib/distillsync", "/usr/sbin/nologin"]
     assert "distillsync:" in (tmp_path / "etc/group").read_text()
     for unit in (AGENT_UNIT, CONSUME_UNIT):
@@ -192,8 +211,12 @@ def scmp_act_errno(code: int) -> int:
 
 
 class ArgCmp(ctypes.Structure):
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
-                ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
 
 
 def syscall_groups() -> dict[str, list[str]]:
@@ -239,14 +262,19 @@ class Seccomp:
     """A libseccomp filter, built and loaded through ctypes."""
 
     def __init__(self, default_action: int) -> None:
-        self.lib = ctypes.CDLL(ctypes.util.find_library("seccomp") or "libseccomp.so.2",
-                               use_errno=True)
+        self.lib = ctypes.CDLL(
+            ctypes.util.find_library("seccomp") or "libseccomp.so.2", use_errno=True
+        )
         self.lib.seccomp_init.restype = ctypes.c_void_p
         self.lib.seccomp_init.argtypes = [ctypes.c_uint32]
         self.lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
         self.lib.seccomp_rule_add_array.argtypes = [
-            ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
-            ctypes.POINTER(ArgCmp)]
+            ctypes.c_void_p,
+            ctypes.c_uint32,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.POINTER(ArgCmp),
+        ]
         self.lib.seccomp_load.argtypes = [ctypes.c_void_p]
         self.ctx = self.lib.seccomp_init(default_action)
         assert self.ctx, "seccomp_init failed"
@@ -317,15 +345,22 @@ print("ok")
 @needs_systemd
 def test_the_sandbox_refuses_what_the_unit_forbids() -> None:
     """Without this, the agent passing below could mean the sandbox did nothing."""
-    result = subprocess.run(sandboxed(AGENT_UNIT, sys.executable, "-c", PROBE), cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        sandboxed(AGENT_UNIT, sys.executable, "-c", PROBE),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n") == [
         "W+X memory refused: Operation not permitted",
         "netlink socket refused: Address family not supported by protocol",
         "setuid refused: Operation not permitted",
         "setpriority refused: Operation not permitted",
-        "ok", ""]
+        "ok",
+        "",
+    ]
 
 
 @needs_systemd
@@ -346,19 +381,29 @@ def test_the_agent_runs_inside_the_units_sandbox(broker: object, tmp_path: Path)
         db.execute("CREATE TABLE stock_levels (sku TEXT, warehouse TEXT, on_hand REAL, tms TEXT)")
         db.execute("INSERT INTO stock_levels VALUES ('A', 'W', 1, '2026-01-01 00:00:00')")
     config = tmp_path / "agent.toml"
-    config.write_text(agent_toml(tmp_path / "state", broker.url, stock_levels_source(erp),
-                                 agent_id="sandboxed"))
-    agent = AgentProcess(config, tmp_path / "agent.log",
-                         prefix=sandboxed(AGENT_UNIT, sys.executable, "-m", "cli"))
+    config.write_text(
+        agent_toml(tmp_path / "state", broker.url, stock_levels_source(erp), agent_id="sandboxed")
+    )
+    agent = AgentProcess(
+        config, tmp_path / "agent.log", prefix=sandboxed(AGENT_UNIT, sys.executable, "-m", "cli")
+    )
     with Collector(broker.port, "distillsync/acme/sandboxed/#") as sub, agent:
         proc = agent.proc
         assert proc is not None
-        wait_until(lambda: "ready" in agent.output() or proc.poll() is not None, 30,
-                   "the sandboxed agent ready")
+        wait_until(
+            lambda: "ready" in agent.output() or proc.poll() is not None,
+            30,
+            "the sandboxed agent ready",
+        )
         assert proc.poll() is None, agent.output()
         sub.wait_for(lambda events: len(events) == 1, 30, "its first event")
-        status = subprocess.run([sys.executable, "-m", "cli", "status", "-c", str(config)],
-                                cwd=REPO, capture_output=True, text=True, timeout=60)
+        status = subprocess.run(
+            [sys.executable, "-m", "cli", "status", "-c", str(config)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert status.returncode == 0, status.stdout + status.stderr
         assert agent.terminate() == 0, agent.output()
     assert "Traceback" not in agent.output() and "ERROR" not in agent.output()
@@ -367,5 +412,5 @@ def test_the_agent_runs_inside_the_units_sandbox(broker: object, tmp_path: Path)
 if __name__ == "__main__":
     separator = sys.argv.index("--")
     confine(Path(sys.argv[1]))
-    command = sys.argv[separator + 1:]
+    command = sys.argv[separator + 1 :]
     os.execv(command[0], command)

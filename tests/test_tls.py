@@ -74,11 +74,16 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     make_cert(pki, "ca", "client", "acme.erp-1", ip=None)
     make_cert(pki, "other-ca", "rogue", "acme.erp-1", ip=None)
     (pki / "passwd").touch()
-    subprocess.run(["mosquitto_passwd", "-b", str(pki / "passwd"), "acme.erp-1", PASSWORD],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        ["mosquitto_passwd", "-b", str(pki / "passwd"), "acme.erp-1", PASSWORD],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     ports = {name: free_port() for name in ("plain", "mtls", "expired", "named", "login")}
-    broker = ConfiguredBroker(tmp_path_factory.mktemp("relay"), ports["plain"],
-                              listeners(pki, ports))
+    broker = ConfiguredBroker(
+        tmp_path_factory.mktemp("relay"), ports["plain"], listeners(pki, ports)
+    )
     broker.start()
     yield Relay(pki, ports)
     broker.stop()
@@ -87,14 +92,24 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
 def agent_config(tmp_path: Path, relay: tuple[str, str]) -> Path:
     """An agent for ``relay``, ``(url, the other [relay] lines)``."""
     config = tmp_path / "agent.toml"
-    config.write_text(agent_toml(tmp_path / "state", relay[0],
-                                 product_source(tmp_path / "erp.db", "A"), extra=relay[1]))
+    config.write_text(
+        agent_toml(
+            tmp_path / "state", relay[0], product_source(tmp_path / "erp.db", "A"), extra=relay[1]
+        )
+    )
     return config
 
 
-def relay_lines(relay: Relay, listener: str, *, host: str = "localhost", ca: str | None = "ca",
-                client: str | None = None, password: str | None = None,
-                secrets: Path | None = None) -> tuple[str, str]:
+def relay_lines(
+    relay: Relay,
+    listener: str,
+    *,
+    host: str = "localhost",
+    ca: str | None = "ca",
+    client: str | None = None,
+    password: str | None = None,
+    secrets: Path | None = None,
+) -> tuple[str, str]:
     """The relay's url and ``[relay]`` lines for ``listener``: ``ca`` verifies it (None: the
     system trust store), ``client`` names a certificate to present, ``password`` goes in a
     file."""
@@ -136,8 +151,9 @@ async def check_the_relay(tmp_path: Path, lines: tuple[str, str]) -> tuple[str, 
 
 
 @pytest.mark.parametrize("case", list(CONNECTS))
-async def test_the_right_certificates_and_login_connect(relay: Relay, tmp_path: Path,
-                                                        case: str) -> None:
+async def test_the_right_certificates_and_login_connect(
+    relay: Relay, tmp_path: Path, case: str
+) -> None:
     lines = relay_lines(relay, secrets=tmp_path, **CONNECTS[case])
     said, problems = await check_the_relay(tmp_path, lines)
     assert problems == []
@@ -148,46 +164,54 @@ async def test_the_right_certificates_and_login_connect(relay: Relay, tmp_path: 
 REFUSED: dict[str, tuple[Setup, str]] = {
     "a CA that did not sign the relay's certificate": (
         dict(listener="mtls", ca="other-ca", client="client"),
-        "the relay's TLS certificate is not signed by a CA we trust; set relay.ca_file"),
+        "the relay's TLS certificate is not signed by a CA we trust; set relay.ca_file",
+    ),
     "the system trust store, for a private CA": (
         dict(listener="mtls", ca=None, client="client"),
-        "the relay's TLS certificate is not signed by a CA we trust; set relay.ca_file"),
+        "the relay's TLS certificate is not signed by a CA we trust; set relay.ca_file",
+    ),
     "an expired server certificate": (
         dict(listener="expired"),
-        "the relay's TLS certificate has expired"),
+        "the relay's TLS certificate has expired",
+    ),
     "a host name the certificate does not list": (
         dict(listener="named", host="127.0.0.1"),
-        "the relay's TLS certificate is not issued for 127.0.0.1"),
+        "the relay's TLS certificate is not issued for 127.0.0.1",
+    ),
     "no client certificate where one is required": (
         dict(listener="mtls"),
         "the relay closed the connection while we logged in (a TLS relay does that when it "
-        "requires a client certificate and gets none it trusts: see relay.cert_file"),
+        "requires a client certificate and gets none it trusts: see relay.cert_file",
+    ),
     "a client certificate from a CA the relay does not trust": (
         dict(listener="mtls", client="rogue"),
-        "the relay closed the connection while we logged in"),
+        "the relay closed the connection while we logged in",
+    ),
     "a wrong password": (
         dict(listener="login", password="not-the-password"),
-        "the relay refused the login: check relay.username and the password"),
+        "the relay refused the login: check relay.username and the password",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(REFUSED))
-async def test_each_tls_mistake_is_refused_in_words(relay: Relay, tmp_path: Path,
-                                                    case: str) -> None:
+async def test_each_tls_mistake_is_refused_in_words(
+    relay: Relay, tmp_path: Path, case: str
+) -> None:
     setup, words = REFUSED[case]
     lines = relay_lines(relay, secrets=tmp_path, **setup)
     said, problems = await check_the_relay(tmp_path, lines)
     host = setup.get("host", "localhost")
     port = relay.ports[setup["listener"]]
     assert len(problems) == 1 and said == ""
-    assert problems[0].startswith(
-        f"relay.url: cannot connect to {host}:{port}: {words}"), problems[0]
+    assert problems[0].startswith(f"relay.url: cannot connect to {host}:{port}: {words}"), problems[
+        0
+    ]
 
 
 def test_check_exits_78_and_never_shows_the_password(relay: Relay, tmp_path: Path) -> None:
     wrong = "not-the-password-0451"
-    config = agent_config(tmp_path, relay_lines(relay, "login", password=wrong,
-                                                secrets=tmp_path))
+    config = agent_config(tmp_path, relay_lines(relay, "login", password=wrong, secrets=tmp_path))
     result = run_cli(config, "check")
     assert result.returncode == 78
     assert "relay.url: cannot connect to localhost:" in result.stderr
@@ -203,8 +227,10 @@ def test_the_daemon_says_why_and_keeps_trying(relay: Relay, tmp_path: Path) -> N
         wait_until(lambda: "(attempt 2)" in agent.output(), 30, "a second attempt")
         assert agent.terminate() == 0
     log = agent.output()
-    assert (f"relay unreachable (attempt 1): cannot connect to localhost:"
-            f"{relay.ports['mtls']}: the relay closed the connection while we logged in") in log
+    assert (
+        f"relay unreachable (attempt 1): cannot connect to localhost:"
+        f"{relay.ports['mtls']}: the relay closed the connection while we logged in"
+    ) in log
     assert "Traceback" not in log
 
 
@@ -212,13 +238,26 @@ def test_plain_mqtt_leaves_loopback_only_with_allow_insecure() -> None:
     raw: dict[str, Any] = {
         "agent": {"id": "erp-1", "tenant": "acme"},
         "relay": {"url": "mqtt://relay.example.com:1883"},
-        "sources": [{"name": "erp", "url": "sqlite+aiosqlite:///erp.db", "entities": [
-            {"entity": "product", "query": "SELECT 1 AS sku", "key": ["sku"],
-             "mode": "snapshot"}]}]}
+        "sources": [
+            {
+                "name": "erp",
+                "url": "sqlite+aiosqlite:///erp.db",
+                "entities": [
+                    {
+                        "entity": "product",
+                        "query": "SELECT 1 AS sku",
+                        "key": ["sku"],
+                        "mode": "snapshot",
+                    }
+                ],
+            }
+        ],
+    }
     with pytest.raises(ConfigError) as refused:
         parse_config(raw)
     assert refused.value.problems == [
         "relay.url: mqtt:// sends data unencrypted to relay.example.com; use mqtts:// or set "
-        "relay.allow_insecure = true"]
+        "relay.allow_insecure = true"
+    ]
     raw["relay"]["allow_insecure"] = True
     assert parse_config(raw).relay.allow_insecure

@@ -61,8 +61,13 @@ async def test_the_main_screen_shows_header_sources_outbox_and_tail() -> None:
         for expected in ("erp-madrid-1", "acme", "● connected 2m", "up 3h 12m", "118/s"):
             assert expected in header
         sources = rows(table(app, "#sources"))
-        assert [row[0] for row in sources] == ["erp/product", "erp/price", "erp/stock",
-                                               "warehouse/stock_wh", "crm/customer"]
+        assert [row[0] for row in sources] == [
+            "erp/product",
+            "erp/price",
+            "erp/stock",
+            "warehouse/stock_wh",
+            "crm/customer",
+        ]
         assert sources[2][1:8] == ["time", "2s ago", "2s ago", "310.6k", "88.4k", "2", "0"]
         assert sources[3][-1] == "paused"
         assert sources[4][-1] == "failing"
@@ -124,8 +129,17 @@ async def test_new_events_go_on_top_and_the_repeated_past_is_not_shown_twice() -
         await loaded(pilot)
         again = updates(2)  # a reconnect's first update repeats the last 100 events
         again[-1]["events"] = again[-1]["events"] + [
-            {"sequence": 90_311, "id": "x", "entity": "stock", "op": "delete",
-             "subject": "SKU-1/WH9", "outcome": "delivered", "reason": None, "at": NOW}]
+            {
+                "sequence": 90_311,
+                "id": "x",
+                "entity": "stock",
+                "op": "delete",
+                "subject": "SKU-1/WH9",
+                "outcome": "delivered",
+                "reason": None,
+                "at": NOW,
+            }
+        ]
         agent.script.plans.put_nowait(again)
         await until(pilot, lambda: table(app, "#events").row_count == 12, "the new event")
         assert rows(table(app, "#events"))[0][1:4] == ["90311", "stock", "delete"]
@@ -137,13 +151,17 @@ async def test_new_events_go_on_top_and_the_repeated_past_is_not_shown_twice() -
         await until(pilot, lambda: table(app, "#events").row_count == 1, "a fresh tail")
 
 
-@pytest.mark.parametrize(("key", "row", "path", "notice"), [
-    ("p", 0, "/v1/sources/erp/pause", "Source erp paused."),
-    ("r", 3, "/v1/sources/warehouse/resume", "Source warehouse resumed."),
-    ("s", 4, "/v1/sources/crm/resync", "Source crm will be re-read in full on its next poll."),
-])
-async def test_source_keys_post_to_the_selected_source(key: str, row: int, path: str,
-                                                       notice: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "row", "path", "notice"),
+    [
+        ("p", 0, "/v1/sources/erp/pause", "Source erp paused."),
+        ("r", 3, "/v1/sources/warehouse/resume", "Source warehouse resumed."),
+        ("s", 4, "/v1/sources/crm/resync", "Source crm will be re-read in full on its next poll."),
+    ],
+)
+async def test_source_keys_post_to_the_selected_source(
+    key: str, row: int, path: str, notice: str
+) -> None:
     agent = FakeAgent(updates())
     app = dashboard(agent)
     notices = record_notices(app)
@@ -170,8 +188,10 @@ async def test_a_refused_or_failed_action_is_reported_as_an_error() -> None:
         await until(pilot, lambda: notices, "the refusal")
         await pilot.press("s")
         await until(pilot, lambda: len(notices) == 2, "the failure")
-    assert notices == [("no source named 'erp' (HTTP 404)", "error"),
-                       ("agent unreachable at /run/distillsync/agent.sock: refused", "error")]
+    assert notices == [
+        ("no source named 'erp' (HTTP 404)", "error"),
+        ("agent unreachable at /run/distillsync/agent.sock: refused", "error"),
+    ]
 
 
 async def test_the_dead_letter_screen_inspects_retries_and_discards() -> None:
@@ -181,11 +201,18 @@ async def test_the_dead_letter_screen_inspects_retries_and_discards() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot)
         await pilot.press("d")
-        await until(pilot, lambda: isinstance(app.screen, DeadLetterScreen)
-                    and table(app, "#dead-list").row_count == 3, "the dead letters")
+        await until(
+            pilot,
+            lambda: (
+                isinstance(app.screen, DeadLetterScreen) and table(app, "#dead-list").row_count == 3
+            ),
+            "the dead letters",
+        )
         assert [row[0] for row in rows(table(app, "#dead-list"))] == ["12", "15", "16"]
-        reason, payload = app.screen.query_one("#dead-reason"), app.screen.query_one(
-            "#dead-payload")
+        reason, payload = (
+            app.screen.query_one("#dead-reason"),
+            app.screen.query_one("#dead-payload"),
+        )
         assert "schema: data.on_hand must be number" in text(reason)
         assert '"on_hand": "twelve"' in text(payload)
 
@@ -248,9 +275,18 @@ async def test_help_lists_every_key_and_closes() -> None:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         help_text = text(app.screen.query_one("#help-text"))
-        for expected in ("Pause the selected row's source", "Resume", "Re-read",
-                         "Dead letters", "Filter the events", "Retry the selected",
-                         "Discard", "? f1", "^c", "Quit"):
+        for expected in (
+            "Pause the selected row's source",
+            "Resume",
+            "Re-read",
+            "Dead letters",
+            "Filter the events",
+            "Retry the selected",
+            "Discard",
+            "? f1",
+            "^c",
+            "Quit",
+        ):
             assert expected in help_text
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
@@ -266,8 +302,10 @@ async def test_an_unreachable_agent_is_shown_until_it_comes_back() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         banner = app.screen.query_one(Banner)
         await until(pilot, lambda: banner.has_class("-shown"), "the banner")
-        assert text(banner) == (f"agent unreachable since {clock(NOW)} · "
-                                "at /run/distillsync/agent.sock: refused · reconnecting")
+        assert text(banner) == (
+            f"agent unreachable since {clock(NOW)} · "
+            "at /run/distillsync/agent.sock: refused · reconnecting"
+        )
 
         agent.script.plans.put_nowait(updates(3))
         await until(pilot, lambda: not banner.has_class("-shown"), "the agent back")
@@ -285,15 +323,17 @@ async def test_an_unreachable_agent_is_shown_until_it_comes_back() -> None:
 async def test_an_outbox_that_cannot_write_is_an_alarm_until_it_can() -> None:
     failing = updates(2)
     failing[-1]["status"]["outbox"]["write_error"] = {
-        "message": "outbox /var/lib/distillsync/outbox.db: database or disk is full "
-                   "(SQLITE_FULL)", "since": NOW - 60}
+        "message": "outbox /var/lib/distillsync/outbox.db: database or disk is full (SQLITE_FULL)",
+        "since": NOW - 60,
+    }
     agent = FakeAgent(failing)
     app = dashboard(agent)
     async with app.run_test(size=(80, 24)) as pilot:
         banner = app.screen.query_one(Banner)
         await until(pilot, lambda: banner.has_class("-shown"), "the alarm")
-        assert text(banner).startswith(f"outbox cannot write since {clock(NOW - 60)} · "
-                                       "nothing new is captured · ")
+        assert text(banner).startswith(
+            f"outbox cannot write since {clock(NOW - 60)} · nothing new is captured · "
+        )
         assert "SQLITE_FULL" in text(banner)
         agent.script.plans.put_nowait(updates(1))
         await until(pilot, lambda: not banner.has_class("-shown"), "the alarm to clear")
@@ -320,8 +360,11 @@ async def test_the_fleet_lists_every_agent_sorted_with_counts() -> None:
         listed = rows(fleet)
         assert [row[:3] for row in listed] == [
             ["relay", "shops-1", "● online"],
-            ["acme", "erp-bilbao", "○ offline"], ["acme", "erp-madrid-1", "● online"],
-            ["acme", "erp-sevilla", "● online"], ["zeta", "erp-porto", "● online"]]
+            ["acme", "erp-bilbao", "○ offline"],
+            ["acme", "erp-madrid-1", "● online"],
+            ["acme", "erp-sevilla", "● online"],
+            ["zeta", "erp-porto", "● online"],
+        ]
         assert listed[0][5:7] == ["12", "1"]  # a consumer's waiting events and dead letters
         assert listed[1][3:8] == ["5s ago", "0.1.0", "—", "—", "—"]  # the Will says only that
         assert listed[2][5:8] == ["1,204", "3", "1s ago"]
@@ -331,8 +374,7 @@ async def test_the_fleet_lists_every_agent_sorted_with_counts() -> None:
         await pilot.press("down", "down", "down")
         assert fleet.border_subtitle == "acme/erp-sevilla: paused: legacy"
         await pilot.press("down")
-        assert fleet.border_subtitle == ("zeta/erp-porto: not authorized (0x87) · "
-                                         "1 source failing")
+        assert fleet.border_subtitle == ("zeta/erp-porto: not authorized (0x87) · 1 source failing")
 
 
 async def test_the_fleet_shows_a_lost_relay_and_recovers() -> None:

@@ -26,9 +26,20 @@ class FakeApi:
 
     def __init__(self, dead: int = 250) -> None:
         self.dead: list[dict[str, Any]] = [
-            {"id": i, "kind": "capture", "source": "erp", "feed": "stock", "entity": "stock",
-             "subject": f"SKU-{i}/WH1", "reason": "schema", "payload": "{}",
-             "event_sequence": None, "created_at": NOW} for i in range(1, dead + 1)]
+            {
+                "id": i,
+                "kind": "capture",
+                "source": "erp",
+                "feed": "stock",
+                "entity": "stock",
+                "subject": f"SKU-{i}/WH1",
+                "reason": "schema",
+                "payload": "{}",
+                "event_sequence": None,
+                "created_at": NOW,
+            }
+            for i in range(1, dead + 1)
+        ]
         self.afters: list[int] = []
         self.posts: list[str] = []
         self.streams = 0
@@ -66,8 +77,9 @@ class FakeApi:
         self.posts.append(request.path)
         what, name = request.match_info["what"], request.match_info["name"]
         if what == "sources" and name == "erp":
-            return web.json_response({"source": "erp", "done": request.match_info["action"],
-                                      "paused": True})
+            return web.json_response(
+                {"source": "erp", "done": request.match_info["action"], "paused": True}
+            )
         return web.json_response({"error": f"no {what} {name}"}, status=404)
 
 
@@ -100,13 +112,16 @@ async def test_actions_post_and_return_the_agents_answer(serve: Any, tmp_path: P
     await serve(api, socket)
     source = ApiSource(ApiClient(socket))
     assert await source.act("/v1/sources/erp/pause") == (
-        200, {"source": "erp", "done": "pause", "paused": True})
+        200,
+        {"source": "erp", "done": "pause", "paused": True},
+    )
     assert await source.act("/v1/outbox/999/retry") == (404, {"error": "no outbox 999"})
     assert api.posts == ["/v1/sources/erp/pause", "/v1/outbox/999/retry"]
 
 
-async def test_an_agent_that_cannot_list_or_is_gone_raises_oserror(serve: Any,
-                                                                   tmp_path: Path) -> None:
+async def test_an_agent_that_cannot_list_or_is_gone_raises_oserror(
+    serve: Any, tmp_path: Path
+) -> None:
     with pytest.raises(OSError, match="agent unreachable at"):
         await ApiSource(ApiClient(tmp_path / "nobody.sock", timeout=1)).dead_letters()
 

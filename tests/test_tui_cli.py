@@ -17,19 +17,25 @@ DISTILLSYNC = Path(sys.executable).parent / "distillsync"
 
 def tui_command(*args: str) -> subprocess.CompletedProcess[str]:
     # stdin closed and a timeout: were the token accepted, the dashboard would start
-    return subprocess.run([str(DISTILLSYNC), "tui", *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=60)
+    return subprocess.run(
+        [str(DISTILLSYNC), "tui", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
 
 
-def test_a_token_file_others_can_read_is_refused_naming_file_mode_and_fix(
-        tmp_path: Path) -> None:
+def test_a_token_file_others_can_read_is_refused_naming_file_mode_and_fix(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret-token\n")
     token.chmod(0o644)
     result = tui_command("--url", "http://127.0.0.1:9", "--token-file", str(token))
     assert result.returncode == 78, result.stderr
-    assert f"{token} holds a secret but its group and other users can read it " \
-           "(mode 0644)" in result.stderr
+    assert (
+        f"{token} holds a secret but its group and other users can read it "
+        "(mode 0644)" in result.stderr
+    )
     assert f"chmod 600 {token}" in result.stderr
     assert "s3cret-token" not in result.stdout + result.stderr
 
@@ -37,7 +43,8 @@ def test_a_token_file_others_can_read_is_refused_naming_file_mode_and_fix(
 def test_a_private_token_file_is_read(tmp_path: Path) -> None:
     token = write_secret(tmp_path / "token", "s3cret-token\n")
     args = build_parser().parse_args(
-        ["tui", "--url", "http://127.0.0.1:9", "--token-file", str(token)])
+        ["tui", "--url", "http://127.0.0.1:9", "--token-file", str(token)]
+    )
     assert api_client(args).headers == {"Authorization": "Bearer s3cret-token"}
 
 
@@ -54,6 +61,11 @@ def test_there_is_one_command_line() -> None:
     assert importlib.util.find_spec("tui.__main__") is None
     assert not hasattr(tui.cli, "main") and not hasattr(tui.cli, "parser")
     assert "argparse" not in Path(tui.cli.__file__).read_text()
-    result = subprocess.run([sys.executable, "-m", "tui"], capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "tui"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
     assert result.returncode != 0 and "No module named tui.__main__" in result.stderr

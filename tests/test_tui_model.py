@@ -12,18 +12,37 @@ from tui.sources import fleet_topic
 from tui.throughput import Throughput
 
 
-@pytest.mark.parametrize(("seconds", "shown"), [
-    (0.4, "just now"), (3, "3s ago"), (59.9, "59s ago"), (60, "1m ago"), (3599, "59m ago"),
-    (3600 * 5 + 60 * 12, "5h ago"), (86400 * 2 + 3600 * 4, "2d ago")])
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0.4, "just now"),
+        (3, "3s ago"),
+        (59.9, "59s ago"),
+        (60, "1m ago"),
+        (3599, "59m ago"),
+        (3600 * 5 + 60 * 12, "5h ago"),
+        (86400 * 2 + 3600 * 4, "2d ago"),
+    ],
+)
 def test_ages(seconds: float, shown: str) -> None:
     assert age(NOW - seconds, NOW) == shown
 
 
 def test_spans_rates_and_counts() -> None:
     assert [span(s) for s in (-1, 45, 720, 11_520, 86400 * 2 + 3600 * 4)] == [
-        "0s", "45s", "12m", "3h 12m", "2d 4h"]
+        "0s",
+        "45s",
+        "12m",
+        "3h 12m",
+        "2d 4h",
+    ]
     assert [rate(r) for r in (None, 0, 0.42, 123.4, 12_345)] == [
-        "—", "0/s", "0.4/s", "123/s", "12.3k/s"]
+        "—",
+        "0/s",
+        "0.4/s",
+        "123/s",
+        "12.3k/s",
+    ]
     assert [count(n) for n in (0, 9876, 12_345, 4_500_000)] == ["0", "9876", "12.3k", "4.5M"]
     assert age(None, NOW) == "—"
     assert epoch("2026-09-21T14:13:20Z") == NOW
@@ -73,9 +92,14 @@ def test_a_stream_update_parses_into_snapshot_and_events() -> None:
 
 
 def test_parsing_is_lenient_with_an_older_or_newer_agent() -> None:
-    snap = parse_status({"agent": {"id": "a"}, "relay": {"state": "connecting"},
-                         "outbox": {"pending": 3, "future_field": 1},
-                         "sources": [{"name": "erp", "feeds": [{"feed": "stock"}]}, "odd"]})
+    snap = parse_status(
+        {
+            "agent": {"id": "a"},
+            "relay": {"state": "connecting"},
+            "outbox": {"pending": 3, "future_field": 1},
+            "sources": [{"name": "erp", "feeds": [{"feed": "stock"}]}, "odd"],
+        }
+    )
     assert snap.outbox.delivered_per_second is None and snap.outbox.pending == 3
     assert snap.feeds[0].key == "erp/stock" and snap.feeds[0].feed.last_success is None
     assert snap.healthy is None and snap.agent.uptime_seconds == 0.0

@@ -47,16 +47,24 @@ async def loaded(pilot: Pilot[Any]) -> None:
 async def dead_letters(pilot: Pilot[Any]) -> None:
     await loaded(pilot)
     await pilot.press("d")
-    await until(pilot, lambda: isinstance(pilot.app.screen, DeadLetterScreen)
-                and table(pilot.app, "#dead-list").row_count == 3, "the dead letters")
+    await until(
+        pilot,
+        lambda: (
+            isinstance(pilot.app.screen, DeadLetterScreen)
+            and table(pilot.app, "#dead-list").row_count == 3
+        ),
+        "the dead letters",
+    )
     await pilot.press("down")
 
 
-def then(first: Callable[[Pilot[Any]], Awaitable[None]],
-         *keys: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
+def then(
+    first: Callable[[Pilot[Any]], Awaitable[None]], *keys: str
+) -> Callable[[Pilot[Any]], Awaitable[None]]:
     async def run(pilot: Pilot[Any]) -> None:
         await first(pilot)
         await pilot.press(*keys)
+
     return run
 
 
@@ -66,19 +74,18 @@ def test_main_screen(snap_compare: Compare, size: tuple[int, int]) -> None:
 
 
 def test_main_screen_with_the_agent_gone(snap_compare: Compare) -> None:
-    agent = FakeAgent(updates(), OSError("agent at /run/distillsync/agent.sock closed the "
-                                         "stream"))
+    agent = FakeAgent(updates(), OSError("agent at /run/distillsync/agent.sock closed the stream"))
 
     async def lost(pilot: Pilot[Any]) -> None:
-        await until(pilot, lambda: pilot.app.screen.query_one("#body").has_class("-stale"),
-                    "the banner")
+        await until(
+            pilot, lambda: pilot.app.screen.query_one("#body").has_class("-stale"), "the banner"
+        )
 
     assert snap_compare(dashboard(agent), terminal_size=SMALL, run_before=lost)
 
 
 def test_filtered_tail(snap_compare: Compare) -> None:
-    assert snap_compare(dashboard(), terminal_size=SMALL,
-                        run_before=then(loaded, "slash", *"wh2"))
+    assert snap_compare(dashboard(), terminal_size=SMALL, run_before=then(loaded, "slash", *"wh2"))
 
 
 @pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x50"])
@@ -91,15 +98,17 @@ def test_discard_asks_first(snap_compare: Compare) -> None:
 
 
 def test_help_screen(snap_compare: Compare) -> None:
-    assert snap_compare(dashboard(), terminal_size=(80, 40),
-                        run_before=then(loaded, "question_mark"))
+    assert snap_compare(
+        dashboard(), terminal_size=(80, 40), run_before=then(loaded, "question_mark")
+    )
 
 
 @pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x50"])
 def test_fleet_view(snap_compare: Compare, size: tuple[int, int]) -> None:
     async def listed(pilot: Pilot[Any]) -> None:
-        await until(pilot, lambda: table(pilot.app, "#fleet").row_count == 5,
-                    "the agents and the consumer")
+        await until(
+            pilot, lambda: table(pilot.app, "#fleet").row_count == 5, "the agents and the consumer"
+        )
         await pilot.press("down", "down", "down", "down")
 
     app = FleetApp(FakeRelay(FLEET), now=frozen, backoff=fast())

@@ -40,26 +40,71 @@ def openssl(*args: str, cwd: Path) -> None:
 
 def make_ca(folder: Path, name: str) -> Path:
     """``{name}.pem`` and ``{name}.key``: a self-signed CA; returns the certificate."""
-    openssl("req", "-x509", *_KEY, "-days", "2", "-subj", f"/CN={name}",
-            "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=folder)
+    openssl(
+        "req",
+        "-x509",
+        *_KEY,
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.pem",
+        cwd=folder,
+    )
     return folder / f"{name}.pem"
 
 
-def make_cert(folder: Path, ca: str, name: str, cn: str, *, dns: str | None = None,
-              ip: str | None = "127.0.0.1", expired: bool = False) -> Path:
+def make_cert(
+    folder: Path,
+    ca: str,
+    name: str,
+    cn: str,
+    *,
+    dns: str | None = None,
+    ip: str | None = "127.0.0.1",
+    expired: bool = False,
+) -> Path:
     """``{name}.pem`` and ``{name}.key`` signed by CA ``ca``, for subject ``CN={cn}`` with
     subjectAltName ``DNS:{dns}`` (``cn`` unless given) and ``IP:{ip}``; returns the
     certificate. ``expired`` makes one that was valid for a day in 2020."""
     names = [f"DNS:{dns or cn}", *([f"IP:{ip}"] if ip else [])]
     (folder / f"{name}.ext").write_text(f"subjectAltName={','.join(names)}\n")
-    openssl("req", "-new", *_KEY, "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
-            "-out", f"{name}.csr", cwd=folder)
+    openssl(
+        "req",
+        "-new",
+        *_KEY,
+        "-subj",
+        f"/CN={cn}",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        cwd=folder,
+    )
     if expired:
         _sign_backdated(folder, ca, name)
     else:
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey",
-                f"{ca}.key", "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
-                "-out", f"{name}.pem", cwd=folder)
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            f"{ca}.pem",
+            "-CAkey",
+            f"{ca}.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            f"{name}.pem",
+            cwd=folder,
+        )
     return folder / f"{name}.pem"
 
 
@@ -70,10 +115,28 @@ def _sign_backdated(folder: Path, ca: str, name: str) -> None:
         serial.write_text("1000\n")
     conf = folder / f"{ca}.cnf"
     conf.write_text(_CA_CONF.format(folder=folder, ca=ca))
-    openssl("ca", "-batch", "-config", str(conf), "-cert", f"{ca}.pem", "-keyfile",
-            f"{ca}.key", "-in", f"{name}.csr", "-out", f"{name}.pem", "-extfile",
-            f"{name}.ext", "-startdate", "20200101000000Z", "-enddate", "20200102000000Z",
-            "-notext", cwd=folder)
+    openssl(
+        "ca",
+        "-batch",
+        "-config",
+        str(conf),
+        "-cert",
+        f"{ca}.pem",
+        "-keyfile",
+        f"{ca}.key",
+        "-in",
+        f"{name}.csr",
+        "-out",
+        f"{name}.pem",
+        "-extfile",
+        f"{name}.ext",
+        "-startdate",
+        "20200101000000Z",
+        "-enddate",
+        "20200102000000Z",
+        "-notext",
+        cwd=folder,
+    )
 
 
 class ConfiguredBroker(LocalBroker):

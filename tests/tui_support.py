@@ -64,65 +64,150 @@ class Script(Generic[T]):
 
 
 def feed(name: str, entity: str, mode: str, **figures: Any) -> dict[str, Any]:
-    return {"feed": name, "entity": entity, "mode": mode, "last_poll_start": NOW - 3,
-            "last_poll_end": NOW - 2, "last_success": NOW - 2, "rows_read": 0,
-            "changes_emitted": 0, "dead_letters": 0, "errors": 0, "last_error": None,
-            **figures}
+    return {
+        "feed": name,
+        "entity": entity,
+        "mode": mode,
+        "last_poll_start": NOW - 3,
+        "last_poll_end": NOW - 2,
+        "last_success": NOW - 2,
+        "rows_read": 0,
+        "changes_emitted": 0,
+        "dead_letters": 0,
+        "errors": 0,
+        "last_error": None,
+        **figures,
+    }
 
 
 SOURCES: list[dict[str, Any]] = [
-    {"name": "erp", "paused": False, "feeds": [
-        feed("product", "product", "timestamp", rows_read=48_213, changes_emitted=1_207),
-        feed("price", "price", "timestamp", rows_read=9_120, changes_emitted=342),
-        feed("stock", "stock", "timestamp", rows_read=310_554, changes_emitted=88_421,
-             dead_letters=2)]},
-    {"name": "warehouse", "paused": True, "feeds": [
-        feed("stock_wh", "stock", "snapshot", rows_read=1_800, changes_emitted=12,
-             last_poll_end=NOW - 95, last_success=NOW - 95)]},
-    {"name": "crm", "paused": False, "feeds": [
-        feed("customer", "customer", "incrementing", rows_read=640, changes_emitted=640,
-             errors=7, last_success=NOW - 420,
-             last_error="connection refused by 10.0.0.7:5432")]},
+    {
+        "name": "erp",
+        "paused": False,
+        "feeds": [
+            feed("product", "product", "timestamp", rows_read=48_213, changes_emitted=1_207),
+            feed("price", "price", "timestamp", rows_read=9_120, changes_emitted=342),
+            feed(
+                "stock",
+                "stock",
+                "timestamp",
+                rows_read=310_554,
+                changes_emitted=88_421,
+                dead_letters=2,
+            ),
+        ],
+    },
+    {
+        "name": "warehouse",
+        "paused": True,
+        "feeds": [
+            feed(
+                "stock_wh",
+                "stock",
+                "snapshot",
+                rows_read=1_800,
+                changes_emitted=12,
+                last_poll_end=NOW - 95,
+                last_success=NOW - 95,
+            )
+        ],
+    },
+    {
+        "name": "crm",
+        "paused": False,
+        "feeds": [
+            feed(
+                "customer",
+                "customer",
+                "incrementing",
+                rows_read=640,
+                changes_emitted=640,
+                errors=7,
+                last_success=NOW - 420,
+                last_error="connection refused by 10.0.0.7:5432",
+            )
+        ],
+    },
 ]
 
 
 def published_at(t: float) -> int:
     """Deliveries after ``t`` seconds: a gentle wave with a burst in the middle, so the
     sparkline has a shape."""
-    return sum(120 + int(60 * math.sin(s / 9)) + (900 if 100 <= s < 130 else 0)
-               for s in range(int(t)))
+    return sum(
+        120 + int(60 * math.sin(s / 9)) + (900 if 100 <= s < 130 else 0) for s in range(int(t))
+    )
 
 
 def status(uptime: float, published: int, **outbox: Any) -> dict[str, Any]:
     return {
-        "agent": {"id": "erp-madrid-1", "tenant": "acme", "version": "0.1.0",
-                  "started_at": rfc3339(STARTED), "uptime_seconds": uptime},
-        "relay": {"url": "mqtts://relay.example.com:8883", "state": "connected",
-                  "since": NOW - 125, "reconnects": 1, "published": published, "refused": 2,
-                  "in_flight": 37, "last_publish": NOW - 0.4, "last_error": None},
+        "agent": {
+            "id": "erp-madrid-1",
+            "tenant": "acme",
+            "version": "0.1.0",
+            "started_at": rfc3339(STARTED),
+            "uptime_seconds": uptime,
+        },
+        "relay": {
+            "url": "mqtts://relay.example.com:8883",
+            "state": "connected",
+            "since": NOW - 125,
+            "reconnects": 1,
+            "published": published,
+            "refused": 2,
+            "in_flight": 37,
+            "last_publish": NOW - 0.4,
+            "last_error": None,
+        },
         "sources": SOURCES,
-        "outbox": {"pending": 1_204, "in_flight": 37, "delivered_per_second": 118.5,
-                   "oldest_pending_time": rfc3339(NOW - 4), "oldest_pending_age_seconds": 4.2,
-                   "dead_letters": 3, "delivered_kept": 5_000, "last_sequence": 90_311,
-                   **outbox},
+        "outbox": {
+            "pending": 1_204,
+            "in_flight": 37,
+            "delivered_per_second": 118.5,
+            "oldest_pending_time": rfc3339(NOW - 4),
+            "oldest_pending_age_seconds": 4.2,
+            "dead_letters": 3,
+            "delivered_kept": 5_000,
+            "last_sequence": 90_311,
+            **outbox,
+        },
     }
 
 
-def event(sequence: int, entity: str, subject: str, outcome: str = "delivered",
-          reason: str | None = None) -> dict[str, Any]:
-    return {"sequence": sequence, "id": f"0193a8c0-{sequence:04x}", "entity": entity,
-            "op": "upsert", "subject": subject, "outcome": outcome, "reason": reason,
-            "at": NOW - (90_311 - sequence) * 0.5}
+def event(
+    sequence: int, entity: str, subject: str, outcome: str = "delivered", reason: str | None = None
+) -> dict[str, Any]:
+    return {
+        "sequence": sequence,
+        "id": f"0193a8c0-{sequence:04x}",
+        "entity": entity,
+        "op": "upsert",
+        "subject": subject,
+        "outcome": outcome,
+        "reason": reason,
+        "at": NOW - (90_311 - sequence) * 0.5,
+    }
 
 
 EVENTS = [
     event(90_300 + i, entity, subject)
-    for i, (entity, subject) in enumerate([
-        ("stock", "SKU-1/WH1"), ("stock", "SKU-2/WH1"), ("price", "SKU-1"),
-        ("stock", "SKU-7/WH3"), ("product", "SKU-42"), ("stock", "SKU-9/WH2"),
-        ("price", "SKU-7"), ("stock", "SKU-3/WH1"), ("product", "SKU-8")])
-] + [event(90_309, "stock", "SKU-5/WH2", "refused", "not authorized (0x87)"),
-     event(90_310, "price", "SKU-99")]
+    for i, (entity, subject) in enumerate(
+        [
+            ("stock", "SKU-1/WH1"),
+            ("stock", "SKU-2/WH1"),
+            ("price", "SKU-1"),
+            ("stock", "SKU-7/WH3"),
+            ("product", "SKU-42"),
+            ("stock", "SKU-9/WH2"),
+            ("price", "SKU-7"),
+            ("stock", "SKU-3/WH1"),
+            ("product", "SKU-8"),
+        ]
+    )
+] + [
+    event(90_309, "stock", "SKU-5/WH2", "refused", "not authorized (0x87)"),
+    event(90_310, "price", "SKU-99"),
+]
 
 
 def updates(count: int = UPDATES) -> list[dict[str, Any]]:
@@ -130,26 +215,53 @@ def updates(count: int = UPDATES) -> list[dict[str, Any]]:
     lines = []
     for i in range(count):
         uptime = (NOW - STARTED) - 2 * (count - 1 - i)
-        lines.append({"status": status(uptime, published_at(2.0 * i)),
-                      "health": {"healthy": True, "relay": "connected",
-                                 "relay_since": NOW - 125},
-                      "events": EVENTS if i == count - 1 else []})
+        lines.append(
+            {
+                "status": status(uptime, published_at(2.0 * i)),
+                "health": {"healthy": True, "relay": "connected", "relay_since": NOW - 125},
+                "events": EVENTS if i == count - 1 else [],
+            }
+        )
     return lines
 
 
 DEAD_LETTERS: list[dict[str, Any]] = [
-    {"id": 12, "kind": "capture", "source": "erp", "feed": "stock", "entity": "stock",
-     "subject": "SKU-9/WH1", "reason": "schema: data.on_hand must be number",
-     "payload": '{"sku": "SKU-9", "warehouse": "WH1", "on_hand": "twelve"}',
-     "event_sequence": None, "created_at": NOW - 300},
-    {"id": 15, "kind": "publish", "source": "erp", "feed": "product", "entity": "product",
-     "subject": "SKU-77", "reason": "message of 5342 bytes exceeds the broker's maximum "
-                                    "packet size 1000",
-     "payload": orjson.dumps({"sku": "SKU-77", "name": "Long description " * 3}).decode(),
-     "event_sequence": 88_002, "created_at": NOW - 75},
-    {"id": 16, "kind": "capture", "source": "erp", "feed": "stock", "entity": "stock",
-     "subject": "SKU-10/WH2", "reason": "column label: invalid UTF-8",
-     "payload": "SKU-10;WH2;\\xff\\xfe", "event_sequence": None, "created_at": NOW - 20},
+    {
+        "id": 12,
+        "kind": "capture",
+        "source": "erp",
+        "feed": "stock",
+        "entity": "stock",
+        "subject": "SKU-9/WH1",
+        "reason": "schema: data.on_hand must be number",
+        "payload": '{"sku": "SKU-9", "warehouse": "WH1", "on_hand": "twelve"}',
+        "event_sequence": None,
+        "created_at": NOW - 300,
+    },
+    {
+        "id": 15,
+        "kind": "publish",
+        "source": "erp",
+        "feed": "product",
+        "entity": "product",
+        "subject": "SKU-77",
+        "reason": "message of 5342 bytes exceeds the broker's maximum packet size 1000",
+        "payload": orjson.dumps({"sku": "SKU-77", "name": "Long description " * 3}).decode(),
+        "event_sequence": 88_002,
+        "created_at": NOW - 75,
+    },
+    {
+        "id": 16,
+        "kind": "capture",
+        "source": "erp",
+        "feed": "stock",
+        "entity": "stock",
+        "subject": "SKU-10/WH2",
+        "reason": "column label: invalid UTF-8",
+        "payload": "SKU-10;WH2;\\xff\\xfe",
+        "event_sequence": None,
+        "created_at": NOW - 20,
+    },
 ]
 
 
@@ -158,8 +270,9 @@ class FakeAgent:
 
     where = "/run/distillsync/agent.sock"
 
-    def __init__(self, *plans: list[dict[str, Any]] | Exception,
-                 dead: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, *plans: list[dict[str, Any]] | Exception, dead: list[dict[str, Any]] | None = None
+    ) -> None:
         self.script: Script[dict[str, Any]] = Script(*plans)
         self.dead = list(DEAD_LETTERS if dead is None else dead)
         self.posts: list[str] = []
@@ -187,15 +300,25 @@ class FakeAgent:
 
 
 def fleet_status(state: str, **extra: Any) -> bytes:
-    body = {"state": state, "version": "0.1.0", "started_at": rfc3339(STARTED),
-            "time": rfc3339(NOW - 5), **extra}
+    body = {
+        "state": state,
+        "version": "0.1.0",
+        "started_at": rfc3339(STARTED),
+        "time": rfc3339(NOW - 5),
+        **extra,
+    }
     return orjson.dumps(body)
 
 
 def online(backlog: int, dead: int, last_publish: float | None, **extra: Any) -> bytes:
-    figures = {"backlog": backlog, "dead_letters": dead, "published": 1000,
-               "last_publish": rfc3339(last_publish) if last_publish else None,
-               "last_error": None, "sources_failing": 0}
+    figures = {
+        "backlog": backlog,
+        "dead_letters": dead,
+        "published": 1000,
+        "last_publish": rfc3339(last_publish) if last_publish else None,
+        "last_error": None,
+        "sources_failing": 0,
+    }
     return fleet_status("online", **{**figures, **extra})
 
 
@@ -203,10 +326,14 @@ FLEET: list[tuple[str, bytes]] = [
     ("distillsync/acme/erp-madrid-1/status", online(1_204, 3, NOW - 1)),
     ("distillsync/acme/erp-bilbao/status", fleet_status("offline")),  # the Last Will
     ("distillsync/acme/erp-sevilla/status", online(0, 0, NOW - 42, paused=["legacy"])),
-    ("distillsync/zeta/erp-porto/status",
-     online(88_310, 0, NOW - 600, last_error="not authorized (0x87)", sources_failing=1)),
-    ("distillsync/_relay/shops-1/status",  # a relay-side consumer, next to the agents
-     online(12, 1, NOW - 2, kind="consumer")),
+    (
+        "distillsync/zeta/erp-porto/status",
+        online(88_310, 0, NOW - 600, last_error="not authorized (0x87)", sources_failing=1),
+    ),
+    (
+        "distillsync/_relay/shops-1/status",  # a relay-side consumer, next to the agents
+        online(12, 1, NOW - 2, kind="consumer"),
+    ),
     ("distillsync/acme/erp-retired/status", online(5, 0, NOW - 3)),
     ("distillsync/acme/erp-retired/status", b""),  # cleared: the row goes away
 ]
@@ -228,8 +355,9 @@ class FakeRelay:
 # Reading the screens in Pilot tests.
 
 
-async def until(pilot: Pilot[Any], condition: Callable[[], object], what: str,
-                seconds: float = 5.0) -> None:
+async def until(
+    pilot: Pilot[Any], condition: Callable[[], object], what: str, seconds: float = 5.0
+) -> None:
     """Let the app run until ``condition()`` holds: updates arrive through workers."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -250,8 +378,13 @@ def text(widget: Widget) -> str:
 
 
 def rows(table: DataTable[Any]) -> list[list[str]]:
-    return [[cell.plain.strip() if isinstance(cell, Text) else str(cell)
-             for cell in table.get_row_at(i)] for i in range(table.row_count)]
+    return [
+        [
+            cell.plain.strip() if isinstance(cell, Text) else str(cell)
+            for cell in table.get_row_at(i)
+        ]
+        for i in range(table.row_count)
+    ]
 
 
 def table(app: App[Any], selector: str) -> DataTable[Any]:

@@ -89,18 +89,35 @@ class Served:
 # --- events --------------------------------------------------------------------------------
 
 
-def event(entity: str, data: dict[str, Any], *, subject: str | None = None,
-          op: Op = "upsert") -> Event:
+def event(
+    entity: str, data: dict[str, Any], *, subject: str | None = None, op: Op = "upsert"
+) -> Event:
     """An event of agent ``erp-1`` of tenant ``acme``, numbered in creation order."""
     subject = subject or "/".join(str(data[key]) for key in ("sku", "warehouse") if key in data)
     event_id, source, sequence = str(uuid.uuid4()), "urn:distillsync:acme:erp-1", next(_SEQUENCE)
     stamp = "2026-11-23T12:00:00.000000Z"
-    envelope = {"specversion": "1.0", "id": event_id, "source": source,
-                "type": f"distillsync.{entity}.{op}", "subject": subject, "time": stamp,
-                "sequence": f"{sequence:020d}", "datacontenttype": "application/json",
-                "data": data}
-    return Event(id=event_id, source=source, entity=entity, op=op, subject=subject,
-                 sequence=f"{sequence:020d}", time=stamp, data=data, raw=orjson.dumps(envelope))
+    envelope = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": source,
+        "type": f"distillsync.{entity}.{op}",
+        "subject": subject,
+        "time": stamp,
+        "sequence": f"{sequence:020d}",
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    return Event(
+        id=event_id,
+        source=source,
+        entity=entity,
+        op=op,
+        subject=subject,
+        sequence=f"{sequence:020d}",
+        time=stamp,
+        data=data,
+        raw=orjson.dumps(envelope),
+    )
 
 
 def stock(sku: str, on_hand: Any, warehouse: str = "MAD", *, op: Op = "upsert") -> Event:
@@ -129,8 +146,9 @@ SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
 
 @contextlib.asynccontextmanager
-async def sink_maker(sink: Callable[[SettingsT], SinkT], settings: type[SettingsT],
-                     **defaults: Any) -> AsyncIterator[Callable[..., SinkT]]:
+async def sink_maker(
+    sink: Callable[[SettingsT], SinkT], settings: type[SettingsT], **defaults: Any
+) -> AsyncIterator[Callable[..., SinkT]]:
     """``make(**overrides)``: a ``sink`` with the ``settings`` ``defaults | overrides``;
     every sink made is closed on the way out."""
     made: list[SinkT] = []

@@ -97,18 +97,24 @@ class MagentoSim(Served):
         if request.match_info.route.resource is None or route in self.disabled:
             return _error(404, "Request does not match any route.")
         if request.headers.get("Authorization") != f"Bearer {self.token}":
-            resource = "Magento_Catalog::catalog" if "price" in route else \
-                "Magento_InventoryApi::source_item"
-            return _error(401, "The consumer isn't authorized to access %resources.",
-                          {"resources": resource})
+            resource = (
+                "Magento_Catalog::catalog"
+                if "price" in route
+                else "Magento_InventoryApi::source_item"
+            )
+            return _error(
+                401, "The consumer isn't authorized to access %resources.", {"resources": resource}
+            )
         if request.match_info["store"] not in STORES:
-            return _error(400, "The store that was requested wasn't found. Verify the store "
-                          "and try again.")
+            return _error(
+                400, "The store that was requested wasn't found. Verify the store and try again."
+            )
         if self.fail_next:
             status = self.fail_next.pop(0)
             headers = {"Retry-After": self.retry_after} if status == 429 else None
-            return web.json_response({"message": "Service temporarily unavailable"},
-                                     status=status, headers=headers)
+            return web.json_response(
+                {"message": "Service temporarily unavailable"}, status=status, headers=headers
+            )
         self.calls[route] += 1
         return await handler(request)
 
@@ -128,8 +134,10 @@ class MagentoSim(Served):
         if any(item["source_code"] not in self.sources for item in items):
             return _error(400, "Could not save Source Item")  # the foreign key said no
         for item in items:
-            self.source_items[(item["sku"], item["source_code"])] = (float(item["quantity"]),
-                                                                     int(item["status"]))
+            self.source_items[(item["sku"], item["source_code"])] = (
+                float(item["quantity"]),
+                int(item["status"]),
+            )
         return web.json_response([])
 
     def _check_item(self, item: Any) -> list[dict[str, Any]]:
@@ -140,21 +148,35 @@ class MagentoSim(Served):
         if not sku:
             errors.append({"message": '"%field" can not be empty.', "parameters": {"field": "sku"}})
         elif sku not in self.prices:
-            errors.append({"message": 'Product with requested "%field": "%value" was not found.',
-                           "parameters": {"field": "sku", "value": sku}})
+            errors.append(
+                {
+                    "message": 'Product with requested "%field": "%value" was not found.',
+                    "parameters": {"field": "sku", "value": sku},
+                }
+            )
         if not source:
-            errors.append({"message": '"%field" can not be empty.',
-                           "parameters": {"field": "source_code"}})
+            errors.append(
+                {"message": '"%field" can not be empty.', "parameters": {"field": "source_code"}}
+            )
         elif any(character.isspace() for character in source):
-            errors.append({"message": '"%field" can not contain whitespaces.',
-                           "parameters": {"field": "source_code"}})
+            errors.append(
+                {
+                    "message": '"%field" can not contain whitespaces.',
+                    "parameters": {"field": "source_code"},
+                }
+            )
         quantity = item.get("quantity")
         if isinstance(quantity, bool) or not isinstance(quantity, int | float):
-            errors.append({"message": '"%field" should be numeric.',
-                           "parameters": {"field": "quantity"}})
+            errors.append(
+                {"message": '"%field" should be numeric.', "parameters": {"field": "quantity"}}
+            )
         if item.get("status") not in (0, 1):
-            errors.append({"message": '"%field" should be numeric and 0 or 1.',
-                           "parameters": {"field": "status"}})
+            errors.append(
+                {
+                    "message": '"%field" should be numeric and 0 or 1.',
+                    "parameters": {"field": "status"},
+                }
+            )
         return errors
 
     async def _sources(self, request: web.Request) -> web.Response:
@@ -163,11 +185,23 @@ class MagentoSim(Served):
         codes = sorted(self.sources)
         last = max(1, -(-len(codes) // size))
         page = min(wanted, last)  # Magento clamps a page past the end to the last one
-        items = [{"source_code": code, "name": self.sources[code], "enabled": True,
-                  "country_id": "ES", "postcode": "28001"}
-                 for code in codes[(page - 1) * size:page * size]]
-        return web.json_response({"items": items, "total_count": len(codes), "search_criteria": {
-            "filter_groups": [], "page_size": size, "current_page": wanted}})
+        items = [
+            {
+                "source_code": code,
+                "name": self.sources[code],
+                "enabled": True,
+                "country_id": "ES",
+                "postcode": "28001",
+            }
+            for code in codes[(page - 1) * size : page * size]
+        ]
+        return web.json_response(
+            {
+                "items": items,
+                "total_count": len(codes),
+                "search_criteria": {"filter_groups": [], "page_size": size, "current_page": wanted},
+            }
+        )
 
     # --- base prices --------------------------------------------------------------------
 
@@ -198,6 +232,8 @@ class MagentoSim(Served):
         if amount is None or amount < 0:
             return {"message": invalid, "parameters": ["Price", str(price)]}
         if row.get("store_id") not in STORES.values():
-            return {"message": "Requested store is not found. Row ID: SKU = %SKU, Store ID: "
-                    "%storeId.", "parameters": [sku, str(row.get("store_id"))]}
+            return {
+                "message": "Requested store is not found. Row ID: SKU = %SKU, Store ID: %storeId.",
+                "parameters": [sku, str(row.get("store_id"))],
+            }
         return None

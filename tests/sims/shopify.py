@@ -61,12 +61,35 @@ API_VERSION = "2026-10"
 MAX_QUERY_COST = 1000
 MAX_QUANTITY = 1_000_000_000
 MAX_PRICE = Decimal("1000000000000000000")
-QUANTITY_NAMES = {"available", "on_hand", "committed", "incoming", "reserved", "damaged",
-                  "quality_control", "safety_stock"}
-REASONS = {"correction", "cycle_count_available", "damaged", "movement_created",
-           "movement_updated", "movement_received", "movement_canceled", "other", "promotion",
-           "quality_control", "received", "reservation_created", "reservation_deleted",
-           "reservation_updated", "restock", "safety_stock", "shrinkage"}
+QUANTITY_NAMES = {
+    "available",
+    "on_hand",
+    "committed",
+    "incoming",
+    "reserved",
+    "damaged",
+    "quality_control",
+    "safety_stock",
+}
+REASONS = {
+    "correction",
+    "cycle_count_available",
+    "damaged",
+    "movement_created",
+    "movement_updated",
+    "movement_received",
+    "movement_canceled",
+    "other",
+    "promotion",
+    "quality_control",
+    "received",
+    "reservation_created",
+    "reservation_deleted",
+    "reservation_updated",
+    "restock",
+    "safety_stock",
+    "shrinkage",
+}
 Outcome = tuple[dict[str, Any], int]
 """An operation's ``data`` and its actual cost."""
 _SKU_TERM = re.compile(r'^sku:(?:"((?:[^"\\]|\\.)*)"|([^\s"]+))$')
@@ -133,21 +156,33 @@ def _user_error(field: list[str], message: str, code: str) -> dict[str, Any]:
 
 def _whole_call_error(code: str, message: str) -> dict[str, Any]:
     """An ``inventorySetQuantities`` refused as a whole (no input field to blame)."""
-    return {"inventorySetQuantities": {"inventoryAdjustmentGroup": None,
-                                       "userErrors": [_user_error([], message, code)]}}
+    return {
+        "inventorySetQuantities": {
+            "inventoryAdjustmentGroup": None,
+            "userErrors": [_user_error([], message, code)],
+        }
+    }
 
 
 def _key_mismatch() -> dict[str, Any]:
-    return _whole_call_error("IDEMPOTENCY_KEY_PARAMETER_MISMATCH", "The same idempotency key "
-                             "cannot be used with different operation parameters.")
+    return _whole_call_error(
+        "IDEMPOTENCY_KEY_PARAMETER_MISMATCH",
+        "The same idempotency key cannot be used with different operation parameters.",
+    )
 
 
 class ShopifySim(Served):
     """One shop: products, variants, inventory levels per location, and a cost bucket."""
 
-    def __init__(self, *, token: str = TOKEN, api_version: str = API_VERSION,
-                 maximum: float = 1000.0, restore_rate: float = 50.0,
-                 available: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        token: str = TOKEN,
+        api_version: str = API_VERSION,
+        maximum: float = 1000.0,
+        restore_rate: float = 50.0,
+        available: float | None = None,
+    ) -> None:
         self.token = token
         self.api_version = api_version
         self.maximum, self.restore_rate = maximum, restore_rate
@@ -180,8 +215,9 @@ class ShopifySim(Served):
         """Key -> fingerprint and input of a stock write still being processed."""
         self._numbers = itertools.count(1001)
         self.operations = {
-            "VariantsBySku": Operation("productVariants(", self._variants_cost,
-                                       self._variants_by_sku),
+            "VariantsBySku": Operation(
+                "productVariants(", self._variants_cost, self._variants_by_sku
+            ),
             "StockLevels": Operation("nodes(", self._levels_cost, self._stock_levels),
             "SetStock": Operation("inventorySetQuantities(", lambda _: 10, self._set_stock),
             "SetPrices": Operation("productVariantsBulkUpdate(", lambda _: 10, self._set_prices),
@@ -194,15 +230,17 @@ class ShopifySim(Served):
         self.location_ids.append(location)
         return location
 
-    def add_product(self, skus: list[str], *, price: str = "10.00",
-                    stock: dict[str, int] | None = None) -> str:
+    def add_product(
+        self, skus: list[str], *, price: str = "10.00", stock: dict[str, int] | None = None
+    ) -> str:
         """A product with one variant per SKU, stocked at ``stock``'s locations."""
         product = _gid("Product", next(self._numbers))
         self.products[product] = []
         for sku in skus:
             number = next(self._numbers)
-            variant = SimVariant(_gid("ProductVariant", number), sku, product,
-                                 _gid("InventoryItem", number), price)
+            variant = SimVariant(
+                _gid("ProductVariant", number), sku, product, _gid("InventoryItem", number), price
+            )
             self.variants[variant.id] = variant
             self.products[product].append(variant.id)
             for location, quantity in (stock or {}).items():
@@ -233,16 +271,27 @@ class ShopifySim(Served):
         if request.match_info["version"] != self.api_version:
             return web.json_response({"errors": "Not Found"}, status=404)
         if request.headers.get("X-Shopify-Access-Token") != self.token:
-            return web.json_response({"errors": "[API] Invalid API key or access token "
-                                      "(unrecognized login or wrong password)"}, status=401)
+            return web.json_response(
+                {
+                    "errors": "[API] Invalid API key or access token "
+                    "(unrecognized login or wrong password)"
+                },
+                status=401,
+            )
         if self.fail_next:
             status = self.fail_next.pop(0)
-            return web.json_response({"errors": "Internal Server Error"}, status=status,
-                                     headers={"Retry-After": "0"} if status == 429 else None)
+            return web.json_response(
+                {"errors": "Internal Server Error"},
+                status=status,
+                headers={"Retry-After": "0"} if status == 429 else None,
+            )
         body = await request.json()
         try:
-            answer = self._execute(str(body.get("operationName") or ""),
-                                   str(body.get("query", "")), body.get("variables") or {})
+            answer = self._execute(
+                str(body.get("operationName") or ""),
+                str(body.get("query", "")),
+                body.get("variables") or {},
+            )
         except GatewayTimeout:
             return web.json_response({"errors": "Gateway Timeout"}, status=504)
         if self.lose_next and "data" in answer and body.get("operationName", "").startswith("Set"):
@@ -253,21 +302,44 @@ class ShopifySim(Served):
     def _execute(self, name: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         operation = self.operations.get(name)
         if operation is None or operation.root not in query:
-            return {"errors": [{"message": f"Unknown operation {name!r}",
-                                "extensions": {"code": "BAD_REQUEST"}}]}
+            return {
+                "errors": [
+                    {
+                        "message": f"Unknown operation {name!r}",
+                        "extensions": {"code": "BAD_REQUEST"},
+                    }
+                ]
+            }
         requested = operation.cost(variables)
         if requested > MAX_QUERY_COST:
-            return {"errors": [{"message": f"Query cost is {requested}, which exceeds the single "
-                                f"query max cost limit ({MAX_QUERY_COST}).",
-                                "extensions": {"code": "MAX_COST_EXCEEDED", "cost": requested,
-                                               "maxCost": MAX_QUERY_COST}}]}
+            return {
+                "errors": [
+                    {
+                        "message": f"Query cost is {requested}, which exceeds the single "
+                        f"query max cost limit ({MAX_QUERY_COST}).",
+                        "extensions": {
+                            "code": "MAX_COST_EXCEEDED",
+                            "cost": requested,
+                            "maxCost": MAX_QUERY_COST,
+                        },
+                    }
+                ]
+            }
         self._refill()
         if self.bucket < requested:
             self.throttled += 1
-            return {"errors": [{"message": "Throttled", "extensions": {
-                        "code": "THROTTLED",
-                        "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
-                    "extensions": {"cost": self._cost(requested, None)}}
+            return {
+                "errors": [
+                    {
+                        "message": "Throttled",
+                        "extensions": {
+                            "code": "THROTTLED",
+                            "documentation": "https://shopify.dev/api/usage/rate-limits",
+                        },
+                    }
+                ],
+                "extensions": {"cost": self._cost(requested, None)},
+            }
         self.bucket -= requested
         try:
             data, actual = operation.run(query, variables)
@@ -287,10 +359,15 @@ class ShopifySim(Served):
         self._refilled = now
 
     def _cost(self, requested: int, actual: int | None) -> dict[str, Any]:
-        return {"requestedQueryCost": requested, "actualQueryCost": actual,
-                "throttleStatus": {"maximumAvailable": self.maximum,
-                                   "currentlyAvailable": round(self.bucket, 3),
-                                   "restoreRate": self.restore_rate}}
+        return {
+            "requestedQueryCost": requested,
+            "actualQueryCost": actual,
+            "throttleStatus": {
+                "maximumAvailable": self.maximum,
+                "currentlyAvailable": round(self.bucket, 3),
+                "restoreRate": self.restore_rate,
+            },
+        }
 
     # --- productVariants(query: "sku:...") -------------------------------------------------
 
@@ -307,16 +384,31 @@ class ShopifySim(Served):
         terms = self._search_terms(search)
         self.searched.update(terms)
         wanted = {sku.casefold() for sku in terms}
-        matches = sorted((variant for variant in self.variants.values()
-                          if variant.sku.casefold() in wanted),
-                         key=lambda variant: int(variant.id.rsplit("/", 1)[1]))
+        matches = sorted(
+            (variant for variant in self.variants.values() if variant.sku.casefold() in wanted),
+            key=lambda variant: int(variant.id.rsplit("/", 1)[1]),
+        )
         start = _position(after) + 1 if isinstance(after, str) else 0
-        page = matches[start:start + first]
-        nodes = [{"id": variant.id, "sku": variant.sku, "product": {"id": variant.product_id},
-                  "inventoryItem": {"id": variant.inventory_item_id}} for variant in page]
+        page = matches[start : start + first]
+        nodes = [
+            {
+                "id": variant.id,
+                "sku": variant.sku,
+                "product": {"id": variant.product_id},
+                "inventoryItem": {"id": variant.inventory_item_id},
+            }
+            for variant in page
+        ]
         more = start + first < len(matches)
-        data = {"productVariants": {"nodes": nodes, "pageInfo": {
-            "hasNextPage": more, "endCursor": _cursor(start + len(page) - 1) if page else None}}}
+        data = {
+            "productVariants": {
+                "nodes": nodes,
+                "pageInfo": {
+                    "hasNextPage": more,
+                    "endCursor": _cursor(start + len(page) - 1) if page else None,
+                },
+            }
+        }
         return data, 2 + 3 * len(page)
 
     @staticmethod
@@ -349,23 +441,38 @@ class ShopifySim(Served):
                 nodes.append(None)
                 continue
             level = self.levels.get((item, location))
-            nodes.append({"id": item, "inventoryLevel": None if level is None else {
-                "quantities": [{"name": name, "quantity": self._quantity(level, name)}
-                               for name in names]}})
+            nodes.append(
+                {
+                    "id": item,
+                    "inventoryLevel": None
+                    if level is None
+                    else {
+                        "quantities": [
+                            {"name": name, "quantity": self._quantity(level, name)}
+                            for name in names
+                        ]
+                    },
+                }
+            )
         return {"nodes": nodes}, 3 * sum(node is not None for node in nodes)
 
     @staticmethod
     def _quantity(level: Level, name: str) -> int:
-        return {"on_hand": level.on_hand, "available": level.available,
-                "committed": level.committed}.get(name, 0)
+        return {
+            "on_hand": level.on_hand,
+            "available": level.available,
+            "committed": level.committed,
+        }.get(name, 0)
 
     # --- inventorySetQuantities -------------------------------------------------------------
 
     def _set_stock(self, query: str, variables: dict[str, Any]) -> Outcome:
         key = variables.get("idempotencyKey")
         if "@idempotent(key: $idempotencyKey)" not in query or not isinstance(key, str) or not key:
-            raise GraphQLError("The @idempotent directive with a key is required for "
-                               "inventorySetQuantities", code="BAD_REQUEST")
+            raise GraphQLError(
+                "The @idempotent directive with a key is required for inventorySetQuantities",
+                code="BAD_REQUEST",
+            )
         payload = variables.get("input")
         self._check_set_input(payload)
         assert isinstance(payload, dict)
@@ -393,12 +500,15 @@ class ShopifySim(Served):
             self.before_writes.pop(0)()
         quantities = payload["quantities"]
         errors = self._duplicate_pairs(quantities) or [
-            error for position, quantity in enumerate(quantities)
-            for error in self._check_quantity(position, quantity)]
+            error
+            for position, quantity in enumerate(quantities)
+            for error in self._check_quantity(position, quantity)
+        ]
         result: dict[str, Any] = {"inventoryAdjustmentGroup": None, "userErrors": errors}
         if not errors:
-            result["inventoryAdjustmentGroup"] = {"id": _gid("InventoryAdjustmentGroup",
-                                                             next(self._numbers))}
+            result["inventoryAdjustmentGroup"] = {
+                "id": _gid("InventoryAdjustmentGroup", next(self._numbers))
+            }
             for quantity in quantities:
                 self._write_quantity(payload["name"], quantity)
         data = {"inventorySetQuantities": result}
@@ -408,18 +518,24 @@ class ShopifySim(Served):
     @staticmethod
     def _duplicate_pairs(quantities: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Every quantity whose (inventory item, location) another quantity names too."""
-        pairs = Counter((quantity["inventoryItemId"], quantity["locationId"])
-                        for quantity in quantities)
-        return [_user_error(["input", "quantities", str(position), "locationId"],
-                            "The combination of inventoryItemId and locationId must be unique.",
-                            "NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR")
-                for position, quantity in enumerate(quantities)
-                if pairs[(quantity["inventoryItemId"], quantity["locationId"])] > 1]
+        pairs = Counter(
+            (quantity["inventoryItemId"], quantity["locationId"]) for quantity in quantities
+        )
+        return [
+            _user_error(
+                ["input", "quantities", str(position), "locationId"],
+                "The combination of inventoryItemId and locationId must be unique.",
+                "NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR",
+            )
+            for position, quantity in enumerate(quantities)
+            if pairs[(quantity["inventoryItemId"], quantity["locationId"])] > 1
+        ]
 
     def _check_set_input(self, payload: Any) -> list[dict[str, Any]]:
         if not isinstance(payload, dict):
-            raise GraphQLError("Variable $input of type InventorySetQuantitiesInput! was "
-                               "provided invalid value")
+            raise GraphQLError(
+                "Variable $input of type InventorySetQuantitiesInput! was provided invalid value"
+            )
         if payload.get("name") not in ("available", "on_hand"):
             raise GraphQLError("The quantity name must be either 'available' or 'on_hand'")
         if payload.get("reason") not in REASONS:
@@ -432,11 +548,13 @@ class ShopifySim(Served):
             raise GraphQLError("quantities must not be empty")
         for position, quantity in enumerate(quantities):
             if not isinstance(quantity, dict) or "changeFromQuantity" not in quantity:
-                raise GraphQLError(f"quantities.{position}.changeFromQuantity is required "
-                                   "(pass null to skip the compare)")
+                raise GraphQLError(
+                    f"quantities.{position}.changeFromQuantity is required "
+                    "(pass null to skip the compare)"
+                )
             if not isinstance(quantity.get("quantity"), int) or not all(
-                    isinstance(quantity.get(field), str)
-                    for field in ("inventoryItemId", "locationId")):
+                isinstance(quantity.get(field), str) for field in ("inventoryItemId", "locationId")
+            ):
                 raise GraphQLError(f"quantities.{position} was provided invalid value")
         return quantities
 
@@ -445,8 +563,10 @@ class ShopifySim(Served):
         if self._held[key][0] != fingerprint:
             return _key_mismatch()
         self.concurrent += 1
-        answer = _whole_call_error("IDEMPOTENCY_CONCURRENT_REQUEST", "This request is currently "
-                                   "in progress, please try again.")
+        answer = _whole_call_error(
+            "IDEMPOTENCY_CONCURRENT_REQUEST",
+            "This request is currently in progress, please try again.",
+        )
         if self.after_concurrent:
             self.after_concurrent.pop(0)()  # after the answer: it stays "in progress"
         return answer
@@ -456,9 +576,12 @@ class ShopifySim(Served):
         if first_fingerprint != fingerprint:
             return _key_mismatch()
         if not succeeded:
-            return _whole_call_error("IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED", "A previous request "
-                                     "with this idempotency key failed. Retry with a new "
-                                     "idempotency key.")
+            return _whole_call_error(
+                "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED",
+                "A previous request "
+                "with this idempotency key failed. Retry with a new "
+                "idempotency key.",
+            )
         self.replays += 1
         return data
 
@@ -466,26 +589,56 @@ class ShopifySim(Served):
         field = ["input", "quantities", str(position)]
         item, location = quantity["inventoryItemId"], quantity["locationId"]
         if item not in {variant.inventory_item_id for variant in self.variants.values()}:
-            return [_user_error([*field, "inventoryItemId"], "The specified inventory item "
-                                "could not be found.", "INVALID_INVENTORY_ITEM")]
+            return [
+                _user_error(
+                    [*field, "inventoryItemId"],
+                    "The specified inventory item could not be found.",
+                    "INVALID_INVENTORY_ITEM",
+                )
+            ]
         if location not in self.location_ids:
-            return [_user_error([*field, "locationId"], "The specified location could not be "
-                                "found.", "INVALID_LOCATION")]
+            return [
+                _user_error(
+                    [*field, "locationId"],
+                    "The specified location could not be found.",
+                    "INVALID_LOCATION",
+                )
+            ]
         level = self.levels.get((item, location))
         if level is None:
-            return [_user_error([*field, "locationId"], "The inventory item is not stocked at "
-                                "the location.", "ITEM_NOT_STOCKED_AT_LOCATION")]
+            return [
+                _user_error(
+                    [*field, "locationId"],
+                    "The inventory item is not stocked at the location.",
+                    "ITEM_NOT_STOCKED_AT_LOCATION",
+                )
+            ]
         if quantity["quantity"] < 0:
-            return [_user_error([*field, "quantity"], "The quantity can't be negative.",
-                                "INVALID_QUANTITY_NEGATIVE")]
+            return [
+                _user_error(
+                    [*field, "quantity"],
+                    "The quantity can't be negative.",
+                    "INVALID_QUANTITY_NEGATIVE",
+                )
+            ]
         if quantity["quantity"] > MAX_QUANTITY:
-            return [_user_error([*field, "quantity"], "The quantity can't be higher than "
-                                "1,000,000,000.", "INVALID_QUANTITY_TOO_HIGH")]
+            return [
+                _user_error(
+                    [*field, "quantity"],
+                    "The quantity can't be higher than 1,000,000,000.",
+                    "INVALID_QUANTITY_TOO_HIGH",
+                )
+            ]
         expected = quantity["changeFromQuantity"]
         if expected is not None and expected != level.on_hand:
             self.stale += 1
-            return [_user_error([*field, "changeFromQuantity"], "The changeFromQuantity value "
-                                "does not match persisted value.", "CHANGE_FROM_QUANTITY_STALE")]
+            return [
+                _user_error(
+                    [*field, "changeFromQuantity"],
+                    "The changeFromQuantity value does not match persisted value.",
+                    "CHANGE_FROM_QUANTITY_STALE",
+                )
+            ]
         return []
 
     def _write_quantity(self, name: str, quantity: dict[str, Any]) -> None:
@@ -503,8 +656,9 @@ class ShopifySim(Served):
             raise GraphQLError("Variable $productId or $variants was provided invalid value")
         partial = "allowPartialUpdates: true" in query
         if product not in self.products:
-            return self._prices_result([_user_error(["productId"], "Product does not exist",
-                                                    "PRODUCT_DOES_NOT_EXIST")], []), 10
+            return self._prices_result(
+                [_user_error(["productId"], "Product does not exist", "PRODUCT_DOES_NOT_EXIST")], []
+            ), 10
         errors: list[dict[str, Any]] = []
         valid: list[tuple[str, str]] = []
         for position, entry in enumerate(variants):
@@ -523,22 +677,29 @@ class ShopifySim(Served):
     def _check_price(self, product: str, position: int, entry: Any) -> dict[str, Any] | None:
         field = ["variants", str(position)]
         if not isinstance(entry, dict) or entry.get("id") not in self.products[product]:
-            return _user_error([*field, "id"], "Product variant does not exist",
-                               "PRODUCT_VARIANT_DOES_NOT_EXIST")
+            return _user_error(
+                [*field, "id"], "Product variant does not exist", "PRODUCT_VARIANT_DOES_NOT_EXIST"
+            )
         try:
             price = Decimal(str(entry.get("price")))
         except InvalidOperation:
             return _user_error([*field, "price"], "Price is invalid", "INVALID_INPUT")
         if price < 0:
-            return _user_error([*field, "price"], "Price must be greater than or equal to 0",
-                               "GREATER_THAN_OR_EQUAL_TO")
+            return _user_error(
+                [*field, "price"],
+                "Price must be greater than or equal to 0",
+                "GREATER_THAN_OR_EQUAL_TO",
+            )
         if price >= MAX_PRICE:
-            return _user_error([*field, "price"], f"Price must be less than {MAX_PRICE}",
-                               "INVALID_INPUT")
+            return _user_error(
+                [*field, "price"], f"Price must be less than {MAX_PRICE}", "INVALID_INPUT"
+            )
         return None
 
-    def _prices_result(self, errors: list[dict[str, Any]],
-                       updated: list[str]) -> dict[str, Any]:
-        return {"productVariantsBulkUpdate": {
-            "productVariants": [{"id": variant} for variant in updated] or None,
-            "userErrors": errors}}
+    def _prices_result(self, errors: list[dict[str, Any]], updated: list[str]) -> dict[str, Any]:
+        return {
+            "productVariantsBulkUpdate": {
+                "productVariants": [{"id": variant} for variant in updated] or None,
+                "userErrors": errors,
+            }
+        }

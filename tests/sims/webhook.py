@@ -55,8 +55,9 @@ class WebhookReceiver(Served):
         app.router.add_post(self.path, self._hook)
         return app
 
-    def fail_next(self, count: int, status: int, *, retry_after: str | None = None,
-                  body: str = "") -> None:
+    def fail_next(
+        self, count: int, status: int, *, retry_after: str | None = None, body: str = ""
+    ) -> None:
         """Answer the next ``count`` requests with ``status`` (0: hang)."""
         self._faults.extend([Fault(status, retry_after, body)] * count)
 

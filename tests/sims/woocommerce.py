@@ -63,8 +63,13 @@ from aiohttp import web
 from tests.sims import Fault, Served
 
 API = "/wp-json/wc/v3"
-OAUTH_PARAMS = ("oauth_consumer_key", "oauth_timestamp", "oauth_nonce", "oauth_signature",
-                "oauth_signature_method")
+OAUTH_PARAMS = (
+    "oauth_consumer_key",
+    "oauth_timestamp",
+    "oauth_nonce",
+    "oauth_signature",
+    "oauth_signature_method",
+)
 OAUTH_WINDOW = 15 * 60
 """Seconds a timestamp may be off, either way, and a nonce is remembered."""
 
@@ -81,10 +86,18 @@ class Product:
     stock_quantity: int | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "name": f"Product {self.sku}", "sku": self.sku,
-                "type": self.type, "parent_id": self.parent_id, "status": "publish",
-                "price": self.regular_price, "regular_price": self.regular_price,
-                "manage_stock": self.manage_stock, "stock_quantity": self.stock_quantity}
+        return {
+            "id": self.id,
+            "name": f"Product {self.sku}",
+            "sku": self.sku,
+            "type": self.type,
+            "parent_id": self.parent_id,
+            "status": "publish",
+            "price": self.regular_price,
+            "regular_price": self.regular_price,
+            "manage_stock": self.manage_stock,
+            "stock_quantity": self.stock_quantity,
+        }
 
 
 @dataclass(frozen=True)
@@ -103,14 +116,21 @@ class Hit:
 
 
 def wp_error(status: int, code: str, message: str, **data: Any) -> web.Response:
-    return web.json_response({"code": code, "message": message,
-                              "data": {"status": status, **data}}, status=status)
+    return web.json_response(
+        {"code": code, "message": message, "data": {"status": status, **data}}, status=status
+    )
 
 
 class WooCommerceSim(Served):
-    def __init__(self, consumer_key: str = "ck_sim", consumer_secret: str = "cs_sim", *,
-                 batch_limit: int = 100, rate_limit: int | None = None,
-                 window: float = 1.0) -> None:
+    def __init__(
+        self,
+        consumer_key: str = "ck_sim",
+        consumer_secret: str = "cs_sim",
+        *,
+        batch_limit: int = 100,
+        rate_limit: int | None = None,
+        window: float = 1.0,
+    ) -> None:
         self.consumer_key = consumer_key
         self.consumer_secret = consumer_secret
         self.batch_limit = batch_limit
@@ -132,11 +152,19 @@ class WooCommerceSim(Served):
 
     # --- the catalogue ---------------------------------------------------------------
 
-    def add(self, sku: str, *, type: str = "simple", parent_id: int = 0, price: str = "",
-            stock: int | None = None) -> int:
+    def add(
+        self,
+        sku: str,
+        *,
+        type: str = "simple",
+        parent_id: int = 0,
+        price: str = "",
+        stock: int | None = None,
+    ) -> int:
         self._next_id += 1
-        self.products[self._next_id] = Product(self._next_id, sku, type, parent_id, price,
-                                               stock is not None, stock)
+        self.products[self._next_id] = Product(
+            self._next_id, sku, type, parent_id, price, stock is not None, stock
+        )
         return self._next_id
 
     def add_variable(self, sku: str, variations: list[str]) -> int:
@@ -173,8 +201,9 @@ class WooCommerceSim(Served):
         app = web.Application(middlewares=[self._front])
         app.router.add_get(f"{API}/products", self._list)
         app.router.add_post(f"{API}/products/batch", self._batch_products)
-        app.router.add_post(API + r"/products/{parent:\d+}/variations/batch",
-                            self._batch_variations)
+        app.router.add_post(
+            API + r"/products/{parent:\d+}/variations/batch", self._batch_variations
+        )
         return app
 
     @web.middleware
@@ -186,8 +215,9 @@ class WooCommerceSim(Served):
         try:
             response = await self._gate(request, arrived) or await handler(request)
         except web.HTTPNotFound:
-            response = wp_error(404, "rest_no_route",
-                                "No route was found matching the URL and request method")
+            response = wp_error(
+                404, "rest_no_route", "No route was found matching the URL and request method"
+            )
         query = {k: v for k, v in request.query.items() if not k.startswith("consumer_")}
         path = request.path.removeprefix(API)
         self.hits.append(Hit(arrived, request.method, path, query, items, response.status))
@@ -200,8 +230,11 @@ class WooCommerceSim(Served):
             fault = self._faults.popleft()
             if fault.status == 0:
                 await self.hang()
-            return web.json_response({"code": "sim_fault", "message": "injected"},
-                                     status=fault.status or 503, headers=fault.headers())
+            return web.json_response(
+                {"code": "sim_fault", "message": "injected"},
+                status=fault.status or 503,
+                headers=fault.headers(),
+            )
         return self._throttle(now) or self._authenticate(request)
 
     def _throttle(self, now: float) -> web.StreamResponse | None:
@@ -213,8 +246,11 @@ class WooCommerceSim(Served):
         if self._window_count <= self.rate_limit:
             return None
         wait = math.ceil(self._window_start + self.window - now)
-        return web.json_response({"code": "too_many_requests", "message": "Slow down."},
-                                 status=429, headers={"Retry-After": str(max(1, wait))})
+        return web.json_response(
+            {"code": "too_many_requests", "message": "Slow down."},
+            status=429,
+            headers={"Retry-After": str(max(1, wait))},
+        )
 
     def _authenticate(self, request: web.Request) -> web.StreamResponse | None:
         """Key auth over https, then OAuth 1.0a; a request that neither logs in nor is
@@ -248,8 +284,11 @@ class WooCommerceSim(Served):
             return False, None  # not even trying OAuth
         if missing:
             plural = "s" if len(missing) > 1 else ""
-            return False, wp_error(401, "woocommerce_rest_authentication_missing_parameter",
-                                   f"Missing OAuth parameter{plural} {', '.join(missing)}")
+            return False, wp_error(
+                401,
+                "woocommerce_rest_authentication_missing_parameter",
+                f"Missing OAuth parameter{plural} {', '.join(missing)}",
+            )
         if not hmac.compare_digest(params["oauth_consumer_key"], self.consumer_key):
             return False, auth_error("Consumer key is invalid.")
         problem = self._signature_problem(request, params) or self._replay_problem(params)
@@ -261,8 +300,9 @@ class WooCommerceSim(Served):
         method = params["oauth_signature_method"]
         if method not in ("HMAC-SHA1", "HMAC-SHA256"):
             return "Invalid signature - signature method is invalid."
-        digest = hmac.new(f"{self.consumer_secret}&".encode(), text.encode(),
-                          method.removeprefix("HMAC-").lower()).digest()
+        digest = hmac.new(
+            f"{self.consumer_secret}&".encode(), text.encode(), method.removeprefix("HMAC-").lower()
+        ).digest()
         given = params["oauth_signature"].replace(" ", "+")  # $_GET made a bare + a space
         if not hmac.compare_digest(base64.b64encode(digest).decode(), given):
             return "Invalid signature - provided signature does not match."
@@ -276,8 +316,7 @@ class WooCommerceSim(Served):
         if params["oauth_nonce"] in self._nonces.values():
             return "Invalid nonce - nonce has already been used."
         self._nonces[stamp] = params["oauth_nonce"]
-        self._nonces = {at: nonce for at, nonce in self._nonces.items()
-                        if at >= now - OAUTH_WINDOW}
+        self._nonces = {at: nonce for at, nonce in self._nonces.items() if at >= now - OAUTH_WINDOW}
         return None
 
     # --- endpoints -------------------------------------------------------------------
@@ -286,15 +325,19 @@ class WooCommerceSim(Served):
         per_page = int(request.query.get("per_page", "10"))
         page = int(request.query.get("page", "1"))
         if not 1 <= per_page <= 100:
-            return wp_error(400, "rest_invalid_param", "Invalid parameter(s): per_page",
-                            params={"per_page": "per_page must be between 1 (inclusive) "
-                                                "and 100 (inclusive)"})
+            return wp_error(
+                400,
+                "rest_invalid_param",
+                "Invalid parameter(s): per_page",
+                params={"per_page": "per_page must be between 1 (inclusive) and 100 (inclusive)"},
+            )
         matches = self._matching(request.query.get("sku", ""))
         pages = math.ceil(len(matches) / per_page)
-        shown = matches[(page - 1) * per_page:page * per_page]
-        return web.json_response([product.as_json() for product in shown],
-                                 headers={"X-WP-Total": str(len(matches)),
-                                          "X-WP-TotalPages": str(pages)})
+        shown = matches[(page - 1) * per_page : page * per_page]
+        return web.json_response(
+            [product.as_json() for product in shown],
+            headers={"X-WP-Total": str(len(matches)), "X-WP-TotalPages": str(pages)},
+        )
 
     def _matching(self, sku: str) -> list[Product]:
         newest_first = sorted(self.products.values(), key=lambda p: -p.id)
@@ -314,11 +357,12 @@ class WooCommerceSim(Served):
 
     async def _batch(self, request: web.Request, update: Any) -> web.StreamResponse:
         body = await request.json()
-        if sum(len(body.get(op) or []) for op in ("create", "update", "delete")) > \
-                self.batch_limit:
-            return wp_error(413, "woocommerce_rest_request_entity_too_large",
-                            f"Unable to accept more than {self.batch_limit} items for this "
-                            "request.")
+        if sum(len(body.get(op) or []) for op in ("create", "update", "delete")) > self.batch_limit:
+            return wp_error(
+                413,
+                "woocommerce_rest_request_entity_too_large",
+                f"Unable to accept more than {self.batch_limit} items for this request.",
+            )
         if body.get("create") or body.get("delete"):
             return wp_error(400, "sim_unsupported", "The simulator models updates only.")
         return web.json_response({"update": [update(item) for item in body.get("update", [])]})
@@ -328,27 +372,27 @@ class WooCommerceSim(Served):
         if product is None:
             return item_error(item, "woocommerce_rest_product_invalid_id", "Invalid ID.")
         if product.type == "variation":
-            return item_error(item, "woocommerce_rest_invalid_product_id",
-                              "To manipulate product variations you should use the "
-                              "/products/&lt;product_id&gt;/variations/&lt;id&gt; endpoint.")
+            return item_error(
+                item,
+                "woocommerce_rest_invalid_product_id",
+                "To manipulate product variations you should use the "
+                "/products/&lt;product_id&gt;/variations/&lt;id&gt; endpoint.",
+            )
         return self._apply(product, item)
 
     def _update_variation(self, parent: int, item: dict[str, Any]) -> dict[str, Any]:
         variation = self.products.get(item.get("id", 0))
         if variation is None or variation.type != "variation" or variation.parent_id != parent:
-            return item_error(item, "woocommerce_rest_product_variation_invalid_id",
-                              "Invalid ID.")
+            return item_error(item, "woocommerce_rest_product_variation_invalid_id", "Invalid ID.")
         return self._apply(variation, item)
 
     def _apply(self, product: Product, item: dict[str, Any]) -> dict[str, Any]:
         quantity = item.get("stock_quantity")
         if quantity is not None and (type(quantity) is not int):
-            return item_error(item, "rest_invalid_param", "stock_quantity is not of type "
-                                                          "integer.")
+            return item_error(item, "rest_invalid_param", "stock_quantity is not of type integer.")
         price = item.get("regular_price")
         if price is not None and not isinstance(price, str):
-            return item_error(item, "rest_invalid_param", "regular_price is not of type "
-                                                          "string.")
+            return item_error(item, "rest_invalid_param", "regular_price is not of type string.")
         if "manage_stock" in item:
             product.manage_stock = bool(item["manage_stock"])
         if quantity is not None and product.manage_stock:
@@ -366,16 +410,20 @@ def anonymous(request: web.Request) -> web.Response:
     """What a route answers a visitor who is not logged in."""
     if request.method == "GET":
         return wp_error(401, "woocommerce_rest_cannot_view", "Sorry, you cannot list resources.")
-    return wp_error(401, "woocommerce_rest_cannot_batch",
-                    "Sorry, you are not allowed to batch manipulate this resource.")
+    return wp_error(
+        401,
+        "woocommerce_rest_cannot_batch",
+        "Sorry, you are not allowed to batch manipulate this resource.",
+    )
 
 
 def string_to_sign(method: str, home: str, params: dict[str, str]) -> str:
     """WooCommerce's own steps: the names sorted as they came, each name and value
     rawurlencoded, ``name=value`` encoded again, the pairs joined with ``%26``."""
     signed = sorted((name, value) for name, value in params.items() if name != "oauth_signature")
-    query = "%26".join(rawurlencode(f"{rawurlencode(name)}={rawurlencode(value)}")
-                       for name, value in signed)
+    query = "%26".join(
+        rawurlencode(f"{rawurlencode(name)}={rawurlencode(value)}") for name, value in signed
+    )
     return f"{method}&{rawurlencode(home)}&{query}"
 
 
@@ -385,5 +433,7 @@ def rawurlencode(text: str) -> str:
 
 
 def item_error(item: dict[str, Any], code: str, message: str) -> dict[str, Any]:
-    return {"id": item.get("id", 0),
-            "error": {"code": code, "message": message, "data": {"status": 400}}}
+    return {
+        "id": item.get("id", 0),
+        "error": {"code": code, "message": message, "data": {"status": 400}},
+    }
