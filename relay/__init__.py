@@ -37,6 +37,7 @@ from relay.errors import (
     SocketBusy,
     StoreBusy,
     StoreError,
+    StoreUrlInvalid,
     Transient,
 )
 from relay.model import Event, SinkResult, Status
@@ -59,6 +60,7 @@ __all__ = [
     "Status",
     "StoreBusy",
     "StoreError",
+    "StoreUrlInvalid",
     "Transient",
     "parse",
 ]

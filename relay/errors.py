@@ -12,6 +12,7 @@ on any other::
     ├── SecretMissing              no         relay.settings: a secret unreadable, or not private
     ├── StoreError                 yes        relay.store: the version store cannot be used
     │   ├── StoreBusy              yes        another consumer holds the SQLite store
+    │   ├── StoreUrlInvalid        no         store.url names no store the kit can open
     │   └── SchemaTooNew           no         the store was written by a newer relay kit
     ├── SocketBusy                 yes        relay.service: another process serves [api] socket
     ├── RelayUnavailable (OSError) yes        relay.subscriber: the broker is unreachable or gone
@@ -46,6 +47,7 @@ __all__ = [
     "SocketBusy",
     "StoreBusy",
     "StoreError",
+    "StoreUrlInvalid",
     "Transient",
 ]
 
@@ -75,6 +77,13 @@ class StoreError(RelayKitError):
     """The version store cannot be used as configured; the message names what and why."""
 
     retryable = True
+
+
+class StoreUrlInvalid(StoreError):
+    """``store.url`` names no store this kit can open (syntax, driver, a store in memory):
+    a configuration mistake that no restart can mend (exit 78)."""
+
+    retryable = False
 
 
 class SchemaTooNew(StoreError):

@@ -76,7 +76,7 @@ from sqlalchemy.event import listen
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from relay.errors import SchemaTooNew, StoreBusy, StoreError
+from relay.errors import SchemaTooNew, StoreBusy, StoreError, StoreUrlInvalid
 from relay.model import Event
 
 __all__ = [
@@ -288,9 +288,11 @@ def store_url(url: str) -> tuple[Backend, URL]:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise StoreError(f"store.url is not a database URL such as {_EXAMPLES}") from None
+        raise StoreUrlInvalid(f"store.url is not a database URL such as {_EXAMPLES}") from None
     if parsed.drivername not in _DRIVERS:
-        raise StoreError(f"store.url: {parsed.drivername}:// is not supported; use {_EXAMPLES}")
+        raise StoreUrlInvalid(
+            f"store.url: {parsed.drivername}:// is not supported; use {_EXAMPLES}"
+        )
     backend, driver = _DRIVERS[parsed.drivername]
     parsed = parsed.set(drivername=driver)
     if backend == "sqlite":
@@ -300,7 +302,7 @@ def store_url(url: str) -> tuple[Backend, URL]:
 
 def _check_sqlite_path(database: str | None) -> None:
     if not database or database == ":memory:" or database.startswith("file:"):
-        raise StoreError(
+        raise StoreUrlInvalid(
             "store.url: SQLite needs a file path (sqlite:///path/to/relay.db); "
             "a store in memory would forget what was applied"
         )

@@ -27,6 +27,7 @@ PUBLIC = {
     "SocketBusy",
     "StoreBusy",
     "StoreError",
+    "StoreUrlInvalid",
     "Transient",  # relay.errors
 }
 
@@ -38,6 +39,7 @@ RETRYABLE = {
     "Refused": False,
     "StoreError": True,
     "StoreBusy": True,
+    "StoreUrlInvalid": False,
     "SocketBusy": True,
     "RelayUnavailable": True,
     "SinkUnavailable": True,

@@ -100,6 +100,32 @@ def test_a_store_it_cannot_open_exits_69_saying_which(tmp_path: Path) -> None:
     assert "version store postgresql" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("mongodb://127.0.0.1/x", "store.url: mongodb:// is not supported"),
+        ("sqlite:///:memory:", "store.url: SQLite needs a file path"),
+    ],
+)
+def test_a_store_url_no_restart_can_mend_exits_78(tmp_path: Path, url: str, words: str) -> None:
+    """Unlike a store that is down (69: systemd tries again), a URL naming no usable store
+    is the operator's to fix: 78 keeps systemd from restarting into the same refusal."""
+    secret = tmp_path / "secret"
+    write_secret(secret, "s")
+    path = tmp_path / "relay.toml"
+    path.write_text(
+        consumer_toml(
+            tmp_path,
+            "mqtt://127.0.0.1:1",
+            webhook_sink("http://127.0.0.1:9/hook", secret),
+            store=url,
+        )
+    )
+    done = consume(path)
+    assert done.returncode == 78, done.stderr
+    assert words in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_missing_sink_secret_is_named_by_its_key(tmp_path: Path) -> None:
     path = tmp_path / "relay.toml"
     path.write_text(
