@@ -326,6 +326,10 @@ def _histogram(values: list[float]) -> str:
     return " ".join(f"{n}:{c}" for n, c in zip(names, counts, strict=True) if c)
 
 
+WAITING_SECONDS = 15.0
+"""How long the backlog's waiting CPU is averaged over (see :func:`_stage`)."""
+
+
 def _idle(agent: Agent, seconds: float) -> float:
     cpu0, t0 = agent.cpu(), time.monotonic()
     time.sleep(seconds)
@@ -392,8 +396,10 @@ def _stage(ctx: Context, agent: Agent, erp: Any, products: range, batch: int) ->
     built = wait_until(lambda: agent.pending() >= backlog, 600, "the backlog", every=0.1)
     build_cpu = agent.cpu() - cpu0
     # Nothing changes and nothing can be published now: what the agent still burns is
-    # its polls re-reading the rows inside the lookback window.
-    waiting_cpu = _idle(agent, 3.0)
+    # its polls re-reading the rows inside the lookback window. Sweeps of a window that
+    # large are spaced by ten times their duration, so a few seconds right after the
+    # insert would sample one sweep (0.1 to 1.0 core by luck): average over several.
+    waiting_cpu = _idle(agent, WAITING_SECONDS)
     ctx.say(f"outage: backlog of {backlog:,} built; broker restarted, draining")
     oldest, drain0 = agent.oldest_pending(), agent.cpu()
     ctx.broker.start()
