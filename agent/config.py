@@ -33,6 +33,12 @@ from agent.errors import ConfigError
 
 ENTITIES = ("product", "price", "stock", "promotion", "order_status", "invoice", "customer")
 Entity = Literal["product", "price", "stock", "promotion", "order_status", "invoice", "customer"]
+INBOUND = ("order", "return", "customer")
+"""Entities that arrive from the shops on ``in/{entity}`` (the agent's inbox)."""
+InboundEntity = Literal["order", "return", "customer"]
+Master = Literal["erp", "shop"]
+PAYMENT_STATUSES = ("pending", "authorized", "paid", "partially_refunded", "refunded", "voided")
+PaymentStatus = Literal["pending", "authorized", "paid", "partially_refunded", "refunded", "voided"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -139,6 +145,45 @@ class OutboxSection(_Strict):
     """``full`` survives power loss; ``normal`` only survives a process crash."""
     delivered_retention: Duration = 3600.0
     """How long delivered events stay for inspection before they are pruned."""
+
+
+class MasterSection(_Strict):
+    """Which system is master of each entity (the seed's "amo del dato"): the agent refuses
+    writes against it. An inbound event for an ERP-mastered entity is a dead inbox item; an
+    outbound feed of a shop-mastered entity is a config error."""
+
+    product: Master = "erp"
+    price: Master = "erp"
+    stock: Master = "erp"
+    promotion: Master = "erp"
+    order_status: Master = "erp"
+    invoice: Master = "erp"
+    customer: Master = "shop"
+    order: Master = "shop"
+    return_: Master = Field(default="shop", alias="return")
+
+    def of(self, entity: str) -> Master:
+        """The master of ``entity``; ``return`` is spelled ``return_`` only in Python."""
+        value: Master = getattr(self, "return_" if entity == "return" else entity)
+        return value
+
+
+def _paid_or_authorized() -> list[PaymentStatus]:
+    return ["paid", "authorized"]
+
+
+class InboxSection(_Strict):
+    import_when: list[PaymentStatus] = Field(default_factory=_paid_or_authorized)
+    """An order is ``pending`` (to be written) when its ``payment_status`` is one of these,
+    else ``held`` until a newer version of it is; empty holds every order."""
+
+    @field_validator("import_when")
+    @classmethod
+    def _no_repeats(cls, statuses: list[PaymentStatus]) -> list[PaymentStatus]:
+        twice = sorted({s for s in statuses if statuses.count(s) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} appears twice")
+        return statuses
 
 
 class RelaySection(_Strict):
@@ -344,6 +389,8 @@ class Config(_Strict):
     relay: RelaySection
     api: ApiSection = ApiSection()
     outbox: OutboxSection = OutboxSection()
+    master: MasterSection = MasterSection()
+    inbox: InboxSection = InboxSection()
     sources: list[SourceConfig] = Field(min_length=1)
 
     @field_validator("sources")
@@ -354,6 +401,25 @@ class Config(_Strict):
         if dupes:
             raise ValueError(f"source name {', '.join(dupes)} is used twice")
         return sources
+
+    @model_validator(mode="after")
+    def _feeds_follow_the_master(self) -> Config:
+        """An outbound feed would write to the shop what the shop is master of."""
+        against = [
+            (f"sources[{i}].entities[{j}].entity", entity.entity)
+            for i, source in enumerate(self.sources)
+            for j, entity in enumerate(source.entities)
+            if self.master.of(entity.entity) == "shop"
+        ]
+        if against:
+            path, entity = against[0]
+            more = f" (so do {', '.join(p for p, _ in against[1:])})" if against[1:] else ""
+            raise ValueError(
+                f'{path}: {entity} is mastered by the shop (master.{entity} = "shop"), so '
+                f"the agent may not publish it; remove the feed or set master.{entity} = "
+                f'"erp"{more}'
+            )
+        return self
 
     @property
     def client_id(self) -> str:
@@ -383,7 +449,7 @@ def _describe(error: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
-_KEY_PREFIX = re.compile(r"^([a-z_]+): (.*)$", re.DOTALL)
+_KEY_PREFIX = re.compile(r"^([a-z_][a-z0-9_.\[\]]*): (.*)$", re.DOTALL)
 
 
 def problems_of(error: ValidationError) -> list[str]:

@@ -54,6 +54,10 @@ from agent.model import (
 
 log = logging.getLogger("distillsync.outbox")
 
+Connection = aiosqlite.Connection
+"""The connection :meth:`Outbox.transaction` yields: the inbox (``agent/inbox.py``) names its
+type from here, so this module stays the one that imports aiosqlite."""
+
 PENDING, DELIVERED, DEAD = 0, 1, 2
 """An event's ``state``. Statements name them; the partial indexes in :data:`MIGRATIONS` hold
 the numbers, as shipped (a migration is never edited), and a statement's ``state = {PENDING}``
@@ -153,6 +157,43 @@ MIGRATIONS: tuple[str, ...] = (
         event_seq INTEGER,
         created_at REAL NOT NULL
     );
+    """,
+    # 2: the inbox (agent/inbox.py): one row per inbound event version, and per subject the
+    # version taken (the highest (version, sequence) seen), which gates older ones as stale.
+    """
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        entity TEXT,
+        op TEXT,
+        subject TEXT,
+        source TEXT,
+        topic TEXT,
+        version TEXT,
+        version_key INTEGER,
+        sequence INTEGER,
+        payment_status TEXT,
+        envelope BLOB NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        erp_ref TEXT,
+        duplicates INTEGER NOT NULL DEFAULT 0,
+        received_at REAL NOT NULL,
+        changed_at REAL NOT NULL
+    );
+    CREATE INDEX inbox_state ON inbox(state, id);
+    CREATE INDEX inbox_due ON inbox(next_attempt_at, id) WHERE state IN ('pending', 'failed');
+    CREATE INDEX inbox_subject ON inbox(entity, subject, id);
+    CREATE TABLE inbox_heads (
+        entity TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        version_key INTEGER NOT NULL,
+        sequence INTEGER NOT NULL,
+        item_id INTEGER NOT NULL,
+        PRIMARY KEY (entity, subject)
+    ) WITHOUT ROWID;
     """,
 )
 
@@ -317,6 +358,21 @@ class Outbox:
                 if _disk_trouble(error):
                     raise self._failed(error) from error
                 raise
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
+        """One write transaction on the writer connection, for the inbox (``agent/inbox.py``)
+        that shares this file: committed when the block ends, rolled back if it raises, and a
+        disk's failure raised as :class:`OutboxUnwritable` (counted in :attr:`write_health`)."""
+        return self._transaction()
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """The read connection (WAL: it never sees an uncommitted transaction)."""
+        return self._reader
+
+    def disk_errors(self) -> contextlib.AbstractContextManager[None]:
+        """For reads outside :meth:`transaction`: a disk's failure as :class:`OutboxUnwritable`."""
+        return self._disk_errors()
 
     @contextlib.contextmanager
     def _disk_errors(self) -> Iterator[None]:
