@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from agent.config import MasterSection, parse_config
 from agent.errors import ConfigError
 from agent.inbox import RETRY_FIRST, Inbox, InboxState, parse_event
-from agent.outbox import Outbox
+from agent.outbox import MIGRATIONS, Outbox, OutboxUnwritable
 from tests.support import REPO, run_cli
 
 SHOP = "shopify-main"
@@ -383,7 +383,7 @@ CHILD = """
 import asyncio, sys
 from pathlib import Path
 from agent.inbox import Inbox
-from agent.outbox import Outbox
+from agent.outbox import MIGRATIONS, Outbox, OutboxUnwritable
 from tests.test_inbox import stream
 
 async def main() -> None:
@@ -521,3 +521,42 @@ async def check_against_model(path: Path, versions: list[Version], deliveries: l
                 continue
             expected = ("pending" if newest[3] else "held") if version == newest else "stale"
             assert items[event_id].state == expected, (version, newest)
+
+
+async def test_a_full_disk_refuses_the_message_whole_so_it_is_not_acknowledged(
+    tmp_path: Path,
+) -> None:
+    async with Outbox.open(tmp_path / "outbox.db", reserve=0) as outbox:
+        inbox = Inbox(outbox)
+        await inbox.receive(order("A", V1, 1))
+        async with outbox.transaction() as db:  # the file may not grow: SQLITE_FULL
+            async with db.execute("PRAGMA page_count") as cursor:
+                pages = (await cursor.fetchone() or (0,))[0]
+            await db.execute(f"PRAGMA max_page_count = {pages}")
+        big = order("B", V1, 2, note="x" * 200_000)
+        with pytest.raises(OutboxUnwritable):
+            await inbox.receive(big)  # raised, not returned: the subscriber sends no PUBACK
+        assert outbox.write_health.disk_full
+        assert [i.subject for i in await inbox.items()] == [f"{SHOP}/A"]
+        async with outbox.transaction() as db:
+            await db.execute("PRAGMA max_page_count = 1073741823")
+        assert (await inbox.receive(big)).state == "pending"  # the broker's redelivery
+
+
+async def test_an_outbox_of_the_last_release_gains_the_inbox_and_keeps_its_events(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    with sqlite3.connect(path) as db:  # schema 1, as shipped before the inbox
+        db.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
+        db.execute(
+            "INSERT INTO events (event_id, source, feed, entity, op, subject, time, data) "
+            "VALUES ('e1', 'erp', 'stock', 'stock', 'upsert', 'SKU-1/WH1', 't', x'7b7d')"
+        )
+    db.close()
+    async with Outbox.open(path, reserve=0) as outbox:
+        assert [e.event_id for e in await outbox.fetch_pending(0, 10)] == ["e1"]
+        assert (await Inbox(outbox).receive(order("A", V1, 1))).state == "pending"
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+    db.close()
