@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from relay.errors import RelayKitError
 from relay.intake.currencies import ISO_4217
 from relay.intake.order import (
     Address,
@@ -114,8 +115,9 @@ _STATUS: dict[str, OrderStatus] = {
 }
 
 
-class _Bad(Exception):
-    """Inside this module only: why the body cannot be mapped (becomes :class:`Unmappable`)."""
+class _Bad(RelayKitError):
+    """Inside this module only: why the body cannot be mapped (becomes :class:`Unmappable`);
+    no retry can help (the same body maps the same way)."""
 
 
 def map_body(shop: str, raw: bytes) -> Mapped:
