@@ -31,11 +31,13 @@ from agent import __version__, metrics
 from agent.config import ApiSection, read_secret
 from agent.delivery import SequenceCheck, TailEntry
 from agent.errors import ApiError, ConfigError, OutboxError
+from agent.inbox import InboxStats
 from agent.outbox import OutboxStats, WriteHealth
 from agent.status import (
     AgentInfo,
     AgentStatus,
     FeedStatus,
+    InboxStatus,
     OutboxStatus,
     RelayStatus,
     SequenceMoved,
@@ -53,6 +55,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_PAGE = 1000
 RELAY_GRACE = 300.0  # seconds a relay may be reconnecting before the agent is unhealthy
 OUTBOX_STATS_TTL = 1.0  # counting a large backlog costs; streams share one count a second
+# (the outbox's and the inbox's, taken together)
 RATE_WINDOW = 10.0  # seconds the delivered-per-second rate is averaged over
 STREAM_TICK = 0.25  # at most 4 updates a second
 STREAM_HEARTBEAT = 2.0  # and at least one every 2 s, so clients can tell a dead agent
@@ -78,19 +81,20 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 class StatusBoard:
-    """Builds ``/v1/status`` snapshots; the outbox counts are shared for a second."""
+    """Builds ``/v1/status`` snapshots; the outbox and inbox counts are shared for a second."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self._outbox: OutboxStats | None = None
-        self._outbox_at = 0.0
+        self._counts: tuple[OutboxStats, InboxStats] | None = None
+        self._counts_at = 0.0
         self._published: deque[tuple[float, int]] = deque()
 
-    async def _outbox_stats(self, fresh: bool) -> OutboxStats:
+    async def _shared_counts(self, fresh: bool) -> tuple[OutboxStats, InboxStats]:
         now = time.monotonic()
-        if fresh or self._outbox is None or now - self._outbox_at > OUTBOX_STATS_TTL:
-            self._outbox, self._outbox_at = await self.agent.outbox.stats(), now
-        return self._outbox
+        if fresh or self._counts is None or now - self._counts_at > OUTBOX_STATS_TTL:
+            outbox = await self.agent.outbox.stats()
+            self._counts, self._counts_at = (outbox, await self.agent.inbox.stats()), now
+        return self._counts
 
     def _delivery_rate(self) -> float:
         now, published = time.monotonic(), self.agent.delivery.stats.published
@@ -117,8 +121,9 @@ class StatusBoard:
         }
 
     async def status(self, *, fresh: bool = False) -> AgentStatus:
-        """The snapshot; ``fresh`` counts the outbox now rather than sharing the count."""
-        agent, stats = self.agent, await self._outbox_stats(fresh)
+        """The snapshot; ``fresh`` counts the outbox and inbox now rather than sharing the
+        count."""
+        agent, (stats, inbox) = self.agent, await self._shared_counts(fresh)
         relay = agent.delivery.stats
         return AgentStatus(
             agent=AgentInfo(
@@ -158,11 +163,27 @@ class StatusBoard:
                 write_errors=agent.outbox.write_health.failures,
             ),
             sequence=_sequence_status(relay.sequence),
+            inbox=inbox_status(inbox),
         )
 
     async def snapshot(self) -> dict[str, Any]:
         """``/v1/status``'s body: :meth:`status` as JSON values."""
         return (await self.status()).to_json()
+
+
+def inbox_status(stats: InboxStats) -> InboxStatus:
+    """``/v1/status``'s ``inbox`` (also what ``distillsync inbox stats`` prints)."""
+    age = stats.oldest_pending_age
+    return InboxStatus(
+        held=stats.held,
+        pending=stats.pending,
+        written=stats.written,
+        failed=stats.failed,
+        dead=stats.dead,
+        stale=stats.stale,
+        duplicates=stats.duplicates,
+        oldest_pending_age_seconds=None if age is None else round(age, 1),
+    )
 
 
 def _sequence_status(check: SequenceCheck) -> SequenceStatus:

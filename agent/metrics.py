@@ -125,6 +125,26 @@ def _feed_families(status: AgentStatus) -> Iterator[Metric]:
     yield from counters.values()
 
 
+def _inbox_families(status: AgentStatus) -> Iterator[Metric]:
+    inbox = status.inbox
+    items = GaugeMetricFamily(
+        "distillsync_inbox_items", "Inbound events in the inbox, by state", labels=["state"]
+    )
+    for state in ("held", "pending", "written", "failed", "dead", "stale"):
+        items.add_metric([state], getattr(inbox, state))
+    yield items
+    yield CounterMetricFamily(
+        "distillsync_inbox_duplicates",
+        "Redeliveries of inbound event ids already recorded",
+        value=inbox.duplicates,
+    )
+    yield _gauge(
+        "inbox_oldest_pending_age_seconds",
+        "Age of the oldest inbound event waiting to be written (pending or failed)",
+        inbox.oldest_pending_age_seconds or 0.0,
+    )
+
+
 class _Snapshot(Collector):
     def __init__(self, status: AgentStatus) -> None:
         self.status = status
@@ -132,6 +152,7 @@ class _Snapshot(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from _agent_families(self.status)
         yield from _feed_families(self.status)
+        yield from _inbox_families(self.status)
 
 
 def render(status: AgentStatus) -> bytes:

@@ -25,6 +25,7 @@ from agent.config import Config, load_config, read_secret
 from agent.delivery import Delivery, DeliverySettings, status_payload
 from agent.envelope import now_rfc3339, rfc3339_from_epoch, source_urn, topic_base
 from agent.errors import ConfigError, OutboxError
+from agent.inbox import Inbox
 from agent.notify import Notifier
 from agent.outbox import Outbox, OutboxStats
 from agent.publisher import LinkSettings, RelayLink, parse_relay_url, tls_context
@@ -124,6 +125,7 @@ class Agent:
             state_file, cfg.outbox.synchronous, cfg.outbox.delivered_retention
         ) as outbox:
             self.outbox, self.sources = outbox, SourceSet(outbox)
+            self.inbox = Inbox(outbox, cfg.master, cfg.inbox.import_when)
             self.sources.prepare(list(cfg.sources))
             try:
                 await self._run_parts(outbox)

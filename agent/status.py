@@ -136,6 +136,22 @@ class SequenceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class InboxStatus:
+    """Inbound events (orders, returns, customers from the shops) by state, in ``outbox.db``."""
+
+    held: int
+    pending: int
+    written: int
+    failed: int
+    dead: int
+    stale: int
+    duplicates: int
+    """Redeliveries of ids already recorded, in total."""
+    oldest_pending_age_seconds: float | None
+    """Since the oldest item waiting to be written (pending or failed) arrived."""
+
+
+@dataclass(frozen=True, slots=True)
 class AgentStatus:
     """One ``/v1/status``."""
 
@@ -144,6 +160,7 @@ class AgentStatus:
     sources: tuple[SourceStatus, ...]
     outbox: OutboxStatus
     sequence: SequenceStatus
+    inbox: InboxStatus
 
     def to_json(self) -> dict[str, Any]:
         """What the status API sends: a dict of JSON values, keys in field order."""

@@ -25,7 +25,7 @@ from agent.errors import (
     DistillSyncError,
     OutboxTooNew,
 )
-from agent.status import AgentStatus, SequenceStatus
+from agent.status import AgentStatus, InboxStatus, SequenceStatus
 
 if TYPE_CHECKING:
     from agent.apiclient import ApiClient
@@ -132,6 +132,7 @@ def summary(received: object, health: dict[str, object]) -> str:
         since = rfc3339_from_epoch(outbox.write_error.since)
         lines.append(f"outbox  CANNOT WRITE since {since}: {outbox.write_error.message}")
     lines += _sequence_lines(status.sequence)
+    lines.append(_inbox_line(status.inbox))
     for source in status.sources:
         paused = " (paused)" if source.paused else ""
         for feed in source.feeds:
@@ -142,6 +143,15 @@ def summary(received: object, health: dict[str, object]) -> str:
                 f"{feed.dead_letters} dead, {feed.errors} errors{error}"
             )
     return "\n".join(lines)
+
+
+def _inbox_line(inbox: InboxStatus) -> str:
+    age = inbox.oldest_pending_age_seconds
+    return (
+        f"inbox   {inbox.pending} pending (oldest {'-' if age is None else f'{age}s'}), "
+        f"{inbox.held} held, {inbox.failed} failed, {inbox.dead} dead, {inbox.written} written, "
+        f"{inbox.stale} stale, {inbox.duplicates} duplicates"
+    )
 
 
 def _sequence_lines(sequence: SequenceStatus) -> list[str]:

@@ -17,6 +17,7 @@ import pytest
 
 from agent import __version__, api, metrics
 from agent.delivery import RelayStats, SequenceCheck, TailEntry
+from agent.inbox import InboxStats
 from agent.model import FeedId
 from agent.outbox import OutboxStats, SequenceMove, WriteHealth
 from agent.status import AgentStatus, FeedStatus, SequenceStatus
@@ -41,6 +42,20 @@ class FrozenOutbox:
             dead_letters=3,
             oldest_pending_time="2026-09-21T14:13:16.000000Z",
             last_sequence=90_300,
+        )
+
+
+class FrozenInbox:
+    async def stats(self) -> InboxStats:
+        return InboxStats(
+            held=2,
+            pending=5,
+            written=40,
+            failed=1,
+            dead=3,
+            stale=4,
+            duplicates=6,
+            oldest_pending_age=12.345,
         )
 
 
@@ -116,6 +131,7 @@ def stand_in(*, write_error: bool = True, moved: bool = True) -> SimpleNamespace
         started_monotonic=MONOTONIC - 11520.04,
         delivery=SimpleNamespace(stats=relay),
         outbox=FrozenOutbox(health),
+        inbox=FrozenInbox(),
         runners=[
             runner(
                 "erp",
@@ -154,7 +170,8 @@ def feed_json(feed: str, entity: str, mode: str, **figures: Any) -> dict[str, An
     }
 
 
-# Every key in its order, as the status API sent it before agent/status.py.
+# Every key in its order, as the status API sent it before agent/status.py, and then the
+# inbox (issue 14).
 EXPECTED: dict[str, Any] = {
     "agent": {
         "id": "erp-1",
@@ -215,6 +232,16 @@ EXPECTED: dict[str, Any] = {
         "watermark_error": None,
         "moved": {"from": 5, "above": 41, "renumbered": 3, "at": NOW - 100},
     },
+    "inbox": {
+        "held": 2,
+        "pending": 5,
+        "written": 40,
+        "failed": 1,
+        "dead": 3,
+        "stale": 4,
+        "duplicates": 6,
+        "oldest_pending_age_seconds": 12.3,
+    },
 }
 
 
@@ -237,6 +264,7 @@ outbox  CANNOT WRITE since 2026-09-21T14:12:50.000000Z: database or disk is full
 sequence checked against the relay's watermark (41); 90311 acknowledged since
 sequence MOVED at 2026-09-21T14:11:40.000000Z: the outbox was at 5, the relay had seen 41 \
 (a restored backup or a new outbox.db); 3 pending events renumbered above it
+inbox   5 pending (oldest 12.3s), 2 held, 1 failed, 3 dead, 40 written, 4 stale, 6 duplicates
 source  erp/stock [timestamp]: 10 rows read, 4 changes, 1 dead, 0 errors
 source  erp/price [incrementing]: 10 rows read, 4 changes, 1 dead, 2 errors, last error: \
 timed out
@@ -259,6 +287,9 @@ async def test_metrics_and_the_dashboard_read_the_same_snapshot(frozen_clock: No
     assert (
         'distillsync_source_errors_total{entity="price",feed="price",source="erp"} 2.0' in text
         and "distillsync_outbox_write_failing 1.0" in text
+        and 'distillsync_inbox_items{state="dead"} 3.0' in text
+        and "distillsync_inbox_duplicates_total 6.0" in text
+        and "distillsync_inbox_oldest_pending_age_seconds 12.3" in text
     )
     shown = parse_status(orjson.loads(orjson.dumps(status.to_json())), {"healthy": False})
     assert shown.status == status and shown.healthy is False
