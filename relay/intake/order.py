@@ -28,8 +28,11 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal, cast
+
+from relay.errors import RelayKitError
+from relay.intake.currencies import ISO_4217
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -44,8 +47,18 @@ __all__ = [
     "PaymentStatus",
     "ShippingLine",
     "Totals",
+    "Unreadable",
+    "kind_of",
     "money_text",
+    "per_unit",
     "rate_text",
+    "read_bool",
+    "read_currency",
+    "read_dict",
+    "read_list",
+    "read_money",
+    "read_quantity",
+    "read_text",
     "time_text",
 ]
 
@@ -199,3 +212,72 @@ class Order(_Data):
     note: str | None
     checks: tuple[str, ...] = ()
     """What did not add up or could not be carried, in words (``checks`` is last in data)."""
+
+
+# --- reading a shop's JSON: shared by the mappings ---------------------------------------
+
+
+class Unreadable(RelayKitError):
+    """A shop's order field that cannot be read, the reason in words (naming the field): the
+    mapping turns it into its ``Unmappable`` outcome. Not retryable: the same body reads
+    the same way."""
+
+
+def read_money(value: object, where: str) -> Decimal:
+    """A decimal string (or a JSON number, read by its shortest text: 45.73 is 45.73)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise Unreadable(f"{where} is not an amount: {value!r}")
+    try:
+        amount = Decimal(repr(value) if isinstance(value, float) else value)
+    except InvalidOperation:
+        raise Unreadable(f"{where} is not an amount: {value!r}") from None
+    if not amount.is_finite():
+        raise Unreadable(f"{where} is not an amount: {value!r}")
+    return amount
+
+
+def per_unit(amount: Decimal, quantity: int) -> Decimal:
+    """Exact when it divides to the cent; else to 6 decimals (the line total stays exact)."""
+    unit = amount / quantity
+    return unit if unit == unit.quantize(_CENT) else unit.quantize(Decimal("0.000001"))
+
+
+def read_quantity(value: object, where: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise Unreadable(f"{where}: quantity {value!r} is not a positive whole number")
+    return value
+
+
+def read_currency(value: object) -> str:
+    if not isinstance(value, str) or value not in ISO_4217:
+        raise Unreadable(f"unknown currency {value!r} (not an ISO 4217 code)")
+    return value
+
+
+def read_text(value: object) -> str | None:
+    """Shops write "" (or spaces) for absent text: the canonical order says null."""
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def read_bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise Unreadable(f"{where} is not true or false: {value!r}")
+    return value
+
+
+def read_dict(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Unreadable(f"{where} is not an object but {kind_of(value)}")
+    return value
+
+
+def read_list(value: object, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise Unreadable(f"{where} is not a list but {kind_of(value)}")
+    return value
+
+
+def kind_of(value: object) -> str:
+    return "null" if value is None else f"a {type(value).__name__}"
