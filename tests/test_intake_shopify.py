@@ -285,16 +285,25 @@ def test_payment_status(status: str | None, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "check"),
+    ("status", "expected", "check"),
     [
-        ("partially_paid", "payment: partially_paid read as pending (not all of it is paid)"),
-        ("on_the_way", "payment: unknown financial status 'on_the_way' read as pending"),
+        (
+            "partially_paid",
+            "pending",
+            "payment: partially_paid read as pending (not all of it is paid)",
+        ),
+        (
+            "expired",
+            "voided",
+            "payment: expired (the authorization was not captured in time) read as voided",
+        ),
+        ("on_the_way", "pending", "payment: unknown financial status 'on_the_way' read as pending"),
     ],
 )
-def test_a_payment_read_as_pending_is_said(status: str, check: str) -> None:
+def test_a_payment_read_otherwise_is_said(status: str, expected: str, check: str) -> None:
     mapped = map_order(SHOP, webhook("paid_taxes_included_discount") | {"financial_status": status})
     assert isinstance(mapped, Order)
-    assert (mapped.payment_status, mapped.checks) == ("pending", (check,))
+    assert (mapped.payment_status, mapped.checks) == (expected, (check,))
 
 
 def test_partially_paid_reads_alike_both_ways() -> None:

@@ -23,7 +23,8 @@ How Shopify's figures are read:
   presentment currency.
 - ``financial_status`` (:func:`payment_status`): ``partially_paid`` is **pending** (the
   order is not paid, so it is held until it is; said in ``checks``), ``expired`` (an
-  authorization not captured in time) is **voided**; the rest keep their names.
+  authorization not captured in time) is **voided**, also said; the rest keep
+  their names.
 - ``status``: ``cancelled_at`` set → cancelled, else ``closed_at`` set → closed, else open.
 - ``customer`` null is a guest checkout: no shop customer id, the name from the billing
   address. Shopify has no tax id on an order; the payment's method and transaction are in
@@ -290,6 +291,8 @@ def _payment_checks(financial_status: object) -> tuple[str, ...]:
     text = str(financial_status).lower()
     if text == "partially_paid":
         return ("payment: partially_paid read as pending (not all of it is paid)",)
+    if text == "expired":
+        return ("payment: expired (the authorization was not captured in time) read as voided",)
     if text not in _PAYMENT:
         return (f"payment: unknown financial status {financial_status!r} read as pending",)
     return ()
