@@ -3,8 +3,10 @@
 Endpoints: ``GET /v1/health``, ``GET /v1/status``, ``GET /v1/metrics`` (Prometheus text),
 ``GET /v1/stream`` (newline-delimited JSON updates, see :func:`stream`),
 ``GET /v1/outbox?state=pending|dead`` (paged with ``after`` and ``limit``),
-``POST /v1/outbox/{id}/retry|discard`` (dead letters) and
-``POST /v1/sources/{name}/pause|resume|resync``. Errors are JSON: ``{"error": "..."}``.
+``POST /v1/outbox/{id}/retry|discard`` (dead letters),
+``GET /v1/inbox?state=held|pending|written|failed|dead|stale`` (paged the same way),
+``POST /v1/inbox/{id}/retry|discard`` and ``POST /v1/sources/{name}/pause|resume|resync``.
+Errors are JSON: ``{"error": "..."}``.
 
 It is always served on the unix socket ``[api] socket``, created with mode 0660 so the
 agent's group can read it and file permissions are the access control. ``[api] listen``
@@ -31,7 +33,7 @@ from agent import __version__, metrics
 from agent.config import ApiSection, read_secret
 from agent.delivery import SequenceCheck, TailEntry
 from agent.errors import ApiError, ConfigError, OutboxError
-from agent.inbox import InboxStats
+from agent.inbox import STATES, InboxItem, InboxStats
 from agent.outbox import OutboxStats, WriteHealth
 from agent.status import (
     AgentInfo,
@@ -184,6 +186,32 @@ def inbox_status(stats: InboxStats) -> InboxStatus:
         duplicates=stats.duplicates,
         oldest_pending_age_seconds=None if age is None else round(age, 1),
     )
+
+
+def inbox_item(item: InboxItem) -> dict[str, Any]:
+    """One item of ``GET /v1/inbox``: the row, and the message as received (``payload``,
+    text: a dead item's may not be JSON)."""
+    return {
+        "id": item.id,
+        "event_id": item.event_id,
+        "state": item.state,
+        "reason": item.reason,
+        "entity": item.entity,
+        "op": item.op,
+        "subject": item.subject,
+        "source": item.source,
+        "topic": item.topic,
+        "version": item.version,
+        "sequence": item.sequence,
+        "payment_status": item.payment_status,
+        "attempts": item.attempts,
+        "next_attempt_at": item.next_attempt_at,
+        "erp_ref": item.erp_ref,
+        "duplicates": item.duplicates,
+        "received_at": item.received_at,
+        "changed_at": item.changed_at,
+        "payload": item.envelope.decode("utf-8", "replace"),
+    }
 
 
 def _sequence_status(check: SequenceCheck) -> SequenceStatus:
@@ -390,6 +418,33 @@ def build_app(agent: Agent, board: StatusBoard, token: str | None = None) -> web
         if not await act(dead_id):
             return _error(404, f"no dead letter with id {dead_id}")
         return _json({"id": dead_id, "done": action})
+
+    @routes.get("/v1/inbox")
+    async def inbox(request: web.Request) -> web.Response:
+        state = request.query.get("state") or None
+        try:
+            after = int(request.query.get("after", "0"))
+            limit = min(int(request.query.get("limit", "100")), MAX_PAGE)
+        except ValueError:
+            return _error(400, "after and limit are whole numbers")
+        if state is not None and state not in STATES:
+            return _error(400, f"state is one of {', '.join(STATES)}, or none for all")
+        items = await agent.inbox.items(state, after, limit)
+        return _json({"state": state, "items": [inbox_item(item) for item in items]})
+
+    @routes.post(r"/v1/inbox/{id:\d+}/{action:retry|discard}")
+    async def act_on_inbox(request: web.Request) -> web.Response:
+        item_id, action = int(request.match_info["id"]), request.match_info["action"]
+        act = agent.inbox.retry if action == "retry" else agent.inbox.discard
+        done = await act(item_id)
+        item = await agent.inbox.get(item_id)
+        if not done and item is None:
+            return _error(404, f"no inbox item with id {item_id}")
+        if not done:
+            assert item is not None
+            why = f": {item.reason}" if item.reason else ""
+            return _error(409, f"inbox item {item_id} is {item.state}{why}; {action} not done")
+        return _json({"id": item_id, "done": action, "state": item.state if item else None})
 
     @routes.post(r"/v1/sources/{name}/{action:pause|resume|resync}")
     async def act_on_source(request: web.Request) -> web.Response:

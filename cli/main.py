@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -197,13 +197,17 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     )
 
 
-def add_outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``outbox ACTION``, one parser per action: each takes ``-c FILE`` before or after its
+def _action_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    command: str,
+    help_text: str,
+    func: Callable[[argparse.Namespace], int],
+) -> Callable[[str, str], argparse.ArgumentParser]:
+    """``COMMAND ACTION``, one parser per action: each takes ``-c FILE`` before or after its
     own arguments (``outbox backup -c FILE DEST``), which one parser with an optional
-    positional cannot do."""
-    help_text = "inspect and act on pending and dead-letter events; back the outbox up"
-    outbox = sub.add_parser("outbox", help=help_text, description=help_text)
-    actions = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
+    positional cannot do. Returns the maker of an action's parser."""
+    parser = sub.add_parser(command, help=help_text, description=help_text)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def action(name: str, text: str) -> argparse.ArgumentParser:
         p = actions.add_parser(name, help=text, description=text)
@@ -214,9 +218,20 @@ def add_outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
             metavar="FILE",
             help="agent TOML file (production: /etc/distillsync/agent.toml)",
         )
-        p.set_defaults(func=cmd_outbox)
+        p.set_defaults(func=func)
         return p
 
+    return action
+
+
+def add_outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``outbox list|retry|discard|stats|backup``."""
+    action = _action_parsers(
+        sub,
+        "outbox",
+        "inspect and act on pending and dead-letter events; back the outbox up",
+        cmd_outbox,
+    )
     listing = action("list", "dead letters with their reason and payload, or pending events")
     listing.add_argument("--state", choices=["pending", "dead"], default="dead")
     listing.add_argument("--limit", type=int, default=50)
@@ -229,6 +244,41 @@ def add_outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     backup = action("backup", "a consistent copy of the outbox, safe while the agent runs")
     backup.add_argument("dest", type=Path, metavar="DEST", help="the file to write")
     backup.add_argument("--force", action="store_true", help="overwrite DEST if it exists")
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    from cli import operate
+
+    return asyncio.run(
+        operate.inbox_command(
+            _config(args),
+            args.action,
+            getattr(args, "id", None),
+            getattr(args, "state", None),
+            getattr(args, "limit", 50),
+        )
+    )
+
+
+def add_inbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``inbox list|retry|discard|stats``."""
+    from agent.inbox import STATES
+
+    action = _action_parsers(
+        sub,
+        "inbox",
+        "inspect and act on inbound events (held, pending, failed, dead, ...)",
+        cmd_inbox,
+    )
+    listing = action("list", "inbox items by id with their state, reason and message")
+    listing.add_argument("--state", choices=STATES, default=None, help="only this state")
+    listing.add_argument("--limit", type=int, default=50)
+    for name, text in (
+        ("retry", "judge a dead or failed item again with the current config"),
+        ("discard", "delete an item that will not be written (dead, failed, held or stale)"),
+    ):
+        action(name, text).add_argument("id", type=int, help="the inbox item's id")
+    action("stats", "items by state, duplicates, oldest pending age")
 
 
 def cmd_resync(args: argparse.Namespace) -> int:
@@ -306,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument("--prefix", default="distillsync", help="fleet view: topic prefix")
     tui.set_defaults(func=cmd_tui)
     add_outbox_parser(sub)
+    add_inbox_parser(sub)
     resync = with_config("resync", "re-read an entity fully and publish what differs")
     resync.add_argument("entity", help="entity or feed name, e.g. stock, or SOURCE/FEED")
     resync.set_defaults(func=cmd_resync)

@@ -1,6 +1,6 @@
-"""Operator commands: ``outbox`` and ``resync``.
+"""Operator commands: ``outbox``, ``inbox`` and ``resync``.
 
-``outbox`` goes through the status API when the agent runs (so its counters and the
+``outbox`` and ``inbox`` go through the status API when the agent runs (so its counters and the
 TUI see the action at once) and falls back to the outbox file when it does not. SQLite's
 WAL lets the file path run next to a live agent too; its writes are short transactions
 that wait (busy timeout) for the agent's. ``outbox backup`` only reads the file, through
@@ -10,6 +10,7 @@ a read-only connection of its own (the stdlib's, as it runs outside the event lo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sqlite3
 import sys
@@ -24,6 +25,7 @@ import orjson
 from agent.apiclient import ApiClient
 from agent.config import Config
 from agent.errors import EX_FAILURE, EX_OK, EX_USAGE
+from agent.inbox import Inbox, InboxState
 from agent.model import FeedId
 from agent.outbox import PENDING, Outbox
 
@@ -38,9 +40,8 @@ async def outbox_command(
         return await _through_api(ApiClient(config.api.socket), action, dead_id, state, limit)
     except OSError:
         pass  # the agent is not running: work on the file
-    path = config.agent.state_dir / "outbox.db"
-    if not path.exists():
-        print(f"no outbox at {path} yet (has the agent run?)", file=sys.stderr)
+    path = _outbox_file(config)
+    if path is None:
         return EX_FAILURE
     async with Outbox.open(
         path, config.outbox.synchronous, config.outbox.delivered_retention
@@ -52,6 +53,15 @@ async def outbox_command(
         assert dead_id is not None
         act = outbox.retry_dead if action == "retry" else outbox.discard_dead
         return _acted(action, dead_id, await act(dead_id))
+
+
+def _outbox_file(config: Config) -> Path | None:
+    """The outbox file, or ``None`` (said on stderr) when there is none yet."""
+    path = config.agent.state_dir / "outbox.db"
+    if not path.exists():
+        print(f"no outbox at {path} yet (has the agent run?)", file=sys.stderr)
+        return None
+    return path
 
 
 async def _through_api(
@@ -128,6 +138,79 @@ async def _list(outbox: Outbox, state: str, limit: int) -> int:
             dead.payload.decode(errors="replace"),
         )
     return EX_OK
+
+
+async def inbox_command(
+    config: Config, action: str, item_id: int | None, state: InboxState | None, limit: int
+) -> int:
+    """``inbox list|retry|discard|stats``: through the API when the agent runs, else on the
+    file (a retry there judges the item with this config's ``[master]`` and ``[inbox]``)."""
+    if action in ("retry", "discard") and item_id is None:
+        print(f"inbox {action} needs the id of an inbox item", file=sys.stderr)
+        return EX_USAGE
+    try:
+        return await _inbox_through_api(ApiClient(config.api.socket), action, item_id, state, limit)
+    except OSError:
+        pass  # the agent is not running: work on the file
+    path = _outbox_file(config)
+    if path is None:
+        return EX_FAILURE
+    from agent.api import inbox_item, inbox_status  # the same shapes as the API's
+
+    async with Outbox.open(
+        path, config.outbox.synchronous, config.outbox.delivered_retention
+    ) as outbox:
+        inbox = Inbox(outbox, config.master, config.inbox.import_when)
+        if action == "stats":
+            return _print_json(dataclasses.asdict(inbox_status(await inbox.stats())))
+        if action == "list":
+            for listed in await inbox.items(state, 0, limit):
+                _print_inbox_item(inbox_item(listed))
+            return EX_OK
+        assert item_id is not None
+        done = await (inbox.retry if action == "retry" else inbox.discard)(item_id)
+        item = await inbox.get(item_id)
+        if done:
+            return _inbox_acted(action, item_id, item.state if item else None)
+        if item is None:
+            return _inbox_refused(f"no inbox item with id {item_id}")
+        why = f": {item.reason}" if item.reason else ""
+        return _inbox_refused(f"inbox item {item_id} is {item.state}{why}; {action} not done")
+
+
+async def _inbox_through_api(
+    client: ApiClient, action: str, item_id: int | None, state: InboxState | None, limit: int
+) -> int:
+    if action == "stats":
+        _, status = await client.get("/v1/status")
+        return _print_json(status["inbox"])
+    if action == "list":
+        query = f"state={state}&" if state else ""
+        _, page = await client.get(f"/v1/inbox?{query}limit={limit}")
+        for item in page["items"]:
+            _print_inbox_item(item)
+        return EX_OK
+    code, body = await client.post(f"/v1/inbox/{item_id}/{action}")
+    if code != 200:
+        return _inbox_refused(str(body.get("error")))
+    return _inbox_acted(action, item_id, body.get("state"))
+
+
+def _print_inbox_item(item: dict[str, object]) -> None:
+    what = f"{item['entity'] or '?'}.{item['op'] or '?'}"
+    reason = f"  {item['reason']}" if item["reason"] else ""
+    print(f"{item['id']:>6}  {item['state']:<8} {what}  {item['subject'] or '-'}{reason}")
+    print(f"        {str(item['payload'])[:200]}")
+
+
+def _inbox_acted(action: str, item_id: int | None, state: object) -> int:
+    print(f"inbox item {item_id}: {action} done" + (f", now {state}" if state else ""))
+    return EX_OK
+
+
+def _inbox_refused(message: str) -> int:
+    print(message, file=sys.stderr)
+    return EX_FAILURE
 
 
 def _feeds_named(config: Config, name: str) -> list[FeedId]:
