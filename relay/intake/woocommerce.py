@@ -38,8 +38,6 @@ from typing import Any
 
 import orjson
 
-from relay.errors import RelayKitError
-from relay.intake.currencies import ISO_4217
 from relay.intake.order import (
     Address,
     Customer,
@@ -50,7 +48,17 @@ from relay.intake.order import (
     PaymentStatus,
     ShippingLine,
     Totals,
+    Unreadable,
+    kind_of,
     money_text,
+    per_unit,
+    read_bool,
+    read_currency,
+    read_dict,
+    read_list,
+    read_money,
+    read_quantity,
+    read_text,
 )
 
 __all__ = [
@@ -115,11 +123,6 @@ _STATUS: dict[str, OrderStatus] = {
 }
 
 
-class _Bad(RelayKitError):
-    """Inside this module only: why the body cannot be mapped (becomes :class:`Unmappable`);
-    no retry can help (the same body maps the same way)."""
-
-
 def map_body(shop: str, raw: bytes) -> Mapped:
     """Map a raw delivery body. The ping (``webhook_id=N``, form-encoded) is the webhook
     handler's to answer before this; here it is only "not JSON"."""
@@ -133,7 +136,7 @@ def map_body(shop: str, raw: bytes) -> Mapped:
 def map_order(shop: str, body: object) -> Mapped:
     """Map a parsed WooCommerce order (webhook body or REST GET) for the intake's ``shop``."""
     if not isinstance(body, dict):
-        return Unmappable(f"not a WooCommerce order: the body is {_kind(body)}")
+        return Unmappable(f"not a WooCommerce order: the body is {kind_of(body)}")
     if "code" in body and "id" not in body:
         return _rest_error(body)
     order_id = body.get("id")
@@ -146,7 +149,7 @@ def map_order(shop: str, body: object) -> Mapped:
         if body.get("status") == "checkout-draft":
             return Draft(ref, _optional_time(body.get("date_modified_gmt"), "date_modified_gmt"))
         return _order(shop, ref, body)
-    except _Bad as bad:
+    except Unreadable as bad:
         return Unmappable(str(bad), ref)
 
 
@@ -164,12 +167,11 @@ def _rest_error(body: Mapping[str, Any]) -> Gone | Unmappable:
 
 def _order(shop: str, ref: str, body: Mapping[str, Any]) -> Order:
     status_text = _str(body.get("status"), "status")
-    rates = _rates(_list(body.get("tax_lines", []), "tax_lines"))
-    lines = tuple(_line(item, rates) for item in _list(body.get("line_items"), "line_items"))
-    shipping = tuple(
-        _shipping(item, rates) for item in _list(body.get("shipping_lines", []), "shipping_lines")
-    )
-    billing = _dict(body.get("billing", {}), "billing")
+    rates = _rates(read_list(body.get("tax_lines", []), "tax_lines"))
+    lines = tuple(_line(item, rates) for item in read_list(body.get("line_items"), "line_items"))
+    shipping_lines = read_list(body.get("shipping_lines", []), "shipping_lines")
+    shipping = tuple(_shipping(item, rates) for item in shipping_lines)
+    billing = read_dict(body.get("billing", {}), "billing")
     totals, checks = _totals(body, lines, shipping)
     return Order(
         shop=shop,
@@ -179,16 +181,16 @@ def _order(shop: str, ref: str, body: Mapping[str, Any]) -> Order:
         created_at=_time(body.get("date_created_gmt"), "date_created_gmt"),
         status=_STATUS.get(status_text, "open"),
         payment_status=payment_status(status_text, body),
-        currency=_currency(body.get("currency")),
-        prices_include_tax=_bool(body.get("prices_include_tax"), "prices_include_tax"),
+        currency=read_currency(body.get("currency")),
+        prices_include_tax=read_bool(body.get("prices_include_tax"), "prices_include_tax"),
         customer=_customer(body, billing),
         billing_address=_address(billing),
-        shipping_address=_address(_dict(body.get("shipping", {}), "shipping")),
+        shipping_address=_address(read_dict(body.get("shipping", {}), "shipping")),
         lines=lines,
         shipping=shipping,
         payment=_payment(body),
         totals=totals,
-        note=_text(body.get("customer_note")),
+        note=read_text(body.get("customer_note")),
         checks=(*_status_checks(status_text), *checks),
     )
 
@@ -222,23 +224,23 @@ def _status_checks(status: str) -> tuple[str, ...]:
 
 
 def _line(item: object, rates: Mapping[int, Decimal]) -> Line:
-    row = _dict(item, "line_items[]")
+    row = read_dict(item, "line_items[]")
     ref = str(row.get("id"))
-    name = _text(row.get("name")) or ""
+    name = read_text(row.get("name")) or ""
     where = f"line {ref} ({name})" if name else f"line {ref}"
-    sku = _text(row.get("sku"))
+    sku = read_text(row.get("sku"))
     if sku is None:
-        raise _Bad(f"{where} has no SKU")
-    quantity = _quantity(row.get("quantity"), where)
-    subtotal = _money(row.get("subtotal"), f"{where} subtotal")
-    total = _money(row.get("total"), f"{where} total")
-    tax = _money(row.get("total_tax"), f"{where} total_tax")
+        raise Unreadable(f"{where} has no SKU")
+    quantity = read_quantity(row.get("quantity"), where)
+    subtotal = read_money(row.get("subtotal"), f"{where} subtotal")
+    total = read_money(row.get("total"), f"{where} total")
+    tax = read_money(row.get("total_tax"), f"{where} total_tax")
     return Line(
         line_ref=ref,
         sku=sku,
         name=name,
         quantity=quantity,
-        unit_price=_per_unit(subtotal, quantity),
+        unit_price=per_unit(subtotal, quantity),
         discount=subtotal - total,
         tax_rate=_rate(row.get("taxes", []), rates, where),
         tax=tax,
@@ -247,35 +249,36 @@ def _line(item: object, rates: Mapping[int, Decimal]) -> Line:
 
 
 def _shipping(item: object, rates: Mapping[int, Decimal]) -> ShippingLine:
-    row = _dict(item, "shipping_lines[]")
+    row = read_dict(item, "shipping_lines[]")
     where = f"shipping line {row.get('id')}"
     return ShippingLine(
-        method=_text(row.get("method_title")) or _text(row.get("method_id")),
-        price=_money(row.get("total"), f"{where} total"),
+        method=read_text(row.get("method_title")) or read_text(row.get("method_id")),
+        price=read_money(row.get("total"), f"{where} total"),
         tax_rate=_rate(row.get("taxes", []), rates, where),
-        tax=_money(row.get("total_tax"), f"{where} total_tax"),
+        tax=read_money(row.get("total_tax"), f"{where} total_tax"),
     )
 
 
 def _rates(tax_lines: list[Any]) -> dict[int, Decimal]:
     rates: dict[int, Decimal] = {}
     for item in tax_lines:
-        row = _dict(item, "tax_lines[]")
+        row = read_dict(item, "tax_lines[]")
         percent = row.get("rate_percent")
         if isinstance(percent, int | float | str) and not isinstance(percent, bool):
-            rates[row.get("rate_id", -1)] = _money(percent, f"tax line {row.get('id')} rate")
+            rates[row.get("rate_id", -1)] = read_money(percent, f"tax line {row.get('id')} rate")
     return rates
 
 
 def _rate(taxes: object, rates: Mapping[int, Decimal], where: str) -> Decimal:
     """The line's rate in percent: the sum of the rates that taxed it (one, in practice)."""
     rate = Decimal(0)
-    for item in _list(taxes, f"{where} taxes"):
-        row = _dict(item, f"{where} taxes[]")
+    for item in read_list(taxes, f"{where} taxes"):
+        row = read_dict(item, f"{where} taxes[]")
         if not _taxed(row.get("total")):
             continue
         if row.get("id") not in rates:
-            raise _Bad(f"{where}: tax rate {row.get('id')!r} has no rate_percent in tax_lines")
+            rate_id = row.get("id")
+            raise Unreadable(f"{where}: tax rate {rate_id!r} has no rate_percent in tax_lines")
         rate += rates[row["id"]]
     return rate
 
@@ -291,14 +294,14 @@ def _taxed(unrounded: object) -> bool:
 def _totals(
     body: Mapping[str, Any], lines: tuple[Line, ...], shipping: tuple[ShippingLine, ...]
 ) -> tuple[Totals, list[str]]:
-    fee_total, fee_tax, checks = _fees(_list(body.get("fee_lines", []), "fee_lines"))
+    fee_total, fee_tax, checks = _fees(read_list(body.get("fee_lines", []), "fee_lines"))
     totals = Totals(
         # WooCommerce has no order subtotal: the lines' own, before discount, ex tax.
         subtotal=sum((line.total - line.tax + line.discount for line in lines), Decimal(0)),
-        discount=_money(body.get("discount_total"), "discount_total"),
-        shipping=_money(body.get("shipping_total"), "shipping_total"),
-        tax=_money(body.get("total_tax"), "total_tax"),
-        total=_money(body.get("total"), "total"),
+        discount=read_money(body.get("discount_total"), "discount_total"),
+        shipping=read_money(body.get("shipping_total"), "shipping_total"),
+        tax=read_money(body.get("total_tax"), "total_tax"),
+        total=read_money(body.get("total"), "total"),
     )
     tax = sum((line.tax for line in lines), fee_tax) + sum(
         (line.tax for line in shipping), Decimal(0)
@@ -335,12 +338,12 @@ def _fees(fee_lines: list[Any]) -> tuple[Decimal, Decimal, list[str]]:
     """Fees have no place in the canonical order: counted in the sums, and said in checks."""
     total, tax, checks = Decimal(0), Decimal(0), []
     for item in fee_lines:
-        row = _dict(item, "fee_lines[]")
-        amount = _money(row.get("total"), f"fee {row.get('id')} total")
-        fee_tax = _money(row.get("total_tax", "0"), f"fee {row.get('id')} total_tax")
+        row = read_dict(item, "fee_lines[]")
+        amount = read_money(row.get("total"), f"fee {row.get('id')} total")
+        fee_tax = read_money(row.get("total_tax", "0"), f"fee {row.get('id')} total_tax")
         total, tax = total + amount, tax + fee_tax
         checks.append(
-            f"fee {_text(row.get('name'))!r} {money_text(amount)} + tax "
+            f"fee {read_text(row.get('name'))!r} {money_text(amount)} + tax "
             f"{money_text(fee_tax)} is in the total but in no line"
         )
     return total, tax, checks
@@ -349,28 +352,28 @@ def _fees(fee_lines: list[Any]) -> tuple[Decimal, Decimal, list[str]]:
 def _customer(body: Mapping[str, Any], billing: Mapping[str, Any]) -> Customer:
     customer_id = body.get("customer_id")
     return Customer(
-        email=_text(billing.get("email")),
+        email=read_text(billing.get("email")),
         # 0 is WooCommerce's guest checkout.
         shop_customer_id=str(customer_id) if customer_id not in (None, 0, "0") else None,
-        first_name=_text(billing.get("first_name")),
-        last_name=_text(billing.get("last_name")),
-        company=_text(billing.get("company")),
+        first_name=read_text(billing.get("first_name")),
+        last_name=read_text(billing.get("last_name")),
+        company=read_text(billing.get("company")),
         # WooCommerce core has no tax id field (plugins keep one in order meta).
         tax_id=None,
-        phone=_text(billing.get("phone")),
+        phone=read_text(billing.get("phone")),
     )
 
 
 def _address(part: Mapping[str, Any]) -> Address | None:
-    names = [_text(part.get(key)) for key in ("first_name", "last_name")]
+    names = [read_text(part.get(key)) for key in ("first_name", "last_name")]
     address = Address(
         name=" ".join(name for name in names if name) or None,
-        line1=_text(part.get("address_1")),
-        line2=_text(part.get("address_2")),
-        city=_text(part.get("city")),
-        postcode=_text(part.get("postcode")),
-        region=_text(part.get("state")),
-        country=_text(part.get("country")),
+        line1=read_text(part.get("address_1")),
+        line2=read_text(part.get("address_2")),
+        city=read_text(part.get("city")),
+        postcode=read_text(part.get("postcode")),
+        region=read_text(part.get("state")),
+        country=read_text(part.get("country")),
     )
     # A virtual-goods order has an empty shipping address: none, not a blank one.
     return None if address == Address(None, None, None, None, None, None, None) else address
@@ -378,49 +381,16 @@ def _address(part: Mapping[str, Any]) -> Address | None:
 
 def _payment(body: Mapping[str, Any]) -> Payment:
     return Payment(
-        method=_text(body.get("payment_method_title")),
-        gateway=_text(body.get("payment_method")),
-        transaction_ref=_text(body.get("transaction_id")),
+        method=read_text(body.get("payment_method_title")),
+        gateway=read_text(body.get("payment_method")),
+        transaction_ref=read_text(body.get("transaction_id")),
     )
-
-
-def _currency(value: object) -> str:
-    if not isinstance(value, str) or value not in ISO_4217:
-        raise _Bad(f"unknown currency {value!r} (not an ISO 4217 code)")
-    return value
-
-
-def _per_unit(amount: Decimal, quantity: int) -> Decimal:
-    """Exact when it divides to the cent; else to 6 decimals (the line total stays exact)."""
-    unit = amount / quantity
-    return unit if unit == unit.quantize(_TOLERANCE) else unit.quantize(Decimal("0.000001"))
-
-
-def _quantity(value: object, where: str) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise _Bad(f"{where}: quantity {value!r} is not a positive whole number")
-    return value
-
-
-def _money(value: object, where: str) -> Decimal:
-    """A decimal string (or a JSON number, read by its shortest text: 45.73 is 45.73)."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _Bad(f"{where} is not an amount: {value!r}")
-    try:
-        amount = Decimal(repr(value) if isinstance(value, float) else value)
-    except InvalidOperation:
-        raise _Bad(f"{where} is not an amount: {value!r}") from None
-    if not amount.is_finite():
-        raise _Bad(f"{where} is not an amount: {value!r}")
-    return amount
 
 
 def _time(value: object, where: str) -> datetime:
     moment = _optional_time(value, where)
     if moment is None:
-        raise _Bad(f"{where} is missing")
+        raise Unreadable(f"{where} is missing")
     return moment
 
 
@@ -431,38 +401,11 @@ def _optional_time(value: object, where: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(_str(value, where))
     except ValueError:
-        raise _Bad(f"{where} is not a time: {value!r}") from None
+        raise Unreadable(f"{where} is not a time: {value!r}") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _text(value: object) -> str | None:
-    """WooCommerce writes "" for absent text: the canonical order says null."""
-    return value if isinstance(value, str) and value.strip() else None
 
 
 def _str(value: object, where: str) -> str:
     if not isinstance(value, str):
-        raise _Bad(f"{where} is not text: {value!r}")
+        raise Unreadable(f"{where} is not text: {value!r}")
     return value
-
-
-def _bool(value: object, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise _Bad(f"{where} is not true or false: {value!r}")
-    return value
-
-
-def _dict(value: object, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _Bad(f"{where} is not an object but {_kind(value)}")
-    return value
-
-
-def _list(value: object, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise _Bad(f"{where} is not a list but {_kind(value)}")
-    return value
-
-
-def _kind(value: object) -> str:
-    return "null" if value is None else f"a {type(value).__name__}"
