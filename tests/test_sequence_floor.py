@@ -14,7 +14,7 @@ import contextlib
 import secrets
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,34 @@ async def watermark_covers_the_outbox(state: Path, seconds: float = 30) -> None:
         await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def shop_behind_a_consumer(
+    tmp_path: Path, broker: Mosquitto, erp: Erp
+) -> AsyncIterator[Callable[[], bool]]:
+    """The PrestaShop simulator fed by a consumer subscribed to ``broker`` (its SUBACKs
+    seen); yields whether the shop shows the ERP's stock."""
+    async with PrestaShopSim() as sim:
+        ids = {sku: sim.add_product(sku, "1.00", quantity=0) for sku in SKUS}
+        write_secret(tmp_path / "key", sim.key)
+        relay = tmp_path / "relay.toml"
+        relay.write_text(
+            consumer_toml(
+                tmp_path,
+                broker.url,
+                f'[[sinks]]\ntype = "prestashop"\nname = "presta"\nurl = "{sim.url}"\n'
+                f'api_key_file = "{tmp_path / "key"}"\nwarehouse = "MAD"\n'
+                f"requests_per_second = 100\n",
+            )
+        )
+
+        def in_sync() -> bool:
+            return {sku: sim.stock(ids[sku]) for sku in SKUS} == erp.stock()
+
+        async with consumer_running(relay):
+            await subscribed(tmp_path / "shops-1.sock")
+            yield in_sync
+
+
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 @pytest.mark.parametrize("loss", ["an older backup restored", "the outbox lost"])
 async def test_changes_after_the_outbox_went_back_still_reach_the_shop(
@@ -117,52 +145,34 @@ async def test_changes_after_the_outbox_went_back_still_reach_the_shop(
         )
         return AgentProcess(config, tmp_path / "agent.log")
 
-    async with PrestaShopSim() as sim:
-        ids = {sku: sim.add_product(sku, "1.00", quantity=0) for sku in SKUS}
-        write_secret(tmp_path / "key", sim.key)
-        relay = tmp_path / "relay.toml"
-        relay.write_text(
-            consumer_toml(
-                tmp_path,
-                broker.url,
-                f'[[sinks]]\ntype = "prestashop"\nname = "presta"\nurl = "{sim.url}"\n'
-                f'api_key_file = "{tmp_path / "key"}"\nwarehouse = "MAD"\n'
-                f"requests_per_second = 100\n",
+    async with shop_behind_a_consumer(tmp_path, broker, erp) as in_sync:
+        with agent() as running:
+            await eventually(in_sync, 60, "the shop to show the first stock")
+            backup = await asyncio.to_thread(
+                run_cli, config, "outbox", "backup", str(tmp_path / "outbox.bak")
             )
-        )
+            assert backup.returncode == 0, backup.stderr
+            for round_ in range(ROUNDS_BEFORE_THE_LOSS):
+                erp.set_all(100 * (round_ + 2))
+                await eventually(in_sync, 60, f"the shop to follow round {round_}")
+            await watermark_covers_the_outbox(state)
+            running.kill()
+        seen = outbox_last_sequence(state / "outbox.db")
 
-        def in_sync() -> bool:
-            return {sku: sim.stock(ids[sku]) for sku in SKUS} == erp.stock()
+        shutil.rmtree(state)
+        state.mkdir()
+        restored = loss == "an older backup restored"
+        if restored:
+            shutil.copy(tmp_path / "outbox.bak", state / "outbox.db")
+        assert outbox_last_sequence(state / "outbox.db") < seen
 
-        async with consumer_running(relay):
-            await subscribed(tmp_path / "shops-1.sock")
-            with agent() as running:
-                await eventually(in_sync, 60, "the shop to show the first stock")
-                backup = await asyncio.to_thread(
-                    run_cli, config, "outbox", "backup", str(tmp_path / "outbox.bak")
-                )
-                assert backup.returncode == 0, backup.stderr
-                for round_ in range(ROUNDS_BEFORE_THE_LOSS):
-                    erp.set_all(100 * (round_ + 2))
-                    await eventually(in_sync, 60, f"the shop to follow round {round_}")
-                await watermark_covers_the_outbox(state)
-                running.kill()
-            seen = outbox_last_sequence(state / "outbox.db")
-
-            shutil.rmtree(state)
-            state.mkdir()
-            restored = loss == "an older backup restored"
-            if restored:
-                shutil.copy(tmp_path / "outbox.bak", state / "outbox.db")
-            assert outbox_last_sequence(state / "outbox.db") < seen
-
-            with agent() as running:
-                await eventually(lambda: (state / "agent.sock").exists(), 30, "the agent")
-                erp.set_all(5000)
-                await eventually(in_sync, 60, "the shop to show the changes after the loss")
-                check = (await status(state))["sequence"]
-                report = await asyncio.to_thread(run_cli, config, "status")
-                assert running.terminate() == 0
+        with agent() as running:
+            await eventually(lambda: (state / "agent.sock").exists(), 30, "the agent")
+            erp.set_all(5000)
+            await eventually(in_sync, 60, "the shop to show the changes after the loss")
+            check = (await status(state))["sequence"]
+            report = await asyncio.to_thread(run_cli, config, "status")
+            assert running.terminate() == 0
 
     assert check["check"] == "ok" and check["relay_watermark"] >= seen
     assert check["moved"]["above"] == check["relay_watermark"]
@@ -194,54 +204,36 @@ async def test_a_restored_backups_pending_events_are_renumbered_and_applied(
         )
         return AgentProcess(config, tmp_path / "agent.log")
 
-    async with PrestaShopSim() as sim:
-        ids = {sku: sim.add_product(sku, "1.00", quantity=0) for sku in SKUS}
-        write_secret(tmp_path / "key", sim.key)
-        relay = tmp_path / "relay.toml"
-        relay.write_text(
-            consumer_toml(
-                tmp_path,
-                broker.url,
-                f'[[sinks]]\ntype = "prestashop"\nname = "presta"\nurl = "{sim.url}"\n'
-                f'api_key_file = "{tmp_path / "key"}"\nwarehouse = "MAD"\n'
-                f"requests_per_second = 100\n",
+    async with shop_behind_a_consumer(tmp_path, broker, erp) as in_sync:
+        with agent() as running:
+            await eventually(in_sync, 60, "the shop to show the first stock")
+            assert running.terminate() == 0
+
+        erp.set_all(700)  # captured while the relay cannot be reached: pending
+        with agent("mqtt://127.0.0.1:9") as running:
+            await eventually(lambda: pending(state) == len(SKUS), 30, "the pending events")
+            backup = await asyncio.to_thread(
+                run_cli, config, "outbox", "backup", str(tmp_path / "outbox.bak")
             )
-        )
+            assert backup.returncode == 0, backup.stderr
+            assert running.terminate() == 0
+        assert f"{len(SKUS)} events pending" in backup.stdout, backup.stdout
 
-        def in_sync() -> bool:
-            return {sku: sim.stock(ids[sku]) for sku in SKUS} == erp.stock()
+        with agent() as running:
+            for round_ in range(ROUNDS_BEFORE_THE_LOSS):
+                erp.set_all(100 * (round_ + 2))
+                await eventually(in_sync, 60, f"the shop to follow round {round_}")
+            await watermark_covers_the_outbox(state)
+            running.kill()
 
-        async with consumer_running(relay):
-            await subscribed(tmp_path / "shops-1.sock")
-            with agent() as running:
-                await eventually(in_sync, 60, "the shop to show the first stock")
-                assert running.terminate() == 0
-
-            erp.set_all(700)  # captured while the relay cannot be reached: pending
-            with agent("mqtt://127.0.0.1:9") as running:
-                await eventually(lambda: pending(state) == len(SKUS), 30, "the pending events")
-                backup = await asyncio.to_thread(
-                    run_cli, config, "outbox", "backup", str(tmp_path / "outbox.bak")
-                )
-                assert backup.returncode == 0, backup.stderr
-                assert running.terminate() == 0
-            assert f"{len(SKUS)} events pending" in backup.stdout, backup.stdout
-
-            with agent() as running:
-                for round_ in range(ROUNDS_BEFORE_THE_LOSS):
-                    erp.set_all(100 * (round_ + 2))
-                    await eventually(in_sync, 60, f"the shop to follow round {round_}")
-                await watermark_covers_the_outbox(state)
-                running.kill()
-
-            shutil.rmtree(state)
-            state.mkdir()
-            shutil.copy(tmp_path / "outbox.bak", state / "outbox.db")
-            erp.set_all(700)  # back to what the backup's pending events hold
-            with agent() as running:
-                await eventually(in_sync, 60, "the shop to show the backup's pending values")
-                moved = (await status(state))["sequence"]["moved"]
-                assert running.terminate() == 0
+        shutil.rmtree(state)
+        state.mkdir()
+        shutil.copy(tmp_path / "outbox.bak", state / "outbox.db")
+        erp.set_all(700)  # back to what the backup's pending events hold
+        with agent() as running:
+            await eventually(in_sync, 60, "the shop to show the backup's pending values")
+            moved = (await status(state))["sequence"]["moved"]
+            assert running.terminate() == 0
     assert moved["renumbered"] == len(SKUS)
 
 
