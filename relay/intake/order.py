@@ -45,6 +45,8 @@ __all__ = [
     "OrderStatus",
     "Payment",
     "PaymentStatus",
+    "Return",
+    "ReturnLine",
     "ShippingLine",
     "Totals",
     "Unreadable",
@@ -212,6 +214,35 @@ class Order(_Data):
     note: str | None
     checks: tuple[str, ...] = ()
     """What did not add up or could not be carried, in words (``checks`` is last in data)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnLine(_Data):
+    sku: str
+    quantity: int
+    amount: Decimal
+    """Refunded for this line, tax included."""
+    restock: bool
+    """Whether the shop put the units back in stock (the ERP decides its own stock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Return(_Data):
+    """The ``data`` of a ``distillsync.return.upsert`` event (subject ``{shop}/{return_ref}``):
+    a refund or return of (part of) an order the shop already sent."""
+
+    shop: str
+    return_ref: str
+    """The shop's id of the refund / credit memo / return."""
+    order_ref: str
+    version: datetime
+    created_at: datetime
+    currency: str
+    lines: tuple[ReturnLine, ...]
+    refund_total: Decimal
+    """All that was refunded, tax and shipping included."""
+    reason: str | None
+    checks: tuple[str, ...] = ()
 
 
 # --- reading a shop's JSON: shared by the mappings ---------------------------------------

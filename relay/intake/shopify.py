@@ -62,7 +62,7 @@ from relay.intake.order import (
     read_quantity,
     read_text,
 )
-from relay.intake.woocommerce import Unmappable
+from relay.intake.outcome import Mapped, Unmappable
 
 __all__ = [
     "Mapped",
@@ -74,7 +74,6 @@ __all__ = [
     "rest_shape",
 ]
 
-Mapped = Order | Unmappable
 
 _CENT = Decimal("0.01")
 _ORDER_GID = "gid://shopify/Order/"

@@ -31,7 +31,6 @@ The traps, each handled where it is read:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -60,6 +59,7 @@ from relay.intake.order import (
     read_quantity,
     read_text,
 )
+from relay.intake.outcome import Draft, Gone, Mapped, Trashed, Unmappable
 
 __all__ = [
     "Draft",
@@ -72,43 +72,6 @@ __all__ = [
     "payment_status",
 ]
 
-
-@dataclass(frozen=True, slots=True)
-class Draft:
-    """A Store API checkout not (yet) placed: nothing to import."""
-
-    order_ref: str
-    version: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class Trashed:
-    """The order went to the trash (it can be restored: ``order.restored``)."""
-
-    order_ref: str
-
-
-@dataclass(frozen=True, slots=True)
-class Gone:
-    """A REST error body saying the order no longer exists (deleted for good).
-
-    The body names no order: whoever received it knows which one it asked for or which
-    hook delivered it.
-    """
-
-    code: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unmappable:
-    """A body that verified but cannot become an order: a dead letter with this reason."""
-
-    reason: str
-    order_ref: str | None = None
-
-
-Mapped = Order | Draft | Trashed | Gone | Unmappable
 
 _TOLERANCE = Decimal("0.01")
 
