@@ -166,7 +166,10 @@ def _field(envelope: dict[str, Any], name: str, pattern: re.Pattern[str] | None 
 def _version_key(value: str, name: str) -> int:
     if not _RFC3339.match(value):
         raise InvalidEnvelope(f"{name}: {value!r} is not an RFC 3339 time")
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as error:  # the shape of a time, but no such day or hour
+        raise InvalidEnvelope(f"{name}: {value!r} is not a valid time: {error}") from None
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 

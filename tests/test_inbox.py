@@ -179,6 +179,8 @@ async def test_unpaid_orders_are_held_and_released_when_paid(tmp_path: Path) -> 
         (order("1", V1, 1).replace(b"order.upsert", b"widget.upsert"), "unknown entity 'widget'"),
         (order("1", V1, 1, "maybe"), "data.payment_status: 'maybe' is not one of"),
         (order("1", "yesterday", 1), "data.version: 'yesterday' is not an RFC 3339 time"),
+        (order("1", "2026-13-45T12:00:00Z", 1), "data.version: '2026-13-45T12:00:00Z' is not a"),
+        (order("1", V1, 1).replace(b"2026-11-23T12:00:01.", b"2026-02-30T12:00:01."), "time: "),
         (order("1", V1, 1).replace(b'"subject":"shopify-main/1"', b'"subject":"x/2"'), "subject"),
         (order("1", V1, 1).replace(b"urn:distillsync:acme:intake:", b"urn:x:"), "source: "),
     ],
