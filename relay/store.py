@@ -41,14 +41,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -64,19 +62,25 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    inspect,
-    make_url,
     or_,
     select,
     tuple_,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
-from sqlalchemy.event import listen
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from relay.errors import SchemaTooNew, StoreBusy, StoreError, StoreUrlInvalid
+from relay.db import (
+    Backend,
+    database_url,
+    hold_lock_file,
+    insert_for,
+    is_deadlock,
+    make_engine,
+    reason,
+    setup_schema,
+)
+from relay.errors import SchemaTooNew, StoreBusy, StoreError
 from relay.model import Event
 
 __all__ = [
@@ -97,12 +101,9 @@ SCHEMA_VERSION = 2
 """1: versions, seen ids, dead letters. 2: adds ``relay_sku_ids`` (the sinks' known ids)."""
 CHUNK = 1000
 """Keys per lookup statement: 3000 parameters, under SQLite's 32766 and asyncpg's 32767."""
-BUSY_TIMEOUT_MS = 30_000
 _SETUP_LOCK = 0x64_73_72_6C  # pg_advisory_xact_lock id for table creation ("dsrl")
-_DEADLOCK = "40P01"
 
 Key = tuple[str, str, str]
-Backend = Literal["sqlite", "postgresql"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,67 +274,16 @@ class Claim:
 
 # --- URLs and engines -----------------------------------------------------------------
 
-_DRIVERS: dict[str, tuple[Backend, str]] = {
-    "sqlite": ("sqlite", "sqlite+aiosqlite"),
-    "sqlite+aiosqlite": ("sqlite", "sqlite+aiosqlite"),
-    "postgresql": ("postgresql", "postgresql+asyncpg"),
-    "postgres": ("postgresql", "postgresql+asyncpg"),
-    "postgresql+asyncpg": ("postgresql", "postgresql+asyncpg"),
-}
-_EXAMPLES = "sqlite:////var/lib/distillsync/relay.db or postgresql://user@host:5432/db"
-
 
 def store_url(url: str) -> tuple[Backend, URL]:
     """The backend and SQLAlchemy async URL for ``store.url``; errors never echo a password."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise StoreUrlInvalid(f"store.url is not a database URL such as {_EXAMPLES}") from None
-    if parsed.drivername not in _DRIVERS:
-        raise StoreUrlInvalid(
-            f"store.url: {parsed.drivername}:// is not supported; use {_EXAMPLES}"
-        )
-    backend, driver = _DRIVERS[parsed.drivername]
-    parsed = parsed.set(drivername=driver)
-    if backend == "sqlite":
-        _check_sqlite_path(parsed.database)
-    return backend, parsed
-
-
-def _check_sqlite_path(database: str | None) -> None:
-    if not database or database == ":memory:" or database.startswith("file:"):
-        raise StoreUrlInvalid(
-            "store.url: SQLite needs a file path (sqlite:///path/to/relay.db); "
-            "a store in memory would forget what was applied"
-        )
-    if not Path(database).parent.is_dir():
-        raise StoreError(f"store.url: directory {Path(database).parent} does not exist")
-
-
-def _sqlite_connected(dbapi_connection: Any, _record: Any) -> None:
-    # The driver's own implicit BEGIN would defer locking; we emit ours in _sqlite_begin.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    for pragma in ("journal_mode=WAL", "synchronous=FULL", f"busy_timeout={BUSY_TIMEOUT_MS}"):
-        cursor.execute(f"PRAGMA {pragma}")
-    cursor.close()
-
-
-def _sqlite_begin(connection: Any) -> None:
-    # IMMEDIATE takes the write lock up front, so a transaction that reads then writes
-    # cannot fail half way on a lock another writer took in between.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    return database_url(url)
 
 
 def _engine(backend: Backend, url: URL) -> AsyncEngine:
-    if backend == "postgresql":
-        # A claim holds its connection while the shop is called: room for the consumer's
-        # concurrent batches (at most 64) without waiting on the pool.
-        return create_async_engine(url, pool_size=4, max_overflow=60, pool_pre_ping=True)
-    engine = create_async_engine(url)
-    listen(engine.sync_engine, "connect", _sqlite_connected)
-    listen(engine.sync_engine, "begin", _sqlite_begin)
-    return engine
+    # A claim holds its connection while the shop is called: room for the consumer's
+    # concurrent batches (at most 64) without waiting on the pool.
+    return make_engine(backend, url, pool_size=4, max_overflow=60)
 
 
 # --- statements -----------------------------------------------------------------------
@@ -398,7 +348,7 @@ class VersionStore:
         self._serial: AbstractAsyncContextManager[Any] = (
             asyncio.Lock() if backend == "sqlite" else contextlib.nullcontext()
         )
-        self._insert = postgresql.insert if backend == "postgresql" else sqlite.insert
+        self._insert = insert_for(backend)
         self._lock_file: IO[bytes] | None = None
 
     @classmethod
@@ -410,7 +360,7 @@ class VersionStore:
             await store._setup()
         except (SQLAlchemyError, OSError) as error:
             await store.close()
-            raise StoreError(f"version store {store.url}: {_reason(error)}") from error
+            raise StoreError(f"version store {store.url}: {reason(error)}") from error
         except BaseException:
             await store.close()
             raise
@@ -480,7 +430,7 @@ class VersionStore:
                     )
                 return await self._read(conn, keys, ids)
             except DBAPIError as error:
-                if attempt == 2 or getattr(error.orig, "sqlstate", None) != _DEADLOCK:
+                if attempt == 2 or not is_deadlock(error):
                     raise
                 await conn.rollback()
         raise AssertionError("unreachable")
@@ -535,16 +485,11 @@ class VersionStore:
         if self.backend != "sqlite" or self._lock_file is not None:
             return
         database = str(self.engine.url.database)
-        path = Path(f"{database}.lock")
-        handle = path.open("ab")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise StoreBusy(
-                f"another consumer holds the version store {database}, and a SQLite store "
-                "serves one consumer (use PostgreSQL to run several)"
-            ) from None
+        handle = hold_lock_file(
+            database,
+            f"another consumer holds the version store {database}, and a SQLite store "
+            "serves one consumer (use PostgreSQL to run several)",
+        )
         self._lock_file = handle
 
     # --- the sinks' known ids (relay.sinks.lookup.IdStore) ------------------------------
@@ -665,38 +610,14 @@ class VersionStore:
             yield conn
 
     async def _setup(self) -> None:
+        def refusal(found: int) -> str:
+            return (
+                f"version store {self.url} has schema version {found}, newer than this "
+                f"relay kit's {SCHEMA_VERSION}: upgrade distillsync, or point store.url "
+                "at another database"
+            )
+
         async with self._transaction() as conn:
-            if self.backend == "postgresql":
-                # Consumers starting together: one creates the tables, the others wait.
-                await conn.execute(select(func.pg_advisory_xact_lock(_SETUP_LOCK)))
-            found = await self._schema_version(conn)
-            if found is not None and found > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"version store {self.url} has schema version {found}, newer than this "
-                    f"relay kit's {SCHEMA_VERSION}: upgrade distillsync, or point store.url "
-                    "at another database"
-                )
-            await conn.run_sync(_METADATA.create_all)  # migrations so far only add tables
-            if found is None:
-                await conn.execute(
-                    _META.insert().values(name="schema_version", value=str(SCHEMA_VERSION))
-                )
-            elif found < SCHEMA_VERSION:
-                await conn.execute(
-                    _META.update()
-                    .where(_META.c.name == "schema_version")
-                    .values(value=str(SCHEMA_VERSION))
-                )
-
-    @staticmethod
-    async def _schema_version(conn: AsyncConnection) -> int | None:
-        if not await conn.run_sync(lambda sync: inspect(sync).has_table(_META.name)):
-            return None
-        value = await conn.scalar(select(_META.c.value).where(_META.c.name == "schema_version"))
-        return None if value is None else int(value)
-
-
-def _reason(error: SQLAlchemyError | OSError) -> str:
-    """The driver's own words, without SQLAlchemy's statement dump and link."""
-    original = getattr(error, "orig", None)
-    return str(original if original is not None else error).splitlines()[0]
+            await setup_schema(
+                conn, self.backend, _METADATA, _META, SCHEMA_VERSION, _SETUP_LOCK, refusal
+            )

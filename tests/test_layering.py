@@ -16,7 +16,13 @@ OWNERS = {
     "aiomqtt": {"agent/publisher.py", "relay/subscriber.py"},
     "paho": {"agent/publisher.py", "relay/subscriber.py"},
     "aiosqlite": {"agent/outbox.py"},
-    "sqlalchemy": {"agent/sources/sql.py", "relay/store.py"},
+    # relay/db.py: URL to engine, pragmas, lock file, schema version, for both relay stores
+    "sqlalchemy": {
+        "agent/sources/sql.py",
+        "relay/db.py",
+        "relay/store.py",
+        "relay/intake/store.py",
+    },
     "prometheus_client": {"agent/metrics.py", "relay/status.py"},
     "textual": set(),
 }
