@@ -7,6 +7,8 @@ the sink tests share.
 - :func:`event` makes the events sinks are fed: a real CloudEvents envelope in ``raw``;
   :func:`stock` and :func:`price` make the two the shop sinks write.
 - :func:`sink_maker`: the ``make_sink(**overrides)`` of a sink test, closing every sink made.
+- :class:`Catcher`: a receiver of a shop simulator's webhook deliveries, keeping each
+  request as it arrived and answering what a test tells it to.
 """
 
 from __future__ import annotations
@@ -84,6 +86,56 @@ class Served:
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()
+
+
+@dataclass(frozen=True)
+class Caught:
+    """One request a :class:`Catcher` received, as it arrived."""
+
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    """What the catcher answered (0: it never answered)."""
+
+
+class Catcher(Served):
+    """Takes every POST to :attr:`url`, keeps it in :attr:`caught` and answers
+    :attr:`status` (200), or the next of :meth:`answer_next` (0: hang until closed, or
+    until :meth:`release` when a test wants a slow answer to end)."""
+
+    path = "/hooks"
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.caught: list[Caught] = []
+        self._answers: list[int] = []
+        self._released = asyncio.Event()
+
+    def answer_next(self, *statuses: int) -> None:
+        self._answers.extend(statuses)
+
+    def release(self) -> None:
+        """Let every hanging request answer (with 200)."""
+        self._released.set()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(self.path, self._catch)
+        return app
+
+    async def _catch(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        status = self._answers.pop(0) if self._answers else self.status
+        self.caught.append(Caught(dict(request.headers), body, status))
+        if status == 0:
+            assert self._closed is not None
+            closed = asyncio.ensure_future(self._closed.wait())
+            released = asyncio.ensure_future(self._released.wait())
+            await asyncio.wait([closed, released], return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
+            released.cancel()
+            status = 200
+        return web.Response(status=status, text="")
 
 
 # --- events --------------------------------------------------------------------------------
