@@ -44,6 +44,45 @@ and the controllers they document:
   ``Retry-After``. ``rate_limit`` models one (a fixed window), :meth:`fail_next` injects
   429s, 5xx and hangs.
 - Any other path: 404 ``rest_no_route``, as the WP REST API answers.
+
+Orders and webhooks, as DESIGN.md ("What the real shop and ERPs do") records a real 9.9.5
+doing them, and the REST docs' "Orders" and "Webhooks" pages; bodies are shaped key for key
+like ``tests/fixtures/woocommerce`` (captured from that shop) and encoded as
+``wp_json_encode`` does (``\\/``, ``\\uXXXX``):
+
+- The shop's side, for tests: :meth:`~WooCommerceSim.create` (REST: ``order.created`` then
+  ``order.updated``), :meth:`~WooCommerceSim.checkout` (Store API: ``order.updated`` then
+  ``order.created``), :meth:`~WooCommerceSim.abandon` (``checkout-draft``, ``order.updated``
+  only), :meth:`~WooCommerceSim.update`, :meth:`~WooCommerceSim.write_meta` (a new
+  ``date_modified``), :meth:`~WooCommerceSim.add_note` (nothing fires, no new date),
+  :meth:`~WooCommerceSim.trash` (``order.deleted`` with ``{"id": N}``),
+  :meth:`~WooCommerceSim.restore`, :meth:`~WooCommerceSim.delete` (for good: nothing fires),
+  :meth:`~WooCommerceSim.put_order` (a fixture's body as it is). Dates are whole seconds of
+  :attr:`~WooCommerceSim.order_clock`, local (UTC+1) and ``_gmt``.
+- ``GET orders``: ``modified_after`` exclusive at whole seconds, against ``date_modified_gmt``
+  with ``dates_are_gmt=true`` (else the local one); a value with ``Z`` or an offset matches
+  nothing; a malformed one is 400 ``rest_invalid_param``. ``status`` (default ``any``: all
+  but ``trash``, and the unplaced ``checkout-draft``), ``orderby=date|modified|id``,
+  ``order``, ``per_page`` 1..100, ``page``, ``X-WP-Total``/``X-WP-TotalPages``, ``200 []``
+  past the end. ``GET orders/{id}``: a trashed order reads with ``"status": "trash"``; a
+  deleted one is 404 ``woocommerce_rest_shop_order_invalid_id``.
+- ``GET/POST webhooks``, ``GET/PUT/POST webhooks/{id}`` (``topic``, ``delivery_url``,
+  ``secret``, ``status`` active|paused|disabled; the secret is not shown, as in the REST
+  answer's view context). Creating one over REST pings it before answering: POST
+  ``webhook_id=N`` form-encoded, unsigned; until a ping gets exactly 200 it is re-sent after
+  every delivery of that hook. :meth:`~WooCommerceSim.add_hook` makes one without a ping.
+- Delivery, as Action Scheduler runs it: one queue, one delivery at a time (a slow answer
+  blocks it, up to :attr:`~WooCommerceSim.delivery_timeout`); a hook with the order already
+  queued queues nothing more, and the body is built when sent, so close changes coalesce
+  into one delivery of the final state (a permanent delete meanwhile: the REST error body,
+  validly signed). Headers ``X-WC-Webhook-Source``, ``-Topic``, ``-Resource``, ``-Event``,
+  ``-Signature`` (base64 HMAC-SHA256 of the raw body with the hook's secret), ``-ID``,
+  ``-Delivery-ID`` (a hash of hook id and current second). 200-302 is success and clears the
+  failure count; anything else, a timeout or no connection is a failure, never retried, and
+  the 7th in a row disables the hook (re-enabling it keeps the count).
+  Test controls: :meth:`~WooCommerceSim.drop_next`, :meth:`~WooCommerceSim.duplicate_next`,
+  :meth:`~WooCommerceSim.hold` / :meth:`~WooCommerceSim.release`, and
+  :meth:`~WooCommerceSim.settled` to wait for the queue to empty (no sleeps).
 """
 
 from __future__ import annotations
