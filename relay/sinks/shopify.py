@@ -57,30 +57,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import aiohttp
 from pydantic import field_validator
 
-from relay.errors import Refused, SinkUnavailable, Transient
+from relay.errors import SinkUnavailable
 from relay.model import Event, SinkResult, Status
 from relay.settings import CredentialName, FilePath, read_secret
-from relay.sinks.base import RateBudget
-from relay.sinks.http import (
-    HttpSettings,
-    LazySession,
-    ShopUrl,
-    connect_failure,
-    is_transient,
-    retry_after,
-    with_retries,
-)
+from relay.sinks.http import HttpSettings, ShopUrl
 from relay.sinks.lookup import IdStore, LookupSettings, SkuIds
 from relay.sinks.shop import ENTITIES, Price, Rules, Stock, one_warehouse_each, sort_out
+from relay.sinks.shopify_api import AdminGraphQL, CostBudget
 
 API_VERSION = "2026-10"
 """The newest stable version when this was written; any version from 2026-01 works."""
@@ -94,8 +84,6 @@ Standard plan's 1,000-point bucket each, far below the 1,000-point single-query 
 CAS_ROUNDS = 5
 AGAIN = frozenset({"CHANGE_FROM_QUANTITY_STALE", "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"})
 """Stock ``userErrors`` that a fresh read and another write (with a new key) get past."""
-IN_PROGRESS = "IDEMPOTENCY_CONCURRENT_REQUEST"
-"""A ``userErrors`` code that says: this very request (same key) again, later."""
 MAX_QUANTITY = 1_000_000_000  # Shopify's INVALID_QUANTITY_TOO_HIGH limit
 GONE = frozenset({"PRODUCT_DOES_NOT_EXIST", "PRODUCT_VARIANT_DOES_NOT_EXIST"})
 """Price ``userErrors`` that say the cached variant is gone: forget it."""
@@ -224,33 +212,6 @@ class _UserError:
     message: str
 
 
-class CostBudget(RateBudget):
-    """Shopify's leaky bucket as the shop last reported it, in query-cost points.
-
-    Seeded with a Standard plan's bucket until the first response tells the real one.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(per_second=50.0, burst=1000.0)
-
-    def observe(self, cost: Any) -> None:
-        """Take the shop's ``extensions.cost.throttleStatus`` as the truth."""
-        status: Any = cost.get("throttleStatus") if isinstance(cost, dict) else None
-        try:
-            maximum = float(status["maximumAvailable"])
-            available = float(status["currentlyAvailable"])
-            restore = float(status["restoreRate"])
-        except (TypeError, KeyError, ValueError):
-            return
-        if maximum > 0 and restore > 0:
-            self.capacity, self.per_second = maximum, restore
-            self.tokens, self.updated = available, time.monotonic()
-
-    async def take(self, cost: float = 1.0) -> None:
-        # A cost above the bucket could never be met; the shop itself will say MAX_COST.
-        await super().take(min(cost, self.capacity))
-
-
 def idempotency_key(
     event_ids: Iterable[str], quantities: list[dict[str, Any]], attempt: int = 0
 ) -> str:
@@ -316,17 +277,6 @@ def _fold_stock(writes: list[_Write]) -> list[_Write]:
     return list(kept.values())
 
 
-def _in_progress(data: dict[str, Any]) -> bool:
-    """Whether a mutation's ``userErrors`` say its key's first request is still running."""
-    return any(
-        error.get("code") == IN_PROGRESS
-        for payload in data.values()
-        if isinstance(payload, dict)
-        for error in payload.get("userErrors") or []
-        if isinstance(error, dict)
-    )
-
-
 def _dead(write: _Write, reason: str) -> SinkResult:
     return SinkResult(Status.DEAD, f"{write.sku}: {reason}")
 
@@ -349,13 +299,11 @@ class ShopifySink:
             "access_token",
             settings.access_token_credential,
         )
-        self.endpoint = f"{settings.shop_url}/admin/api/{settings.api_version}/graphql.json"
-        self.budget = CostBudget()
-        self._headers = {
-            "X-Shopify-Access-Token": token or "",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        }
+        self._api = AdminGraphQL(
+            f"shopify {self.name}", settings, settings.shop_url, settings.api_version, token or ""
+        )
+        self.endpoint = self._api.endpoint
+        self.budget = self._api.budget
         self.rules = Rules(
             "Shopify",
             fractions="refuse",
@@ -365,12 +313,9 @@ class ShopifySink:
             price_list=settings.price_list,
         )
         self.ids = SkuIds(self.name, Variant, settings.unknown_sku_ttl, ids)
-        self._session = LazySession(
-            tls=settings.tls(), timeout=aiohttp.ClientTimeout(total=settings.timeout)
-        )
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._api.close()
 
     async def apply(self, events: Sequence[Event]) -> list[SinkResult]:
         results, stock, prices = sort_out(events, self._plan)
@@ -638,81 +583,7 @@ class ShopifySink:
         self, operation: str, query: str, variables: dict[str, Any], cost: float
     ) -> dict[str, Any]:
         """The ``data`` of one call, after the retries the shop's answers call for."""
-        payload = {"query": query, "variables": variables, "operationName": operation}
-        return await with_retries(
-            lambda: self._call(operation, payload, cost),
-            sink=f"shopify {self.name}",
-            settings=self.settings,
-        )
-
-    async def _call(self, operation: str, payload: dict[str, Any], cost: float) -> dict[str, Any]:
-        await self.budget.take(cost)
-        try:
-            async with self._session().post(
-                self.endpoint, json=payload, headers=self._headers
-            ) as response:
-                status, headers, raw = response.status, response.headers, await response.read()
-        except TimeoutError:
-            raise Transient(f"{operation}: no answer within {self.settings.timeout:g}s") from None
-        except aiohttp.ClientConnectorCertificateError as error:
-            raise Refused(connect_failure(error)) from None
-        except aiohttp.ClientError as error:
-            raise Transient(f"{operation}: connection failed ({type(error).__name__})") from None
-        if status != 200:
-            raise self._http_error(operation, status, retry_after(headers.get("Retry-After")))
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise SinkUnavailable(f"shopify {self.name}: {operation} answered no JSON object")
-        self.budget.observe((body.get("extensions") or {}).get("cost"))
-        return self._data(operation, body)
-
-    def _http_error(self, operation: str, status: int, hint: float | None) -> Exception:
-        if is_transient(status):
-            return Transient(f"{operation}: HTTP {status}", hint)
-        if status == 401:
-            return SinkUnavailable(
-                f"shopify {self.name}: the access token was refused (401); "
-                "check access_token_file / access_token_env and that the "
-                "app is installed on the shop"
-            )
-        # 402 (shop frozen), 403 (scopes), 404 (shop or version gone), 423 (shop locked):
-        # nothing any single event could fix.
-        return SinkUnavailable(f"shopify {self.name}: {operation} answered HTTP {status}")
-
-    def _data(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
-        errors = body.get("errors")
-        if errors:
-            errors = errors if isinstance(errors, list) else [{"message": str(errors)}]
-            codes = {(error.get("extensions") or {}).get("code") for error in errors}
-            text = "; ".join(str(error.get("message")) for error in errors)
-            if "THROTTLED" in codes:
-                raise Transient(f"{operation}: throttled", self._refill_time(body))
-            if codes & {"INTERNAL_SERVER_ERROR", "SERVICE_UNAVAILABLE"}:
-                raise Transient(f"{operation}: {text}")
-            raise SinkUnavailable(f"shopify {self.name}: {operation} failed: {text}")
-        data = body.get("data")
-        if not isinstance(data, dict):
-            raise SinkUnavailable(f"shopify {self.name}: {operation} answered no data")
-        if _in_progress(data):
-            # Shopify's own advice: the same request, same key, again; it then answers
-            # the first one's result. A new key would make it a second, distinct write.
-            raise Transient(
-                f"{operation}: Shopify is still processing the first request "
-                "with this idempotency key"
-            )
-        return data
-
-    def _refill_time(self, body: dict[str, Any]) -> float:
-        """How long until the bucket holds what the throttled call asked for."""
-        cost = (body.get("extensions") or {}).get("cost") or {}
-        try:
-            needed = float(cost["requestedQueryCost"]) - self.budget.tokens
-        except (KeyError, TypeError, ValueError):
-            return 1.0
-        return max(0.0, needed / self.budget.per_second)
+        return await self._api.graphql(operation, query, variables, cost)
 
 
 __all__ = [
