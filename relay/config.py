@@ -146,7 +146,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _problems(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
+def key_problems(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
     problems = []
     for item in error.errors():
         loc = prefix + tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
@@ -175,7 +175,7 @@ def sink_settings(config: ConsumerConfig) -> list[tuple[type[Any], BaseModel]]:
         try:
             built.append((getattr(module, class_name), module.Settings.model_validate(raw)))
         except ValidationError as error:
-            problems.extend(_problems(error, ("sinks", index)))
+            problems.extend(key_problems(error, ("sinks", index)))
     names = [str(raw.get("name")) for raw in config.sinks]
     problems.extend(
         f"sinks: name {n!r} is used twice" for n in sorted(set(names)) if names.count(n) > 1
@@ -196,6 +196,6 @@ def load(path: Path) -> ConsumerConfig:
     try:
         config = ConsumerConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigProblems(_problems(error)) from None
+        raise ConfigProblems(key_problems(error)) from None
     sink_settings(config)  # every problem now, not at the first event
     return config

@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from common.unix_socket import claimed_socket
-from relay.config import ConsumerConfig, sink_settings
+from relay.config import ConsumerConfig, RelaySection, sink_settings
 from relay.consumer import Consumer, status_topic, subscriptions
 from relay.errors import SecretMissing, SocketBusy
 from relay.settings import check_private, read_secret
@@ -34,14 +34,26 @@ log = logging.getLogger("distillsync.relay.service")
 
 
 def session_settings(config: ConsumerConfig) -> SessionSettings:
-    relay = config.relay
+    return relay_session(
+        config.relay,
+        config.client_id,
+        subscriptions(config),
+        status_topic(config),
+        orjson.dumps({"kind": "consumer", "state": "offline"}),
+    )
+
+
+def relay_session(
+    relay: RelaySection, client_id: str, topics: list[str], will_topic: str, will_payload: bytes
+) -> SessionSettings:
+    """The MQTT session ``[relay]`` describes (the consumer's and the intake's)."""
     secure = relay.url.startswith("mqtts://")
     if secure and relay.key_file is not None:
         check_private(relay.key_file, "relay.key_file")
     return SessionSettings(
         url=relay.url,
-        client_id=config.client_id,
-        topics=subscriptions(config),
+        client_id=client_id,
+        topics=topics,
         username=relay.username,
         password=read_secret(
             relay.password_file, relay.password_env, "relay.password", relay.password_credential
@@ -50,8 +62,8 @@ def session_settings(config: ConsumerConfig) -> SessionSettings:
         session_expiry=int(relay.session_expiry),
         keepalive=int(relay.keepalive),
         receive_maximum=relay.receive_maximum,
-        will_topic=status_topic(config),
-        will_payload=orjson.dumps({"kind": "consumer", "state": "offline"}),
+        will_topic=will_topic,
+        will_payload=will_payload,
     )
 
 
@@ -96,8 +108,16 @@ def _busy(path: Path) -> str:
 
 @contextlib.asynccontextmanager
 async def serve_status(consumer: Consumer, path: Path) -> AsyncIterator[None]:
-    with claimed_socket(path, SocketBusy(_busy(path))):
-        runner = web.AppRunner(status_app(consumer), access_log=None, shutdown_timeout=1.0)
+    async with serve_unix(status_app(consumer), path, SocketBusy(_busy(path))):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve_unix(app: web.Application, path: Path, busy: Exception) -> AsyncIterator[None]:
+    """``app`` on the Unix socket ``path`` (mode 0660), which no other live process serves
+    (``busy`` is raised if one does)."""
+    with claimed_socket(path, busy):
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         old_umask = os.umask(0o117)
         try:

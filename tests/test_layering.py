@@ -23,7 +23,7 @@ OWNERS = {
         "relay/store.py",
         "relay/intake/store.py",
     },
-    "prometheus_client": {"agent/metrics.py", "relay/status.py"},
+    "prometheus_client": {"agent/metrics.py", "relay/status.py", "relay/intake/status.py"},
     "textual": set(),
 }
 
