@@ -24,7 +24,7 @@ from tui.widgets import Banner
 class FakeApi:
     """The status API's shapes with frozen data; records what it was asked."""
 
-    def __init__(self, dead: int = 250) -> None:
+    def __init__(self, dead: int = 250, inbox: int = 0) -> None:
         self.dead: list[dict[str, Any]] = [
             {
                 "id": i,
@@ -40,7 +40,12 @@ class FakeApi:
             }
             for i in range(1, dead + 1)
         ]
+        self.inbox_items: list[dict[str, Any]] = [
+            {"id": i, "state": "dead" if i % 3 == 0 else "pending", "payload": "{}"}
+            for i in range(1, inbox + 1)
+        ]
         self.afters: list[int] = []
+        self.inbox_asked: list[str] = []
         self.posts: list[str] = []
         self.streams = 0
         self.resume = asyncio.Event()  # the second stream waits for it
@@ -49,6 +54,7 @@ class FakeApi:
         app = web.Application()
         app.router.add_get("/v1/stream", self.stream)
         app.router.add_get("/v1/outbox", self.outbox)
+        app.router.add_get("/v1/inbox", self.inbox)
         app.router.add_post("/v1/{what}/{name}/{action}", self.act)
         return app
 
@@ -72,6 +78,14 @@ class FakeApi:
         self.afters.append(after)
         items = [item for item in self.dead if item["id"] > after][:limit]
         return web.json_response({"state": "dead", "items": items})
+
+    async def inbox(self, request: web.Request) -> web.Response:
+        """By id from the oldest, pages of at most 1000, as the agent serves them."""
+        self.inbox_asked.append(request.query_string)
+        state = request.query.get("state")
+        after, limit = int(request.query["after"]), min(int(request.query["limit"]), 1000)
+        found = [i for i in self.inbox_items if i["id"] > after and state in (None, i["state"])]
+        return web.json_response({"state": state, "items": found[:limit]})
 
     async def act(self, request: web.Request) -> web.Response:
         self.posts.append(request.path)
@@ -105,6 +119,21 @@ async def test_dead_letters_are_read_page_by_page(serve: Any, tmp_path: Path) ->
     assert [item.id for item in items] == list(range(1, 251))
     assert api.afters == [0, 200]
     assert items[0].subject == "SKU-1/WH1"
+
+
+async def test_the_inbox_is_read_through_to_its_newest_items(serve: Any, tmp_path: Path) -> None:
+    """The API pages from the oldest id: the screen wants the newest, so every page is read
+    and the newest 1000 are kept, newest first, with how many there were."""
+    api, socket = FakeApi(inbox=2500), tmp_path / "api.sock"
+    await serve(api, socket)
+    source = ApiSource(ApiClient(socket))
+    found = await source.inbox(None)
+    assert [item.id for item in found.items] == list(range(2500, 1500, -1))
+    assert found.total == 2500
+    assert api.inbox_asked == [f"after={a}&limit=1000" for a in (0, 1000, 2000)]
+    dead = await source.inbox("dead")
+    assert dead.items[0].id == 2499 and dead.total == 833 and len(dead.items) == 833
+    assert api.inbox_asked[-1] == "state=dead&after=0&limit=1000"
 
 
 async def test_actions_post_and_return_the_agents_answer(serve: Any, tmp_path: Path) -> None:

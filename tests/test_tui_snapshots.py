@@ -17,6 +17,7 @@ from textual.pilot import Pilot
 from tests.tui_support import FLEET, FakeAgent, FakeRelay, fast, frozen, table, until, updates
 from tui.app import AgentDashboard
 from tui.fleet import FleetApp
+from tui.inbox import InboxScreen
 from tui.screens import DeadLetterScreen
 
 Compare = Callable[..., bool]
@@ -58,6 +59,27 @@ async def dead_letters(pilot: Pilot[Any]) -> None:
     await pilot.press("down")
 
 
+async def inbox(pilot: Pilot[Any]) -> None:
+    """The inbox, the pending order selected."""
+    await loaded(pilot)
+    await pilot.press("i")
+    await until(
+        pilot,
+        lambda: (
+            isinstance(pilot.app.screen, InboxScreen)
+            and table(pilot.app, "#inbox-list").row_count == 7
+        ),
+        "the inbox",
+    )
+    await pilot.press("down", "down", "down")
+
+
+async def inbound_dead_letters(pilot: Pilot[Any]) -> None:
+    await inbox(pilot)
+    await pilot.press("f")
+    await until(pilot, lambda: table(pilot.app, "#inbox-list").row_count == 2, "the dead")
+
+
 def then(
     first: Callable[[Pilot[Any]], Awaitable[None]], *keys: str
 ) -> Callable[[Pilot[Any]], Awaitable[None]]:
@@ -95,6 +117,20 @@ def test_dead_letter_screen(snap_compare: Compare, size: tuple[int, int]) -> Non
 
 def test_discard_asks_first(snap_compare: Compare) -> None:
     assert snap_compare(dashboard(), terminal_size=SMALL, run_before=then(dead_letters, "x"))
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x50"])
+def test_inbox_screen(snap_compare: Compare, size: tuple[int, int]) -> None:
+    assert snap_compare(dashboard(), terminal_size=size, run_before=inbox)
+
+
+def test_inbound_dead_letters(snap_compare: Compare) -> None:
+    assert snap_compare(dashboard(), terminal_size=SMALL, run_before=inbound_dead_letters)
+
+
+def test_main_screen_of_an_agent_older_than_the_inbox(snap_compare: Compare) -> None:
+    agent = FakeAgent(updates(inbox={}))
+    assert snap_compare(dashboard(agent), terminal_size=SMALL, run_before=loaded)
 
 
 def test_help_screen(snap_compare: Compare) -> None:

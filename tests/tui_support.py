@@ -25,7 +25,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable
 
 from tui.follow import Backoff
-from tui.model import DeadLetter, parse_dead_letter
+from tui.model import DeadLetter, InboxList, parse_dead_letter, parse_inbox_item
 
 T = TypeVar("T")
 NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z: the frozen clock of every test
@@ -139,8 +139,24 @@ def published_at(t: float) -> int:
     )
 
 
-def status(uptime: float, published: int, **outbox: Any) -> dict[str, Any]:
-    return {
+INBOX_STATUS: dict[str, Any] = {
+    "held": 1,
+    "pending": 1,
+    "written": 1,
+    "failed": 1,
+    "dead": 2,
+    "stale": 1,
+    "duplicates": 1,
+    "oldest_pending_age_seconds": 1260.4,  # 21 minutes: late
+}
+
+
+def status(
+    uptime: float, published: int, inbox: dict[str, Any] | None = None, **outbox: Any
+) -> dict[str, Any]:
+    """One ``/v1/status``; ``inbox`` defaults to :data:`INBOX_STATUS`, ``{}`` leaves the
+    section out, as an agent older than the inbox does."""
+    body = {
         "agent": {
             "id": "erp-madrid-1",
             "tenant": "acme",
@@ -172,6 +188,9 @@ def status(uptime: float, published: int, **outbox: Any) -> dict[str, Any]:
             **outbox,
         },
     }
+    if inbox != {}:
+        body["inbox"] = INBOX_STATUS if inbox is None else inbox
+    return body
 
 
 def event(
@@ -210,14 +229,15 @@ EVENTS = [
 ]
 
 
-def updates(count: int = UPDATES) -> list[dict[str, Any]]:
-    """``count`` stream lines two seconds apart, the last one at ``NOW``."""
+def updates(count: int = UPDATES, inbox: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``count`` stream lines two seconds apart, the last one at ``NOW``; ``inbox`` as
+    :func:`status` takes it."""
     lines = []
     for i in range(count):
         uptime = (NOW - STARTED) - 2 * (count - 1 - i)
         lines.append(
             {
-                "status": status(uptime, published_at(2.0 * i)),
+                "status": status(uptime, published_at(2.0 * i), inbox),
                 "health": {"healthy": True, "relay": "connected", "relay_since": NOW - 125},
                 "events": EVENTS if i == count - 1 else [],
             }
@@ -265,18 +285,156 @@ DEAD_LETTERS: list[dict[str, Any]] = [
 ]
 
 
+def order_data(shop: str, ref: str, number: str, version: str, payment: str) -> dict[str, Any]:
+    """An order's ``data`` in the shape of DESIGN.md's order event, trimmed."""
+    return {
+        "shop": shop,
+        "order_ref": ref,
+        "number": number,
+        "version": version,
+        "status": "open",
+        "payment_status": payment,
+        "currency": "EUR",
+        "customer": {"email": "ana@example.com", "first_name": "Ana", "last_name": "García"},
+        "lines": [
+            {"line_ref": "1", "sku": "SKU-1", "quantity": 2, "unit_price": "10.00", "tax": "4.20"}
+        ],
+        "totals": {"subtotal": "20.00", "shipping": "5.00", "tax": "5.07", "total": "29.27"},
+    }
+
+
+def inbox_item(
+    item_id: int,
+    state: str,
+    data: dict[str, Any],
+    *,
+    entity: str = "order",
+    reason: str | None = None,
+    received: float,
+    **row: Any,
+) -> dict[str, Any]:
+    """One item of ``GET /v1/inbox`` holding the event the intake would have published."""
+    subject = f"{data['shop']}/{data.get('order_ref', data.get('ref', ''))}"
+    envelope = {
+        "specversion": "1.0",
+        "id": f"0193b7e2-{item_id:04d}",
+        "source": f"urn:distillsync:acme:intake:{data['shop']}",
+        "type": f"distillsync.{entity}.upsert",
+        "subject": subject,
+        "sequence": f"{item_id:020d}",
+        "data": data,
+    }
+    return {
+        "id": item_id,
+        "event_id": envelope["id"],
+        "state": state,
+        "reason": reason,
+        "entity": entity,
+        "op": "upsert",
+        "subject": subject,
+        "source": envelope["source"],
+        "topic": f"distillsync/acme/erp-madrid-1/in/{entity}",
+        "version": data.get("version"),
+        "sequence": item_id,
+        "payment_status": data.get("payment_status"),
+        "attempts": 0,
+        "next_attempt_at": None,
+        "erp_ref": None,
+        "duplicates": 0,
+        "received_at": received,
+        "changed_at": received,
+        "payload": orjson.dumps(envelope).decode(),
+        **row,
+    }
+
+
+V1, V2 = "2026-09-21T13:51:58Z", "2026-09-21T13:52:03Z"
+INBOX: list[dict[str, Any]] = [
+    inbox_item(
+        30,
+        "written",
+        order_data("shopify-main", "5511907", "#0998", "2026-09-21T11:02:40Z", "paid"),
+        received=NOW - 11_000,
+        erp_ref="SO-2291",
+    ),
+    inbox_item(
+        31,
+        "stale",
+        order_data("shopify-main", "5512384", "#1001", V1, "authorized"),
+        reason=f"superseded by version {V2}, sequence 33 (item 33)",
+        received=NOW - 1_290,
+    ),
+    inbox_item(
+        32,
+        "held",
+        order_data("woo-eu", "8812", "8812", "2026-09-21T13:58:11Z", "pending"),
+        reason="payment_status pending is not in inbox.import_when (authorized, paid)",
+        received=NOW - 900,
+    ),
+    inbox_item(
+        33,
+        "pending",
+        order_data("shopify-main", "5512384", "#1001", V2, "paid"),
+        received=NOW - 1_260.4,
+        duplicates=1,
+    ),
+    inbox_item(
+        34,
+        "failed",
+        order_data("presta-es", "771", "XKBKNABJK", "2026-09-21T14:01:09Z", "paid"),
+        reason="ERP unreachable: connection refused by 10.0.0.5:8069",
+        received=NOW - 600,
+        attempts=3,
+        changed_at=NOW - 40,
+    ),
+    {
+        **inbox_item(
+            35,
+            "dead",
+            {"shop": "?"},
+            reason="not a valid event: not JSON: unexpected character: line 1 column 1 (char 0)",
+            received=NOW - 300,
+        ),
+        "event_id": "invalid:9f2c4e0b7d1a",
+        "entity": None,
+        "op": None,
+        "subject": None,
+        "source": None,
+        "version": None,
+        "sequence": None,
+        "payload": "<html><body>502 Bad Gateway</body></html>",
+    },
+    inbox_item(
+        36,
+        "dead",
+        {"shop": "shopify-main", "ref": "77", "email": "ana@example.com", "first_name": "Ana"},
+        entity="customer",
+        reason=(
+            'master of data: customer is mastered by the ERP (master.customer = "erp"), '
+            "so the inbox takes no customer from the shop"
+        ),
+        received=NOW - 45,
+    ),
+]
+
+
 class FakeAgent:
     """An :class:`tui.sources.AgentSource` with frozen data that records what it is asked."""
 
     where = "/run/distillsync/agent.sock"
 
     def __init__(
-        self, *plans: list[dict[str, Any]] | Exception, dead: list[dict[str, Any]] | None = None
+        self,
+        *plans: list[dict[str, Any]] | Exception,
+        dead: list[dict[str, Any]] | None = None,
+        inbox: list[dict[str, Any]] | None = None,
     ) -> None:
         self.script: Script[dict[str, Any]] = Script(*plans)
         self.dead = list(DEAD_LETTERS if dead is None else dead)
+        self.inbox_items = [dict(item) for item in (INBOX if inbox is None else inbox)]
         self.posts: list[str] = []
         self.dead_reads = 0
+        self.inbox_reads: list[str | None] = []
 
     def updates(self) -> AsyncIterator[dict[str, Any]]:
         return self.script.play()
@@ -285,9 +443,16 @@ class FakeAgent:
         self.dead_reads += 1
         return [parse_dead_letter(item) for item in self.dead]
 
+    async def inbox(self, state: str | None) -> InboxList:
+        self.inbox_reads.append(state)
+        found = [parse_inbox_item(i) for i in self.inbox_items if state in (None, i["state"])]
+        return InboxList(tuple(reversed(found)), len(found))
+
     async def act(self, path: str) -> tuple[int, Any]:
         self.posts.append(path)
         parts = path.strip("/").split("/")  # v1 outbox 12 retry | v1 sources erp pause
+        if parts[1] == "inbox":
+            return self._act_on_inbox(int(parts[2]), parts[3])
         if parts[1] == "sources":
             if parts[2] not in {s["name"] for s in SOURCES}:
                 return 404, {"error": f"no source named {parts[2]!r}"}
@@ -297,6 +462,26 @@ class FakeAgent:
             return 404, {"error": f"no dead letter with id {parts[2]}"}
         self.dead.remove(found[0])
         return 200, {"id": int(parts[2]), "done": parts[3]}
+
+    def _act_on_inbox(self, item_id: int, action: str) -> tuple[int, Any]:
+        """As the agent answers: a failed item retried is pending, a dead one stays dead
+        (the rule that killed it still holds); discard takes any but a pending or written
+        one."""
+        found = [item for item in self.inbox_items if item["id"] == item_id]
+        if not found:
+            return 404, {"error": f"no inbox item with id {item_id}"}
+        item = found[0]
+        applies = ("failed",) if action == "retry" else ("dead", "failed", "held", "stale")
+        if item["state"] not in applies:
+            why = f": {item['reason']}" if item["reason"] else ""
+            return 409, {
+                "error": f"inbox item {item_id} is {item['state']}{why}; {action} not done"
+            }
+        if action == "discard":
+            self.inbox_items.remove(item)
+            return 200, {"id": item_id, "done": action, "state": None}
+        item.update(state="pending", reason=None)
+        return 200, {"id": item_id, "done": action, "state": "pending"}
 
 
 def fleet_status(state: str, **extra: Any) -> bytes:

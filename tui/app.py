@@ -11,6 +11,7 @@ from textual.binding import Binding, BindingType
 from tui.dashboard import DashboardScreen
 from tui.follow import Backoff
 from tui.formats import Clock
+from tui.inbox import InboxScreen
 from tui.screens import TABLE_KEYS, DeadLetterScreen, HelpScreen, describe
 from tui.sources import AgentSource
 
@@ -30,6 +31,7 @@ class AgentDashboard(App[int]):
     TITLE = "DistillSync"
     ENABLE_COMMAND_PALETTE = False  # every action has its key; the palette only adds noise
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]  # a taller sparkline from 36 rows
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]  # outbox and inbox side by side
     BINDINGS: ClassVar[list[BindingType]] = EVERYWHERE
 
     def __init__(
@@ -49,6 +51,7 @@ class AgentDashboard(App[int]):
                     ("Dashboard", describe(self, DashboardScreen.BINDINGS)),
                     ("Tables", TABLE_KEYS),
                     ("Dead letters (d)", describe(self, DeadLetterScreen.BINDINGS)),
+                    ("Inbox (i)", describe(self, InboxScreen.BINDINGS)),
                     ("Everywhere", describe(self, EVERYWHERE)),
                 ]
             )

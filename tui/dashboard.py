@@ -1,4 +1,4 @@
-"""The agent dashboard's main screen: header, sources, outbox, event tail.
+"""The agent dashboard's main screen: header, sources, outbox and inbox, event tail.
 
 It follows ``/v1/stream`` in a worker, so the screen never waits on the agent; when the
 agent goes away it says since when, keeps the last figures (dimmed) and reconnects.
@@ -11,7 +11,7 @@ from typing import ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Container, Vertical
 from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Input
@@ -19,12 +19,13 @@ from textual.widgets import Footer, Input
 from tui.actions import perform
 from tui.follow import Backoff
 from tui.formats import Clock, clock
+from tui.inbox import InboxScreen
 from tui.messages import AgentUpdated, Lost, follow
 from tui.model import AgentSnapshot, parse_update
 from tui.screens import DeadLetterScreen
 from tui.sources import AgentSource
 from tui.throughput import Throughput
-from tui.widgets import AgentHeader, Banner, EventTail, OutboxPanel, SourcesTable
+from tui.widgets import AgentHeader, Banner, EventTail, InboxPanel, OutboxPanel, SourcesTable
 
 SOURCE_ACTIONS = {
     "pause": "paused",
@@ -47,6 +48,12 @@ class DashboardScreen(Screen[None]):
             tooltip="Dead letters: reason and payload, retry, discard",
         ),
         Binding(
+            "i",
+            "inbox",
+            "Inbox",
+            tooltip="Inbox: orders by state, payload, retry, discard",
+        ),
+        Binding(
             "slash",
             "focus_filter",
             "Filter",
@@ -67,13 +74,16 @@ class DashboardScreen(Screen[None]):
         self.now = now
         self.backoff = backoff
         self.throughput = Throughput()
+        self.last: AgentSnapshot | None = None
 
     def compose(self) -> ComposeResult:
         yield AgentHeader(Content(f" connecting to the agent at {self.source.where}…"), id="header")
         yield Banner(id="banner")
         with Vertical(id="body"):
             yield SourcesTable(id="sources", classes="panel")
-            yield OutboxPanel(id="outbox", classes="panel")
+            with Container(id="queues"):
+                yield OutboxPanel(id="outbox", classes="panel")
+                yield InboxPanel("waiting for the first update…", id="inbox", classes="panel")
             yield EventTail(id="tail", classes="panel")
         yield Footer()
 
@@ -81,6 +91,7 @@ class DashboardScreen(Screen[None]):
         self.query_one("#sources").border_title = "sources"
         self.query_one("#outbox").border_title = "outbox"
         self.query_one("#outbox").border_subtitle = "delivered per second, last 5 minutes"
+        self.query_one("#inbox").border_title = "inbox"
         self.query_one("#tail").border_title = "events"
         self.follow_agent()
 
@@ -98,6 +109,7 @@ class DashboardScreen(Screen[None]):
     def on_agent_updated(self, message: AgentUpdated) -> None:
         update = message.update
         snap, now = update.snapshot, self.now()
+        self.last = snap
         self.throughput.add(snap.agent_time, snap.relay.published)
         delivered = snap.outbox.delivered_per_second
         if delivered is None:
@@ -107,6 +119,7 @@ class DashboardScreen(Screen[None]):
         self.query_one(AgentHeader).show(snap, delivered, now)
         self.query_one(SourcesTable).show(snap.feeds, now)
         self.query_one(OutboxPanel).show(snap.outbox, delivered, self.throughput.series())
+        self.query_one(InboxPanel).show(snap)
         self.query_one(EventTail).add(update.events, snap.outbox.last_sequence)
 
     def on_lost(self, message: Lost) -> None:
@@ -130,6 +143,15 @@ class DashboardScreen(Screen[None]):
 
     def action_dead_letters(self) -> None:
         self.app.push_screen(DeadLetterScreen(self.source, now=self.now))
+
+    def action_inbox(self) -> None:
+        if self.last is not None and not self.last.has_inbox:
+            self.notify(
+                f"This agent (v{self.last.agent.version}) is older than the inbox: it has none.",
+                severity="warning",
+            )
+            return
+        self.app.push_screen(InboxScreen(self.source, now=self.now))
 
     def action_focus_filter(self) -> None:
         self.query_one("#filter", Input).focus()

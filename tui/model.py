@@ -14,7 +14,14 @@ from typing import Any
 
 import orjson
 
-from agent.status import AgentInfo, AgentStatus, FeedStatus, OutboxStatus, RelayStatus
+from agent.status import (
+    AgentInfo,
+    AgentStatus,
+    FeedStatus,
+    InboxStatus,
+    OutboxStatus,
+    RelayStatus,
+)
 from tui.formats import epoch
 
 Json = Mapping[str, Any]
@@ -74,6 +81,9 @@ class AgentSnapshot:
 
     status: AgentStatus
     healthy: bool | None
+    has_inbox: bool = True
+    """False for an agent older than the inbox: its ``/v1/status`` has no ``inbox``, which
+    ``agent.status`` reads as zeros."""
 
     @property
     def agent(self) -> AgentInfo:
@@ -86,6 +96,10 @@ class AgentSnapshot:
     @property
     def outbox(self) -> OutboxStatus:
         return self.status.outbox
+
+    @property
+    def inbox(self) -> InboxStatus:
+        return self.status.inbox
 
     @property
     def feeds(self) -> tuple[FeedRow, ...]:
@@ -144,10 +158,63 @@ class DeadLetter:
 
     def pretty_payload(self) -> str:
         """The payload indented if it is JSON, else as stored (a dead letter may be any text)."""
+        indented = _indented(self.payload)
+        return self.payload if indented is None else indented
+
+
+INBOX_STATES = ("held", "pending", "written", "failed", "dead", "stale")
+"""``GET /v1/inbox?state=``'s values, in the order the dashboard shows them."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """One item of ``GET /v1/inbox``: an inbound event (an order, mostly) and its state."""
+
+    id: int
+    event_id: str
+    state: str
+    reason: str | None
+    entity: str | None
+    subject: str | None
+    topic: str | None
+    version: str | None
+    sequence: int | None
+    payment_status: str | None
+    attempts: int
+    erp_ref: str | None
+    duplicates: int
+    received_at: float | None
+    changed_at: float | None
+    payload: str
+    """The message as received (text: a dead one may not be JSON)."""
+
+    def data(self) -> Json:
+        """The event's ``data``, or empty if the payload is no event."""
         try:
-            return orjson.dumps(orjson.loads(self.payload), option=orjson.OPT_INDENT_2).decode()
+            envelope = orjson.loads(self.payload)
         except orjson.JSONDecodeError:
-            return self.payload
+            return {}
+        return _dict(envelope, "data") if isinstance(envelope, Mapping) else {}
+
+    def pretty_payload(self) -> str | None:
+        """The payload indented, or None if it is not JSON."""
+        return _indented(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxList:
+    """The newest items of one state (or of all), newest first, out of ``total`` read."""
+
+    items: tuple[InboxItem, ...]
+    total: int
+
+
+def _indented(text: str) -> str | None:
+    """``text`` as indented JSON (keys in their order), or None if it is not JSON."""
+    try:
+        return orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +244,9 @@ class FleetAgent:
 def parse_status(status: Json, health: Json | None = None) -> AgentSnapshot:
     healthy = health.get("healthy") if health else None
     return AgentSnapshot(
-        AgentStatus.from_json(status), healthy if isinstance(healthy, bool) else None
+        AgentStatus.from_json(status),
+        healthy if isinstance(healthy, bool) else None,
+        has_inbox=isinstance(status.get("inbox"), Mapping),
     )
 
 
@@ -215,6 +284,28 @@ def parse_dead_letter(item: Json) -> DeadLetter:
         payload=_str(item, "payload"),
         event_sequence=int(sequence) if isinstance(sequence, int) else None,
         created_at=_float(item, "created_at"),
+    )
+
+
+def parse_inbox_item(item: Json) -> InboxItem:
+    sequence = item.get("sequence")
+    return InboxItem(
+        id=_int(item, "id"),
+        event_id=_str(item, "event_id"),
+        state=_str(item, "state", "unknown"),
+        reason=_opt_str(item, "reason"),
+        entity=_opt_str(item, "entity"),
+        subject=_opt_str(item, "subject"),
+        topic=_opt_str(item, "topic"),
+        version=_opt_str(item, "version"),
+        sequence=int(sequence) if isinstance(sequence, int) else None,
+        payment_status=_opt_str(item, "payment_status"),
+        attempts=_int(item, "attempts"),
+        erp_ref=_opt_str(item, "erp_ref"),
+        duplicates=_int(item, "duplicates"),
+        received_at=_float(item, "received_at"),
+        changed_at=_float(item, "changed_at"),
+        payload=_str(item, "payload"),
     )
 
 

@@ -4,15 +4,18 @@ statuses. The apps see only these protocols, so tests hand them frozen data inst
 from __future__ import annotations
 
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from agent.apiclient import ApiClient
 from relay.subscriber import watch
-from tui.model import DeadLetter, parse_dead_letter
+from tui.model import DeadLetter, InboxItem, InboxList, parse_dead_letter, parse_inbox_item
 
 PAGE = 200
 MAX_DEAD_LETTERS = 1000  # what a screen can usefully list; the CLI pages through the rest
+INBOX_PAGE = 1000  # the API's largest page: the inbox is read through to its newest items
+MAX_INBOX = 1000  # the newest items kept for the screen
 
 
 class AgentSource(Protocol):
@@ -27,6 +30,11 @@ class AgentSource(Protocol):
 
     async def dead_letters(self) -> list[DeadLetter]:
         """The dead letters, oldest first; raises :class:`OSError` if they cannot be had."""
+        ...
+
+    async def inbox(self, state: str | None) -> InboxList:
+        """The newest inbox items in ``state`` (all states if None), newest first; raises
+        :class:`OSError` if they cannot be had."""
         ...
 
     async def act(self, path: str) -> tuple[int, Any]:
@@ -69,6 +77,21 @@ class ApiSource:
             if len(page) < PAGE:
                 break
         return items
+
+    async def inbox(self, state: str | None) -> InboxList:
+        """``GET /v1/inbox`` pages by id from the oldest and has no newest-first order, so
+        every page is read and the newest :data:`MAX_INBOX` are kept."""
+        query = f"state={state}&" if state else ""
+        newest: deque[InboxItem] = deque(maxlen=MAX_INBOX)
+        total, after = 0, 0
+        while True:
+            page = await self._page(f"/v1/inbox?{query}after={after}&limit={INBOX_PAGE}")
+            newest.extend(parse_inbox_item(item) for item in page)
+            total += len(page)
+            if len(page) < INBOX_PAGE or not newest:
+                break
+            after = newest[-1].id
+        return InboxList(tuple(reversed(newest)), total)
 
     async def _page(self, path: str) -> list[Any]:
         status, body = await self.client.get(path)

@@ -13,7 +13,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widgets import DataTable, Input, Sparkline, Static
 
-from agent.status import OutboxStatus
+from agent.status import InboxStatus, OutboxStatus
 from tui.formats import NONE, age, clock, count, rate, span
 from tui.model import AgentSnapshot, FeedRow, TailEvent
 
@@ -21,6 +21,8 @@ TAIL_KEPT = 1000  # events remembered for filtering
 TAIL_SHOWN = 200  # rows drawn: a screen never shows more, and redrawing stays cheap
 STATE_STYLES = {"connected": "$success", "online": "$success", "connecting": "$warning"}
 SHORT_MODES = {"timestamp": "time", "incrementing": "incr", "snapshot": "snap"}
+OLD_PENDING = 15 * 60
+"""An inbox item waiting longer is late: a failed one is tried again at least this often."""
 
 Row = tuple[str, Sequence[Any]]
 T = TypeVar("T")
@@ -251,6 +253,45 @@ class OutboxPanel(Vertical):
             )
         )
         self.query_one(Sparkline).data = series
+
+
+class InboxPanel(Static):
+    """The inbox's figures: items by state and the oldest pending age; a red border while
+    any item is dead. An agent older than the inbox says so."""
+
+    def show(self, snap: AgentSnapshot) -> None:
+        inbox = snap.inbox if snap.has_inbox else None
+        self.set_class(bool(inbox and inbox.dead), "-dead")
+        if inbox is None:
+            self.border_subtitle = ""
+            self.update(
+                Content.styled(
+                    f"no inbox: agent v{snap.agent.version} is older than the inbox", "dim"
+                )
+            )
+            return
+        self.border_subtitle = f"duplicates {count(inbox.duplicates)}" if inbox.duplicates else ""
+        self.update(Content.assemble(*inbox_figures(inbox)))
+
+
+def inbox_figures(inbox: InboxStatus) -> list[str | tuple[str, str]]:
+    """``pending N  oldest 4s  held N ...``: a figure in its alarm style when it is not
+    zero, the oldest age when it is late."""
+    oldest = inbox.oldest_pending_age_seconds
+    late = oldest is not None and oldest >= OLD_PENDING
+    figures = [
+        ("pending", count(inbox.pending), ""),
+        ("oldest", span(oldest) if oldest is not None else NONE, "$warning" if late else ""),
+        ("held", count(inbox.held), ""),
+        ("failed", count(inbox.failed), "$warning" if inbox.failed else ""),
+        ("dead", count(inbox.dead), "$error" if inbox.dead else ""),
+        ("written", count(inbox.written), ""),
+        ("stale", count(inbox.stale), ""),
+    ]
+    parts: list[str | tuple[str, str]] = []
+    for name, shown, alarm in figures:
+        parts += ["  " if parts else "", (f"{name} ", "dim"), (shown, f"bold {alarm}".strip())]
+    return parts
 
 
 class EventTail(Vertical):
