@@ -3,7 +3,7 @@ the selected one's fields, reason and payload; retry or discard it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from rich.table import Table
@@ -193,7 +193,7 @@ class InboxScreen(Screen[None]):
         return item
 
     @work(group="inbox-actions")
-    async def act(self, path: str, done: Any) -> None:
+    async def act(self, path: str, done: Callable[[Any], str]) -> None:
         if await perform(self.app, self.source, path, done):
             self.reload()
 
