@@ -8,9 +8,10 @@ applied for its key (reordering after a reconnect, duplicates of older states).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 import orjson
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from common.paho_io import register_write_when_open
 from common.tls import ClosedOnFailedHandshake
@@ -152,14 +155,36 @@ def tls_context(
     return context
 
 
+@dataclass(frozen=True, slots=True)
+class PubAck:
+    """The broker's answer to one QoS 1 PUBLISH (MQTT 5 PUBACK)."""
+
+    code: int
+    """The reason code: ``0x00`` success, ``0x10`` no matching subscribers (a success
+    too), ``>= 0x80`` a refusal (``0x87`` not authorized, ``0x97`` quota exceeded, ...)."""
+    reason: str
+    """The code's name and value, ``Not authorized (0x87)``."""
+
+    @property
+    def refused(self) -> bool:
+        return self.code >= 0x80
+
+
 class Session:
     """One MQTT 5 connection with a persistent session whose QoS 1 messages are
-    acknowledged only when :meth:`ack` is called.
+    acknowledged only when :meth:`ack` is called, and whose own QoS 1 publishes report
+    the broker's PUBACK (:meth:`publish_acked`).
 
     aiomqtt acknowledges on receipt; paho, beneath it, can leave that to the caller
     (``manual_ack``), which is what effectively-once needs: a message is acknowledged only
     after its outcome is recorded, so a crash before that makes the broker redeliver it.
     MQTT wants PUBACKs in the order the PUBLISHes came; the caller keeps that order.
+
+    aiomqtt's own ``publish`` ignores the PUBACK's reason code (a negative ack looks like
+    success), so :func:`_install_hooks` chains our handlers in front of aiomqtt's on paho's
+    ``on_connect`` (the broker's Receive Maximum), ``on_publish`` (each PUBACK, with its
+    code) and ``on_disconnect`` (what was unanswered: fate unknown), as the agent's link
+    does; this and ``manual_ack`` are the only reaches below aiomqtt 2.5.
     """
 
     _connections = 0
@@ -189,13 +214,22 @@ class Session:
             will=will,
             tls_context=settings.tls,
             keepalive=settings.keepalive,
+            # The window of publish_acked is its caller's (min of its own and the broker's
+            # Receive Maximum): paho must not hold publishes back in a queue of its own.
+            max_inflight_messages=0,
         )
-        self._paho = self.client._client  # the reach below aiomqtt: manual acks, and
+        self.receive_maximum = 65535
+        """The broker's Receive Maximum (CONNACK): unacknowledged QoS 1 publishes allowed."""
+        self.closed: asyncio.Future[None] | None = None
+        """Done once the connection is gone (set up by ``async with``)."""
+        self._acks: dict[int, asyncio.Future[PubAck | None]] = {}
+        self._paho = _install_hooks(self)  # the reach below aiomqtt: manual acks, PUBACKs,
         self._paho.manual_ack_set(True)
         # no writer for a socket paho closed meanwhile (common.paho_io)
         self._paho.on_socket_register_write = register_write_when_open(self.client)
 
     async def __aenter__(self) -> Session:
+        self.closed = asyncio.get_running_loop().create_future()
         try:
             await self.client.__aenter__()
             for topic in self.settings.topics:
@@ -205,6 +239,7 @@ class Session:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._lost()
         with contextlib.suppress(aiomqtt.MqttError):
             await self.client.__aexit__(None, None, None)
 
@@ -227,3 +262,94 @@ class Session:
     async def publish(self, topic: str, payload: bytes, retain: bool = True) -> None:
         with contextlib.suppress(aiomqtt.MqttError):
             await self.client.publish(topic, payload, qos=1, retain=retain)
+
+    def publish_acked(
+        self,
+        topic: str,
+        payload: bytes,
+        user_properties: Sequence[tuple[str, str]] = (),
+        content_type: str | None = None,
+        retain: bool = False,
+    ) -> asyncio.Future[PubAck | None]:
+        """Hand one QoS 1 PUBLISH (with MQTT 5 User Properties and Content Type) to the
+        socket. The future resolves with its :class:`PubAck`, or with ``None`` when the
+        connection went first (whether the broker has it is unknown: send it again on the
+        next one). A publish that cannot be sent at all (no connection) raises
+        :class:`~relay.errors.RelayUnavailable`."""
+        props = Properties(PacketTypes.PUBLISH)
+        if user_properties:
+            props.UserProperty = list(user_properties)
+        if content_type is not None:
+            props.ContentType = content_type
+        info = self._paho.publish(topic, payload, qos=1, retain=retain, properties=props)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise RelayUnavailable(f"publish to {topic} not sent: {paho.error_string(info.rc)}")
+        future: asyncio.Future[PubAck | None] = asyncio.get_running_loop().create_future()
+        self._acks[info.mid] = future
+        return future
+
+    @property
+    def unacknowledged(self) -> int:
+        """Publishes of :meth:`publish_acked` still waiting for their PUBACK."""
+        return len(self._acks)
+
+    # --- paho callbacks (run on the event loop thread) -----------------------------------
+
+    def _connack(self, properties: Properties | None) -> None:
+        if properties is not None:
+            self.receive_maximum = int(getattr(properties, "ReceiveMaximum", 65535))
+
+    def _puback(self, mid: int, code: ReasonCode | int) -> None:
+        future = self._acks.pop(mid, None)
+        if future is None or future.done():
+            return  # a publish of aiomqtt's own (the retained status)
+        value = code.value if isinstance(code, ReasonCode) else int(code)
+        name = code.getName() if isinstance(code, ReasonCode) else "reason code"
+        future.set_result(PubAck(value, f"{name} (0x{value:02x})"))
+
+    def _lost(self) -> None:
+        acks, self._acks = self._acks, {}
+        for future in acks.values():
+            if not future.done():
+                future.set_result(None)
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(None)
+
+
+def _install_hooks(session: Session) -> paho.Client:
+    """Chain the session's handlers in front of aiomqtt's on the underlying paho client."""
+    inner = session.client._client  # aiomqtt 2.5 keeps its paho client here
+    if not isinstance(inner, paho.Client):
+        raise RuntimeError("aiomqtt no longer exposes its paho client; update subscriber.py")
+    originals: dict[str, Callable[..., Any]] = {
+        name: getattr(inner, name) for name in ("on_connect", "on_publish", "on_disconnect")
+    }
+    if any(callback is None for callback in originals.values()):
+        raise RuntimeError("aiomqtt no longer sets paho callbacks; update subscriber.py")
+
+    def on_connect(c: Any, userdata: Any, flags: Any, code: Any, props: Any = None) -> None:
+        session._connack(props)
+        originals["on_connect"](c, userdata, flags, code, props)
+
+    def on_publish(c: Any, userdata: Any, mid: int, code: Any, props: Any) -> None:
+        session._puback(mid, code)
+        originals["on_publish"](c, userdata, mid, code, props)
+
+    def on_disconnect(c: Any, userdata: Any, flags: Any, code: Any, props: Any = None) -> None:
+        session._lost()
+        originals["on_disconnect"](c, userdata, flags, code, props)
+        # aiomqtt keeps an unexpected disconnection as an exception on a future only its
+        # message iterator reads; a session that only publishes reads none, so mark it
+        # retrieved rather than have asyncio log "Future exception was never retrieved".
+        disconnected = getattr(session.client, "_disconnected", None)
+        if (
+            isinstance(disconnected, asyncio.Future)
+            and disconnected.done()
+            and not disconnected.cancelled()
+        ):
+            disconnected.exception()
+
+    inner.on_connect = on_connect
+    inner.on_publish = on_publish
+    inner.on_disconnect = on_disconnect
+    return inner
