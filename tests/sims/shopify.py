@@ -1,4 +1,5 @@
-"""A Shopify Admin GraphQL API on loopback: just what :mod:`relay.sinks.shopify` sends.
+"""A Shopify Admin GraphQL API on loopback: what :mod:`relay.sinks.shopify` sends and the
+intake's Shopify client reads, and the shop's webhooks.
 
 No GraphQL engine: a call is dispatched on its ``operationName`` (the root field it names
 must be in the query text), and its variables are checked the way Shopify's schema and
@@ -30,6 +31,37 @@ resolvers check them. Modelled from shopify.dev:
 - ``productVariantsBulkUpdate(productId, variants, allowPartialUpdates)``: per-variant
   ``userErrors`` with ``field: ["variants", "<i>", ...]``.
 
+Orders and webhooks (shopify.dev: "orders" and "order" queries, search syntax,
+"webhookSubscriptions", "webhookSubscriptionCreate", "About webhooks" / "Deliver webhooks
+through HTTPS", and the changelog "Updates to webhook retry mechanism", September 2024):
+
+- Orders are held in the webhook's (REST) shape, ``tests/fixtures/shopify``'s, times to the
+  whole second of :attr:`ShopifySim.order_clock` with the shop's offset (``+01:00``);
+  :func:`node_of` makes the GraphQL ``Order`` node from them (UTC ``Z`` times, gids, money
+  sets), which :func:`relay.intake.shopify.map_node` maps to the same order. A test places
+  and changes them with :meth:`~ShopifySim.add_order` (``orders/create``),
+  :meth:`~ShopifySim.update_order` (``orders/updated``), :meth:`~ShopifySim.cancel_order`
+  (``orders/cancelled`` + ``orders/updated``), :meth:`~ShopifySim.refund_order`
+  (``refunds/create`` + ``orders/updated``), :meth:`~ShopifySim.delete_order`.
+- ``orders(first <= 250, after, query: "updated_at:>='...'" (inclusive; a time without a
+  zone is the shop's), sortKey: UPDATED_AT|CREATED_AT|ID, reverse)`` with ``edges { cursor
+  node }`` and ``pageInfo``; cursors carry the last node's sort value and id, as Shopify's
+  do, so a page after one does not shift when orders change. Cost 2 + ``first`` x
+  :data:`ORDER_COST`, refunded to the nodes returned. ``order(id:)``: the node or ``null``.
+- ``webhookSubscriptions(first, after)`` (``id topic uri format endpoint``) and
+  ``webhookSubscriptionCreate(topic, webhookSubscription: {uri | callbackUrl, format})``:
+  the same topic and address twice is a ``userErrors`` "Address for this topic has already
+  been taken".
+- Delivery: the payload is fixed when the event happens, one POST per subscription, signed
+  ``X-Shopify-Hmac-Sha256`` (base64 HMAC-SHA256 of the raw body with the app's client
+  secret, :attr:`ShopifySim.client_secret`), with ``X-Shopify-Topic``, ``-Shop-Domain``,
+  ``-API-Version``, ``-Webhook-Id``, ``-Event-Id`` (one per event), ``-Triggered-At``. A
+  non-2xx answer, no answer within 5 s or no connection is retried with the original body
+  and headers, at most 8 times (:data:`REAL_RETRIES` over 4 hours; the simulator's
+  :attr:`ShopifySim.retry_schedule`, or :meth:`ShopifySim.retry_now` when it is None).
+  Test controls: :meth:`~ShopifySim.drop_next`, :meth:`~ShopifySim.duplicate_next`,
+  :attr:`~ShopifySim.raw_next` (garbage answers), :meth:`~ShopifySim.settled`.
+
 Faults for tests: :attr:`ShopifySim.fail_next` (HTTP statuses answered before anything
 runs), :attr:`ShopifySim.lose_next` (apply a mutation, then answer 502 as if the answer got
 lost), :attr:`ShopifySim.before_writes` (each runs just before one stock write: a sale
@@ -41,17 +73,24 @@ still in progress).
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import copy
+import hashlib
+import hmac
 import itertools
 import json
 import re
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from tests.sims import Served
@@ -221,7 +260,42 @@ class ShopifySim(Served):
             "StockLevels": Operation("nodes(", self._levels_cost, self._stock_levels),
             "SetStock": Operation("inventorySetQuantities(", lambda _: 10, self._set_stock),
             "SetPrices": Operation("productVariantsBulkUpdate(", lambda _: 10, self._set_prices),
+            "Orders": Operation("orders(", self._orders_cost, self._orders),
+            "Order": Operation("order(", lambda _: 1 + ORDER_COST, self._order),
+            "WebhookSubscriptions": Operation(
+                "webhookSubscriptions(",
+                lambda v: 2 + v["first"] if isinstance(v.get("first"), int) else 0,
+                self._subscriptions,
+            ),
+            "WebhookSubscriptionCreate": Operation(
+                "webhookSubscriptionCreate(", lambda _: 10, self._create_subscription
+            ),
         }
+        self.client_secret = CLIENT_SECRET
+        """The app's client secret, which signs every webhook."""
+        self.shop_domain = "distillsync-sim.myshopify.com"
+        self.order_clock: Callable[[], float] | None = None
+        """Stamps orders' times (whole seconds); a fixed one puts changes in one second."""
+        self.orders: dict[int, dict[str, Any]] = {}
+        """Each order in the webhook's (REST) shape; the GraphQL node is made from it."""
+        self.subscriptions: dict[str, Subscription] = {}
+        self.deliveries: list[SentHook] = []
+        self.retry_schedule: Sequence[float] | None = None
+        """Seconds before each retry (at most 8; Shopify's are :data:`REAL_RETRIES`); None:
+        failed deliveries wait for :meth:`retry_now`."""
+        self.delivery_timeout = 5.0
+        """Shopify waits 5 s for an answer; longer is a failure."""
+        self._order_ids = itertools.count(5512384001)
+        self._drops = 0
+        self._duplicates = 0
+        self._failed: list[Pending] = []
+        self._sending: set[asyncio.Task[None]] = set()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._waiting = 0
+        self._changed = asyncio.Event()
+        self.raw_next: list[str] = []
+        """Bodies answered (HTTP 200) to the next calls instead of running them: garbage."""
+        self._sender: aiohttp.ClientSession | None = None
 
     # --- the shop's contents ------------------------------------------------------------
 
@@ -260,6 +334,299 @@ class ShopifySim(Served):
     def price(self, sku: str) -> str:
         return self.variant(sku).price
 
+    # --- orders: the shop's side (what a test does to the shop) -------------------------
+
+    def now(self) -> datetime:
+        """The shop's time, to the whole second."""
+        return datetime.fromtimestamp(int((self.order_clock or time.time)()), UTC)
+
+    def _stamp(self) -> str:
+        local = self.now().astimezone(SHOP_ZONE)
+        return local.isoformat()
+
+    def add_order(self, body: dict[str, Any] | None = None, **fields: Any) -> int:
+        """An order placed: ``body`` as the ``orders/create`` webhook carries it (a fixture's,
+        say; by default one built by :func:`order_body`), ``fields`` over it, ``created_at``
+        and ``updated_at`` now unless given. Fires ``orders/create``; returns its id."""
+        order_id = int(body["id"]) if body is not None else next(self._order_ids)
+        order = copy.deepcopy(body) if body is not None else order_body(order_id)
+        stamp = self._stamp()
+        order.setdefault("created_at", stamp)
+        order["updated_at"] = stamp
+        order.update(fields)
+        self.orders[order_id] = order
+        self._trigger("ORDERS_CREATE", order)
+        return order_id
+
+    def update_order(self, order_id: int, **fields: Any) -> None:
+        """An edit: ``fields`` replace top-level fields, ``updated_at`` moves to the
+        current second, ``orders/updated`` fires."""
+        order = self.orders[order_id]
+        order.update(fields, updated_at=self._stamp())
+        self._trigger("ORDERS_UPDATED", order)
+
+    def cancel_order(self, order_id: int) -> None:
+        """``orderCancel``: ``cancelled_at`` set; ``orders/cancelled`` then ``orders/updated``."""
+        order = self.orders[order_id]
+        stamp = self._stamp()
+        order.update(cancelled_at=stamp, cancel_reason="customer", updated_at=stamp)
+        self._trigger("ORDERS_CANCELLED", order)
+        self._trigger("ORDERS_UPDATED", order)
+
+    def refund_order(self, order_id: int) -> int:
+        """A full refund: ``refunds/create`` (the refund's body), then ``orders/updated``."""
+        order = self.orders[order_id]
+        refund_id = next(self._order_ids)
+        stamp = self._stamp()
+        refund = {
+            "id": refund_id,
+            "order_id": order_id,
+            "admin_graphql_api_id": _gid("Refund", refund_id),
+            "created_at": stamp,
+            "note": None,
+            "restock": True,
+            "refund_line_items": [
+                {"line_item_id": line["id"], "quantity": line["quantity"], "restock_type": "return"}
+                for line in order.get("line_items", [])
+            ],
+            "transactions": [
+                {"kind": "refund", "amount": order["total_price"], "status": "success"}
+            ],
+        }
+        order.update(financial_status="refunded", updated_at=stamp)
+        self._trigger("REFUNDS_CREATE", refund)
+        self._trigger("ORDERS_UPDATED", order)
+        return refund_id
+
+    def delete_order(self, order_id: int) -> None:
+        """``orderDelete``: gone from the API (``orders/delete`` is not modelled)."""
+        del self.orders[order_id]
+
+    # --- orders: the Admin GraphQL API ---------------------------------------------------
+
+    def _orders_cost(self, variables: dict[str, Any]) -> int:
+        first = variables.get("first")
+        return 2 + ORDER_COST * first if isinstance(first, int) else 0
+
+    def _orders(self, _query: str, variables: dict[str, Any]) -> Outcome:
+        first, search, after = (variables.get(key) for key in ("first", "query", "after"))
+        if not isinstance(first, int) or not 0 < first <= 250:
+            raise GraphQLError("The page size must be between 1 and 250 (first)")
+        if variables.get("sortKey", "ID") not in ("UPDATED_AT", "CREATED_AT", "ID"):
+            raise GraphQLError(f"Invalid sortKey {variables.get('sortKey')!r}")
+        since = _updated_since(search)
+        nodes = sorted(
+            (node_of(body) for body in self.orders.values()),
+            key=_sort_key(str(variables.get("sortKey", "ID"))),
+            reverse=bool(variables.get("reverse")),
+        )
+        if since is not None:
+            nodes = [node for node in nodes if node["updatedAt"] >= since]
+        if isinstance(after, str):
+            last = _order_cursor_of(after)
+            keys = [_cursor_key(node) for node in nodes]
+            nodes = [
+                n
+                for n, k in zip(nodes, keys, strict=True)
+                if (k > last) != bool(variables.get("reverse"))
+            ]
+        page = nodes[:first]
+        data = {
+            "orders": {
+                "edges": [{"cursor": _order_cursor(node), "node": node} for node in page],
+                "pageInfo": {
+                    "hasNextPage": len(nodes) > first,
+                    "endCursor": _order_cursor(page[-1]) if page else None,
+                },
+            }
+        }
+        return data, 2 + ORDER_COST * len(page)
+
+    def _order(self, _query: str, variables: dict[str, Any]) -> Outcome:
+        gid = variables.get("id")
+        ref = gid.removeprefix("gid://shopify/Order/") if isinstance(gid, str) else ""
+        if not ref.isdigit():
+            raise GraphQLError(f"Invalid global id '{gid}'")
+        body = self.orders.get(int(ref))
+        return {"order": None if body is None else node_of(body)}, 1 + ORDER_COST
+
+    # --- webhook subscriptions -------------------------------------------------------------
+
+    def _subscriptions(self, _query: str, variables: dict[str, Any]) -> Outcome:
+        first, after = variables.get("first"), variables.get("after")
+        if not isinstance(first, int) or not 0 < first <= 250:
+            raise GraphQLError("The page size must be between 1 and 250 (first)")
+        subscriptions = sorted(self.subscriptions.values(), key=lambda s: s.number)
+        start = _position(after) + 1 if isinstance(after, str) else 0
+        page = subscriptions[start : start + first]
+        data = {
+            "webhookSubscriptions": {
+                "nodes": [subscription.node() for subscription in page],
+                "pageInfo": {
+                    "hasNextPage": start + first < len(subscriptions),
+                    "endCursor": _cursor(start + len(page) - 1) if page else None,
+                },
+            }
+        }
+        return data, 2 + len(page)
+
+    def _create_subscription(self, _query: str, variables: dict[str, Any]) -> Outcome:
+        topic, given = variables.get("topic"), variables.get("webhookSubscription")
+        if topic not in TOPICS:
+            raise GraphQLError(
+                "Variable $topic of type WebhookSubscriptionTopic! was provided invalid "
+                f"value {topic!r}"
+            )
+        if not isinstance(given, dict):
+            raise GraphQLError("Variable $webhookSubscription was provided invalid value")
+        uri = str(given.get("uri") or given.get("callbackUrl") or "")
+        errors = []
+        if not uri:
+            errors.append(
+                _user_error(
+                    ["webhookSubscription", "callbackUrl"], "Address can't be blank", "BLANK"
+                )
+            )
+        elif any(s.topic == topic and s.uri == uri for s in self.subscriptions.values()):
+            errors.append(
+                _user_error(
+                    ["webhookSubscription", "callbackUrl"],
+                    "Address for this topic has already been taken",
+                    "TAKEN",
+                )
+            )
+        if errors:
+            return {
+                "webhookSubscriptionCreate": {"webhookSubscription": None, "userErrors": errors}
+            }, 10
+        created = self.subscribe(topic, uri)
+        return {
+            "webhookSubscriptionCreate": {
+                "webhookSubscription": self.subscriptions[created].node(),
+                "userErrors": [],
+            }
+        }, 10
+
+    def subscribe(self, topic: str, uri: str) -> str:
+        """A subscription of ``topic`` (``ORDERS_CREATE`` ...) to ``uri``; returns its gid."""
+        number = next(self._numbers)
+        subscription = Subscription(number, topic, uri)
+        self.subscriptions[subscription.id] = subscription
+        return subscription.id
+
+    # --- webhook delivery -----------------------------------------------------------------
+
+    def drop_next(self, count: int = 1) -> None:
+        """The next ``count`` deliveries are lost after Shopify counted them delivered: no
+        retry (only a poll finds what they carried)."""
+        self._drops += count
+
+    def duplicate_next(self, count: int = 1) -> None:
+        """The next ``count`` deliveries arrive twice (same event id, same body)."""
+        self._duplicates += count
+
+    async def retry_now(self) -> None:
+        """Send every failed delivery's next retry at once (the schedule compressed to
+        now), with its original payload and headers, and wait for the answers."""
+        due, self._failed = self._failed, []
+        for pending in due:
+            self._spawn(pending)
+        await self.settled()
+
+    async def settled(self) -> None:
+        """Wait until no delivery is in flight or waiting for its scheduled retry."""
+        while self._sending or self._waiting:
+            if self._sending:
+                await asyncio.gather(*self._sending, return_exceptions=True)
+            else:
+                self._changed.clear()
+                await self._changed.wait()
+
+    def _trigger(self, topic: str, body: dict[str, Any]) -> None:
+        """One event: its payload fixed now (retries carry it unchanged), one delivery per
+        subscription to ``topic``, each with the event's id."""
+        raw = json.dumps(body, ensure_ascii=False).encode()
+        event_id = str(uuid.uuid4())
+        triggered = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        for subscription in self.subscriptions.values():
+            if subscription.topic != topic:
+                continue
+            headers = {
+                "Content-Type": "application/json",
+                "X-Shopify-Topic": TOPICS[topic],
+                "X-Shopify-Hmac-Sha256": hmac_header(raw, self.client_secret),
+                "X-Shopify-Shop-Domain": self.shop_domain,
+                "X-Shopify-API-Version": self.api_version,
+                "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+                "X-Shopify-Event-Id": event_id,
+                "X-Shopify-Triggered-At": triggered,
+            }
+            self._spawn(Pending(subscription.uri, raw, headers))
+
+    def _spawn(self, pending: Pending) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(pending))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _deliver(self, pending: Pending) -> None:
+        if self._drops:
+            self._drops -= 1
+            self.deliveries.append(SentHook(pending, None, sent=False))
+            return
+        times = 1
+        if self._duplicates:
+            self._duplicates -= 1
+            times = 2
+        for _ in range(times):
+            status = await self._post(pending)
+            self.deliveries.append(SentHook(pending, status))
+        if status is not None and 200 <= status < 300:
+            return
+        pending.attempts += 1
+        if pending.attempts > len(REAL_RETRIES):
+            return  # 8 retries spent: the event is given up
+        if self.retry_schedule is None:
+            self._failed.append(pending)  # a test sends it with retry_now()
+            return
+        delay = self.retry_schedule[pending.attempts - 1]
+        self._waiting += 1
+        self._timers.append(asyncio.get_running_loop().call_later(delay, self._due, pending))
+
+    def _due(self, pending: Pending) -> None:
+        self._waiting -= 1
+        self._spawn(pending)
+        self._changed.set()
+
+    async def _post(self, pending: Pending) -> int | None:
+        assert self._sender is not None
+        try:
+            async with self._sender.post(
+                pending.uri,
+                data=pending.body,
+                headers=pending.headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.delivery_timeout),
+            ) as response:
+                await response.read()
+                return response.status
+        except (TimeoutError, aiohttp.ClientError):
+            return None
+
+    async def start(self) -> str:
+        url = await super().start()
+        self._sender = aiohttp.ClientSession()
+        return url
+
+    async def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
+        if self._sender is not None:
+            await self._sender.close()
+        await super().close()
+
     # --- serving ------------------------------------------------------------------------
 
     def app(self) -> web.Application:
@@ -285,6 +652,8 @@ class ShopifySim(Served):
                 status=status,
                 headers={"Retry-After": "0"} if status == 429 else None,
             )
+        if self.raw_next:
+            return web.Response(text=self.raw_next.pop(0), content_type="application/json")
         body = await request.json()
         try:
             answer = self._execute(
@@ -703,3 +1072,302 @@ class ShopifySim(Served):
                 "userErrors": errors,
             }
         }
+
+
+# --- orders and webhooks: the data -----------------------------------------------------
+
+SHOP_ZONE = timezone(timedelta(hours=1))
+"""The shop's timezone: REST bodies carry its offset (``+01:00``), GraphQL answers UTC."""
+CLIENT_SECRET = "shpss_sim_client_secret"
+ORDER_COST = 12
+"""What the simulator charges an ``Order`` node with its lines and shipping lines."""
+TOPICS = {
+    "ORDERS_CREATE": "orders/create",
+    "ORDERS_UPDATED": "orders/updated",
+    "ORDERS_CANCELLED": "orders/cancelled",
+    "REFUNDS_CREATE": "refunds/create",
+}
+REAL_RETRIES = (60.0, 120.0, 300.0, 600.0, 1200.0, 2400.0, 3600.0, 5820.0)
+"""8 retries over 4 hours, backing off (Shopify's changelog, September 2024); the exact
+delays are not published: these add up to 4 hours."""
+_SINCE = re.compile(r"""^updated_at:>=?\s*['"]?([0-9T:\-+.Z]+)['"]?$""")
+
+
+@dataclass
+class Subscription:
+    number: int
+    topic: str
+    """The GraphQL enum: ``ORDERS_CREATE`` ..."""
+    uri: str
+
+    @property
+    def id(self) -> str:
+        return _gid("WebhookSubscription", self.number)
+
+    def node(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "topic": self.topic,
+            "uri": self.uri,
+            "format": "JSON",
+            "endpoint": {"__typename": "WebhookHttpEndpoint", "callbackUrl": self.uri},
+        }
+
+
+@dataclass
+class Pending:
+    """One delivery of one event to one subscription; retries send it unchanged."""
+
+    uri: str
+    body: bytes
+    headers: dict[str, str]
+    attempts: int = 0
+    """Failed attempts so far."""
+
+
+@dataclass(frozen=True)
+class SentHook:
+    pending: Pending
+    status: int | None
+    """The receiver's answer; None for a timeout, no connection or a dropped delivery."""
+    sent: bool = True
+
+
+def hmac_header(body: bytes, secret: str) -> str:
+    """``X-Shopify-Hmac-Sha256``: base64 of the HMAC-SHA256 of the raw body."""
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def _money_set(amount: str) -> dict[str, Any]:
+    return {
+        "shop_money": {"amount": amount, "currency_code": "EUR"},
+        "presentment_money": {"amount": amount, "currency_code": "EUR"},
+    }
+
+
+def order_body(
+    order_id: int, sku: str = "SKU-MUG-RED", quantity: int = 2, price: str = "12.10"
+) -> dict[str, Any]:
+    """A paid order in the webhook's (REST) shape: one line and standard shipping, prices
+    incl. 21 % tax, figures that add up."""
+    gross = Decimal(price) * quantity
+    line_tax = (gross - gross / Decimal("1.21")).quantize(Decimal("0.01"))
+    ship, ship_tax = Decimal("5.99"), Decimal("1.04")
+    address = {
+        "first_name": "Ana",
+        "last_name": "García",
+        "name": "Ana García",
+        "address1": "Calle Mayor 1",
+        "address2": None,
+        "city": "Madrid",
+        "zip": "28013",
+        "province": "Madrid",
+        "province_code": "M",
+        "country": "Spain",
+        "country_code": "ES",
+        "company": None,
+        "phone": None,
+    }
+    return {
+        "id": order_id,
+        "admin_graphql_api_id": _gid("Order", order_id),
+        "name": f"#{order_id % 100000}",
+        "email": f"customer{order_id}@example.com",
+        "phone": None,
+        "cancelled_at": None,
+        "cancel_reason": None,
+        "closed_at": None,
+        "financial_status": "paid",
+        "currency": "EUR",
+        "taxes_included": True,
+        "total_price": str(gross + ship),
+        "total_tax": str(line_tax + ship_tax),
+        "total_discounts": "0.00",
+        "payment_gateway_names": ["shopify_payments"],
+        "note": None,
+        "customer": {
+            "id": 7700000000 + order_id % 1000,
+            "email": f"customer{order_id}@example.com",
+            "first_name": "Ana",
+            "last_name": "García",
+            "phone": None,
+        },
+        "billing_address": address,
+        "shipping_address": address,
+        "line_items": [
+            {
+                "id": order_id * 10 + 1,
+                "admin_graphql_api_id": _gid("LineItem", order_id * 10 + 1),
+                "name": f"Product {sku}",
+                "sku": sku,
+                "quantity": quantity,
+                "price": price,
+                "price_set": _money_set(price),
+                "total_discount": "0.00",
+                "discount_allocations": [],
+                "tax_lines": [
+                    {"title": "IVA", "rate": 0.21, "price": str(line_tax)},
+                ],
+            }
+        ],
+        "shipping_lines": [
+            {
+                "id": order_id * 10 + 9,
+                "title": "Envío estándar",
+                "code": "Standard",
+                "price": str(ship),
+                "discounted_price": str(ship),
+                "discount_allocations": [],
+                "tax_lines": [{"title": "IVA", "rate": 0.21, "price": str(ship_tax)}],
+            }
+        ],
+    }
+
+
+def _utc(stamp: object) -> str | None:
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    moment = datetime.fromisoformat(stamp).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _set(amount: object) -> dict[str, Any] | None:
+    if amount is None:
+        return None
+    money = {"amount": str(amount), "currencyCode": "EUR"}
+    return {"shopMoney": money, "presentmentMoney": money}
+
+
+def _node_taxes(taxes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "title": tax.get("title"),
+            "rate": tax.get("rate"),
+            "ratePercentage": float(Decimal(str(tax.get("rate"))) * 100),
+            "priceSet": _set(tax.get("price")),
+        }
+        for tax in taxes
+    ]
+
+
+def _node_address(address: dict[str, Any] | None) -> dict[str, Any] | None:
+    if address is None:
+        return None
+    return {
+        "firstName": address.get("first_name"),
+        "lastName": address.get("last_name"),
+        "name": address.get("name"),
+        "address1": address.get("address1"),
+        "address2": address.get("address2"),
+        "city": address.get("city"),
+        "zip": address.get("zip"),
+        "provinceCode": address.get("province_code"),
+        "countryCodeV2": address.get("country_code"),
+        "company": address.get("company"),
+        "phone": address.get("phone"),
+    }
+
+
+def node_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The Admin GraphQL ``Order`` node of an order held in the webhook's shape: what the
+    ``orders`` and ``order`` queries answer (UTC times, gids, money sets)."""
+    customer = body.get("customer")
+    lines = [
+        {
+            "id": _gid("LineItem", int(line["id"])),
+            "name": line.get("name"),
+            "sku": line.get("sku"),
+            "quantity": line.get("quantity"),
+            "originalUnitPriceSet": _set(line.get("price")),
+            "discountAllocations": [
+                {"allocatedAmountSet": _set(item.get("amount"))}
+                for item in line.get("discount_allocations", [])
+            ],
+            "taxLines": _node_taxes(line.get("tax_lines", [])),
+        }
+        for line in body.get("line_items", [])
+    ]
+    shipping = [
+        {
+            "title": line.get("title"),
+            "code": line.get("code"),
+            "originalPriceSet": _set(line.get("price")),
+            "discountedPriceSet": _set(line.get("discounted_price", line.get("price"))),
+            "discountAllocations": [],
+            "taxLines": _node_taxes(line.get("tax_lines", [])),
+        }
+        for line in body.get("shipping_lines", [])
+    ]
+    return {
+        "id": _gid("Order", int(body["id"])),
+        "legacyResourceId": str(body["id"]),
+        "name": body.get("name"),
+        "email": body.get("email"),
+        "phone": body.get("phone"),
+        "createdAt": _utc(body.get("created_at")),
+        "updatedAt": _utc(body.get("updated_at")),
+        "cancelledAt": _utc(body.get("cancelled_at")),
+        "closedAt": _utc(body.get("closed_at")),
+        "displayFinancialStatus": str(body.get("financial_status") or "pending").upper(),
+        "currencyCode": body.get("currency"),
+        "taxesIncluded": body.get("taxes_included"),
+        "note": body.get("note"),
+        "paymentGatewayNames": body.get("payment_gateway_names", []),
+        "customer": None
+        if customer is None
+        else {
+            "id": _gid("Customer", int(customer["id"])),
+            "email": customer.get("email"),
+            "firstName": customer.get("first_name"),
+            "lastName": customer.get("last_name"),
+            "phone": customer.get("phone"),
+        },
+        "billingAddress": _node_address(body.get("billing_address")),
+        "shippingAddress": _node_address(body.get("shipping_address")),
+        "lineItems": {"nodes": lines, "pageInfo": {"hasNextPage": False, "endCursor": None}},
+        "shippingLines": {"nodes": shipping},
+        "totalDiscountsSet": _set(body.get("total_discounts")),
+        "totalTaxSet": _set(body.get("total_tax")),
+        "totalPriceSet": _set(body.get("total_price")),
+    }
+
+
+def _updated_since(search: object) -> str | None:
+    """``updated_at:>='2026-11-23T12:00:00Z'`` (quotes optional) as a UTC ``...Z`` string
+    to compare with ``updatedAt``; no query: None."""
+    if search is None or search == "":
+        return None
+    match = _SINCE.match(str(search).strip())
+    if match is None:
+        raise GraphQLError(f"this simulator only searches updated_at:>=, not {search!r}")
+    moment = datetime.fromisoformat(match.group(1))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=SHOP_ZONE)  # Shopify reads a bare time in the shop's zone
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cursor_key(node: dict[str, Any]) -> tuple[str, int]:
+    return str(node["updatedAt"]), int(node["legacyResourceId"])
+
+
+def _sort_key(sort: str) -> Callable[[dict[str, Any]], tuple[str, int]]:
+    field = {"UPDATED_AT": "updatedAt", "CREATED_AT": "createdAt"}.get(sort)
+    if field is None:
+        return lambda node: ("", int(node["legacyResourceId"]))
+    return lambda node: (str(node[field]), int(node["legacyResourceId"]))
+
+
+def _order_cursor(node: dict[str, Any]) -> str:
+    """Opaque, as Shopify's are: the last node's sort value and id, so a page after it is
+    the same whatever changed before it."""
+    last_value, last_id = _cursor_key(node)
+    text = json.dumps({"last_id": last_id, "last_value": last_value})
+    return base64.b64encode(text.encode()).decode()
+
+
+def _order_cursor_of(cursor: str) -> tuple[str, int]:
+    try:
+        decoded = json.loads(base64.b64decode(cursor))
+        return str(decoded["last_value"]), int(decoded["last_id"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise GraphQLError(f"Invalid cursor for current pagination sort: {cursor}") from error
