@@ -165,7 +165,7 @@ class StatusBoard:
                 write_errors=agent.outbox.write_health.failures,
             ),
             sequence=_sequence_status(relay.sequence),
-            inbox=inbox_status(inbox),
+            inbox=inbox_status(inbox, relay.received),
         )
 
     async def snapshot(self) -> dict[str, Any]:
@@ -173,8 +173,9 @@ class StatusBoard:
         return (await self.status()).to_json()
 
 
-def inbox_status(stats: InboxStats) -> InboxStatus:
-    """``/v1/status``'s ``inbox`` (also what ``distillsync inbox stats`` prints)."""
+def inbox_status(stats: InboxStats, received: int = 0) -> InboxStatus:
+    """``/v1/status``'s ``inbox`` (also what ``distillsync inbox stats`` prints); ``received``
+    is the running agent's count of messages received on ``in/#``."""
     age = stats.oldest_pending_age
     return InboxStatus(
         held=stats.held,
@@ -185,6 +186,7 @@ def inbox_status(stats: InboxStats) -> InboxStatus:
         stale=stats.stale,
         duplicates=stats.duplicates,
         oldest_pending_age_seconds=None if age is None else round(age, 1),
+        received=received,
     )
 
 

@@ -23,6 +23,10 @@ above it (:meth:`agent.outbox.Outbox.move_sequence_above`). A relay that cannot 
 holds publishing back, never the check; one that answers but cannot say (an ACL that denies
 reading the topic) is warned about, and publishing goes on unchecked. Not the status topic:
 the Will replaces that one, with what it said at connect time, exactly when an agent dies.
+
+Given the inbox, every connection also carries the inbound direction (``agent/inbound.py``):
+subscribed to ``{base}/in/#`` on the same session, each message acknowledged only once the
+inbox has committed it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -48,6 +53,8 @@ from agent.envelope import (
     sequence_text,
 )
 from agent.errors import RelayError
+from agent.inbound import Receiver
+from agent.inbox import Inbox
 from agent.model import Outcome, PendingEvent, PublishResult
 from agent.outbox import Outbox, OutboxUnwritable, SequenceMove
 from agent.publisher import Ack, RelayLink, RetainedUnknown, message_properties
@@ -115,6 +122,8 @@ class RelayStats:
     tail_total: int = 0
     """How many entries ever entered ``tail``; readers remember it to see what is new."""
     sequence: SequenceCheck = field(default_factory=SequenceCheck)
+    received: int = 0
+    """Messages received on the inbound topic (``in/#``), counted on arrival."""
 
     def become(self, state: str) -> None:
         if state != self.state:
@@ -216,6 +225,7 @@ class Delivery:
         stop: asyncio.Event,
         started_at: str,
         describe: Describe = _nothing_to_add,
+        inbox: Inbox | None = None,
     ) -> None:
         self.outbox = outbox
         self.make_link = make_link
@@ -238,6 +248,13 @@ class Delivery:
         self._marked = 0
         """The watermark last sent on the current connection (what the relay holds, or will)."""
         self._sent_more = asyncio.Event()
+        self.receiver = (
+            Receiver(inbox, outbox.write_health, self._count_received) if inbox else None
+        )
+        """The inbound direction on each connection; ``None`` without an inbox."""
+
+    def _count_received(self, messages: int) -> None:
+        self.stats.received += messages
 
     async def run(self) -> None:
         """Connect, pump, reconnect with jittered exponential backoff, until stopped."""
@@ -268,6 +285,22 @@ class Delivery:
                     await asyncio.wait_for(self.stop.wait(), delay)
 
     async def _connected(self, link: RelayLink) -> None:
+        inbound = (
+            asyncio.create_task(self.receiver.run(link), name="delivery-inbound")
+            if self.receiver is not None
+            else None
+        )
+        if inbound is not None:
+            inbound.add_done_callback(partial(_end_with_inbound, link))
+        try:
+            await self._publishing(link)
+        finally:
+            if inbound is not None:
+                inbound.cancel()  # what it has not acknowledged, the broker redelivers
+                with contextlib.suppress(asyncio.CancelledError):
+                    await inbound
+
+    async def _publishing(self, link: RelayLink) -> None:
         if not await self._check_sequence(link):
             return  # stopping while the outbox could not be written
         window = max(1, min(self.settings.max_inflight, link.receive_maximum))
@@ -527,6 +560,13 @@ class Delivery:
             ack = await asyncio.wait_for(asyncio.shield(future), 2.0)
             if ack.outcome is Outcome.ACKED:
                 link.leave_will = False  # said it ourselves; the Will would only repeat it
+
+
+def _end_with_inbound(link: RelayLink, task: asyncio.Task[None]) -> None:
+    """An inbound task that failed ends the connection, so its error is raised at once
+    (from :meth:`Delivery._connected`) rather than when the link next drops."""
+    if not task.cancelled() and task.exception() is not None:
+        link.abort(f"inbound failed: {task.exception()!r}")
 
 
 async def _first_of(*waits: Awaitable[Any], within: float | None = None) -> None:

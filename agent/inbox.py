@@ -24,9 +24,9 @@ intake's higher ``sequence`` is the newer state (DESIGN.md, "Identity").
 
 What is atomic: :meth:`Inbox.receive` is one transaction, committed before it returns: the
 item, the subject's head and the older items it supersedes. The MQTT subscriber
-(``agent/delivery.py``, next) calls it for each message on ``{base}/in/#`` and sends the
-PUBACK only after it returns; on :class:`~agent.outbox.OutboxUnwritable` (a disk that
-fails) it sends none, so the broker redelivers it. The inbox shares the outbox's writer
+(``agent/inbound.py``) calls :meth:`Inbox.receive_many` for what arrived on ``{base}/in/#``
+and sends the PUBACKs only after it returns; on :class:`~agent.outbox.OutboxUnwritable`
+(a disk that fails) it sends none, so the broker redelivers them. The inbox shares the outbox's writer
 connection and lock (:meth:`Outbox.transaction`), so its transactions never interleave with
 capture's or delivery's.
 

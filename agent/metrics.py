@@ -138,6 +138,11 @@ def _inbox_families(status: AgentStatus) -> Iterator[Metric]:
         "Redeliveries of inbound event ids already recorded",
         value=inbox.duplicates,
     )
+    yield CounterMetricFamily(
+        "distillsync_inbox_received",
+        "Messages received on the inbound topic (in/#), counted on arrival",
+        value=inbox.received,
+    )
     yield _gauge(
         "inbox_oldest_pending_age_seconds",
         "Age of the oldest inbound event waiting to be written (pending or failed)",

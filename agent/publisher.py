@@ -11,6 +11,14 @@ fails loudly if aiomqtt changes underneath. Moving to aiomqtt 3 replaces this fi
 A link reports an outcome per message (acked, nacked with the reason, or unknown when
 the link died first); it never decides what that means for the outbox.
 
+Inbound (``LinkSettings.inbound_topic``, ``{base}/in/#``): the same connection and session
+carry it. paho acknowledges nothing by itself (``manual_ack``): what arrives on the inbound
+topic waits in :meth:`RelayLink.next_inbound` until the caller has committed it and calls
+:meth:`RelayLink.ack`, in the order it came; anything else that arrives (the retained
+watermark, its probe) is acknowledged at once. A message is acknowledged only on the
+connection that delivered it; one left unacknowledged when the connection ends is the
+broker's to redeliver on the next (the session keeps it).
+
 MQTT 5 is the default and the design. ``relay.protocol = "3.1.1"`` exists for brokers that
 speak nothing newer (the demo's embedded amqtt); the link then keeps every guarantee the
 older protocol can carry and loses what it cannot:
@@ -83,12 +91,28 @@ class LinkSettings:
     will_payload: bytes
     protocol: str = MQTT5
     """``MQTT5`` or ``MQTT311`` (``relay.protocol``)."""
+    inbound_topic: str | None = None
+    """Subscribed (QoS 1) on every connection; its messages are acknowledged only through
+    :meth:`RelayLink.ack`. ``None``: no inbound."""
 
 
 @dataclass(frozen=True, slots=True)
 class Ack:
     outcome: Outcome
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One message received on the inbound topic, to be acknowledged with :meth:`RelayLink.ack`
+    once it is recorded."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    connection: int
+    """The link that received it: an ack on another connection would be meaningless."""
 
 
 class LinkLost(RelayError):
@@ -265,6 +289,8 @@ def _reason_text(code: ReasonCode) -> str:
 class RelayLink:
     """One MQTT connection with a persistent session; use as an async context manager."""
 
+    _connections = 0
+
     def __init__(self, settings: LinkSettings) -> None:
         if settings.protocol not in (MQTT5, MQTT311):
             raise ValueError(f"unknown MQTT protocol {settings.protocol!r}")
@@ -281,6 +307,16 @@ class RelayLink:
         # paho logs every PUBLISH and PUBACK at debug level: ~4 µs a message even when the
         # level filters them out. Our own log says what matters about the link.
         self._paho.disable_logger()
+        RelayLink._connections += 1
+        self.connection = RelayLink._connections
+        self._inbound: list[Incoming] = []
+        self._inbound_ready = asyncio.Event()
+        self._count_inbound: Callable[[int], None] | None = None
+        if settings.inbound_topic is not None:
+            # Before CONNECT: a persistent session delivers what waited as soon as it is back,
+            # before this connection has subscribed again.
+            self._paho.manual_ack_set(True)
+            self._paho.message_callback_add(settings.inbound_topic, self._on_inbound)
 
     def _make_client(self) -> aiomqtt.Client:
         s = self.settings
@@ -407,6 +443,7 @@ class RelayLink:
         probe = b'{"probe": "%s"}' % secrets.token_hex(8).encode()
 
         def on_message(_client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
+            self._ack_now(message)
             if found.done():
                 return
             if message.retain:
@@ -423,7 +460,7 @@ class RelayLink:
                 f"this agent read that topic?)"
             ) from None
         finally:
-            self._paho.message_callback_add(topic, _drop_message)
+            self._paho.message_callback_add(topic, self._drop_message)
             if not self.closed.done():
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                     await self._client.unsubscribe(topic, timeout=within)
@@ -452,6 +489,77 @@ class RelayLink:
         if not found.done():
             raise LinkLost(f"connection lost while reading {topic}")
         return found.result()
+
+    # --- inbound ---------------------------------------------------------------------------
+
+    async def subscribe_inbound(self) -> str | None:
+        """Subscribe to the inbound topic (QoS 1); the broker's refusal in words, or ``None``.
+        Raises :class:`LinkLost` when the connection goes first."""
+        topic = self.settings.inbound_topic
+        if topic is None:
+            return None
+        try:
+            codes = await self._client.subscribe(topic, qos=1, timeout=math.inf)
+        except aiomqtt.MqttError as error:
+            raise LinkLost(f"cannot subscribe to {topic}: {error}") from None
+        for code in codes:
+            value = code.value if isinstance(code, ReasonCode) else int(code)
+            if value >= _FIRST_FAILURE_CODE:
+                words = _reason_text(code) if isinstance(code, ReasonCode) else f"0x{value:02x}"
+                return f"the relay refused the subscription to {topic}: {words}"
+        return None
+
+    def count_inbound(self, count: Callable[[int], None]) -> None:
+        """Tell ``count`` how many inbound messages arrive, as they arrive (and now, how
+        many arrived before this was called)."""
+        self._count_inbound = count
+        if self._inbound:
+            count(len(self._inbound))
+
+    async def next_inbound(self, limit: int) -> list[Incoming]:
+        """The inbound messages received so far and not yet taken, oldest first, at most
+        ``limit``; waits for at least one. Empty once the connection is closed."""
+        while not self._inbound and not self.closed.done():
+            self._inbound_ready.clear()
+            await _first_of(self._inbound_ready.wait(), self.closed)
+        return self.take_inbound(limit)
+
+    def take_inbound(self, limit: int) -> list[Incoming]:
+        """As :meth:`next_inbound`, without waiting: possibly none."""
+        if self.closed.done():
+            self._inbound.clear()  # the broker redelivers them on the next connection
+            return []
+        taken, self._inbound = self._inbound[:limit], self._inbound[limit:]
+        return taken
+
+    def ack(self, message: Incoming) -> None:
+        """PUBACK ``message``, once it is recorded; call in the order they came. Nothing on
+        another connection than the one that delivered it (that one will redeliver it)."""
+        if message.connection == self.connection and message.qos > 0 and not self.closed.done():
+            self._paho.ack(message.mid, message.qos)
+
+    def _on_inbound(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
+        self._inbound.append(
+            Incoming(
+                message.topic,
+                bytes(message.payload),
+                message.mid,
+                message.qos,
+                self.connection,
+            )
+        )
+        self._inbound_ready.set()
+        if self._count_inbound is not None:
+            self._count_inbound(1)
+
+    def _ack_now(self, message: paho.MQTTMessage) -> None:
+        """A message the link reads for itself (not inbound): acknowledged on receipt."""
+        if self.settings.inbound_topic is not None and message.qos > 0:
+            self._paho.ack(message.mid, message.qos)
+
+    def _drop_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
+        """What arrives on a topic read once and left (see :meth:`read_retained`)."""
+        self._ack_now(message)
 
     @staticmethod
     def packet_size(
@@ -522,8 +630,14 @@ class RelayLink:
                 future.set_result(Ack(Outcome.UNKNOWN, why))
 
 
-def _drop_message(_client: Any, _userdata: Any, _message: paho.MQTTMessage) -> None:
-    """What arrives on a topic read once and left (see :meth:`RelayLink.read_retained`)."""
+async def _first_of(*waits: Any) -> None:
+    """Until the first of ``waits`` is done; the coroutines among them are cancelled, the
+    futures (shared ones, like a link's ``closed``) only let go."""
+    tasks = [w if isinstance(w, asyncio.Future) else asyncio.ensure_future(w) for w in waits]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task, wait in zip(tasks, waits, strict=True):
+        if task is not wait:
+            task.cancel()
 
 
 def _install_hooks(client: aiomqtt.Client, link: RelayLink) -> paho.Client:
@@ -532,7 +646,8 @@ def _install_hooks(client: aiomqtt.Client, link: RelayLink) -> paho.Client:
     if not isinstance(inner, paho.Client):
         raise RuntimeError("aiomqtt no longer exposes its paho client; update publisher.py")
     originals: dict[str, Callable[..., Any]] = {
-        name: getattr(inner, name) for name in ("on_connect", "on_publish", "on_disconnect")
+        name: getattr(inner, name)
+        for name in ("on_connect", "on_publish", "on_disconnect", "on_message")
     }
     if any(callback is None for callback in originals.values()):
         raise RuntimeError("aiomqtt no longer sets paho callbacks; update publisher.py")
@@ -564,8 +679,13 @@ def _install_hooks(client: aiomqtt.Client, link: RelayLink) -> paho.Client:
         ):
             disconnected.exception()
 
+    def on_message(c: Any, userdata: Any, message: paho.MQTTMessage) -> None:
+        link._ack_now(message)  # on no topic the link reads: nobody else would ever ack it
+        originals["on_message"](c, userdata, message)
+
     inner.on_connect = on_connect
     inner.on_publish = on_publish
+    inner.on_message = on_message
     inner.on_disconnect = on_disconnect
     inner.on_socket_register_write = register_write_when_open(client)
     return inner

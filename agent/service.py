@@ -78,6 +78,7 @@ def link_settings(config: Config, started_at: str | None = None) -> LinkSettings
         will_topic=f"{base}/status",
         will_payload=status_payload("offline", started_at or now_rfc3339()),
         protocol=relay.protocol,
+        inbound_topic=f"{base}/in/#",
     )
 
 
@@ -141,6 +142,7 @@ class Agent:
             self.stop,
             self.started_at,
             self.compact_status,
+            self.inbox,
         )
         self.delivery = delivery
         log.info(

@@ -149,6 +149,9 @@ class InboxStatus:
     """Redeliveries of ids already recorded, in total."""
     oldest_pending_age_seconds: float | None
     """Since the oldest item waiting to be written (pending or failed) arrived."""
+    received: int = 0
+    """Messages received on ``in/#`` since the agent started, counted on arrival (before
+    they are recorded); 0 when no agent runs."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from tests.support import (
     wait_until,
     write_secret,
 )
+from tests.test_inbox import V1, order
 from tests.tls_support import HAVE_OPENSSL, ConfiguredBroker, make_ca, make_cert
 
 pytestmark = pytest.mark.skipif(
@@ -41,8 +42,8 @@ pytestmark = pytest.mark.skipif(
 
 EXAMPLES = REPO / "config" / "mosquitto"
 A, B = "acme.erp-madrid-1", "acme.erp-barcelona-1"  # two agents of one tenant, in the acl
-CONSUMER, GLOBEX = "consumer.acme-shops", "globex.erp-1"
-USERS = (A, B, CONSUMER, GLOBEX)
+CONSUMER, GLOBEX, INTAKE = "consumer.acme-shops", "globex.erp-1", "intake.main"
+USERS = (A, B, CONSUMER, GLOBEX, INTAKE)
 NOT_AUTHORIZED = 0x87
 
 
@@ -242,6 +243,49 @@ def test_a_consumer_reads_only_its_tenants_and_writes_only_inbound(relay: Relay)
         assert consumer.publish(f"{base(GLOBEX)}/in/order") == NOT_AUTHORIZED
         assert consumer.publish("distillsync/_relay/acme-shops/status") < 0x80
         assert consumer.publish("distillsync/_relay/other/status") == NOT_AUTHORIZED
+
+
+def test_the_intake_writes_every_agents_inbound_topic_and_nothing_else(relay: Relay) -> None:
+    with (
+        Client(relay, INTAKE) as intake,
+        Client(relay, A) as a,
+        Client(relay, GLOBEX) as globex,
+    ):
+        a.subscribe(f"{base(A)}/in/#")
+        globex.subscribe(f"{base(GLOBEX)}/in/#")
+        assert intake.publish(f"{base(A)}/in/order", b"A's order") < 0x80
+        assert intake.publish(f"{base(GLOBEX)}/in/return", b"globex's return") < 0x80
+        wait_until(lambda: bool(a.topics() and globex.topics()), 10, "each agent's inbound")
+        assert a.received == [(f"{base(A)}/in/order", b"A's order")]
+        assert globex.received == [(f"{base(GLOBEX)}/in/return", b"globex's return")]
+        assert intake.publish("distillsync/_intake/main/status") < 0x80
+        assert intake.publish("distillsync/_intake/other/status") == NOT_AUTHORIZED
+        assert intake.publish(f"{base(A)}/out/stock/FORGED/MAD") == NOT_AUTHORIZED
+        assert intake.publish(f"{base(A)}/status") == NOT_AUTHORIZED
+        assert a.publish(f"{base(A)}/in/order") == NOT_AUTHORIZED  # agents only read in/
+
+
+def test_a_real_agent_takes_the_intakes_order_into_its_inbox(relay: Relay, tmp_path: Path) -> None:
+    """Agent B (its certificate) reads its in/# under the acl: the intake's order is in its
+    inbox, once however many times it was published. (Not agent A: the relay would keep
+    A's watermark for the next test's agent A.)"""
+    config = agent_config(tmp_path, relay, "erp-barcelona-1", "B-SKU", "certificate")
+    event = order("7001", V1, 1)
+    client = ApiClient(tmp_path / "state" / "agent.sock")
+
+    def in_inbox() -> bool:
+        # Published again until it arrives: the agent subscribes as it connects, and what
+        # is published before that reaches no session. The inbox keeps one row for the id.
+        assert intake.publish(f"{base(B)}/in/order", event) < 0x80
+        code, body = asyncio.run(client.get("/v1/inbox"))
+        return code == 200 and bool(body["items"])
+
+    with Client(relay, INTAKE) as intake, AgentProcess(config, tmp_path / "a.log") as agent:
+        wait_until(partial(serving, tmp_path), 30, "the agent's status API")
+        wait_until(in_inbox, 30, "the intake's order in B's inbox", every=0.5)
+        [item] = asyncio.run(client.get("/v1/inbox"))[1]["items"]
+        assert (item["state"], item["subject"]) == ("pending", "shopify-main/7001")
+        assert agent.terminate() == 0
 
 
 def agent_config(tmp: Path, relay: Relay, agent_id: str, sku: str, login: str) -> Path:

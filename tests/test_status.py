@@ -103,6 +103,7 @@ def stand_in(*, write_error: bool = True, moved: bool = True) -> SimpleNamespace
         last_publish=NOW - 0.5,
         published_by_entity=Counter({"stock": 5, "price": 2}),
         failures=Counter({"refused": 2}),
+        received=61,
     )
     relay.tail.append(
         TailEntry(
@@ -241,6 +242,7 @@ EXPECTED: dict[str, Any] = {
         "stale": 4,
         "duplicates": 6,
         "oldest_pending_age_seconds": 12.3,
+        "received": 61,
     },
 }
 
@@ -290,6 +292,7 @@ async def test_metrics_and_the_dashboard_read_the_same_snapshot(frozen_clock: No
         and 'distillsync_inbox_items{state="dead"} 3.0' in text
         and "distillsync_inbox_duplicates_total 6.0" in text
         and "distillsync_inbox_oldest_pending_age_seconds 12.3" in text
+        and "distillsync_inbox_received_total 61.0" in text
     )
     shown = parse_status(orjson.loads(orjson.dumps(status.to_json())), {"healthy": False})
     assert shown.status == status and shown.healthy is False
