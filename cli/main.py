@@ -294,6 +294,39 @@ def cmd_consume(args: argparse.Namespace) -> int:
     return consume(Path(args.config))
 
 
+def cmd_intake(args: argparse.Namespace) -> int:
+    from relay.intake import cli
+
+    config = getattr(args, "hooks_config", None) or args.config
+    if config is None:
+        print("distillsync intake: -c FILE is required", file=sys.stderr)
+        return 2
+    if args.action == "hooks":
+        return cli.hooks(Path(config), args.register)
+    return cli.intake(Path(config))
+
+
+def add_intake_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    what = "relay side: take the shops' orders (webhooks and polls) to the agents' inboxes"
+    intake = sub.add_parser("intake", help=what, description=what)
+    config_help = "intake TOML file (production: /etc/distillsync/intake.toml)"
+    intake.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    actions = intake.add_subparsers(dest="action", metavar="ACTION")
+    hooks = actions.add_parser(
+        "hooks",
+        help="list each shop's webhook subscriptions and their state",
+        description="list each shop's webhook subscriptions and their state; exit 1 if "
+        "one is missing or disabled",
+    )
+    hooks.add_argument("-c", "--config", metavar="FILE", help=config_help, dest="hooks_config")
+    hooks.add_argument(
+        "--register",
+        action="store_true",
+        help="create the missing subscriptions (same topic and URL: nothing new)",
+    )
+    intake.set_defaults(func=cmd_intake, action=None)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from demo.run import run_demo
 
@@ -373,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="consumer TOML file (production: /etc/distillsync/relay.toml)",
     )
     consume.set_defaults(func=cmd_consume)
+    add_intake_parser(sub)
     demo = sub.add_parser("demo", help="demo ERP, embedded broker, agent, demo shop and the TUI")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
     demo.add_argument("--products", type=int, default=300)

@@ -31,6 +31,7 @@ ANALYZE = shutil.which("systemd-analyze")
 SHIPPED_BIN = "/opt/distillsync/bin/distillsync"
 AGENT_UNIT = UNITS / "distillsync-agent.service"
 CONSUME_UNIT = UNITS / "distillsync-consume.service"
+INTAKE_UNIT = UNITS / "distillsync-intake.service"
 
 needs_systemd = pytest.mark.skipif(
     ANALYZE is None,
@@ -74,7 +75,7 @@ def runnable_copy(unit: Path, folder: Path) -> Path:
 
 
 @needs_systemd
-@pytest.mark.parametrize("unit", [AGENT_UNIT, CONSUME_UNIT], ids=lambda u: u.name)
+@pytest.mark.parametrize("unit", [AGENT_UNIT, CONSUME_UNIT, INTAKE_UNIT], ids=lambda u: u.name)
 def test_systemd_analyze_verify_is_clean(unit: Path, tmp_path: Path) -> None:
     result = analyze("verify", "--man=false", str(runnable_copy(unit, tmp_path)))
     # Unknown keys and bad values are only warnings, with exit 0: clean means silent.
@@ -82,7 +83,7 @@ def test_systemd_analyze_verify_is_clean(unit: Path, tmp_path: Path) -> None:
 
 
 @needs_systemd
-@pytest.mark.parametrize("unit", [AGENT_UNIT, CONSUME_UNIT], ids=lambda u: u.name)
+@pytest.mark.parametrize("unit", [AGENT_UNIT, CONSUME_UNIT, INTAKE_UNIT], ids=lambda u: u.name)
 def test_security_exposure_is_at_most_2(unit: Path) -> None:
     result = analyze("security", "--offline=true", str(unit))
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
@@ -99,6 +100,22 @@ def test_the_agent_unit_keeps_the_daemon_contract() -> None:
     # A broken config exits 78: restarting it would only loop.
     assert (unit["Restart"], unit["RestartPreventExitStatus"]) == (["on-failure"], ["78"])
     assert unit["CapabilityBoundingSet"] == [""] and unit["UMask"] == ["0077"]
+
+
+def test_the_intake_example_names_exactly_the_credentials_its_unit_loads() -> None:
+    """What config/intake.toml's active keys name as *_credential is what the unit loads
+    (a missing one would stop the unit; an extra one would fail its start)."""
+    unit = settings(INTAKE_UNIT)
+    assert unit["ExecStart"] == [f"{SHIPPED_BIN} intake -c /etc/distillsync/intake.toml"]
+    assert (unit["Restart"], unit["RestartPreventExitStatus"]) == (["on-failure"], ["78"])
+    text = (REPO / "config" / "intake.toml").read_text()
+    active = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    named = set(re.findall(r'_credential = "([^"]+)"', active))
+    assert named == loaded_credentials(INTAKE_UNIT)
+    for path in re.findall(r"sqlite:///(/[^\"]+)\"", active) + re.findall(
+        r"\"(/run/[^\"]+)\"", active
+    ):
+        assert re.match(r"/(var/lib|run)/distillsync/", path), path
 
 
 def credentials_named(config: Path) -> set[tuple[str, str]]:
@@ -194,7 +211,7 @@ def test_sysusers_creates_the_user_both_units_run_as(tmp_path: Path) -> None:
     )
     assert user[5:] == ["/var/lib/distillsync", "/usr/sbin/nologin"]
     assert "distillsync:" in (tmp_path / "etc/group").read_text()
-    for unit in (AGENT_UNIT, CONSUME_UNIT):
+    for unit in (AGENT_UNIT, CONSUME_UNIT, INTAKE_UNIT):
         assert (settings(unit)["User"], settings(unit)["Group"]) == (["distillsync"],) * 2
 
 

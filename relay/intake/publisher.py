@@ -88,6 +88,7 @@ class IntakePublisher:
         self._woken = asyncio.Event()
         self._sent: dict[int, asyncio.Future[PubAck | None]] = {}
         """This connection's publishes by sequence, until their outcome is recorded."""
+        self._session: Session | None = None
 
     def wake(self) -> None:
         """New events are stored: publish them now rather than at the next idle wakeup."""
@@ -98,6 +99,12 @@ class IntakePublisher:
             self._state, self._published, self._dead, len(self._sent), self._last_error
         )
 
+    async def announce(self, topic: str, payload: bytes) -> None:
+        """Publish a retained status on the current connection; nothing while there is none
+        (the Will says offline, and the next connection announces again)."""
+        if self._session is not None:
+            await self._session.publish(topic, payload, retain=True)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, publish, reconnect with jittered exponential backoff, until ``stop``."""
         failures = 0
@@ -105,7 +112,7 @@ class IntakePublisher:
             try:
                 async with Session(self.session_settings) as session:
                     failures = 0
-                    self._state = "connected"
+                    self._state, self._session = "connected", session
                     log.info("intake publisher connected to %s", self.session_settings.url)
                     await self._pump(session, stop)
             except (OSError, StoreError) as error:  # RelayUnavailable is an OSError
@@ -113,7 +120,7 @@ class IntakePublisher:
                 self._last_error = str(error)
                 log.warning("intake publisher: %s; retrying", error)
             finally:
-                self._state = "disconnected"
+                self._state, self._session = "disconnected", None
                 self._sent = {}
             if not stop.is_set():
                 self.reconnects += 1
