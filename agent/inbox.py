@@ -26,9 +26,9 @@ What is atomic: :meth:`Inbox.receive` is one transaction, committed before it re
 item, the subject's head and the older items it supersedes. The MQTT subscriber
 (``agent/inbound.py``) calls :meth:`Inbox.receive_many` for what arrived on ``{base}/in/#``
 and sends the PUBACKs only after it returns; on :class:`~agent.outbox.OutboxUnwritable`
-(a disk that fails) it sends none, so the broker redelivers them. The inbox shares the outbox's writer
-connection and lock (:meth:`Outbox.transaction`), so its transactions never interleave with
-capture's or delivery's.
+(a disk that fails) it sends none, so the broker redelivers them. The inbox shares the
+outbox's writer connection and lock (:meth:`Outbox.transaction`), so its transactions never
+interleave with capture's or delivery's.
 
 The ERP writers (next issue) loop on :meth:`Inbox.next_pending` and answer each item with
 :meth:`Inbox.mark_written`, :meth:`Inbox.mark_failed` or :meth:`Inbox.mark_dead`; the
