@@ -42,7 +42,7 @@ from relay.subscriber import PubAck, Session, SessionSettings
 
 __all__ = ["CONTENT_TYPE", "IDLE_WAKEUP", "IntakePublisher", "PublisherStatus"]
 
-log = logging.getLogger("distillsync.intake.publisher")
+log = logging.getLogger("distillsync.relay.intake.publisher")
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 """The PUBLISH's Content Type, as the agent's events carry."""
